@@ -1,0 +1,196 @@
+"""The model interface: two towers, a logit scale and bias, a preprocessing recipe.
+
+``logits = logit_scale · sim(image, text) + logit_bias`` where ``sim`` is the cosine similarity of
+L2-normalised features (``geometry="cosine"``) or the negative squared Euclidean distance of raw
+features (``geometry="euclidean"``, EuCLIP).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from cliplab._validation import l2_normalize
+from cliplab.models.preprocess import ImageInput, Preprocess
+
+GEOMETRIES = ("cosine", "euclidean")
+T = TypeVar("T")
+
+
+def prefetch(make_batch: Callable[[int], T], n_batches: int) -> Iterator[T]:
+    """Yield ``make_batch(0..n-1)`` while the next batch is prepared on a background thread.
+
+    Preprocessing (PIL, NumPy) then overlaps with the model's forward pass.
+    """
+    if n_batches <= 0:
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(make_batch, 0)
+        for i in range(n_batches):
+            batch = future.result()
+            if i + 1 < n_batches:
+                future = pool.submit(make_batch, i + 1)
+            yield batch
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """A cheap content hash of a module's weights: shapes plus a strided sample and the sum of each tensor."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        flat = t.detach().reshape(-1)
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        if flat.numel():
+            step = max(1, flat.numel() // 4096)
+            sample = flat[::step].float().cpu()
+            h.update(sample.numpy().tobytes())
+            h.update(repr(float(flat.double().sum())).encode())
+    return h.hexdigest()[:16]
+
+
+class Model:
+    """A CLIP-family model. Subclasses implement the tower forwards, tokenisation and saving."""
+
+    spec: str
+    preprocess: Preprocess
+    geometry: str = "cosine"
+    module: nn.Module
+
+    # -- to implement ---------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Raw projected image embeddings ``[B, D]`` (differentiable, not normalised)."""
+        raise NotImplementedError
+
+    def text_embeddings(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Raw projected text embeddings ``[B, D]`` (differentiable, not normalised)."""
+        raise NotImplementedError
+
+    @property
+    def logit_scale(self) -> float:
+        """The multiplier ``s`` (already exponentiated)."""
+        raise NotImplementedError
+
+    @property
+    def logit_bias(self) -> float | None:
+        return None
+
+    def save(self, directory: str | os.PathLike) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    def _identity(self) -> dict[str, Any]:
+        """What, besides the weights, defines this model's outputs (for cache keys)."""
+        return {}
+
+    # -- shared ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        try:
+            return next(self.module.parameters()).device
+        except StopIteration:
+            return torch.device("cpu")
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.encode_texts(["a"]).shape[1])
+
+    def to(self, device: str | torch.device) -> Model:
+        self.module.to(device)
+        return self
+
+    def normalize(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Apply the geometry's normalisation (L2 for cosine, identity for Euclidean)."""
+        return l2_normalize(embeddings) if self.geometry == "cosine" else embeddings
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Differentiable image features in the model's geometry (used by the trainer)."""
+        return self.normalize(self.image_embeddings(pixel_values))
+
+    def text_features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.normalize(self.text_embeddings(tokens))
+
+    def similarity(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """``sim(image, text)``: cosine (dot of normalised features) or ``−‖x − y‖²``."""
+        if self.geometry == "cosine":
+            return image_features @ text_features.T
+        return -torch.cdist(image_features, text_features).square()
+
+    def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """``logit_scale · sim + logit_bias``."""
+        z = self.logit_scale * self.similarity(image_features, text_features)
+        return z if self.logit_bias is None else z + self.logit_bias
+
+    @torch.inference_mode()
+    def encode_images(
+        self,
+        images: Sequence[ImageInput] | torch.Tensor,
+        *,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Image features ``[N, D]`` (float32, CPU) from PIL images, paths or a preprocessed batch."""
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            if isinstance(images, torch.Tensor):
+                if images.ndim != 4 or images.shape[1] != 3:
+                    raise ValueError(f"a pixel tensor must have shape [B, 3, H, W], got {tuple(images.shape)}")
+                chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+                batches: Iterator[torch.Tensor] = iter(chunks)
+                n_batches = len(chunks)
+            else:
+                images = list(images)
+                n_batches = -(-len(images) // batch_size)
+                batches = prefetch(
+                    lambda b: self.preprocess.batch(images[b * batch_size : (b + 1) * batch_size]), n_batches
+                )
+            if n_batches == 0:
+                raise ValueError("no images to encode")
+            out = [
+                self.image_features(px.to(self.device)).float().cpu()
+                for px in tqdm(batches, total=n_batches, disable=not progress, desc="images", unit="batch")
+            ]
+            return torch.cat(out)
+        finally:
+            self.module.train(was_training)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        """Text features ``[M, D]`` (float32, CPU)."""
+        if isinstance(texts, str):
+            raise TypeError("encode_texts takes a list of strings, got a single string")
+        texts = list(texts)
+        if not texts:
+            raise ValueError("no texts to encode")
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            out = []
+            starts = range(0, len(texts), batch_size)
+            for i in tqdm(starts, disable=not progress, desc="texts", unit="batch"):
+                tokens = {k: v.to(self.device) for k, v in self.tokenize(texts[i : i + batch_size]).items()}
+                out.append(self.text_features(tokens).float().cpu())
+            return torch.cat(out)
+        finally:
+            self.module.train(was_training)
+
+    def fingerprint(self) -> str:
+        """Content hash of weights, geometry, tokenisation and preprocessing (the cache key's model part)."""
+        ident = {
+            "weights": module_fingerprint(self.module),
+            "geometry": self.geometry,
+            "preprocess": self.preprocess.fingerprint(),
+            **self._identity(),
+        }
+        return hashlib.sha256(repr(sorted(ident.items())).encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(spec={self.spec!r}, geometry={self.geometry!r}, device={self.device})"

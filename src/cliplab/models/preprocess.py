@@ -1,0 +1,189 @@
+"""Image preprocessing without torchvision: resize, centre-crop, rescale, normalise.
+
+Mirrors the Hugging Face ``CLIPImageProcessor`` / ``SiglipImageProcessor`` semantics (PIL resampling
+on uint8 images, ``shortest_edge`` or exact ``height``/``width`` resize, centre crop, ``x·rescale``,
+``(x − mean) / std``) so a checkpoint's ``preprocessor_config.json`` gives the same tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+ImageInput = Image.Image | str | os.PathLike
+
+
+def load_image(source: ImageInput) -> Image.Image:
+    """Open an image (PIL or path) as RGB; a missing or corrupt file raises naming the file."""
+    if isinstance(source, Image.Image):
+        return source.convert("RGB") if source.mode != "RGB" else source
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ValueError(f"cannot read image file {path}: {err}") from err
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """PIL image → float tensor ``[3, H, W]``.
+
+    ``resize``: an int resizes the shortest edge to it (aspect kept), a ``(h, w)`` pair resizes
+    exactly, None skips. ``crop``: centre crop ``(h, w)`` or None.
+    """
+
+    resize: int | tuple[int, int] | None = 224
+    crop: tuple[int, int] | None = (224, 224)
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    resample: int = Image.Resampling.BICUBIC
+    rescale: float = 1 / 255
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:  # canonical types, so equal recipes hash equally
+        resize = self.resize
+        if isinstance(resize, list | tuple):
+            resize = (int(resize[0]), int(resize[1]))
+        object.__setattr__(self, "resize", resize if resize is None or isinstance(resize, tuple) else int(resize))
+        if self.crop is not None:
+            object.__setattr__(self, "crop", (int(self.crop[0]), int(self.crop[1])))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "resample", int(self.resample))
+        object.__setattr__(self, "rescale", float(self.rescale))
+
+    @property
+    def output_size(self) -> tuple[int, int] | None:
+        if self.crop is not None:
+            return tuple(self.crop)  # type: ignore[return-value]
+        if isinstance(self.resize, tuple | list):
+            return tuple(self.resize)  # type: ignore[return-value]
+        return None
+
+    def _resized_size(self, w: int, h: int) -> tuple[int, int]:
+        if self.resize is None:
+            return w, h
+        if isinstance(self.resize, tuple | list):
+            return int(self.resize[1]), int(self.resize[0])
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = int(self.resize), int(int(self.resize) * long / short)
+        return (new_short, new_long) if w <= h else (new_long, new_short)
+
+    def to_uint8(self, image: ImageInput) -> np.ndarray:
+        """Resize and crop; returns ``(H, W, 3)`` uint8."""
+        im = load_image(image)
+        size = self._resized_size(*im.size)
+        if size != im.size:
+            im = im.resize(size, resample=self.resample)
+        arr = np.asarray(im, dtype=np.uint8)
+        if self.crop is not None:
+            arr = _center_crop(arr, int(self.crop[0]), int(self.crop[1]))
+        return arr
+
+    def normalize(self, batch_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, 3)`` uint8 → ``(B, 3, H, W)`` float32, rescaled and normalised."""
+        x = torch.as_tensor(batch_uint8).permute(0, 3, 1, 2).float()
+        scale = torch.tensor(self.std).view(1, 3, 1, 1) / self.rescale
+        return (x - torch.tensor(self.mean).view(1, 3, 1, 1) / self.rescale) / scale
+
+    def __call__(self, image: ImageInput) -> torch.Tensor:
+        return self.normalize(self.to_uint8(image)[None])[0]
+
+    def batch(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Preprocess several images into one ``(B, 3, H, W)`` tensor (one normalisation pass)."""
+        if len(images) == 0:
+            raise ValueError("no images to preprocess")
+        arrays = [self.to_uint8(im) for im in images]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"preprocessed images differ in size {sorted(shapes)}: set a crop size so every image "
+                "gets the same shape"
+            )
+        return self.normalize(np.stack(arrays))
+
+    # -- Hugging Face preprocessor_config.json -------------------------------------------------
+    @classmethod
+    def from_hf_config(cls, cfg: dict[str, Any]) -> Preprocess:
+        size = cfg.get("size")
+        resize: int | tuple[int, int] | None
+        if not cfg.get("do_resize", True) or size is None:
+            resize = None
+        elif isinstance(size, int | float):
+            resize = int(size)
+        elif "shortest_edge" in size:
+            resize = int(size["shortest_edge"])
+        else:
+            resize = (int(size["height"]), int(size["width"]))
+        crop = None
+        if cfg.get("do_center_crop", False):
+            cs = cfg.get("crop_size", size)
+            crop = (int(cs), int(cs)) if isinstance(cs, int | float) else (int(cs["height"]), int(cs["width"]))
+        if cfg.get("do_normalize", True):
+            mean = tuple(float(v) for v in cfg.get("image_mean", OPENAI_MEAN))
+            std = tuple(float(v) for v in cfg.get("image_std", OPENAI_STD))
+        else:
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        rescale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0
+        return cls(
+            resize=resize,
+            crop=crop,
+            mean=mean,  # type: ignore[arg-type]
+            std=std,  # type: ignore[arg-type]
+            resample=int(cfg.get("resample", Image.Resampling.BICUBIC)),
+            rescale=rescale,
+        )
+
+    def to_hf_config(self, processor_class: str = "CLIPImageProcessor") -> dict[str, Any]:
+        if isinstance(self.resize, tuple | list):
+            size: dict[str, int] | None = {"height": int(self.resize[0]), "width": int(self.resize[1])}
+        elif self.resize is None:
+            size = None
+        else:
+            size = {"shortest_edge": int(self.resize)}
+        cfg: dict[str, Any] = {
+            "image_processor_type": processor_class,
+            "do_resize": size is not None,
+            "size": size,
+            "resample": int(self.resample),
+            "do_center_crop": self.crop is not None,
+            "do_rescale": True,
+            "rescale_factor": self.rescale,
+            "do_normalize": True,
+            "image_mean": list(self.mean),
+            "image_std": list(self.std),
+            "do_convert_rgb": True,
+        }
+        if self.crop is not None:
+            cfg["crop_size"] = {"height": int(self.crop[0]), "width": int(self.crop[1])}
+        return cfg
+
+    def fingerprint(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("extra")
+        return d
+
+
+def _center_crop(arr: np.ndarray, ch: int, cw: int) -> np.ndarray:
+    """Centre crop (HF convention: top = (H − ch) // 2); pads with zeros when the image is smaller."""
+    h, w = arr.shape[:2]
+    if h < ch or w < cw:
+        ph, pw = max(ch - h, 0), max(cw - w, 0)
+        arr = np.pad(arr, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+        h, w = arr.shape[:2]
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return arr[top : top + ch, left : left + cw]
