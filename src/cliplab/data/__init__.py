@@ -1,0 +1,41 @@
+"""Datasets: the built-in shapes world, image folders, caption files, few-shot sampling."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from cliplab.data.base import Dataset, Subset
+from cliplab.data.folders import CaptionDataset, ImageFolder
+from cliplab.data.registry import DATA_FORMS, load_dataset
+from cliplab.data.sampling import k_shot, k_shot_indices
+
+_LAZY = {
+    "shapes": "shapes",
+    "ShapesDataset": "shapes",
+    "SHAPES": "shapes",
+    "COLOURS": "shapes",
+    "HELD_OUT_SHAPES": "shapes",
+    "HELD_OUT_COLOURS": "shapes",
+    "VOCABULARY": "shapes",
+    "CORRUPTIONS": "corruptions",
+    "corrupt": "corruptions",
+}
+
+__all__ = [
+    "DATA_FORMS",
+    "CaptionDataset",
+    "Dataset",
+    "ImageFolder",
+    "Subset",
+    "k_shot",
+    "k_shot_indices",
+    "load_dataset",
+    *sorted(_LAZY),
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"cliplab.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'cliplab.data' has no attribute {name!r}")

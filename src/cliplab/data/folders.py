@@ -1,0 +1,184 @@
+"""Datasets from disk: image folders (one sub-folder per class) and caption files (CSV / JSONL)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cliplab.data.base import Dataset, stable_hash
+from cliplab.models.preprocess import load_image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def _files_fingerprint(paths: list[Path]) -> str:
+    """Hash of each file's path, size and modification time (content changes invalidate caches)."""
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = p.stat()
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}|missing\n".encode())
+    return h.hexdigest()[:16]
+
+
+def classname_from_folder(name: str) -> str:
+    """``golden_retriever`` → ``golden retriever``."""
+    return name.replace("_", " ").strip()
+
+
+class ImageFolder(Dataset):
+    """``root/<class>/<image>``: classes are the sorted sub-folder names (underscores become spaces)."""
+
+    def __init__(self, root: str | os.PathLike, *, classnames: list[str] | None = None, templates=None):
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {self.root}")
+        folders = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not folders:
+            raise ValueError(f"{self.root} has no class sub-folders (expected root/<class>/<image files>)")
+        self.paths: list[Path] = []
+        labels: list[int] = []
+        for i, folder in enumerate(folders):
+            files = sorted(
+                p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            self.paths.extend(files)
+            labels.extend([i] * len(files))
+        if not self.paths:
+            raise ValueError(f"{self.root} contains no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        names = [classname_from_folder(d.name) for d in folders]
+        if classnames is not None:
+            if len(classnames) != len(folders):
+                raise ValueError(f"{len(classnames)} class names given for {len(folders)} class folders in {self.root}")
+            names = list(classnames)
+        self.classnames = names
+        self.folder_names = [d.name for d in folders]
+        self.templates = templates
+        self._labels = np.asarray(labels, dtype=np.int64)
+        self.name = self.root.name
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> Image.Image:
+        return load_image(self.paths[index])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def fingerprint(self) -> str:
+        return stable_hash({"kind": "image_folder", "root": str(self.root.resolve()), "classes": self.classnames,
+                            "files": _files_fingerprint(self.paths)})
+
+
+class CaptionDataset(Dataset):
+    """Image–caption pairs from a CSV (header with ``image`` and ``caption`` columns) or JSONL file.
+
+    JSONL rows: ``{"image": path, "caption": str}`` or ``{"image": path, "captions": [str, ...]}``.
+    Rows naming the same image are grouped: one image, several captions. Relative image paths are
+    resolved against the caption file's folder.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        image_key: str = "image",
+        caption_key: str = "caption",
+        check_files: bool = True,
+    ):
+        self.path = Path(path).expanduser()
+        if not self.path.is_file():
+            raise FileNotFoundError(f"caption file not found: {self.path}")
+        rows = self._read_rows(image_key, caption_key)
+        if not rows:
+            raise ValueError(f"{self.path} contains no image–caption rows")
+        index: dict[str, int] = {}
+        self.paths: list[Path] = []
+        caps: list[str] = []
+        t2i: list[int] = []
+        for image, captions in rows:
+            p = Path(image).expanduser()
+            p = p if p.is_absolute() else (self.path.parent / p)
+            key = str(p)
+            if key not in index:
+                index[key] = len(self.paths)
+                self.paths.append(p)
+            for c in captions:
+                caps.append(c)
+                t2i.append(index[key])
+        if check_files:
+            missing = [str(p) for p in self.paths if not p.is_file()]
+            if missing:
+                raise FileNotFoundError(
+                    f"{len(missing)} image file(s) named in {self.path} do not exist, e.g. {missing[:3]}"
+                )
+        self._captions = caps
+        self._t2i = np.asarray(t2i, dtype=np.int64)
+        self.name = self.path.stem
+
+    def _read_rows(self, image_key: str, caption_key: str) -> list[tuple[str, list[str]]]:
+        rows: list[tuple[str, list[str]]] = []
+        suffix = self.path.suffix.lower()
+        if suffix in (".jsonl", ".json"):
+            with open(self.path, encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{self.path}:{lineno}: invalid JSON ({err.msg})") from err
+                    if image_key not in obj:
+                        raise ValueError(f"{self.path}:{lineno}: missing key {image_key!r}")
+                    caps = obj.get(caption_key + "s", obj.get(caption_key))
+                    if caps is None:
+                        raise ValueError(f"{self.path}:{lineno}: missing key {caption_key!r} (or {caption_key}s)")
+                    caps = [caps] if isinstance(caps, str) else list(caps)
+                    if not caps or not all(isinstance(c, str) and c.strip() for c in caps):
+                        raise ValueError(f"{self.path}:{lineno}: captions must be non-empty strings")
+                    rows.append((str(obj[image_key]), caps))
+        elif suffix in (".csv", ".tsv"):
+            with open(self.path, encoding="utf-8", newline="") as fh:
+                reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+                fields = reader.fieldnames or []
+                for key in (image_key, caption_key):
+                    if key not in fields:
+                        raise ValueError(f"{self.path}: no column {key!r} (columns: {fields})")
+                for lineno, row in enumerate(reader, 2):
+                    cap = (row.get(caption_key) or "").strip()
+                    if not cap or not row.get(image_key):
+                        raise ValueError(f"{self.path}:{lineno}: empty image path or caption")
+                    rows.append((row[image_key], [cap]))
+        else:
+            raise ValueError(f"{self.path}: unsupported caption file type {suffix!r} (use .csv, .tsv or .jsonl)")
+        return rows
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> Image.Image:
+        return load_image(self.paths[index])
+
+    @property
+    def captions(self) -> list[str]:
+        return self._captions
+
+    @property
+    def text_to_image(self) -> np.ndarray:
+        return self._t2i
+
+    def fingerprint(self) -> str:
+        caps = hashlib.sha256("\n".join(self._captions).encode()).hexdigest()[:16]
+        return stable_hash({"kind": "captions", "file": _files_fingerprint([self.path]),
+                            "images": _files_fingerprint(self.paths), "captions": caps,
+                            "t2i": hashlib.sha256(self._t2i.tobytes()).hexdigest()[:16]})

@@ -1,0 +1,139 @@
+"""``embed(model, dataset)``: batched encoding with an on-disk cache keyed by model, data and preprocessing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import cliplab
+from cliplab._io import cache_home
+from cliplab.data.base import Dataset, check_nonempty, stable_hash
+from cliplab.features.store import FORMAT_VERSION, Features
+from cliplab.models.base import Model, prefetch
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(model: Model, dataset: Dataset) -> str:
+    """Hash of the model's weights/tokenisation/preprocessing and the dataset's content definition."""
+    return stable_hash(
+        {
+            "model": model.fingerprint(),
+            "preprocess": model.preprocess.fingerprint(),
+            "data": dataset.fingerprint(),
+            "format": FORMAT_VERSION,
+        }
+    )
+
+
+def default_cache_dir() -> Path:
+    return cache_home() / "features"
+
+
+def embed_images(
+    model: Model,
+    dataset: Dataset,
+    indices: Sequence[int] | None = None,
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Image features of ``dataset[indices]`` (all by default); preprocessing overlaps the forward pass.
+
+    ``indices`` lets a caller embed one shard (e.g. ``range(rank, N, world)`` under torchrun).
+    """
+    idx = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n_batches = -(-idx.size // batch_size)
+
+    def make_batch(b: int) -> torch.Tensor:
+        chunk = idx[b * batch_size : (b + 1) * batch_size]
+        return model.preprocess.batch(dataset.images(chunk.tolist()))
+
+    was_training = model.module.training
+    model.module.eval()
+    out = []
+    try:
+        with torch.inference_mode(), tqdm(
+            total=int(idx.size), disable=not progress, desc=f"embed {dataset.name}", unit="img"
+        ) as bar:
+            for pixels in prefetch(make_batch, n_batches):
+                out.append(model.image_features(pixels.to(model.device)).float().cpu())
+                bar.update(pixels.shape[0])
+    finally:
+        model.module.train(was_training)
+    return torch.cat(out)
+
+
+def embed(
+    model: Model,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None | bool = None,
+    progress: bool = True,
+) -> Features:
+    """Embed every image (and caption) of ``dataset`` with ``model``.
+
+    The result is cached in ``cache_dir`` (default ``$CLIPLAB_HOME/features``; ``False`` disables
+    caching) under a key of model weights, tokenisation, preprocessing and data: a second call with
+    the same three loads from disk, any change recomputes.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a cliplab Model (see cliplab.load_model), got {type(model).__name__}")
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a cliplab Dataset, got {type(dataset).__name__}")
+    check_nonempty(dataset)
+    key = cache_key(model, dataset)
+    path = None
+    if cache_dir is not False:
+        path = Path(default_cache_dir() if cache_dir in (None, True) else cache_dir) / f"{key}.safetensors"
+        if path.is_file():
+            try:
+                feats = Features.load(path)
+                log.info("features cache hit: %s", path)
+                return feats
+            except ValueError as err:  # a damaged cache entry is recomputed, never trusted
+                log.warning("ignoring unreadable cache entry %s: %s", path, err)
+
+    start = time.perf_counter()
+    images = embed_images(model, dataset, batch_size=batch_size, progress=progress)
+    captions = dataset.captions
+    texts = t2i = None
+    if captions:
+        texts = model.encode_texts(captions, batch_size=max(batch_size, 256), progress=progress)
+        t2i = torch.as_tensor(dataset.text_to_image, dtype=torch.int64)
+    labels = dataset.labels
+    feats = Features(
+        images=images,
+        labels=None if labels is None else torch.as_tensor(labels, dtype=torch.int64),
+        classnames=list(dataset.classnames) if dataset.classnames else None,
+        texts=texts,
+        text_to_image=t2i,
+        captions=list(captions) if captions else None,
+        meta={
+            "key": key,
+            "model": model.spec,
+            "model_fingerprint": model.fingerprint(),
+            "geometry": model.geometry,
+            "logit_scale": model.logit_scale,
+            "logit_bias": model.logit_bias,
+            "dataset": dataset.name,
+            "dataset_fingerprint": dataset.fingerprint(),
+            "preprocess": model.preprocess.fingerprint(),
+            "n_images": len(dataset),
+            "seconds": round(time.perf_counter() - start, 3),
+            "cliplab_version": cliplab.__version__,
+        },
+    )
+    if path is not None:
+        feats.save(path)
+    return feats
