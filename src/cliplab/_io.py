@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -62,3 +64,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def cache_home() -> Path:
     """Root of cliplab's caches: ``$CLIPLAB_HOME`` or ``~/.cache/cliplab``."""
     return Path(os.environ.get("CLIPLAB_HOME", Path.home() / ".cache" / "cliplab"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Tensors/arrays → lists, NaN → None, recursively."""
+    if hasattr(obj, "tolist") and not isinstance(obj, str | bytes):
+        obj = obj.tolist()
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

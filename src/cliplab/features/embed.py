@@ -1,4 +1,4 @@
-"""``embed(model, dataset)``: batched encoding with an on-disk cache keyed by model, data and preprocessing."""
+"""``embed(model, dataset)``: batched encoding with an on-disk cache keyed by model, data, preprocessing."""
 
 from __future__ import annotations
 
@@ -62,9 +62,10 @@ def embed_images(
     model.module.eval()
     out = []
     try:
-        with torch.inference_mode(), tqdm(
-            total=int(idx.size), disable=not progress, desc=f"embed {dataset.name}", unit="img"
-        ) as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(total=int(idx.size), disable=not progress, desc=f"embed {dataset.name}", unit="img") as bar,
+        ):
             for pixels in prefetch(make_batch, n_batches):
                 out.append(model.image_features(pixels.to(model.device)).float().cpu())
                 bar.update(pixels.shape[0])

@@ -46,7 +46,9 @@ class Features:
             self.texts = as_features(self.texts, "text features", dim=d)
             if self.text_to_image is None:
                 raise ValueError("text features need text_to_image (the image index of each caption)")
-            self.text_to_image = as_labels(self.text_to_image, "text_to_image", n=self.texts.shape[0], num_classes=n)
+            self.text_to_image = as_labels(
+                self.text_to_image, "text_to_image", n=self.texts.shape[0], num_classes=n
+            )
             if self.captions is not None and len(self.captions) != self.texts.shape[0]:
                 raise ValueError(f"{len(self.captions)} captions for {self.texts.shape[0]} text features")
 
@@ -60,7 +62,10 @@ class Features:
     def subset(self, indices: Any) -> Features:
         """Rows ``indices`` (captions follow their images, re-indexed)."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64).reshape(-1)
-        kw: dict[str, Any] = {"images": self.images[idx], "labels": None if self.labels is None else self.labels[idx]}
+        kw: dict[str, Any] = {
+            "images": self.images[idx],
+            "labels": None if self.labels is None else self.labels[idx],
+        }
         if self.texts is not None and self.text_to_image is not None:
             position = torch.full((len(self),), -1, dtype=torch.int64)
             position[idx] = torch.arange(idx.numel())
@@ -95,7 +100,7 @@ class Features:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Features:
         """Read what ``save`` wrote; a missing, truncated or foreign file raises ``ValueError`` naming it."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         path = Path(path)
         if not path.is_file():
@@ -104,10 +109,12 @@ class Features:
             with safe_open(str(path), framework="pt") as fh:
                 header = json.loads((fh.metadata() or {})[_META_KEY])
                 tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
-        except (KeyError, OSError, ValueError, RuntimeError, json.JSONDecodeError) as err:
+        except (KeyError, OSError, ValueError, RuntimeError, SafetensorError) as err:
             raise ValueError(f"{path} is not a readable cliplab features file: {err}") from err
         if header.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path} has features format {header.get('format_version')}, expected {FORMAT_VERSION}")
+            raise ValueError(
+                f"{path} has features format {header.get('format_version')}, expected {FORMAT_VERSION}"
+            )
         return cls(
             images=tensors["images"],
             labels=tensors.get("labels"),

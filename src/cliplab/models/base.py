@@ -142,7 +142,9 @@ class Model:
         try:
             if isinstance(images, torch.Tensor):
                 if images.ndim != 4 or images.shape[1] != 3:
-                    raise ValueError(f"a pixel tensor must have shape [B, 3, H, W], got {tuple(images.shape)}")
+                    raise ValueError(
+                        f"a pixel tensor must have shape [B, 3, H, W], got {tuple(images.shape)}"
+                    )
                 chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
                 batches: Iterator[torch.Tensor] = iter(chunks)
                 n_batches = len(chunks)
@@ -163,7 +165,9 @@ class Model:
             self.module.train(was_training)
 
     @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    def encode_texts(
+        self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False
+    ) -> torch.Tensor:
         """Text features ``[M, D]`` (float32, CPU)."""
         if isinstance(texts, str):
             raise TypeError("encode_texts takes a list of strings, got a single string")

@@ -73,7 +73,9 @@ class HFModel(Model):
         self.padding = TEXT_PADDING.get(self.model_type, "longest")
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, spec: str | None = None, device: str | None = None) -> HFModel:
+    def from_pretrained(
+        cls, name_or_path: str, *, spec: str | None = None, device: str | None = None
+    ) -> HFModel:
         """Load model, tokenizer and preprocessing from a local directory or a Hub id."""
         from transformers import AutoModel, AutoTokenizer
 

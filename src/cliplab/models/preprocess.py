@@ -58,7 +58,9 @@ class Preprocess:
         resize = self.resize
         if isinstance(resize, list | tuple):
             resize = (int(resize[0]), int(resize[1]))
-        object.__setattr__(self, "resize", resize if resize is None or isinstance(resize, tuple) else int(resize))
+        object.__setattr__(
+            self, "resize", resize if resize is None or isinstance(resize, tuple) else int(resize)
+        )
         if self.crop is not None:
             object.__setattr__(self, "crop", (int(self.crop[0]), int(self.crop[1])))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -96,6 +98,8 @@ class Preprocess:
 
     def normalize(self, batch_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``(B, H, W, 3)`` uint8 → ``(B, 3, H, W)`` float32, rescaled and normalised."""
+        if isinstance(batch_uint8, np.ndarray) and not batch_uint8.flags.writeable:
+            batch_uint8 = batch_uint8.copy()
         x = torch.as_tensor(batch_uint8).permute(0, 3, 1, 2).float()
         scale = torch.tensor(self.std).view(1, 3, 1, 1) / self.rescale
         return (x - torch.tensor(self.mean).view(1, 3, 1, 1) / self.rescale) / scale
@@ -132,7 +136,9 @@ class Preprocess:
         crop = None
         if cfg.get("do_center_crop", False):
             cs = cfg.get("crop_size", size)
-            crop = (int(cs), int(cs)) if isinstance(cs, int | float) else (int(cs["height"]), int(cs["width"]))
+            crop = (
+                (int(cs), int(cs)) if isinstance(cs, int | float) else (int(cs["height"]), int(cs["width"]))
+            )
         if cfg.get("do_normalize", True):
             mean = tuple(float(v) for v in cfg.get("image_mean", OPENAI_MEAN))
             std = tuple(float(v) for v in cfg.get("image_std", OPENAI_STD))

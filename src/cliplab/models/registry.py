@@ -47,7 +47,9 @@ def load_model(spec: str | os.PathLike | Model, device: str | torch.device | Non
 
         arch, _, tag = s[len("openclip:") :].partition("/")
         if not arch:
-            raise _unknown(s, "the openclip: prefix needs an architecture, e.g. openclip:ViT-B-32/laion2b_s34b_b79k")
+            raise _unknown(
+                s, "the openclip: prefix needs an architecture, e.g. openclip:ViT-B-32/laion2b_s34b_b79k"
+            )
         return OpenCLIPModel(arch, tag or None, spec=s, device=device)
     if s.startswith("builtin:"):
         from cliplab.models.builtin import BUILTIN_MODELS, load_builtin
@@ -59,7 +61,9 @@ def load_model(spec: str | os.PathLike | Model, device: str | torch.device | Non
     path = Path(s).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise _unknown(s, f"directory {path} has no config.json, so it is not a Hugging Face model directory")
+            raise _unknown(
+                s, f"directory {path} has no config.json, so it is not a Hugging Face model directory"
+            )
         from cliplab.models.hf import HFModel
 
         return HFModel.from_pretrained(str(path), spec=str(path), device=device)

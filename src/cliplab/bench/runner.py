@@ -1,0 +1,124 @@
+"""``cliplab bench``: one run, one ``results.json`` for a model on a dataset.
+
+A bench is a sequence of named stages sharing one context (model, datasets, cached features). Each
+stage returns a JSON-able dict; the runner records it with its wall time. Stages are registered in
+``STAGES`` so later capabilities plug in without changing the runner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cliplab
+from cliplab._io import to_jsonable, write_text_atomic
+from cliplab.data.base import Dataset
+from cliplab.models.base import Model
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class BenchContext:
+    model: Model
+    data_spec: str
+    n: int
+    batch_size: int = 64
+    cache_dir: Any = None
+    progress: bool = True
+    seed: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def builtin_world(self) -> bool:
+        return self.data_spec.removeprefix("builtin:").split(":")[0] == "shapes"
+
+    def dataset(self, split: str = "test", **options: Any) -> Dataset:
+        from cliplab.data import load_dataset
+
+        if self.builtin_world:
+            options.setdefault("n", self.n)
+        return load_dataset(self.data_spec, split=split, **options)
+
+    def embed(self, dataset: Dataset):
+        from cliplab.features import embed
+
+        return embed(
+            self.model, dataset, batch_size=self.batch_size, cache_dir=self.cache_dir, progress=self.progress
+        )
+
+
+def stage_zeroshot(ctx: BenchContext) -> dict[str, Any]:
+    """Zero-shot classification per task (shape, colour, shape+colour on the built-in world)."""
+    from cliplab.zeroshot import zeroshot_evaluate
+
+    tasks = ("shape", "colour", "shape_colour") if ctx.builtin_world else ("classes",)
+    out = {}
+    for task in tasks:
+        ds = ctx.dataset("test", task=task) if ctx.builtin_world else ctx.dataset("test")
+        rep = zeroshot_evaluate(ctx.model, ctx.embed(ds), templates=ds.templates)
+        out[task] = {k: rep[k] for k in ("acc1", "acc5", "mean_per_class_recall", "n", "per_class_recall")}
+    return out
+
+
+STAGES: dict[str, Callable[[BenchContext], dict[str, Any]]] = {"zeroshot": stage_zeroshot}
+
+
+def run_bench(
+    model: Model,
+    data_spec: str = "shapes",
+    output_dir: str | os.PathLike = "cliplab-bench",
+    *,
+    only: list[str] | None = None,
+    n: int = 1000,
+    batch_size: int = 64,
+    cache_dir: Any = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the selected stages (all by default) and write ``results.json`` in ``output_dir``."""
+    names = list(STAGES) if not only else only
+    unknown = [s for s in names if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown bench stage(s) {unknown}; available: {', '.join(STAGES)}")
+    ctx = BenchContext(
+        model, str(data_spec), n=n, batch_size=batch_size, cache_dir=cache_dir, progress=progress
+    )
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "cliplab_version": cliplab.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": {
+            "spec": model.spec,
+            "fingerprint": model.fingerprint(),
+            "geometry": model.geometry,
+            "logit_scale": model.logit_scale,
+            "logit_bias": model.logit_bias,
+        },
+        "data": {"spec": str(data_spec), "n": n},
+        "config": {"stages": names, "batch_size": batch_size},
+        "environment": {"python": platform.python_version(), "platform": platform.platform()},
+        "stages": {},
+        "timings": {},
+    }
+    for name in names:
+        if log:
+            log(f"[bench] {name} ...")
+        t0 = time.perf_counter()
+        results["stages"][name] = STAGES[name](ctx)
+        results["timings"][name] = round(time.perf_counter() - t0, 3)
+        if log:
+            log(f"[bench] {name} done in {results['timings'][name]:.1f}s")
+    results["timings"]["total"] = round(time.perf_counter() - started, 3)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "results.json", json.dumps(to_jsonable(results), indent=2))
+    return results

@@ -1,0 +1,77 @@
+"""``cliplab zeroshot MODEL DATA``: zero-shot classification metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
+
+
+def load_templates(value: str | None) -> Any:
+    """A template set name, or a JSON file holding a list of templates or a class → sentences dict."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise UsageError(f"templates file not found: {path}")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise UsageError(f"templates file {path} is not valid JSON: {err}") from err
+    return value
+
+
+def load_classnames(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise UsageError(f"class-names file not found: {path}")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise UsageError(f"class-names file {path} is empty")
+    return names
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("zeroshot", help="zero-shot classification of a labelled dataset")
+    p.add_argument("model", help="model spec: a HF directory, hf:<id>, openclip:<arch>/<tag>, builtin:shapes")
+    p.add_argument("data", help="dataset spec: shapes[:opts], an image folder, ...")
+    p.add_argument(
+        "--templates", default=None, help="template set (imagenet80, cifar18, simple) or a JSON file"
+    )
+    p.add_argument("--classnames", default=None, help="text file with one class name per line")
+    p.add_argument("--split", default="test", help="split for built-in datasets (default test)")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cliplab.data import load_dataset
+    from cliplab.models import load_model
+    from cliplab.zeroshot import zeroshot_evaluate
+
+    model = load_model(args.model, device=args.device)
+    dataset = load_dataset(args.data, split=args.split)
+    report = zeroshot_evaluate(
+        model,
+        dataset,
+        classnames=load_classnames(args.classnames),
+        templates=load_templates(args.templates),
+        batch_size=args.batch_size,
+        cache_dir=cache_dir(args),
+        progress=not args.quiet,
+    )
+    if args.json:
+        print_json(report)
+    else:
+        print_table(
+            [[report["acc1"], report["acc5"], report["mean_per_class_recall"], report["n"]]],
+            ["acc1", "acc5", "mean_per_class_recall", "n"],
+            title=f"zero-shot {args.model} on {dataset.name}",
+        )
+    return 0

@@ -1,0 +1,128 @@
+"""A compact contrastive training loop over an in-memory image–caption dataset.
+
+Used by the built-in model recipe. It renders/loads every image once, tokenises every caption once,
+then runs AdamW with linear warm-up + cosine decay, no weight decay on the logit scale, biases,
+norms and embeddings, and clamps ``log logit_scale`` to ``ln 100`` after each step (CLIP).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cliplab.data.base import Dataset
+from cliplab.models.base import Model, prefetch
+
+MAX_LOG_SCALE = math.log(100.0)
+
+
+@dataclass
+class ContrastiveLoopConfig:
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    seed: int = 0
+    render_batch: int = 512
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only; exclude the logit scale/bias, biases, norm gains and embeddings."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "logit_" in name or "embedding" in name or "norm" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def render_all(model: Model, dataset: Dataset, batch: int = 512, progress: bool = True) -> torch.Tensor:
+    """Every image of ``dataset`` as a normalised tensor ``[N, 3, H, W]``."""
+    n = len(dataset)
+    chunks = []
+    with tqdm(total=n, disable=not progress, desc="render", unit="img") as bar:
+        for b in prefetch(
+            lambda i: model.preprocess.batch(dataset.images(range(i * batch, min(n, (i + 1) * batch)))),
+            -(-n // batch),
+        ):
+            chunks.append(b)
+            bar.update(b.shape[0])
+    return torch.cat(chunks)
+
+
+def fit_contrastive(
+    model: Model, dataset: Dataset, config: ContrastiveLoopConfig, *, progress: bool = True
+) -> list[float]:
+    """Train ``model`` on (image, random one of its captions) pairs with the symmetric CLIP loss.
+
+    Returns the per-step losses.
+    """
+    from cliplab.losses import clip_loss
+
+    captions, t2i = dataset.captions, dataset.text_to_image
+    if not captions:
+        raise ValueError(f"dataset {dataset.name!r} has no captions to train on")
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    pixels = render_all(model, dataset, config.render_batch, progress)
+    tokens = model.tokenizer(
+        list(captions),
+        padding="max_length",
+        truncation=True,  # type: ignore[attr-defined]
+        max_length=model.max_length,
+        return_tensors="pt",
+    )  # type: ignore[attr-defined]
+    order = np.argsort(t2i, kind="stable")
+    counts = np.bincount(t2i, minlength=len(dataset))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    has_caption = np.nonzero(counts > 0)[0]
+
+    module = model.module
+    module.train()
+    opt = torch.optim.AdamW(
+        param_groups(module, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, config.warmup_steps, config.steps)
+    )
+    losses: list[float] = []
+    bar = tqdm(range(config.steps), disable=not progress, desc="train", unit="step")
+    for _ in bar:
+        img = rng.choice(has_caption, size=min(config.batch_size, has_caption.size), replace=False)
+        cap = order[starts[img] + rng.integers(0, counts[img])]
+        batch_tokens = {k: v[cap] for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        image_features = model.image_features(pixels[img].to(model.device))
+        text_features = model.text_features({k: v.to(model.device) for k, v in batch_tokens.items()})
+        loss = clip_loss(image_features, text_features, module.logit_scale.exp(), geometry=model.geometry)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at step {len(losses)}; training stopped")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            module.logit_scale.clamp_(max=MAX_LOG_SCALE)
+        losses.append(float(loss))
+        if len(losses) % 10 == 0:
+            bar.set_postfix(
+                loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{float(module.logit_scale.exp()):.1f}"
+            )
+    module.eval()
+    return losses
