@@ -9,14 +9,10 @@ from cliplab.cli.common import add_common, cache_dir, print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench", help="run the benchmark suite (default: builtin:shapes on the built-in world)"
-    )
+    p = sub.add_parser("bench", help="run the benchmark suite (default: builtin:shapes on the built-in world)")
     p.add_argument("--model", default="builtin:shapes", help="model spec (default builtin:shapes)")
     p.add_argument("--data", default="shapes", help="dataset spec (default: the built-in shapes world)")
-    p.add_argument(
-        "-o", "--output", default="cliplab-bench", help="output directory (default ./cliplab-bench)"
-    )
+    p.add_argument("-o", "--output", default="cliplab-bench", help="output directory (default ./cliplab-bench)")
     p.add_argument("--only", default=None, help="comma-separated stages to run")
     p.add_argument("--n", type=int, default=1000, help="test images per built-in set (default 1000)")
     add_common(p)
@@ -51,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
     zs = results["stages"].get("zeroshot")
     if zs:
         rows = [[task, r["acc1"], r["acc5"], r["mean_per_class_recall"], r["n"]] for task, r in zs.items()]
-        print_table(
-            rows, ["task", "acc1", "acc5", "mean_per_class_recall", "n"], title=f"zero-shot: {args.model}"
-        )
+        print_table(rows, ["task", "acc1", "acc5", "mean_per_class_recall", "n"], title=f"zero-shot: {args.model}")
     print(f"\nresults: {args.output}/results.json  (total {results['timings']['total']:.1f}s)")
     return 0

@@ -20,9 +20,7 @@ def add_common(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
     parser.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log messages")
     if model:
-        parser.add_argument(
-            "--device", default=None, help="torch device (default: cuda if available, else cpu)"
-        )
+        parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
         parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
         parser.add_argument(
             "--cache-dir", default=None, help="feature cache directory (default $CLIPLAB_HOME/features)"

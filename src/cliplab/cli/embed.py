@@ -24,9 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, device=args.device)
     dataset = load_dataset(args.data, split=args.split)
-    feats = embed(
-        model, dataset, batch_size=args.batch_size, cache_dir=cache_dir(args), progress=not args.quiet
-    )
+    feats = embed(model, dataset, batch_size=args.batch_size, cache_dir=cache_dir(args), progress=not args.quiet)
     if args.output:
         feats.save(args.output)
     info = {

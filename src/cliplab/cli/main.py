@@ -27,17 +27,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def silence_libraries() -> None:
+    """--quiet: no progress bars or info logs from transformers / huggingface_hub either."""
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(message)s")
     if getattr(args, "quiet", False):
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        silence_libraries()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

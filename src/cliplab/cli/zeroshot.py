@@ -41,9 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("zeroshot", help="zero-shot classification of a labelled dataset")
     p.add_argument("model", help="model spec: a HF directory, hf:<id>, openclip:<arch>/<tag>, builtin:shapes")
     p.add_argument("data", help="dataset spec: shapes[:opts], an image folder, ...")
-    p.add_argument(
-        "--templates", default=None, help="template set (imagenet80, cifar18, simple) or a JSON file"
-    )
+    p.add_argument("--templates", default=None, help="template set (imagenet80, cifar18, simple) or a JSON file")
     p.add_argument("--classnames", default=None, help="text file with one class name per line")
     p.add_argument("--split", default="test", help="split for built-in datasets (default test)")
     add_common(p)
