@@ -58,7 +58,9 @@ def as_features(x: ArrayLike, name: str = "features", dim: int | None = None) ->
     return t
 
 
-def as_labels(y: ArrayLike, name: str = "labels", n: int | None = None, num_classes: int | None = None) -> torch.Tensor:
+def as_labels(
+    y: ArrayLike, name: str = "labels", n: int | None = None, num_classes: int | None = None
+) -> torch.Tensor:
     """An int64 ``[N]`` vector of class indices in ``[0, num_classes)``."""
     t = as_tensor(y, name, dtype=torch.int64, ndim=1)
     if n is not None and t.shape[0] != n:

@@ -57,7 +57,9 @@ class ImageFolder(Dataset):
         names = [classname_from_folder(d.name) for d in folders]
         if classnames is not None:
             if len(classnames) != len(folders):
-                raise ValueError(f"{len(classnames)} class names given for {len(folders)} class folders in {self.root}")
+                raise ValueError(
+                    f"{len(classnames)} class names given for {len(folders)} class folders in {self.root}"
+                )
             names = list(classnames)
         self.classnames = names
         self.folder_names = [d.name for d in folders]
@@ -76,8 +78,14 @@ class ImageFolder(Dataset):
         return self._labels
 
     def fingerprint(self) -> str:
-        return stable_hash({"kind": "image_folder", "root": str(self.root.resolve()), "classes": self.classnames,
-                            "files": _files_fingerprint(self.paths)})
+        return stable_hash(
+            {
+                "kind": "image_folder",
+                "root": str(self.root.resolve()),
+                "classes": self.classnames,
+                "files": _files_fingerprint(self.paths),
+            }
+        )
 
 
 class CaptionDataset(Dataset):
@@ -142,7 +150,9 @@ class CaptionDataset(Dataset):
                         raise ValueError(f"{self.path}:{lineno}: missing key {image_key!r}")
                     caps = obj.get(caption_key + "s", obj.get(caption_key))
                     if caps is None:
-                        raise ValueError(f"{self.path}:{lineno}: missing key {caption_key!r} (or {caption_key}s)")
+                        raise ValueError(
+                            f"{self.path}:{lineno}: missing key {caption_key!r} (or {caption_key}s)"
+                        )
                     caps = [caps] if isinstance(caps, str) else list(caps)
                     if not caps or not all(isinstance(c, str) and c.strip() for c in caps):
                         raise ValueError(f"{self.path}:{lineno}: captions must be non-empty strings")
@@ -160,7 +170,9 @@ class CaptionDataset(Dataset):
                         raise ValueError(f"{self.path}:{lineno}: empty image path or caption")
                     rows.append((row[image_key], [cap]))
         else:
-            raise ValueError(f"{self.path}: unsupported caption file type {suffix!r} (use .csv, .tsv or .jsonl)")
+            raise ValueError(
+                f"{self.path}: unsupported caption file type {suffix!r} (use .csv, .tsv or .jsonl)"
+            )
         return rows
 
     def __len__(self) -> int:
@@ -179,6 +191,12 @@ class CaptionDataset(Dataset):
 
     def fingerprint(self) -> str:
         caps = hashlib.sha256("\n".join(self._captions).encode()).hexdigest()[:16]
-        return stable_hash({"kind": "captions", "file": _files_fingerprint([self.path]),
-                            "images": _files_fingerprint(self.paths), "captions": caps,
-                            "t2i": hashlib.sha256(self._t2i.tobytes()).hexdigest()[:16]})
+        return stable_hash(
+            {
+                "kind": "captions",
+                "file": _files_fingerprint([self.path]),
+                "images": _files_fingerprint(self.paths),
+                "captions": caps,
+                "t2i": hashlib.sha256(self._t2i.tobytes()).hexdigest()[:16],
+            }
+        )

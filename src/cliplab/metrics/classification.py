@@ -31,7 +31,9 @@ def accuracy(logits: ArrayLike, labels: ArrayLike) -> float:
     return topk_accuracy(logits, labels, 1)
 
 
-def confusion_matrix(predictions: ArrayLike, labels: ArrayLike, num_classes: int | None = None) -> torch.Tensor:
+def confusion_matrix(
+    predictions: ArrayLike, labels: ArrayLike, num_classes: int | None = None
+) -> torch.Tensor:
     """``M[i, j]`` = number of samples of true class ``i`` predicted as ``j`` (int64 ``[C, C]``)."""
     p = as_labels(predictions, "predictions")
     y = as_labels(labels, "labels", n=p.shape[0])
@@ -62,9 +64,7 @@ def classification_report(
         raise ValueError(f"{len(names)} class names for logits with {c} classes")
     cm = confusion_matrix(z.argmax(1), y, c)
     support = cm.sum(1)
-    per_class = {
-        names[i]: (float(cm[i, i] / support[i]) if support[i] > 0 else None) for i in range(c)
-    }
+    per_class = {names[i]: (float(cm[i, i] / support[i]) if support[i] > 0 else None) for i in range(c)}
     return {
         "acc1": topk_accuracy(z, y, 1),
         "acc5": topk_accuracy(z, y, 5),

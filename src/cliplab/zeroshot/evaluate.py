@@ -6,7 +6,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-
 from cliplab.data.base import Dataset
 from cliplab.features import Features, embed
 from cliplab.metrics.classification import classification_report
