@@ -138,3 +138,29 @@ def embed(
     if path is not None:
         feats.save(path)
     return feats
+
+
+def embed_views(
+    model: Model,
+    dataset: Dataset,
+    n_views: int = 10,
+    *,
+    scale: tuple[float, float] = (0.5, 1.0),
+    seed: int = 0,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None | bool = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Image features of ``n_views`` augmented views (random resized crop + flip): ``[V, N, D]``.
+
+    The crop size is the model's input size; each view is cached like any dataset. Tip-Adapter averages
+    the views, GDA concatenates them (see ``cliplab.adapt``).
+    """
+    from cliplab.data.augment import RandomResizedCrop, augmented_views
+
+    size = model.preprocess.output_size or 224
+    transform = RandomResizedCrop(size=size, scale=scale)
+    views = augmented_views(dataset, n_views, transform, seed)
+    return torch.stack(
+        [embed(model, v, batch_size=batch_size, cache_dir=cache_dir, progress=progress).images for v in views]
+    )

@@ -46,9 +46,7 @@ class Features:
             self.texts = as_features(self.texts, "text features", dim=d)
             if self.text_to_image is None:
                 raise ValueError("text features need text_to_image (the image index of each caption)")
-            self.text_to_image = as_labels(
-                self.text_to_image, "text_to_image", n=self.texts.shape[0], num_classes=n
-            )
+            self.text_to_image = as_labels(self.text_to_image, "text_to_image", n=self.texts.shape[0], num_classes=n)
             if self.captions is not None and len(self.captions) != self.texts.shape[0]:
                 raise ValueError(f"{len(self.captions)} captions for {self.texts.shape[0]} text features")
 
@@ -112,9 +110,7 @@ class Features:
         except (KeyError, OSError, ValueError, RuntimeError, SafetensorError) as err:
             raise ValueError(f"{path} is not a readable cliplab features file: {err}") from err
         if header.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has features format {header.get('format_version')}, expected {FORMAT_VERSION}"
-            )
+            raise ValueError(f"{path} has features format {header.get('format_version')}, expected {FORMAT_VERSION}")
         return cls(
             images=tensors["images"],
             labels=tensors.get("labels"),
