@@ -50,25 +50,63 @@ class BenchContext:
     def embed(self, dataset: Dataset):
         from cliplab.features import embed
 
-        return embed(
-            self.model, dataset, batch_size=self.batch_size, cache_dir=self.cache_dir, progress=self.progress
-        )
+        return embed(self.model, dataset, batch_size=self.batch_size, cache_dir=self.cache_dir, progress=self.progress)
 
 
 def stage_zeroshot(ctx: BenchContext) -> dict[str, Any]:
     """Zero-shot classification per task (shape, colour, shape+colour on the built-in world)."""
-    from cliplab.zeroshot import zeroshot_evaluate
+    from cliplab.metrics.classification import classification_report, confusion_matrix
+    from cliplab.zeroshot import zeroshot_logits, zeroshot_weights
 
     tasks = ("shape", "colour", "shape_colour") if ctx.builtin_world else ("classes",)
     out = {}
     for task in tasks:
         ds = ctx.dataset("test", task=task) if ctx.builtin_world else ctx.dataset("test")
-        rep = zeroshot_evaluate(ctx.model, ctx.embed(ds), templates=ds.templates)
-        out[task] = {k: rep[k] for k in ("acc1", "acc5", "mean_per_class_recall", "n", "per_class_recall")}
+        feats = ctx.embed(ds)
+        if feats.labels is None or not feats.classnames:
+            out[task] = {"skipped": f"dataset {ds.name!r} has no class labels"}
+            continue
+        weights = zeroshot_weights(ctx.model, feats.classnames, ds.templates)
+        m = ctx.model
+        logits = zeroshot_logits(feats.images, weights, m.logit_scale, m.logit_bias, m.geometry)
+        rep = classification_report(logits, feats.labels, feats.classnames)
+        pred = logits.argmax(1)
+        rep["classnames"] = feats.classnames
+        rep["confusion_matrix"] = confusion_matrix(pred, feats.labels, len(feats.classnames)).tolist()
+        out[task] = rep
+        if task == tasks[0]:
+            ctx.extras["samples"] = {
+                "dataset": ds,
+                "pred": pred[:24].tolist(),
+                "labels": feats.labels[:24].tolist(),
+                "classnames": feats.classnames,
+            }
     return out
 
 
-STAGES: dict[str, Callable[[BenchContext], dict[str, Any]]] = {"zeroshot": stage_zeroshot}
+def stage_retrieval(ctx: BenchContext) -> dict[str, Any]:
+    """Image–text retrieval recall@1/5/10 and CLIPScore of matching vs shuffled captions."""
+    import torch
+
+    from cliplab.metrics import clipscore, retrieval
+
+    ds = ctx.dataset("test", objects="mixed") if ctx.builtin_world else ctx.dataset("test")
+    if not ds.captions:
+        return {"skipped": f"dataset {ds.name!r} has no captions"}
+    feats = ctx.embed(ds)
+    out: dict[str, Any] = dict(retrieval(feats.images, feats.texts, feats.text_to_image, ks=(1, 5, 10)))
+    paired = feats.images[feats.text_to_image]
+    shuffled = feats.texts[torch.randperm(feats.texts.shape[0], generator=torch.Generator().manual_seed(ctx.seed))]
+    out["clipscore_matching"] = float(clipscore(paired, feats.texts).mean())
+    out["clipscore_shuffled"] = float(clipscore(paired, shuffled).mean())
+    out["n_images"], out["n_captions"] = len(feats), int(feats.texts.shape[0])
+    return out
+
+
+STAGES: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
+    "zeroshot": stage_zeroshot,
+    "retrieval": stage_retrieval,
+}
 
 
 def run_bench(
@@ -88,9 +126,7 @@ def run_bench(
     unknown = [s for s in names if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown bench stage(s) {unknown}; available: {', '.join(STAGES)}")
-    ctx = BenchContext(
-        model, str(data_spec), n=n, batch_size=batch_size, cache_dir=cache_dir, progress=progress
-    )
+    ctx = BenchContext(model, str(data_spec), n=n, batch_size=batch_size, cache_dir=cache_dir, progress=progress)
     started = time.perf_counter()
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -121,4 +157,11 @@ def run_bench(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "results.json", json.dumps(to_jsonable(results), indent=2))
+    try:
+        from cliplab.bench.report import write_report
+
+        write_report(to_jsonable(results), out / "report.html", ctx.extras)
+    except ImportError as err:  # matplotlib is optional
+        if log:
+            log(f"[bench] report.html skipped ({err}); pip install matplotlib")
     return results
