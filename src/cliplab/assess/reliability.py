@@ -1,0 +1,192 @@
+"""Reliability workflows: OOD detection tables, calibration / selective classification, label-free estimation.
+
+All functions run on cached features and zero-shot class weights, so every method costs seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from cliplab.features import Features
+from cliplab.zeroshot import zeroshot_logits
+
+#: OOD methods and what they need besides the test features: "logits", "text" (weights), "train" (ID features)
+OOD_METHODS: dict[str, str] = {
+    "msp": "logits",
+    "max_logit": "logits",
+    "energy": "logits",
+    "mcm": "text",
+    "neglabel": "text",
+    "knn": "train",
+    "vim": "train",
+    "mahalanobis": "train",
+}
+
+
+def _curve(x: np.ndarray, y: np.ndarray, points: int = 200) -> dict[str, list[float]]:
+    """Down-sample a curve to at most ``points`` points (for plots in results.json)."""
+    idx = np.unique(np.linspace(0, len(x) - 1, min(points, len(x))).round().astype(int))
+    return {"x": [float(v) for v in x[idx]], "y": [float(v) for v in y[idx]]}
+
+
+def roc_curve(id_scores: torch.Tensor, ood_scores: torch.Tensor) -> dict[str, list[float]]:
+    """FPR (OOD accepted) vs TPR (ID accepted) as the threshold sweeps down the scores."""
+    s = torch.cat([id_scores, ood_scores]).double().numpy()
+    is_id = np.r_[np.ones(len(id_scores)), np.zeros(len(ood_scores))]
+    order = np.argsort(-s, kind="stable")
+    tpr = np.r_[0, np.cumsum(is_id[order]) / max(1, len(id_scores))]
+    fpr = np.r_[0, np.cumsum(1 - is_id[order]) / max(1, len(ood_scores))]
+    return _curve(fpr, tpr)
+
+
+def ood_evaluation(
+    id_features: Features,
+    ood_features: Mapping[str, Features],
+    text_weights: torch.Tensor,
+    logit_scale: float,
+    *,
+    train_features: Features | None = None,
+    encode_texts: Callable[[list[str]], torch.Tensor] | None = None,
+    methods: Sequence[str] | None = None,
+    curves: bool = False,
+) -> dict[str, Any]:
+    """OOD metrics (AUROC, AUPR-In/Out, both FPR95 conventions) per OOD set and method, plus the mean.
+
+    Methods needing ID training features (KNN, ViM, Mahalanobis) run only when ``train_features`` (labelled
+    for Mahalanobis) are given; NegLabel needs ``encode_texts`` to embed its word list.
+    """
+    from cliplab import ood
+    from cliplab.metrics import ood_metrics
+
+    if not ood_features:
+        raise ValueError("no OOD sets given: pass at least one OOD dataset")
+    for name, f in ood_features.items():
+        if len(f) == 0:
+            raise ValueError(f"OOD set {name!r} is empty")
+    methods = list(methods or OOD_METHODS)
+    unknown = [m for m in methods if m not in OOD_METHODS]
+    if unknown:
+        raise ValueError(f"unknown OOD method(s) {unknown}; choose from {list(OOD_METHODS)}")
+    skipped: dict[str, str] = {}
+    if train_features is None:
+        for m in [m for m in methods if OOD_METHODS[m] == "train"]:
+            skipped[m] = "needs in-distribution training features"
+    if encode_texts is None and "neglabel" in methods:
+        skipped["neglabel"] = "needs a text encoder for the negative word list"
+    methods = [m for m in methods if m not in skipped]
+
+    W = text_weights
+    logits_of = {
+        name: zeroshot_logits(f.images, W, logit_scale) for name, f in {"id": id_features, **ood_features}.items()
+    }
+    scorers: dict[str, Callable[[str, Features], torch.Tensor]] = {
+        "msp": lambda n, f: ood.msp(logits_of[n]),
+        "max_logit": lambda n, f: ood.max_logit(logits_of[n]),
+        "energy": lambda n, f: ood.energy(logits_of[n]),
+        "mcm": lambda n, f: ood.mcm(f.images, W),
+    }
+    if "neglabel" in methods:
+        neg = ood.NegLabel(exclude=[]).fit(W, encode_texts)
+        scorers["neglabel"] = lambda n, f: neg.score(f.images)
+    if train_features is not None:
+        if "knn" in methods:
+            knn = ood.KNN().fit(train_features.images)
+            scorers["knn"] = lambda n, f: knn.score(f.images)
+        if "vim" in methods:
+            dim = min(ood.default_vim_dim(W.shape[1]), max(1, W.shape[1] // 2))
+            vim = ood.ViM(dim=dim).fit(train_features.images, logit_scale * W, torch.zeros(W.shape[0]))
+            scorers["vim"] = lambda n, f: vim.score(f.images)
+        if "mahalanobis" in methods:
+            if train_features.labels is None:
+                skipped["mahalanobis"] = "needs labelled training features"
+                methods.remove("mahalanobis")
+            else:
+                maha = ood.Mahalanobis().fit(train_features.images, train_features.labels)
+                scorers["mahalanobis"] = lambda n, f: maha.score(f.images)
+
+    results: dict[str, Any] = {"methods": methods, "skipped": skipped, "sets": {}, "mean": {}}
+    curve_data: dict[str, Any] = {}
+    for m in methods:
+        id_scores = scorers[m]("id", id_features)
+        for name, f in ood_features.items():
+            scores = scorers[m](name, f)
+            results["sets"].setdefault(name, {})[m] = ood_metrics(id_scores, scores)
+            if curves:
+                curve_data.setdefault(name, {})[m] = roc_curve(id_scores, scores)
+        keys = results["sets"][next(iter(ood_features))][m].keys()
+        results["mean"][m] = {k: float(np.mean([results["sets"][n][m][k] for n in ood_features])) for k in keys}
+    if curves:
+        results["roc"] = curve_data
+    return results
+
+
+def split_half(labels: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified 50/50 split of indices (validation, test) — for calibrating on held-out data."""
+    y = labels.numpy()
+    rng = np.random.default_rng(seed)
+    val, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.nonzero(y == c)[0])
+        val.append(idx[: len(idx) // 2])
+        test.append(idx[len(idx) // 2 :])
+    return np.sort(np.concatenate(val)), np.sort(np.concatenate(test))
+
+
+def calibration_evaluation(
+    val_logits: torch.Tensor, val_labels: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
+) -> dict[str, Any]:
+    """ECE and NLL before/after temperature scaling (fit on validation), AURC for MSP and the logit-norm
+    confidence (p chosen on validation), reliability bins and risk–coverage curves."""
+    import torch.nn.functional as F
+
+    from cliplab.metrics.calibration import (
+        LogitNormConfidence,
+        TemperatureScaling,
+        aurc,
+        ece,
+        reliability_diagram,
+        risk_coverage_curve,
+    )
+
+    ts = TemperatureScaling().fit(val_logits, val_labels)
+    scaled = ts.transform(logits)
+    correct = (logits.argmax(1) == labels).float()
+    msp_conf = logits.softmax(1).max(1).values
+    lnc = LogitNormConfidence().fit(val_logits, val_labels)
+    ln_conf = lnc.score(logits)
+    cov_msp, risk_msp = risk_coverage_curve(msp_conf, correct)
+    cov_ln, risk_ln = risk_coverage_curve(ln_conf, correct)
+    return {
+        "accuracy": float(correct.mean()),
+        "n_val": int(val_labels.numel()),
+        "n_test": int(labels.numel()),
+        "temperature": float(ts.temperature_),
+        "ece": ece(logits, labels, n_bins),
+        "ece_scaled": ece(scaled, labels, n_bins),
+        "nll": float(F.cross_entropy(logits, labels)),
+        "nll_scaled": float(F.cross_entropy(scaled, labels)),
+        "aurc_msp": aurc(msp_conf, correct),
+        "aurc_logit_norm": aurc(ln_conf, correct),
+        "logit_norm_p": float(lnc.p_),
+        "reliability": {k: np.asarray(v).tolist() for k, v in reliability_diagram(logits, labels, n_bins).items()},
+        "reliability_scaled": {
+            k: np.asarray(v).tolist() for k, v in reliability_diagram(scaled, labels, n_bins).items()
+        },
+        "risk_coverage": {
+            "msp": _curve(np.asarray(cov_msp), np.asarray(risk_msp)),
+            "logit_norm": _curve(np.asarray(cov_ln), np.asarray(risk_ln)),
+        },
+    }
+
+
+def estimation_evaluation(
+    val_logits: torch.Tensor, val_labels: torch.Tensor, sets: Sequence[tuple[str, torch.Tensor, torch.Tensor]]
+) -> dict[str, Any]:
+    """Every label-free estimator over a family of shifted sets: R², Spearman ρ, MAE (see ``evaluate_estimators``)."""
+    from cliplab.estimate import evaluate_estimators
+
+    return evaluate_estimators(list(sets), val_logits, val_labels)

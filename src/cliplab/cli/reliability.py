@@ -1,0 +1,202 @@
+"""``cliplab ood``, ``cliplab calibrate``, ``cliplab estimate``: reliability on cached features."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
+from cliplab.cli.zeroshot import load_templates
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ood", help="OOD detection: a table per OOD set and the mean over sets")
+    p.add_argument("model", help="model spec")
+    p.add_argument("id_data", help="in-distribution (labelled) dataset spec")
+    p.add_argument("ood_data", nargs="+", help="one or more OOD dataset specs")
+    p.add_argument(
+        "--train-data",
+        default=None,
+        help="labelled ID training data for KNN/ViM/Mahalanobis (default: the train split of a "
+        "built-in world; skipped otherwise)",
+    )
+    p.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    p.add_argument("--templates", default=None, help="template set or JSON file")
+    _shared(p)
+
+    c = sub.add_parser("calibrate", help="calibration (ECE, temperature scaling) and selective classification")
+    c.add_argument("model")
+    c.add_argument("data", help="labelled dataset spec (test)")
+    c.add_argument("--val-data", default=None, help="validation data (default: a stratified half of DATA)")
+    c.add_argument("--templates", default=None)
+    _shared(c)
+
+    e = sub.add_parser("estimate", help="label-free accuracy estimation over shifted datasets")
+    e.add_argument("model")
+    e.add_argument("data", nargs="+", help="shifted labelled datasets (>= 3), or one built-in spec with --family")
+    e.add_argument("--val-data", default=None, help="ID validation data (default: the built-in val split)")
+    e.add_argument(
+        "--family",
+        choices=["corruptions"],
+        default=None,
+        help="expand a built-in spec into every corruption × severity 1–5",
+    )
+    e.add_argument("--templates", default=None)
+    _shared(e)
+    p.set_defaults(func=run_ood)
+    c.set_defaults(func=run_calibrate)
+    e.set_defaults(func=run_estimate)
+
+
+def _shared(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="test")
+    add_common(p)
+
+
+class _Session:
+    """Model + embedding with the CLI's cache/progress settings; zero-shot weights from the ID data."""
+
+    def __init__(self, args: argparse.Namespace):
+        from cliplab.models import load_model
+
+        self.args = args
+        self.model = load_model(args.model, device=args.device)
+        self.templates = load_templates(getattr(args, "templates", None))
+
+    def dataset(self, spec: str, split: str | None = None) -> Any:
+        from cliplab.data import load_dataset
+
+        return load_dataset(spec, split=split or self.args.split)
+
+    def features(self, ds: Any) -> Any:
+        from cliplab.features import embed
+
+        a = self.args
+        return embed(self.model, ds, batch_size=a.batch_size, cache_dir=cache_dir(a), progress=not a.quiet)
+
+    def weights(self, ds: Any) -> Any:
+        from cliplab.zeroshot import zeroshot_weights
+
+        if not ds.classnames:
+            raise UsageError(f"dataset {ds.name!r} has no class names; a labelled dataset is needed")
+        return zeroshot_weights(self.model, ds.classnames, self.templates or ds.templates)
+
+    def logits(self, feats: Any, weights: Any) -> Any:
+        from cliplab.zeroshot import zeroshot_logits
+
+        m = self.model
+        return zeroshot_logits(feats.images, weights, m.logit_scale, m.logit_bias, m.geometry)
+
+
+def _is_builtin(spec: str) -> bool:
+    return spec.removeprefix("builtin:").split(":")[0] == "shapes"
+
+
+def run_ood(args: argparse.Namespace) -> int:
+    from cliplab.assess import ood_evaluation
+
+    s = _Session(args)
+    id_ds = s.dataset(args.id_data)
+    id_feats = s.features(id_ds)
+    ood = {}
+    for spec in args.ood_data:
+        ds = s.dataset(spec)
+        ood[spec] = s.features(ds)
+    train = None
+    if args.train_data:
+        train = s.features(s.dataset(args.train_data, split="train"))
+    elif _is_builtin(args.id_data):
+        train = s.features(s.dataset(args.id_data, split="train"))
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    res = ood_evaluation(
+        id_feats,
+        ood,
+        s.weights(id_ds),
+        s.model.logit_scale,
+        train_features=train,
+        encode_texts=s.model.encode_texts,
+        methods=methods,
+    )
+    if args.json:
+        print_json(res)
+        return 0
+    cols = ["auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood"]
+    for name, table in [*res["sets"].items(), ("mean over OOD sets", res["mean"])]:
+        print_table(
+            [[m, *(table[m][c] for c in cols)] for m in res["methods"]], ["method", *cols], title=f"\nOOD: {name}"
+        )
+    for m, why in res["skipped"].items():
+        print(f"(skipped {m}: {why})")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from cliplab.assess import calibration_evaluation, split_half
+
+    s = _Session(args)
+    ds = s.dataset(args.data)
+    feats = s.features(ds)
+    if feats.labels is None:
+        raise UsageError(f"dataset {ds.name!r} has no labels; calibration needs labelled data")
+    logits = s.logits(feats, s.weights(ds))
+    if args.val_data:
+        vds = s.dataset(args.val_data, split="val")
+        vf = s.features(vds)
+        val_logits, val_labels, test_logits, test_labels = s.logits(vf, s.weights(ds)), vf.labels, logits, feats.labels
+    else:
+        vi, ti = split_half(feats.labels)
+        val_logits, val_labels, test_logits, test_labels = logits[vi], feats.labels[vi], logits[ti], feats.labels[ti]
+    res = calibration_evaluation(val_logits, val_labels, test_logits, test_labels)
+    if args.json:
+        print_json(res)
+        return 0
+    rows = [
+        ["accuracy", res["accuracy"]],
+        ["temperature (fit on val)", res["temperature"]],
+        ["ECE", res["ece"]],
+        ["ECE after temperature scaling", res["ece_scaled"]],
+        ["NLL", res["nll"]],
+        ["NLL after temperature scaling", res["nll_scaled"]],
+        ["AURC (MSP)", res["aurc_msp"]],
+        [f"AURC (logit norm, p={res['logit_norm_p']:g})", res["aurc_logit_norm"]],
+    ]
+    print_table(rows, ["metric", "value"], title=f"calibration: {args.model} on {ds.name}")
+    return 0
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    from cliplab.assess import estimation_evaluation
+
+    s = _Session(args)
+    specs = list(args.data)
+    if args.family == "corruptions":
+        if len(specs) != 1 or not _is_builtin(specs[0]):
+            raise UsageError("--family corruptions expands exactly one built-in (shapes) dataset spec")
+        from cliplab.data.corruptions import CORRUPTIONS
+
+        base = specs[0]
+        sep = "," if ":" in base.removeprefix("builtin:") else ":"
+        specs = [f"{base}{sep}corruption={c},severity={v}" for c in CORRUPTIONS for v in range(1, 6)]
+    if len(specs) < 3:
+        raise UsageError(f"estimation needs at least 3 shifted datasets to correlate over, got {len(specs)}")
+    if args.val_data:
+        val_ds = s.dataset(args.val_data, split="val")
+    elif _is_builtin(args.data[0]):
+        val_ds = s.dataset(args.data[0], split="val")
+    else:
+        raise UsageError("--val-data is required for non-built-in data (ATC and DoC need labelled ID data)")
+    weights = s.weights(val_ds)
+    vf = s.features(val_ds)
+    sets = []
+    for spec in specs:
+        f = s.features(s.dataset(spec))
+        if f.labels is None:
+            raise UsageError(f"dataset {spec!r} has no labels; the true accuracy cannot be measured")
+        sets.append((spec, s.logits(f, weights), f.labels))
+    res = estimation_evaluation(s.logits(vf, weights), vf.labels, sets)
+    if args.json:
+        print_json(res)
+        return 0
+    rows = [[name, r["r2"], r["spearman"], r["mae"]] for name, r in res["estimators"].items()]
+    print_table(rows, ["estimator", "R²", "Spearman ρ", "MAE"], title=f"accuracy estimation over {len(sets)} sets")
+    return 0
