@@ -115,7 +115,7 @@ def embed(
     labels = dataset.labels
     feats = Features(
         images=images,
-        labels=None if labels is None else torch.as_tensor(labels, dtype=torch.int64),
+        labels=None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.int64),
         classnames=list(dataset.classnames) if dataset.classnames else None,
         texts=texts,
         text_to_image=t2i,
