@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import cliplab
 
 #: sub-command modules, each with ``register(subparsers)``
-COMMANDS = ("bench", "embed", "zeroshot", "retrieve", "reliability")
+COMMANDS = ("bench", "embed", "zeroshot", "adapt", "retrieve", "reliability", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

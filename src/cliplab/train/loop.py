@@ -111,7 +111,7 @@ def fit_contrastive(
         text_features = model.text_features({k: v.to(model.device) for k, v in batch_tokens.items()})
         loss = clip_loss(image_features, text_features, module.logit_scale.exp(), geometry=model.geometry)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at step {len(losses)}; training stopped")
+            raise FloatingPointError(f"loss became {loss.item()} at step {len(losses)}; training stopped")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -119,7 +119,7 @@ def fit_contrastive(
         sched.step()
         with torch.no_grad():
             module.logit_scale.clamp_(max=MAX_LOG_SCALE)
-        losses.append(float(loss))
+        losses.append(loss.item())
         if len(losses) % 10 == 0:
             bar.set_postfix(
                 loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{float(module.logit_scale.exp()):.1f}"
