@@ -11,6 +11,7 @@ import numpy as np
 
 from cliplab._io import write_text_atomic
 from cliplab.bench import html as H
+from cliplab.bench.report_sections import adapt_section, calibration_section, estimate_section, ood_section
 
 
 def _plt():
@@ -141,7 +142,11 @@ def _retrieval(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any], dict[str, Any]], str | None]]] = [
     ("overview", "Overview", _overview),
     ("zeroshot", "Zero-shot", _zeroshot),
+    ("adapt", "Few-shot", adapt_section),
     ("retrieval", "Retrieval", _retrieval),
+    ("ood", "OOD", ood_section),
+    ("calibration", "Calibration", calibration_section),
+    ("estimate", "Estimation", estimate_section),
 ]
 
 

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import cliplab
 from cliplab._io import to_jsonable, write_text_atomic
 from cliplab.data.base import Dataset
@@ -34,6 +36,7 @@ class BenchContext:
     cache_dir: Any = None
     progress: bool = True
     seed: int = 0
+    seeds: tuple[int, ...] = (1, 2, 3)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -103,9 +106,109 @@ def stage_retrieval(ctx: BenchContext) -> dict[str, Any]:
     return out
 
 
+def _task_setup(ctx: BenchContext, task: str = "shape") -> tuple[Any, Any, Any]:
+    """(test features, zero-shot weights, test dataset) of the main classification task."""
+    from cliplab.zeroshot import zeroshot_weights
+
+    ds = ctx.dataset("test", task=task) if ctx.builtin_world else ctx.dataset("test")
+    feats = ctx.embed(ds)
+    if feats.labels is None or not feats.classnames:
+        raise ValueError(f"dataset {ds.name!r} has no class labels")
+    return feats, zeroshot_weights(ctx.model, feats.classnames, ds.templates), ds
+
+
+def stage_adapt(ctx: BenchContext) -> dict[str, Any]:
+    """Few-shot adaptation: every method × shots × seeds (support from the train split)."""
+    from cliplab.adapt.protocol import base_to_new, run_few_shot
+    from cliplab.assess import split_half
+
+    test, W, _ = _task_setup(ctx)
+    if ctx.builtin_world:
+        train = ctx.embed(ctx.dataset("train", task="shape", n=max(ctx.n, 400)))
+    else:
+        tr, te = split_half(test.labels, ctx.seed)
+        train, test = test.subset(tr), test.subset(te)
+    max_k = int(torch.bincount(train.labels).min())
+    shots = [k for k in (1, 2, 4, 8, 16) if k <= max_k]
+    if not shots:
+        return {"skipped": "a class has no training image"}
+    res = run_few_shot(
+        train, test, W, logit_scale=ctx.model.logit_scale, shots=shots, seeds=ctx.seeds, progress=ctx.progress
+    )
+    res["base_to_new"] = base_to_new(
+        train, test, W, logit_scale=ctx.model.logit_scale, methods=res["methods"], k=shots[-1], seeds=ctx.seeds[:1]
+    )
+    return res
+
+
+def stage_ood(ctx: BenchContext) -> dict[str, Any]:
+    """OOD detection: held-out shapes and held-out colours vs the test set (built-in world)."""
+    from cliplab.assess import ood_evaluation
+
+    if not ctx.builtin_world:
+        return {"skipped": "OOD sets are built in only for the shapes world; use `cliplab ood` with your own"}
+    out = {}
+    for task, held in (("shape", "shapes"), ("colour", "colours")):
+        test, W, _ = _task_setup(ctx, task)
+        ood = {f"held-out {held}": ctx.embed(ctx.dataset("test", task=task, held_out=held))}
+        train = ctx.embed(ctx.dataset("train", task=task, n=max(ctx.n, 400)))
+        out[task] = ood_evaluation(
+            test, ood, W, ctx.model.logit_scale, train_features=train, encode_texts=ctx.model.encode_texts, curves=True
+        )
+    return out
+
+
+def stage_calibration(ctx: BenchContext) -> dict[str, Any]:
+    """Calibration and selective classification of zero-shot predictions (temperature fit on val)."""
+    from cliplab.assess import calibration_evaluation, split_half
+    from cliplab.zeroshot import zeroshot_logits
+
+    test, W, _ = _task_setup(ctx, "shape_colour" if ctx.builtin_world else "shape")
+    m = ctx.model
+
+    def logits_of(f: Any) -> torch.Tensor:
+        return zeroshot_logits(f.images, W, m.logit_scale, m.logit_bias, m.geometry)
+
+    if ctx.builtin_world:
+        val = ctx.embed(ctx.dataset("val", task="shape_colour"))
+        return calibration_evaluation(logits_of(val), val.labels, logits_of(test), test.labels)
+    vi, ti = split_half(test.labels, ctx.seed)
+    z = logits_of(test)
+    return calibration_evaluation(z[vi], test.labels[vi], z[ti], test.labels[ti])
+
+
+def stage_estimate(ctx: BenchContext) -> dict[str, Any]:
+    """Label-free accuracy estimation over the corruption family (every corruption × severity)."""
+    from cliplab.assess import estimation_evaluation
+    from cliplab.zeroshot import zeroshot_logits
+
+    if not ctx.builtin_world:
+        return {"skipped": "the shift family is built in only for the shapes world; use `cliplab estimate`"}
+    from cliplab.data.corruptions import CORRUPTIONS
+
+    _, W, _ = _task_setup(ctx, "shape")
+    m = ctx.model
+    n = max(100, ctx.n // 4)
+
+    def logits_of(f: Any) -> torch.Tensor:
+        return zeroshot_logits(f.images, W, m.logit_scale, m.logit_bias, m.geometry)
+
+    val = ctx.embed(ctx.dataset("val", task="shape"))
+    sets = []
+    for c in CORRUPTIONS:
+        for sev in (1, 3, 5):
+            f = ctx.embed(ctx.dataset("test", task="shape", n=n, corruption=c, severity=sev))
+            sets.append((f"{c}@{sev}", logits_of(f), f.labels))
+    return estimation_evaluation(logits_of(val), val.labels, sets)
+
+
 STAGES: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
     "zeroshot": stage_zeroshot,
+    "adapt": stage_adapt,
     "retrieval": stage_retrieval,
+    "ood": stage_ood,
+    "calibration": stage_calibration,
+    "estimate": stage_estimate,
 }
 
 

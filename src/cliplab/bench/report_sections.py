@@ -1,0 +1,171 @@
+"""Report sections for the adaptation and reliability stages (few-shot curves, ROC, reliability, risk–coverage,
+estimated vs true accuracy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cliplab.bench import html as H
+
+
+def _plt():
+    from cliplab.bench.report import _plt as plt
+
+    return plt()
+
+
+def adapt_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
+    res = results["stages"].get("adapt")
+    if not res:
+        return None
+    if "skipped" in res:
+        return H.section("adapt", "Few-shot adaptation", res["skipped"], "")
+    plt = _plt()
+    shots = res["shots"]
+    rows = []
+    for m, r in res["results"].items():
+        rows.append([m, *(r[str(k)]["mean"] if str(k) in r else r[k]["mean"] for k in shots)])
+    body = H.table(["method", *(f"{k}-shot" for k in shots)], rows, best={i + 1: "max" for i in range(len(shots))})
+    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    for m, r in res["results"].items():
+        means = np.array([(r.get(str(k)) or r.get(k))["mean"] for k in shots])
+        stds = np.array([(r.get(str(k)) or r.get(k))["std"] for k in shots])
+        ax.plot(shots, means, marker="o", label=m)
+        ax.fill_between(shots, means - stds, means + stds, alpha=0.12)
+    ax.axhline(res["zeroshot"], color="k", ls="--", lw=1, label="zero-shot")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(shots, [str(k) for k in shots])
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=8, ncol=2)
+    figs = [H.figure_png(fig, "Few-shot accuracy (mean ± std over seeds)")]
+    b2n = res.get("base_to_new")
+    if b2n:
+        split = f"{b2n['n_base_classes']} base / {b2n['n_new_classes']} new classes"
+        body += f"<h3>Base-to-new ({b2n['k']} shots; {split})</h3>"
+        body += H.table(
+            ["method", "base", "new", "HM"],
+            [[m, r["base"], r["new"], r["hm"]] for m, r in b2n["results"].items()],
+            best={3: "max"},
+        )
+    secs = res.get("seconds", {})
+    if secs:
+        body += "<h3>Fit + predict time over all runs (s)</h3>" + H.table(
+            ["method", "seconds"], [[m, s] for m, s in secs.items()], digits=2
+        )
+    body += '<div class="figs">' + "".join(figs) + "</div>"
+    lead = (
+        f"Seeds {res['seeds']}; hyper-parameters searched on a split of each support set (never the test set). "
+        "Every method is a logit bias over the zero-shot logits."
+    )
+    return H.section("adapt", "Few-shot adaptation", lead, body)
+
+
+def ood_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
+    res = results["stages"].get("ood")
+    if not res:
+        return None
+    if "skipped" in res:
+        return H.section("ood", "OOD detection", res["skipped"], "")
+    plt = _plt()
+    cols = ["auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood"]
+    body, figs = "", []
+    for task, r in res.items():
+        for name, table in r["sets"].items():
+            body += f"<h3>{H.esc(task)} task · OOD = {H.esc(name)}</h3>"
+            body += H.table(
+                ["method", "AUROC", "AUPR-In", "AUPR-Out", "FPR95 (MCM)", "FPR95 (OpenOOD)"],
+                [[m, *(table[m][c] for c in cols)] for m in r["methods"]],
+                best={1: "max", 4: "min"},
+            )
+            roc = r.get("roc", {}).get(name)
+            if roc:
+                fig, ax = plt.subplots(figsize=(4.4, 4.0))
+                for m, c in roc.items():
+                    ax.plot(c["x"], c["y"], label=f"{m} ({table[m]['auroc']:.3f})", lw=1.4)
+                ax.plot([0, 1], [0, 1], color="#999", ls=":", lw=1)
+                ax.set_xlabel("OOD accepted (FPR)")
+                ax.set_ylabel("ID accepted (TPR)")
+                ax.set_title(f"ROC · {task} · {name}", fontsize=10)
+                ax.legend(fontsize=7)
+                figs.append(H.figure_png(fig, f"ROC curves, {task} task vs {name}"))
+        if r.get("skipped"):
+            body += "<p class='lead'>" + "; ".join(f"{m}: {w}" for m, w in r["skipped"].items()) + "</p>"
+    body += '<div class="figs">' + "".join(figs) + "</div>"
+    return H.section("ood", "OOD detection", "Higher score = more in-distribution; FPR95 in both conventions.", body)
+
+
+def calibration_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
+    r = results["stages"].get("calibration")
+    if not r:
+        return None
+    plt = _plt()
+    rows = [
+        ["accuracy", r["accuracy"]],
+        ["temperature (fit on validation)", r["temperature"]],
+        ["ECE (15 bins)", r["ece"]],
+        ["ECE after temperature scaling", r["ece_scaled"]],
+        ["NLL", r["nll"]],
+        ["NLL after temperature scaling", r["nll_scaled"]],
+        ["AURC · max softmax", r["aurc_msp"]],
+        [f"AURC · logit norm (p = {r['logit_norm_p']:g})", r["aurc_logit_norm"]],
+    ]
+    body = H.table(["metric", "value"], rows, digits=4)
+    fig, ax = plt.subplots(figsize=(4.4, 4.0))
+    for key, label in (("reliability", "raw"), ("reliability_scaled", "temperature-scaled")):
+        rel = r[key]
+        conf = np.array([np.nan if v is None else v for v in rel["confidence"]], dtype=float)
+        acc = np.array([np.nan if v is None else v for v in rel["accuracy"]], dtype=float)
+        ok = ~np.isnan(conf)
+        ax.plot(conf[ok], acc[ok], marker="o", label=label)
+    ax.plot([0, 1], [0, 1], color="#999", ls=":", lw=1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title("reliability diagram", fontsize=10)
+    ax.legend(fontsize=8)
+    figs = [H.figure_png(fig, "Reliability diagram (15 equal-width bins)")]
+    fig, ax = plt.subplots(figsize=(4.4, 4.0))
+    for name, c in r["risk_coverage"].items():
+        ax.plot(c["x"], c["y"], label=name)
+    ax.set_xlabel("coverage")
+    ax.set_ylabel("risk (error rate)")
+    ax.set_title("risk–coverage", fontsize=10)
+    ax.legend(fontsize=8)
+    figs.append(H.figure_png(fig, "Risk–coverage curves (selective classification)"))
+    body += '<div class="figs">' + "".join(figs) + "</div>"
+    lead = f"{r['n_test']} test images; temperature and logit-norm p chosen on {r['n_val']} validation images."
+    return H.section("calibration", "Calibration and selective classification", lead, body)
+
+
+def estimate_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
+    r = results["stages"].get("estimate")
+    if not r:
+        return None
+    if "skipped" in r:
+        return H.section("estimate", "Label-free accuracy estimation", r["skipped"], "")
+    plt = _plt()
+    rows = [[name, e["r2"], e["spearman"], e["mae"]] for name, e in r["estimators"].items()]
+    body = H.table(["estimator", "R²", "Spearman ρ", "MAE"], rows, best={1: "max", 2: "max", 3: "min"})
+    names = list(r["accuracy"])
+    truth = np.array([r["accuracy"][n] for n in names])
+    est = r["estimators"]
+    fig, axes = plt.subplots(1, len(est), figsize=(3.0 * len(est), 3.0), squeeze=False)
+    for ax, (name, e) in zip(axes[0], est.items()):
+        vals = np.array([e["estimates"][n] for n in names])
+        ax.scatter(vals, truth, s=12)
+        if e["mae"] is not None:
+            lo, hi = min(vals.min(), truth.min()), max(vals.max(), truth.max())
+            ax.plot([lo, hi], [lo, hi], color="#999", ls=":", lw=1)
+        ax.set_title(f"{name} (ρ={e['spearman']:.2f})", fontsize=9)
+        ax.set_xlabel("estimate")
+        ax.set_ylabel("true accuracy")
+    fig.tight_layout()
+    body += H.figure_png(fig, "Estimate vs true accuracy over the corruption family")
+    return H.section(
+        "estimate",
+        "Label-free accuracy estimation",
+        f"{len(names)} shifted test sets (corruption × severity); MAE only for accuracy-valued estimators.",
+        body,
+    )
