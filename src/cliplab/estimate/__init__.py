@@ -1,0 +1,24 @@
+"""Label-free accuracy estimation under distribution shift.
+
+``mano`` (Xie et al. 2024) and the baselines ``average_confidence``, ``doc``, ``atc``, ``nuclear_norm``;
+``evaluate_estimators`` scores them across shifted sets (R², Spearman ρ, MAE).
+"""
+
+from __future__ import annotations
+
+from cliplab.estimate.baselines import atc, atc_threshold, average_confidence, doc, nuclear_norm
+from cliplab.estimate.evaluation import ACCURACY_ESTIMATORS, ESTIMATORS, evaluate_estimators
+from cliplab.estimate.mano import mano, mano_criterion
+
+__all__ = [
+    "ACCURACY_ESTIMATORS",
+    "ESTIMATORS",
+    "atc",
+    "atc_threshold",
+    "average_confidence",
+    "doc",
+    "evaluate_estimators",
+    "mano",
+    "mano_criterion",
+    "nuclear_norm",
+]

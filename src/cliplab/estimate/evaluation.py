@@ -1,0 +1,113 @@
+"""Compare accuracy estimators across shifted test sets: R² (squared Pearson), Spearman ρ, MAE."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from cliplab._validation import ArrayLike, as_labels
+from cliplab.estimate.baselines import atc, average_confidence, doc, nuclear_norm
+from cliplab.estimate.mano import mano
+from cliplab.ood.scores import as_logits
+
+# fn(logits, val_logits, val_labels) -> float
+Estimator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]
+
+ESTIMATORS: dict[str, Estimator] = {
+    "average_confidence": lambda z, zv, yv: average_confidence(z),
+    "doc": lambda z, zv, yv: doc(zv, yv, z),
+    "atc": lambda z, zv, yv: atc(zv, yv, z, score="maxconf"),
+    "atc_entropy": lambda z, zv, yv: atc(zv, yv, z, score="entropy"),
+    "mano": lambda z, zv, yv: mano(z),
+    "nuclear_norm": lambda z, zv, yv: nuclear_norm(z),
+}
+#: Built-in estimators whose output is itself an accuracy (MAE is reported only for these).
+ACCURACY_ESTIMATORS = frozenset({"average_confidence", "doc", "atc", "atc_entropy"})
+
+
+def _pearson_r2(x: np.ndarray, y: np.ndarray) -> float:
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(np.corrcoef(x, y)[0, 1] ** 2)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(spearmanr(x, y).statistic)
+
+
+def evaluate_estimators(
+    sets: Sequence[tuple[str, ArrayLike, ArrayLike]],
+    val_logits: ArrayLike,
+    val_labels: ArrayLike,
+    estimators: Sequence[str] | Mapping[str, Estimator] = tuple(ESTIMATORS),
+    *,
+    accuracy_estimators: Collection[str] = ACCURACY_ESTIMATORS,
+) -> dict[str, Any]:
+    """Run each estimator on every shifted set ``(name, logits, labels)`` and score it against the truth.
+
+    The true accuracy of a set is top-1 accuracy of its logits; labels are used only for that. The
+    validation set (in-distribution, labelled) feeds the estimators that need it (DoC, ATC).
+
+    ``estimators``: names from ``ESTIMATORS`` or a mapping ``name -> fn(logits, val_logits, val_labels)``.
+    Per estimator: ``r2`` = squared Pearson correlation between estimates and accuracies, ``spearman``
+    = Spearman ρ (both NaN when either side is constant), and ``mae`` = mean |estimate − accuracy| only
+    for estimators whose output *is* an accuracy (names in ``accuracy_estimators``: average confidence,
+    DoC, ATC); score-type estimators (MaNo, nuclear norm) get ``mae = None``, since turning a score
+    into an accuracy needs a fitted map that the shifted sets themselves must not provide.
+
+    Returns ``{"accuracy": {set: acc}, "estimators": {name: {"r2", "spearman", "mae", "estimates":
+    {set: value}}}}``. Needs at least 3 sets (two points always correlate perfectly).
+    """
+    if len(sets) < 3:
+        raise ValueError(f"evaluate_estimators needs at least 3 sets to correlate over, got {len(sets)}")
+    names = [s[0] for s in sets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"set names must be unique, got {names}")
+    if isinstance(estimators, Mapping):
+        fns = dict(estimators)
+    else:
+        unknown = [e for e in estimators if e not in ESTIMATORS]
+        if unknown:
+            raise ValueError(f"unknown estimator(s) {unknown}; choose from {sorted(ESTIMATORS)}")
+        fns = {e: ESTIMATORS[e] for e in estimators}
+    if not fns:
+        raise ValueError("no estimators given")
+    zv = as_logits(val_logits, "val_logits", dtype=torch.float64)
+    yv = as_labels(val_labels, "val_labels", n=zv.shape[0], num_classes=zv.shape[1])
+
+    accuracy: dict[str, float] = {}
+    data = []
+    for item in sets:
+        if len(item) != 3:
+            raise ValueError("each set must be a (name, logits, labels) triple")
+        name, logits, labels = item
+        z = as_logits(logits, f"logits of set {name!r}", dtype=torch.float64)
+        if z.shape[1] != zv.shape[1]:
+            raise ValueError(f"set {name!r} has {z.shape[1]} classes but val_logits have {zv.shape[1]}")
+        y = as_labels(labels, f"labels of set {name!r}", n=z.shape[0], num_classes=z.shape[1])
+        accuracy[name] = float((z.argmax(1) == y).double().mean())
+        data.append((name, z))
+
+    truth = np.array([accuracy[n] for n in names])
+    results: dict[str, Any] = {}
+    for est, fn in fns.items():
+        estimates = {name: float(fn(z, zv, yv)) for name, z in data}
+        values = np.array([estimates[n] for n in names])
+        results[est] = {
+            "r2": _pearson_r2(values, truth),
+            "spearman": _spearman(values, truth),
+            "mae": float(np.abs(values - truth).mean()) if est in accuracy_estimators else None,
+            "estimates": estimates,
+        }
+    return {"accuracy": accuracy, "estimators": results}
