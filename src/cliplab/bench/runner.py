@@ -37,6 +37,7 @@ class BenchContext:
     progress: bool = True
     seed: int = 0
     seeds: tuple[int, ...] = (1, 2, 3)
+    shots: tuple[int, ...] = (1, 2, 4, 8, 16)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -129,7 +130,7 @@ def stage_adapt(ctx: BenchContext) -> dict[str, Any]:
         tr, te = split_half(test.labels, ctx.seed)
         train, test = test.subset(tr), test.subset(te)
     max_k = int(torch.bincount(train.labels).min())
-    shots = [k for k in (1, 2, 4, 8, 16) if k <= max_k]
+    shots = [k for k in ctx.shots if k <= max_k]
     if not shots:
         return {"skipped": "a class has no training image"}
     res = run_few_shot(
@@ -223,13 +224,24 @@ def run_bench(
     cache_dir: Any = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    seeds: tuple[int, ...] = (1, 2, 3),
+    shots: tuple[int, ...] = (1, 2, 4, 8, 16),
 ) -> dict[str, Any]:
     """Run the selected stages (all by default) and write ``results.json`` in ``output_dir``."""
     names = list(STAGES) if not only else only
     unknown = [s for s in names if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown bench stage(s) {unknown}; available: {', '.join(STAGES)}")
-    ctx = BenchContext(model, str(data_spec), n=n, batch_size=batch_size, cache_dir=cache_dir, progress=progress)
+    ctx = BenchContext(
+        model,
+        str(data_spec),
+        n=n,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        progress=progress,
+        seeds=tuple(seeds),
+        shots=tuple(shots),
+    )
     started = time.perf_counter()
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -243,7 +255,7 @@ def run_bench(
             "logit_bias": model.logit_bias,
         },
         "data": {"spec": str(data_spec), "n": n},
-        "config": {"stages": names, "batch_size": batch_size},
+        "config": {"stages": names, "batch_size": batch_size, "seeds": list(seeds), "shots": list(shots)},
         "environment": {"python": platform.python_version(), "platform": platform.platform()},
         "stages": {},
         "timings": {},
