@@ -1,0 +1,57 @@
+"""``cliplab train CONFIG``: train or fine-tune a model from a YAML/JSON training config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cliplab.cli.common import print_json, print_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune a CLIP-family model from a config file",
+        description="Contrastive training from a YAML/JSON config (see configs/shapes-tiny.yaml). "
+        "Under torchrun every process trains its share of the batch.",
+    )
+    p.add_argument("config", help="training config (.yaml, .yml or .json)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue exactly from the latest checkpoint in the output dir"
+    )
+    p.add_argument("--output-dir", default=None, help="override output_dir")
+    p.add_argument("--steps", type=int, default=None, help="override the number of optimizer steps")
+    p.add_argument("--device", default=None, help="override the device (default: cuda if available, else cpu)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log messages")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cliplab.train.config import TrainConfig
+    from cliplab.train.trainer import Trainer, TrainingDiverged
+
+    config = TrainConfig.from_file(args.config)
+    overrides = {
+        k: v
+        for k, v in (("output_dir", args.output_dir), ("steps", args.steps), ("device", args.device))
+        if v is not None
+    }
+    if overrides:
+        config = config.replace(**overrides)
+    trainer = Trainer(config, progress=not args.quiet, resume=bool(args.resume))
+    try:
+        summary = trainer.fit()
+    except TrainingDiverged as err:
+        print(f"cliplab: error: {err}", file=sys.stderr)
+        return 3
+    if trainer.env.rank != 0:
+        return 0
+    if args.json:
+        print_json(summary)
+    else:
+        rows = [["step", summary["step"]], ["loss", summary["loss"]], ["seconds", summary["seconds"]]]
+        rows += [[f"eval {k}", v] for k, v in summary["eval"].items()]
+        rows += [["model", summary["model_dir"]], ["checkpoint", summary["checkpoint"]]]
+        print_table(rows, ["", "value"], title=f"trained {args.config}")
+    return 0

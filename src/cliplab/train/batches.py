@@ -1,0 +1,241 @@
+"""Training batches: a deterministic, resumable sampler and a loader that preprocesses ahead.
+
+``PairSampler`` walks a seeded permutation of the captioned images, epoch after epoch; its whole state
+is ``(epoch, position)``, so a checkpoint that stores it continues with exactly the next batch. Each
+image of a batch is paired with one of its captions, drawn from a generator seeded by
+``(seed, epoch, position)``. Under ``torchrun`` every rank computes the same global batch and takes its
+own slice.
+
+``BatchLoader`` turns indices into tensors (pixels, tokens; and the teacher's when distilling) on a
+background thread while the model trains on the previous batch, optionally keeping preprocessed images
+in memory.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cliplab.data.base import Dataset
+from cliplab.models.base import Model
+
+#: captions tokenised up front (on the loader thread) when there are at most this many; else on first use
+PREFILL_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class SamplerState:
+    """Where the sampler is: the ``epoch`` and the ``position`` of the next batch in its permutation."""
+
+    epoch: int = 0
+    position: int = 0
+
+
+def check_captions(dataset: Dataset) -> tuple[list[str], np.ndarray]:
+    """The dataset's captions and caption → image map, or a clear error when it has none."""
+    captions, t2i = dataset.captions, dataset.text_to_image
+    if not captions or t2i is None:
+        raise ValueError(
+            f"dataset {dataset.name!r} has no captions: training needs image–caption pairs "
+            "(a .csv/.jsonl caption file, or shapes)"
+        )
+    t2i = np.asarray(t2i, dtype=np.int64)
+    if t2i.shape != (len(captions),):
+        raise ValueError(f"dataset {dataset.name!r}: {len(captions)} captions but {t2i.size} text_to_image entries")
+    if t2i.size and (t2i.min() < 0 or t2i.max() >= len(dataset)):
+        raise ValueError(f"dataset {dataset.name!r}: text_to_image points outside its {len(dataset)} images")
+    return list(captions), t2i
+
+
+class PairSampler:
+    """Deterministic (image, caption) batches; see the module docstring.
+
+    Args:
+        text_to_image: image index of every caption.
+        n_images: number of images in the dataset.
+        batch_size: images per rank per optimizer step (micro-batch × accumulation steps).
+        seed: the run's seed.
+        rank, world_size: this process's share of the global batch (``batch_size · world_size``).
+    """
+
+    def __init__(
+        self, text_to_image: np.ndarray, n_images: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ):
+        t2i = np.asarray(text_to_image, dtype=np.int64)
+        self.order = np.argsort(t2i, kind="stable")
+        self.counts = np.bincount(t2i, minlength=n_images)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        self.images = np.nonzero(self.counts > 0)[0]
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.global_batch = batch_size * world_size
+        if self.images.size < self.global_batch:
+            raise ValueError(
+                f"the training data has {self.images.size} captioned images but one optimizer step needs "
+                f"{self.global_batch} (batch_size × accum_steps × processes); use more data or a smaller batch"
+            )
+        self._perm_epoch: int | None = None
+        self._perm = self.images
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.images.size // self.global_batch
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        """The image order of ``epoch`` (cached for the current epoch)."""
+        if self._perm_epoch != epoch:
+            rng = np.random.default_rng([self.seed, epoch, 7411])
+            self._perm = self.images[rng.permutation(self.images.size)]
+            self._perm_epoch = epoch
+        return self._perm
+
+    def batch(self, state: SamplerState) -> tuple[np.ndarray, np.ndarray, SamplerState]:
+        """This rank's ``(image indices, caption indices)`` at ``state``, and the state after it."""
+        if state.position + self.global_batch > self.images.size:  # a partial batch is dropped
+            state = SamplerState(state.epoch + 1, 0)
+        perm = self.permutation(state.epoch)
+        images = perm[state.position : state.position + self.global_batch]
+        rng = np.random.default_rng([self.seed, state.epoch, state.position, 9901])
+        captions = self.order[self.starts[images] + rng.integers(0, self.counts[images])]
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        return images[lo:hi], captions[lo:hi], SamplerState(state.epoch, state.position + self.global_batch)
+
+
+class ImageCache:
+    """Preprocessed images kept in one preallocated tensor, filled on first use."""
+
+    def __init__(self, n: int, shape: tuple[int, ...]):
+        self.pixels = torch.empty((n, *shape), dtype=torch.float32)
+        self.filled = np.zeros(n, dtype=bool)
+
+
+def image_cache_size(model: Model, n_images: int) -> int | None:
+    """Bytes a full image cache would take, or None when the preprocessed size is not fixed."""
+    size = model.preprocess.output_size
+    return None if size is None else n_images * 3 * int(size[0]) * int(size[1]) * 4
+
+
+class TokenCache:
+    """Each caption tokenised once; batches padded exactly as ``model.tokenize`` pads them.
+
+    Tokenising is the costliest per-step data work once images are cached. Only for models with a
+    Hugging Face tokenizer and ``padding`` ``"longest"``/``"max_length"``; ``for_model`` returns None
+    otherwise, or when a check against ``model.tokenize`` on sample captions finds any difference.
+    """
+
+    def __init__(self, model: Model, captions: list[str]):
+        self.model, self.captions = model, captions
+        self.tokenizer = model.tokenizer  # type: ignore[attr-defined]
+        self.padding, self.max_length = model.padding, int(model.max_length)  # type: ignore[attr-defined]
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        self.left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        self.ids: dict[int, list[int]] = {}
+
+    @classmethod
+    def for_model(cls, model: Model, captions: list[str]) -> TokenCache | None:
+        tok = getattr(model, "tokenizer", None)
+        if (
+            getattr(model, "padding", None) not in ("longest", "max_length")
+            or getattr(tok, "pad_token_id", None) is None
+        ):
+            return None
+        cache = cls(model, captions)
+        sample = np.arange(min(len(captions), 16))
+        try:
+            ours, theirs = cache(sample), model.tokenize([captions[i] for i in sample])
+        except (TypeError, ValueError, AttributeError):
+            return None
+        same = ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+        return cache if same else None
+
+    def _encode(self, indices: list[int]) -> None:
+        enc = self.tokenizer(
+            [self.captions[c] for c in indices], padding=False, truncation=True, max_length=self.max_length
+        )
+        self.ids.update(zip(indices, enc["input_ids"]))
+
+    def prefill(self, chunk: int = 8192) -> None:
+        """Tokenise every caption now (the loader does it on its thread before the first batch)."""
+        todo = [i for i in range(len(self.captions)) if i not in self.ids]
+        for start in range(0, len(todo), chunk):
+            self._encode(todo[start : start + chunk])
+
+    def __call__(self, caption_idx: np.ndarray) -> dict[str, torch.Tensor]:
+        missing = sorted({int(c) for c in caption_idx if int(c) not in self.ids})
+        if missing:
+            self._encode(missing)
+        rows = [self.ids[int(c)] for c in caption_idx]
+        width = self.max_length if self.padding == "max_length" else max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.int64)
+        mask = torch.zeros((len(rows), width), dtype=torch.int64)
+        for i, r in enumerate(rows):
+            span = slice(width - len(r), width) if self.left else slice(0, len(r))
+            ids[i, span] = torch.tensor(r, dtype=torch.int64)
+            mask[i, span] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+class BatchLoader:
+    """Load batches (``pixels``, ``tokens``, optional ``teacher_pixels``/``teacher_tokens``) ahead of use."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        captions: list[str],
+        model: Model,
+        *,
+        cache_images: bool = False,
+        teacher: Model | None = None,
+    ):
+        self.dataset, self.captions, self.model, self.teacher = dataset, captions, model, teacher
+        self.cache: ImageCache | None = None
+        if cache_images:
+            size = model.preprocess.output_size
+            if size is None:
+                raise ValueError("cache_images needs a fixed preprocessed image size (a crop or exact resize)")
+            self.cache = ImageCache(len(dataset), (3, int(size[0]), int(size[1])))
+        self.teacher_shares_pixels = teacher is not None and (
+            teacher.preprocess.fingerprint() == model.preprocess.fingerprint()
+        )
+        self.tokens = TokenCache.for_model(model, captions)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cliplab-batches")
+        if self.tokens is not None and len(captions) <= PREFILL_LIMIT:
+            self._pool.submit(self.tokens.prefill)
+
+    def _pixels(self, images: np.ndarray) -> torch.Tensor:
+        if self.cache is None:
+            return self.model.preprocess.batch(self.dataset.images(images.tolist()))
+        missing = images[~self.cache.filled[images]]
+        if missing.size:
+            missing = np.unique(missing)
+            self.cache.pixels[torch.from_numpy(missing)] = self.model.preprocess.batch(
+                self.dataset.images(missing.tolist())
+            )
+            self.cache.filled[missing] = True
+        return self.cache.pixels[torch.from_numpy(images)]
+
+    def load(self, images: np.ndarray, captions: np.ndarray) -> dict[str, Any]:
+        """The tensors of one batch (CPU)."""
+        texts = [self.captions[int(c)] for c in captions]
+        tokens = self.tokens(captions) if self.tokens is not None else self.model.tokenize(texts)
+        batch: dict[str, Any] = {"pixels": self._pixels(images), "tokens": tokens}
+        if self.teacher is not None:
+            if self.teacher_shares_pixels:
+                batch["teacher_pixels"] = batch["pixels"]
+            else:
+                batch["teacher_pixels"] = self.teacher.preprocess.batch(self.dataset.images(images.tolist()))
+            batch["teacher_tokens"] = self.teacher.tokenize(texts)
+        return batch
+
+    def submit(self, images: np.ndarray, captions: np.ndarray) -> Future:
+        """Load a batch on the background thread."""
+        return self._pool.submit(self.load, images, captions)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+__all__ = ["BatchLoader", "PairSampler", "SamplerState", "TokenCache", "check_captions", "image_cache_size"]

@@ -1,0 +1,453 @@
+"""``Trainer``: contrastive training / fine-tuning of CLIP-family models from a ``TrainConfig``.
+
+One optimizer step: load the batch (on a background thread, from a deterministic sampler), forward
+both towers under autocast, compute the loss (CLIP / SigLIP / InfoLOOB, plus distillation) on the whole
+accumulated batch — GradCache when ``accum_steps > 1`` —, check it is finite, clip the gradients
+(``none`` / ``norm`` / ``zclip`` / ``autoclip``), AdamW step, warm-up + cosine schedule, clamp the logit
+scale to ``ln 100``. Under ``torchrun`` the towers are wrapped in DDP, the loss gathers features across
+ranks, and only rank 0 logs and writes files.
+
+Outputs in ``output_dir``: ``config.json``, ``metrics.jsonl`` (one JSON record per logged step or
+evaluation), ``checkpoints/`` (see ``cliplab.train.checkpoint``) and the final model in Hugging Face
+format in ``model/`` (``cliplab.load_model`` and ``transformers`` load it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from cliplab.models.base import Model
+from cliplab.train import checkpoint as ckpt
+from cliplab.train.batches import BatchLoader, PairSampler, SamplerState, check_captions, image_cache_size
+from cliplab.train.config import TrainConfig
+from cliplab.train.gradcache import direct_backward, gradcache_backward, split_batch
+from cliplab.train.objective import Objective
+from cliplab.train.runlog import MetricsLog
+from cliplab.train.setup import (
+    DistEnv,
+    TwoTower,
+    build_clipper,
+    build_model,
+    build_optimization,
+    clamp_logit_scale,
+    init_distributed,
+    lock_tower,
+    logit_bias_param,
+    prepare_logit_params,
+    seed_everything,
+    wrap_ddp,
+)
+
+log = logging.getLogger(__name__)
+
+#: config keys that may change when resuming without breaking the run's exactness
+_RESUME_FREE = {"steps", "output_dir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval"}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing was saved for that step."""
+
+    def __init__(self, step: int, loss: float, checkpoint: Path | None):
+        self.step, self.loss, self.checkpoint = step, loss, checkpoint
+        where = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
+        super().__init__(
+            f"training diverged: the loss is {loss} at step {step}; stopped before the optimizer step, {where}. "
+            "Resume from it with a lower learning rate, a longer warm-up or gradient clipping (grad_clip.mode: zclip)."
+        )
+
+
+class Trainer:
+    """Train ``config.model`` (or ``model``) on ``config.data``; see the module docstring.
+
+    Args:
+        config: the run's ``TrainConfig``.
+        model: a ``Model`` to train instead of the one the config names.
+        progress: show a progress bar (rank 0 only).
+        resume: True continues the latest checkpoint in ``output_dir`` exactly (error if none),
+            ``"auto"`` continues it when there is one, False starts afresh (error if checkpoints exist).
+    """
+
+    def __init__(
+        self, config: TrainConfig, model: Model | None = None, progress: bool = True, *, resume: bool | str = False
+    ):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig (see TrainConfig.from_file), got {type(config).__name__}")
+        if model is not None and not isinstance(model, Model):
+            raise TypeError(f"model must be a cliplab Model, got {type(model).__name__}")
+        self.config, self.progress, self.resume = config, progress, resume
+        self.model: Model | None = model
+        self.step = 0
+        self.losses: list[float] = []
+        self.history: list[dict[str, Any]] = []
+        self.last_eval: dict[str, Any] = {}
+        self._ready = False
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Build everything (called by ``fit``); restores the checkpoint when resuming."""
+        if self._ready:
+            return
+        cfg = self.config
+        self.env, self.device = init_distributed(cfg.device)
+        self.output_dir = Path(cfg.output_dir)
+        seed_everything(cfg.seed + self.env.rank)
+        resume_from = ckpt.resume_point(self.output_dir, self.resume)
+        from cliplab.data import load_dataset
+
+        dataset = load_dataset(cfg.data.train, split=cfg.data.split, **cfg.data.options)
+        captions, t2i = check_captions(dataset)
+        if self.model is None:
+            tok_dir = resume_from / ckpt.TOKENIZER_DIR if resume_from else None
+            self.model, from_scratch = build_model(cfg, captions, self.device, tokenizer_dir=tok_dir)
+        else:
+            self.model.to(self.device)
+            from_scratch = False
+        model = self.model
+        if cfg.loss.geometry is not None:
+            model.geometry = cfg.loss.geometry
+        self.from_scratch = from_scratch
+        self.added_bias = prepare_logit_params(model, cfg.loss.name, from_scratch=from_scratch)
+        self.locks = [lock_tower(model, t) for t, on in (("image", cfg.lock_image), ("text", cfg.lock_text)) if on]
+        self.patch_dropout = None
+        if cfg.patch_dropout > 0:
+            from cliplab.train.patch_dropout import PatchDropout
+
+            if cfg.lock_image:
+                log.warning("patch_dropout has no effect on a locked (eval-mode) image tower")
+            self.patch_dropout = PatchDropout(model.module, cfg.patch_dropout)
+        self.objective = Objective(cfg.loss, model, self.env, self.device)
+        seed_everything(cfg.seed + self.env.rank)  # model creation re-seeds; the training stream starts here
+        self.params, self.optimizer, self.scheduler, self.scaler = build_optimization(cfg, model.module, self.device)
+        self.clipper = build_clipper(cfg)
+        per_rank = cfg.batch_size * cfg.accum_steps
+        self.sampler = PairSampler(t2i, len(dataset), per_rank, cfg.seed, self.env.rank, self.env.world_size)
+        cache = cfg.data.cache_images
+        if cache is None:
+            size = image_cache_size(model, len(dataset))
+            cache = size is not None and size <= cfg.data.cache_limit_gb * 2**30
+        self.loader = BatchLoader(dataset, captions, model, cache_images=cache, teacher=self.objective.teacher)
+        self.evaluator = None
+        if self.env.is_main and (cfg.eval.zeroshot or cfg.eval.retrieval):
+            from cliplab.train.evaluation import PeriodicEval
+
+            self.evaluator = PeriodicEval(cfg.eval, model)
+        self.wrapper = TwoTower(model, lock_image=cfg.lock_image, lock_text=cfg.lock_text)
+        self.ddp = wrap_ddp(self.wrapper, self.device) if self.env.distributed else None
+        self.sampler_state = SamplerState()
+        self.checkpoint_path: Path | None = None
+        if resume_from is not None:
+            self._restore(resume_from)
+        self._ready = True
+
+    def _train_mode(self) -> None:
+        self.model.module.train()
+        for lock in self.locks:
+            lock.apply_eval()
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        p = self.config.precision
+        if p == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        dtype = self.params[0].dtype if self.params else torch.float32
+        out: dict[str, Any] = {}
+        for k, v in batch.items():
+            if isinstance(v, dict):
+                out[k] = {n: t.to(self.device, non_blocking=True) for n, t in v.items()}
+            else:
+                out[k] = v.to(self.device, dtype=dtype if v.is_floating_point() else None, non_blocking=True)
+        return out
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """One optimizer step on a loaded batch; raises ``TrainingDiverged`` on a non-finite loss."""
+        cfg = self.config
+        batch = self._to_device(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        teacher = self.objective.teacher_features(batch, cfg.batch_size, self._autocast)
+        inputs = {"pixels": batch["pixels"], "tokens": batch["tokens"]}
+        run = self.ddp or self.wrapper
+
+        def forward(b: dict[str, Any], module: nn.Module = run) -> Any:
+            with self._autocast():
+                return module(b["pixels"], b["tokens"])
+
+        def loss_fn(per: Any, shared: Any) -> torch.Tensor:
+            try:
+                return self.objective(per[0], per[1], shared[0], shared[1], teacher)
+            except ValueError as err:  # the losses reject non-finite inputs: the model itself diverged
+                if all(bool(torch.isfinite(t.detach()).all()) for t in (*per, *shared) if t is not None):
+                    raise
+                raise TrainingDiverged(self.step + 1, float("nan"), self.checkpoint_path) from err
+
+        backward = (lambda loss: self.scaler.scale(loss).backward()) if self.scaler else None
+        if cfg.accum_steps == 1:
+            loss = direct_backward(forward, loss_fn, inputs, backward=backward)
+        else:
+            loss = gradcache_backward(
+                forward,
+                loss_fn,
+                split_batch(inputs, cfg.accum_steps),
+                first_pass=lambda b: forward(b, self.wrapper),
+                backward=backward,
+                no_sync=self.ddp.no_sync if self.ddp is not None else None,
+                device=self.device,
+            )
+        if self.env.distributed:
+            loss = loss.clone()
+            dist.all_reduce(loss)
+            loss /= self.env.world_size
+        value = float(loss)
+        if not math.isfinite(value):
+            raise TrainingDiverged(self.step + 1, value, self.checkpoint_path)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm, clip = self._clip()
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        clamp_logit_scale(self.model.module)
+        return {"loss": value, "lr": lr, "grad_norm": grad_norm, "clip": clip}
+
+    def _clip(self) -> tuple[Any, float | None]:
+        mode = self.config.grad_clip.mode
+        if mode == "norm":
+            max_norm = self.config.grad_clip.max_norm
+            return torch.nn.utils.clip_grad_norm_(self.params, max_norm), max_norm
+        if self.clipper is not None:
+            return self.clipper.step(self.params), self.clipper.last_clip
+        return None, None
+
+    def _grad_norm(self) -> float:
+        grads = [p.grad.detach().float().norm() for p in self.params if p.grad is not None]
+        return float(torch.stack(grads).norm()) if grads else 0.0
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def fit(self, resume: bool | str | None = None) -> dict[str, Any]:
+        """Train until ``config.steps``; returns a summary (last loss, evaluation, output paths).
+
+        A ``Trainer`` runs once; to continue a run, make a new one with ``resume=True``.
+        """
+        if getattr(self, "_finished", False):
+            raise RuntimeError("this Trainer has already run; continue with Trainer(config, resume=True).fit()")
+        if resume is not None and not self._ready:
+            self.resume = resume
+        self._finished = True
+        start = time.perf_counter()
+        try:
+            self.setup()
+            first = self.step
+            self._loop()
+            model_dir = self.save_model() if self.env.is_main else None
+        finally:
+            self._teardown()
+        return {
+            "status": "completed",
+            "step": self.step,
+            "loss": self.losses[-1] if self.losses else None,
+            "eval": self.last_eval,
+            "steps_this_run": self.step - first,
+            "seconds": round(time.perf_counter() - start, 3),
+            "output_dir": str(self.output_dir),
+            "model_dir": str(model_dir) if model_dir else None,
+            "checkpoint": str(self.checkpoint_path) if self.checkpoint_path else None,
+        }
+
+    def _loop(self) -> None:
+        cfg, env = self.config, self.env
+        self.log = MetricsLog(self.output_dir / "metrics.jsonl", enabled=env.is_main)
+        self.history = self.log.history
+        if env.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.output_dir / "config.json")
+        self.log.open(self.step)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and env.is_main), unit="step")
+        window: list[float] = []
+        window_start = time.perf_counter()
+        pending = None
+        try:
+            self._train_mode()
+            if self.step < cfg.steps:
+                images, captions, next_state = self.sampler.batch(self.sampler_state)
+                pending = self.loader.submit(images, captions)
+            while self.step < cfg.steps:
+                batch, state = pending.result(), next_state
+                if self.step + 1 < cfg.steps:  # load the next batch while this one trains
+                    images, captions, next_state = self.sampler.batch(state)
+                    pending = self.loader.submit(images, captions)
+                out = self.train_step(batch)
+                self.step, self.sampler_state = self.step + 1, state
+                self.losses.append(out["loss"])
+                window.append(out["loss"])
+                bar.update(1)
+                last = self.step == cfg.steps
+                if (cfg.log_every and self.step % cfg.log_every == 0) or last:
+                    self._log_step(out, window, time.perf_counter() - window_start)
+                    bar.set_postfix(loss=f"{np.mean(window):.4f}", scale=f"{self.model.logit_scale:.1f}")
+                    window, window_start = [], time.perf_counter()
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                    self._wait(pending)
+                    self.evaluate()
+                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last:
+                    self._wait(pending)
+                    self.save_checkpoint()
+        except TrainingDiverged as err:
+            self._record({"step": err.step, "event": "diverged", "loss": None, "checkpoint": str(err.checkpoint)})
+            raise
+        finally:
+            bar.close()
+            self._wait(pending)
+            self.loader.close()
+            self.log.close()
+
+    def _wait(self, pending: Any) -> None:
+        """Let the background load finish (the tokenizer must not be shared by two threads at once)."""
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                pending.result()
+
+    def evaluate(self) -> dict[str, Any]:
+        """Run the periodic evaluation now (rank 0; others wait); the training RNG is left as it was."""
+        if self.evaluator is not None:
+            rng = ckpt.rng_state(self.device)
+            try:
+                self.last_eval = self.evaluator(self.model)
+            finally:
+                ckpt.set_rng_state(rng, self.device)
+                self._train_mode()
+            self._record({"step": self.step, "eval": self.last_eval})
+        self._barrier()
+        return self.last_eval
+
+    # -- logging ----------------------------------------------------------------------------------------
+    def _record(self, record: dict[str, Any]) -> None:
+        self.log.write(record)
+
+    def _log_step(self, out: dict[str, Any], window: list[float], elapsed: float) -> None:
+        cfg = self.config
+        grad_norm = out["grad_norm"]
+        grad_norm = self._grad_norm() if grad_norm is None else float(grad_norm)
+        samples = len(window) * cfg.batch_size * cfg.accum_steps * self.env.world_size
+        self._record(
+            {
+                "step": self.step,
+                "epoch": self.sampler_state.epoch,
+                "loss": float(np.mean(window)),
+                "lr": out["lr"],
+                "logit_scale": self.model.logit_scale,
+                "logit_bias": self.model.logit_bias if logit_bias_param(self.model.module) is not None else None,
+                "grad_norm": grad_norm,
+                "clip": out["clip"],
+                "samples_per_s": samples / elapsed if elapsed > 0 else None,
+                "step_time_s": elapsed / max(1, len(window)),
+            }
+        )
+
+    # -- checkpoints and the final model ----------------------------------------------------------------
+    def _barrier(self) -> None:
+        if self.env.distributed:
+            dist.barrier()
+
+    def _stateful(self) -> dict[str, Any]:
+        """The objects whose ``state_dict`` a checkpoint keeps."""
+        return dict(optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, clipper=self.clipper)
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0; every rank contributes its RNG state)."""
+        rngs = [ckpt.rng_state(self.device)]
+        if self.env.distributed:
+            rngs = rngs * self.env.world_size
+            dist.all_gather_object(rngs, rngs[0])
+        if self.env.is_main:
+            state = {k: None if v is None else v.state_dict() for k, v in self._stateful().items()}
+            state.update(
+                sampler={"epoch": self.sampler_state.epoch, "position": self.sampler_state.position},
+                rng=rngs,
+                config=self.config.to_dict(),
+                eval=self.last_eval,
+            )
+            self.checkpoint_path = ckpt.save_checkpoint(
+                self.output_dir,
+                self.step,
+                self.model.module.state_dict(),
+                state,
+                tokenizer=getattr(self.model, "tokenizer", None) if self.from_scratch else None,
+                keep=self.config.keep_checkpoints,
+            )
+        self._barrier()
+        return self.checkpoint_path
+
+    def _restore(self, path: Path) -> None:
+        weights, state = ckpt.load_checkpoint(path)
+        self.model.module.load_state_dict(weights, strict=True)
+        now = self.config.to_dict()
+        changed = sorted(k for k, v in state["config"].items() if k not in _RESUME_FREE and now.get(k) != v)
+        if changed:
+            log.warning("resuming %s with a changed config (%s): the run will not be exact", path, ", ".join(changed))
+        for key, obj in self._stateful().items():
+            if obj is not None and state.get(key) is not None:
+                obj.load_state_dict(state[key])
+        self.sampler_state = SamplerState(**state["sampler"])
+        self.step = int(state["step"])
+        rngs = state["rng"]
+        if len(rngs) != self.env.world_size:
+            log.warning("checkpoint written by %d processes, resuming with %d", len(rngs), self.env.world_size)
+        ckpt.set_rng_state(rngs[min(self.env.rank, len(rngs) - 1)], self.device)
+        self.last_eval = state.get("eval") or {}
+        self.checkpoint_path = path
+        log.info("resumed from %s (step %d)", path, self.step)
+
+    def save_model(self, directory: str | os.PathLike | None = None) -> Path:
+        """Save the model in Hugging Face format (default ``output_dir/model``; see ``checkpoint.save_hf_model``)."""
+        target = Path(directory) if directory is not None else self.output_dir / "model"
+        return ckpt.save_hf_model(self.model, target, bias_in_config=self.added_bias)
+
+    def _teardown(self) -> None:
+        if getattr(self, "loader", None) is not None:
+            self.loader.close()
+        if getattr(self, "patch_dropout", None) is not None:
+            self.patch_dropout.remove()
+        if self.model is not None:
+            self.model.module.eval()
+        env = getattr(self, "env", None)
+        if env is not None and env.owns_group:
+            dist.destroy_process_group()
+
+
+def train(
+    config: TrainConfig | dict | str | os.PathLike,
+    *,
+    model: Model | None = None,
+    resume: bool | str = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train from a config (object, dict or file path) with top-level ``overrides``; returns the summary."""
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    elif not isinstance(config, TrainConfig):
+        config = TrainConfig.from_file(config)
+    if overrides:
+        config = config.replace(**overrides)
+    return Trainer(config, model=model, progress=progress, resume=resume).fit()
+
+
+__all__ = ["DistEnv", "Trainer", "TrainingDiverged", "TwoTower", "train"]
