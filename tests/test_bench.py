@@ -50,3 +50,18 @@ def test_bench_only_and_unknown_stage(tmp_path):
     assert list(res["stages"]) == ["zeroshot"]
     with pytest.raises(ValueError, match="unknown bench stage"):
         run_bench(model, "shapes", tmp_path, only=["nope"])
+
+
+def test_compare_two_runs(bench_run, tmp_path, capsys):
+    from cliplab.cli.main import main
+
+    out, results = bench_run
+    b = json.loads((out / "results.json").read_text())
+    b["stages"]["zeroshot"]["shape"]["acc1"] += 0.25
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert main(["bench", "--compare", str(out / "results.json"), str(tmp_path / "b.json"), "--json"]) == 0
+    rows = {r["metric"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["zeroshot/shape/acc1"]["delta"] == pytest.approx(0.25)
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["bench", "--compare", str(out / "results.json"), str(tmp_path / "bad.json")]) == 2
+    assert "not a cliplab bench results.json" in capsys.readouterr().err

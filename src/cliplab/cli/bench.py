@@ -15,6 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="cliplab-bench", help="output directory (default ./cliplab-bench)")
     p.add_argument("--only", default=None, help="comma-separated stages to run")
     p.add_argument("--n", type=int, default=1000, help="test images per built-in set (default 1000)")
+    p.add_argument("--seeds", default="1,2,3", help="few-shot seeds (default 1,2,3)")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A.json", "B.json"),
+        default=None,
+        help="print two results.json side by side instead of running",
+    )
     add_common(p)
     p.set_defaults(func=run)
 
@@ -22,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cliplab.bench import run_bench
     from cliplab.models import load_model
+
+    if args.compare:
+        return run_compare(args)
 
     def log(msg: str) -> None:
         if not args.quiet:
@@ -40,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=cache_dir(args),
         progress=not args.quiet,
         log=log,
+        seeds=tuple(int(v) for v in args.seeds.split(",") if v.strip()),
     )
     if args.json:
         print_json(results)
@@ -48,5 +60,30 @@ def run(args: argparse.Namespace) -> int:
     if zs:
         rows = [[task, r["acc1"], r["acc5"], r["mean_per_class_recall"], r["n"]] for task, r in zs.items()]
         print_table(rows, ["task", "acc1", "acc5", "mean_per_class_recall", "n"], title=f"zero-shot: {args.model}")
-    print(f"\nresults: {args.output}/results.json  (total {results['timings']['total']:.1f}s)")
+    print(
+        f"\nresults: {args.output}/results.json, report: {args.output}/report.html "
+        f"(total {results['timings']['total']:.1f}s)"
+    )
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from cliplab.bench.compare import compare, load_results
+
+    a, b = (load_results(p) for p in args.compare)
+    rows = compare(a, b)
+    if args.json:
+        print_json(
+            {
+                "a": args.compare[0],
+                "b": args.compare[1],
+                "rows": [dict(zip(["metric", "a", "b", "delta"], r)) for r in rows],
+            }
+        )
+        return 0
+    print_table(
+        rows,
+        ["metric", "A", "B", "B − A"],
+        title=f"A = {args.compare[0]} ({a['model']['spec']})\nB = {args.compare[1]} ({b['model']['spec']})",
+    )
     return 0
