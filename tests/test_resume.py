@@ -111,3 +111,18 @@ def test_sampler_is_deterministic_and_sharded():
     assert np.array_equal(np.concatenate([s[0] for s in shards]), images)
     with pytest.raises(ValueError, match="needs 40"):
         PairSampler(t2i, 20, batch_size=20, seed=0, world_size=2)
+
+
+@pytest.mark.parametrize("padding", ["longest", "max_length"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_token_cache_pads_like_the_tokenizer(padding, side):
+    from cliplab.train.batches import TokenCache
+    from conftest import make_tiny_model
+
+    model = make_tiny_model()
+    model.padding, model.tokenizer.padding_side = padding, side
+    captions = ["a red circle.", "a small blue square on the left.", "thing", "a star above a large green circle."]
+    cache = TokenCache.for_model(model, captions)
+    idx = np.array([3, 0, 2, 0, 1])
+    ours, theirs = cache(idx), model.tokenize([captions[i] for i in idx])
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -183,9 +183,9 @@ def test_gradcache_replays_patch_dropout():
     model.module.double().train()
     PatchDropout(model.module, 0.5)
     tower = TwoTower(model)
-    pixels = torch.randn(8, 3, 32, 32, dtype=torch.float64)
-    tokens = model.tokenize(["a red circle", "a blue square", "a star", "a thing"] * 2)
-    chunks = split_batch({"pixels": pixels, "tokens": tokens}, 4)
+    pixels = torch.randn(6, 3, 32, 32, dtype=torch.float64)
+    tokens = model.tokenize(["a red circle", "a blue square", "a star", "a thing", "a green star", "a square"])
+    chunks = split_batch({"pixels": pixels, "tokens": tokens}, 2)
 
     def forward(b):
         return tower(b["pixels"], b["tokens"])

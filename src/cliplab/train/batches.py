@@ -13,6 +13,7 @@ in memory.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,10 @@ import torch
 from cliplab.data.base import Dataset
 from cliplab.models.base import Model
 
-#: captions tokenised up front (on the loader thread) when there are at most this many; else on first use
-PREFILL_LIMIT = 200_000
+#: captions tokenised up front when there are at most this many; else each on its first use
+PREFILL_LIMIT = 50_000
+#: no token cache (per-batch tokenisation) above this many captions
+TOKEN_CACHE_LIMIT = 500_000
 
 
 @dataclass(frozen=True)
@@ -119,63 +122,67 @@ def image_cache_size(model: Model, n_images: int) -> int | None:
 
 
 class TokenCache:
-    """Each caption tokenised once; batches padded exactly as ``model.tokenize`` pads them.
+    """Each caption tokenised once into a table; batches padded exactly as ``model.tokenize`` pads them.
 
-    Tokenising is the costliest per-step data work once images are cached. Only for models with a
-    Hugging Face tokenizer and ``padding`` ``"longest"``/``"max_length"``; ``for_model`` returns None
-    otherwise, or when a check against ``model.tokenize`` on sample captions finds any difference.
+    Tokenising is the costliest per-step data work once images are cached; a batch is then two tensor
+    gathers. Only for models with a Hugging Face tokenizer, ``padding`` ``"longest"``/``"max_length"``
+    and at most ``TOKEN_CACHE_LIMIT`` captions; ``for_model`` returns None otherwise, or when a check
+    against ``model.tokenize`` on sample captions finds any difference.
     """
 
     def __init__(self, model: Model, captions: list[str]):
-        self.model, self.captions = model, captions
+        self.captions = captions
         self.tokenizer = model.tokenizer  # type: ignore[attr-defined]
         self.padding, self.max_length = model.padding, int(model.max_length)  # type: ignore[attr-defined]
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        self.ids: dict[int, list[int]] = {}
+        self.table = torch.full((len(captions), self.max_length), self.pad_id, dtype=torch.int32)
+        self.lengths = torch.full((len(captions),), -1, dtype=torch.int64)  # -1: not tokenised yet
+        self._lock = threading.Lock()  # a HF tokenizer must not encode on two threads at once
 
     @classmethod
     def for_model(cls, model: Model, captions: list[str]) -> TokenCache | None:
         tok = getattr(model, "tokenizer", None)
-        if (
-            getattr(model, "padding", None) not in ("longest", "max_length")
-            or getattr(tok, "pad_token_id", None) is None
-        ):
+        if getattr(model, "padding", None) not in ("longest", "max_length") or len(captions) > TOKEN_CACHE_LIMIT:
+            return None
+        if getattr(tok, "pad_token_id", None) is None or not isinstance(getattr(model, "max_length", None), int):
             return None
         cache = cls(model, captions)
         sample = np.arange(min(len(captions), 16))
         try:
             ours, theirs = cache(sample), model.tokenize([captions[i] for i in sample])
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError, AttributeError, RuntimeError):
             return None
         same = ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
         return cache if same else None
 
-    def _encode(self, indices: list[int]) -> None:
-        enc = self.tokenizer(
-            [self.captions[c] for c in indices], padding=False, truncation=True, max_length=self.max_length
-        )
-        self.ids.update(zip(indices, enc["input_ids"]))
+    def _encode(self, indices: np.ndarray) -> None:
+        with self._lock:
+            todo = [int(c) for c in indices if self.lengths[int(c)] < 0]
+            if todo:
+                enc = self.tokenizer(
+                    [self.captions[c] for c in todo], padding=False, truncation=True, max_length=self.max_length
+                )
+                for c, ids in zip(todo, enc["input_ids"]):
+                    self.table[c, : len(ids)] = torch.tensor(ids, dtype=torch.int32)
+                    self.lengths[c] = len(ids)
 
     def prefill(self, chunk: int = 8192) -> None:
-        """Tokenise every caption now (the loader does it on its thread before the first batch)."""
-        todo = [i for i in range(len(self.captions)) if i not in self.ids]
-        for start in range(0, len(todo), chunk):
-            self._encode(todo[start : start + chunk])
+        """Tokenise every caption now (the loader does it up front for up to ``PREFILL_LIMIT`` captions)."""
+        for start in range(0, len(self.captions), chunk):
+            self._encode(np.arange(start, min(len(self.captions), start + chunk)))
 
     def __call__(self, caption_idx: np.ndarray) -> dict[str, torch.Tensor]:
-        missing = sorted({int(c) for c in caption_idx if int(c) not in self.ids})
-        if missing:
-            self._encode(missing)
-        rows = [self.ids[int(c)] for c in caption_idx]
-        width = self.max_length if self.padding == "max_length" else max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.int64)
-        mask = torch.zeros((len(rows), width), dtype=torch.int64)
-        for i, r in enumerate(rows):
-            span = slice(width - len(r), width) if self.left else slice(0, len(r))
-            ids[i, span] = torch.tensor(r, dtype=torch.int64)
-            mask[i, span] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+        idx = torch.as_tensor(np.asarray(caption_idx, dtype=np.int64))
+        if bool((self.lengths[idx] < 0).any()):
+            self._encode(np.unique(caption_idx))
+        lengths = self.lengths[idx]
+        width = self.max_length if self.padding == "max_length" else int(lengths.max())
+        pos = torch.arange(width).expand(len(idx), width)
+        src = pos - (width - lengths)[:, None] if self.left else pos  # left padding shifts the tokens right
+        valid = (src >= 0) & (src < lengths[:, None])
+        ids = torch.where(valid, self.table[idx].gather(1, src.clamp(0, self.max_length - 1)).long(), self.pad_id)
+        return {"input_ids": ids, "attention_mask": valid.to(torch.int64)}
 
 
 class BatchLoader:
@@ -201,9 +208,9 @@ class BatchLoader:
             teacher.preprocess.fingerprint() == model.preprocess.fingerprint()
         )
         self.tokens = TokenCache.for_model(model, captions)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cliplab-batches")
         if self.tokens is not None and len(captions) <= PREFILL_LIMIT:
-            self._pool.submit(self.tokens.prefill)
+            self.tokens.prefill()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cliplab-batches")
 
     def _pixels(self, images: np.ndarray) -> torch.Tensor:
         if self.cache is None:
