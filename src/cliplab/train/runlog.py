@@ -1,8 +1,10 @@
 """The run's metrics log: ``metrics.jsonl``, one JSON record per line, written by rank 0 only.
 
 Training records carry ``step``, ``epoch``, ``loss`` (mean since the previous record), ``lr``,
-``logit_scale``, ``logit_bias``, ``grad_norm`` (before clipping), ``clip`` (the norm the gradients were
-clipped to, or null), ``samples_per_s`` and ``step_time_s``; evaluation records carry ``step`` and
+``logit_scale``, ``logit_bias`` (null unless trained), ``grad_norm`` (total norm before clipping, last
+step), ``clip`` (``norm`` mode: ``max_norm``; ``zclip``/``autoclip``: the norm the gradients were clipped
+to on the last step, null when they were not; ``none``: null), ``samples_per_s`` and ``step_time_s``
+(wall time per step over the window, data waits included); evaluation records carry ``step`` and
 ``eval``; a diverged run ends with ``{"step", "event": "diverged", ...}``.
 """
 
