@@ -62,6 +62,9 @@ class HFModel(Model):
         self.spec = spec
         meta = getattr(module.config, "cliplab", None) or {}
         self.geometry = geometry or meta.get("geometry", "cosine")
+        if getattr(module, "logit_bias", None) is None and meta.get("logit_bias") is not None:
+            # a bias trained onto an architecture without one (e.g. SigLIP loss on a CLIPModel) lives in the config
+            module.logit_bias = nn.Parameter(torch.tensor([float(meta["logit_bias"])]))
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"unknown geometry {self.geometry!r}; expected one of {GEOMETRIES}")
         self.model_type = getattr(module.config, "model_type", "")
@@ -124,7 +127,7 @@ class HFModel(Model):
         """Write a Hugging Face directory (weights, config, tokenizer, preprocessor), atomically."""
         with atomic_dir(directory) as tmp:
             config = self.module.config
-            config.cliplab = {"geometry": self.geometry}
+            config.cliplab = {**(getattr(config, "cliplab", None) or {}), "geometry": self.geometry}
             self.module.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             proc = self.preprocess.to_hf_config(PROCESSOR_CLASS.get(self.model_type, "CLIPImageProcessor"))
