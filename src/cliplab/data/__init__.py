@@ -10,8 +10,11 @@ from cliplab.data.folders import CaptionDataset, ImageFolder
 from cliplab.data.registry import DATA_FORMS, load_dataset
 from cliplab.data.sampling import k_shot, k_shot_indices
 
+# Imported eagerly so that ``cliplab.data.shapes`` is the function, not the submodule of the same name
+# (importing a submodule binds its name on the package; this re-binds it to the function once).
+from cliplab.data.shapes import shapes  # noqa: E402  isort: skip
+
 _LAZY = {
-    "shapes": "shapes",
     "ShapesDataset": "shapes",
     "SHAPES": "shapes",
     "COLOURS": "shapes",
@@ -31,6 +34,7 @@ __all__ = [
     "k_shot",
     "k_shot_indices",
     "load_dataset",
+    "shapes",
     *sorted(_LAZY),
 ]
 
