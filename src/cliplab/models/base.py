@@ -187,14 +187,24 @@ class Model:
             self.module.train(was_training)
 
     def fingerprint(self) -> str:
-        """Content hash of weights, geometry, tokenisation and preprocessing (the cache key's model part)."""
+        """Content hash of weights, geometry, tokenisation and preprocessing (the cache key's model part).
+
+        Memoised on the tensors' version counters, so it is recomputed only after the weights change.
+        """
+        tensors = [*self.module.parameters(), *self.module.buffers()]
+        state = (tuple((id(t), t._version) for t in tensors), self.geometry, self.preprocess)
+        cached = getattr(self, "_fingerprint_cache", None)
+        if cached is not None and cached[0] == state:
+            return cached[1]
         ident = {
             "weights": module_fingerprint(self.module),
             "geometry": self.geometry,
             "preprocess": self.preprocess.fingerprint(),
             **self._identity(),
         }
-        return hashlib.sha256(repr(sorted(ident.items())).encode()).hexdigest()[:16]
+        value = hashlib.sha256(repr(sorted(ident.items())).encode()).hexdigest()[:16]
+        self._fingerprint_cache = (state, value)
+        return value
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(spec={self.spec!r}, geometry={self.geometry!r}, device={self.device})"
