@@ -105,7 +105,7 @@ def _zeroshot(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
             ax.set_yticks([])
             ok = pred[i] == lab[i]
             ax.set_title(names[pred[i]], fontsize=8, color="#136f3a" if ok else "#b3261e")
-        fig.suptitle("sample test images with zero-shot predictions (green = correct)", fontsize=9)
+        fig.suptitle("sample test images with zero-shot predictions (green = correct)", fontsize=9, y=1.06)
         figs.append(H.figure_png(fig, "Sample predictions"))
     if figs:
         body += '<div class="figs">' + "".join(figs) + "</div>"
