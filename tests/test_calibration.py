@@ -79,9 +79,8 @@ def test_temperature_scaling_is_nll_optimal_and_keeps_accuracy():
 
     ts = TemperatureScaling().fit(z, y)
     best = minimize_scalar(nll, bounds=(0.05, 50), method="bounded", options={"xatol": 1e-8}).x
-    # NLL-optimal up to float32 evaluation: same NLL as SciPy's float64 optimum to 1e-8, T to 0.1%
-    assert nll(ts.temperature_) <= nll(best) + 1e-8
-    assert ts.temperature_ == pytest.approx(best, rel=1e-3)
+    assert ts.temperature_ == pytest.approx(best, rel=1e-4)
+    assert nll(ts.temperature_) <= nll(best) + 1e-10
     assert ts.temperature_ > 1
     assert nll(ts.temperature_) < nll(1.0)
     out = ts.transform(z)
@@ -89,6 +88,10 @@ def test_temperature_scaling_is_nll_optimal_and_keeps_accuracy():
     np.testing.assert_allclose(out.numpy(), z / ts.temperature_, rtol=1e-5)
     # under-confident logits: T < 1
     assert TemperatureScaling().fit(z / 20, y).temperature_ < 1
+    # large logits with a tiny NLL (float32 cancellation would make the loss noisy): still optimal
+    big = z * 30 + 500
+    best_big = minimize_scalar(lambda t: nll(t / 30), bounds=(1, 1000), method="bounded", options={"xatol": 1e-6}).x
+    assert TemperatureScaling().fit(big, y).temperature_ == pytest.approx(best_big, rel=1e-4)
 
 
 def _aurc_loop(conf, correct):
