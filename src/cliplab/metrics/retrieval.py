@@ -93,39 +93,35 @@ def retrieval_ranks(
     (float64 products of different chunkings differ in their last bits at most, which the rounding removes
     unless a product falls within ~1e-16 of a float32 rounding boundary: the only, vanishingly rare, exception).
 
-    The work is done in chunks of ``chunk_size`` queries (default: enough rows for about 2**24 scores), so
-    memory is ``O(chunk_size · max(N, M))``: 100k images × 500k captions never materialise at once.
+    One pass over chunks of ``chunk_size`` captions (default: enough rows for about 2**24 scores) serves
+    both directions, each score computed once: s*_i comes first from the matching pairs alone, then every
+    chunk adds its column counts ``[s(t, i) ≥ s*_i]``. Memory is ``O(chunk_size · N)``: 100k images × 500k
+    captions never materialise at once.
 
     Returns ``(text_to_image_ranks [M], image_to_text_ranks [N])`` as int64 tensors.
     """
     images, texts, t2i = _check_inputs(image_features, text_features, text_to_image)
     n, m = images.shape[0], texts.shape[0]
-    t2i_ranks = torch.empty(m, dtype=torch.int64, device=images.device)
     rows = _chunk_rows(chunk_size, n)
+    # s*_i, from the matching pairs alone (same float64-then-float32 rounding as the chunk scores)
+    pos = torch.empty(m, dtype=torch.float32, device=images.device)
+    for start in range(0, m, rows):
+        stop = min(start + rows, m)
+        pos[start:stop] = (texts[start:stop].double() * images[t2i[start:stop]].double()).sum(dim=1).float()
+    best = torch.full((n,), float("-inf"), device=images.device).scatter_reduce(0, t2i, pos, "amax")
+    # One pass over caption chunks serves both directions: each score is computed once.
+    t2i_ranks = torch.empty(m, dtype=torch.int64, device=images.device)
+    at_least_best = torch.zeros(n, dtype=torch.int64, device=images.device)  # Σ_t [s(t, i) ≥ s*_i]
     for start in range(0, m, rows):
         stop = min(start + rows, m)
         s = _scores(texts[start:stop], images)  # [c, N]
-        target = t2i[start:stop]
-        positive = s.gather(1, target[:, None])  # [c, 1]
-        # ≥ counts the positive itself once; subtract it.
-        t2i_ranks[start:stop] = (s >= positive).sum(dim=1) - 1
-    i2t_ranks = torch.empty(n, dtype=torch.int64, device=images.device)
-    # captions grouped by image: those of images [a, b) are by_image[offsets[a]:offsets[b]]
-    by_image = torch.argsort(t2i, stable=True)
-    offsets = torch.zeros(n + 1, dtype=torch.int64, device=images.device)
-    offsets[1:] = torch.cumsum(torch.bincount(t2i, minlength=n), 0)
-    rows = _chunk_rows(chunk_size, m)
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        s = _scores(images[start:stop], texts)  # [c, M]
-        own = by_image[offsets[start] : offsets[stop]]  # the chunk's own captions
-        row = t2i[own] - start
-        own_s = s[row, own]
-        best = torch.full((stop - start,), float("-inf"), device=s.device).scatter_reduce(0, row, own_s, "amax")
-        # own captions tied with the best one (the best included) are not counted against it
-        own_ties = torch.zeros(stop - start, dtype=torch.int64, device=s.device)
-        own_ties.scatter_add_(0, row, (own_s >= best[row]).long())
-        i2t_ranks[start:stop] = (s >= best[:, None]).sum(dim=1) - own_ties
+        positive = s.gather(1, t2i[start:stop, None])  # [c, 1]
+        t2i_ranks[start:stop] = (s >= positive).sum(dim=1) - 1  # ≥ counts the positive itself once
+        at_least_best += (s >= best[None, :]).sum(dim=0)
+    # own captions reaching s*_i (the best one included) do not count against image i
+    own_ties = torch.zeros(n, dtype=torch.int64, device=images.device)
+    own_ties.scatter_add_(0, t2i, (pos >= best[t2i]).long())
+    i2t_ranks = at_least_best - own_ties
     return t2i_ranks, i2t_ranks
 
 
