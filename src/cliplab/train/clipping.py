@@ -33,185 +33,25 @@ References
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import torch
-from torch import nn
+from cliplab.train.autoclip import AutoClip, _percentile_sorted
+from cliplab.train.grad_norm import (
+    _COEF_EPS,
+    _STATE_VERSION,
+    GradSource,
+    _check_real,
+    _check_state_float,
+    _check_state_floats,
+    _check_state_keys,
+    _collect_grads,
+    _scale_,
+    _total_norm,
+)
 
-__all__ = ["AutoClip", "ZClip"]
-
-# Added to the norm in the clipping coefficient, as torch.nn.utils.clip_grad_norm_ and both
-# reference implementations do: coef = clip / (norm + 1e-6).
-_COEF_EPS = 1e-6
-_STATE_VERSION = 1
-
-GradSource = nn.Module | torch.Tensor | Iterable[Any]
-
-
-# ----------------------------------------------------------------------------------------------
-# Shared helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def _collect_grads(source: GradSource) -> list[torch.Tensor]:
-    """The ``.grad`` tensors (not ``None``) of the parameters in ``source``, each once."""
-    if isinstance(source, nn.Module):
-        params: Iterable[Any] = source.parameters()
-    elif isinstance(source, torch.Tensor | Mapping):  # one tensor or one param group
-        params = [source]
-    elif isinstance(source, Iterable) and not isinstance(source, str | bytes):
-        params = source
-    else:
-        raise TypeError(
-            "expected an nn.Module, a tensor, an iterable of tensors or optimizer param_groups, "
-            f"got {type(source).__name__}"
-        )
-    grads: list[torch.Tensor] = []
-    seen: set[int] = set()
-
-    def add(p: Any) -> None:
-        if not isinstance(p, torch.Tensor):
-            raise TypeError(f"expected parameters to be tensors, got {type(p).__name__}")
-        if id(p) in seen:
-            return
-        seen.add(id(p))
-        if p.grad is not None:
-            grads.append(p.grad)
-
-    for item in params:
-        if isinstance(item, Mapping):  # an optimizer param group
-            if "params" not in item:
-                raise TypeError("a parameter group must be a dict with a 'params' entry")
-            group = item["params"]
-            for p in [group] if isinstance(group, torch.Tensor) else group:
-                add(p)
-        else:
-            add(item)
-    return grads
-
-
-def _foreach_devices() -> set[str]:
-    try:
-        from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
-
-        return set(_get_foreach_kernels_supported_devices()) | {"cpu"}
-    except Exception:  # pragma: no cover - private helper moved or removed
-        return {"cpu", "cuda"}
-
-
-_FOREACH_DEVICES = _foreach_devices()
-
-
-def _foreach_norm_has_dtype() -> bool:
-    """torch._foreach_norm gained its ``dtype`` argument after torch 2.2 (our minimum)."""
-    try:
-        return "dtype" in str(torch.ops.aten._foreach_norm.Scalar._schema)
-    except Exception:  # pragma: no cover - older or changed torch
-        return False
-
-
-_FOREACH_NORM_DTYPE = _foreach_norm_has_dtype()
-
-
-def _group(grads: list[torch.Tensor]) -> dict[tuple[torch.device, torch.dtype, bool], list[torch.Tensor]]:
-    """Group gradients by (device, dtype, foreach-capable)."""
-    groups: dict[tuple[torch.device, torch.dtype, bool], list[torch.Tensor]] = {}
-    for g in grads:
-        fused = (not g.is_sparse) and g.layout == torch.strided and g.device.type in _FOREACH_DEVICES
-        groups.setdefault((g.device, g.dtype, fused), []).append(g)
-    return groups
-
-
-def _accum_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Norms are accumulated in float32, or float64 for float64 gradients."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-@torch.no_grad()
-def _total_norm(grads: list[torch.Tensor]) -> float:
-    """Global L2 norm of ``grads`` (as one concatenated vector), with one host sync."""
-    if not grads:
-        return 0.0
-    out_dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
-    target = grads[0].device
-    norms: list[torch.Tensor] = []
-    for (_, dtype, fused), group in _group(grads).items():
-        acc = _accum_dtype(dtype)
-        if fused and dtype == acc:
-            norms.extend(torch._foreach_norm(group, 2))
-        elif fused and _FOREACH_NORM_DTYPE:
-            norms.extend(torch._foreach_norm(group, 2, dtype=acc))
-        else:
-            for g in group:
-                values = g.coalesce().values() if g.is_sparse else g
-                norms.append(torch.linalg.vector_norm(values, 2, dtype=acc))
-    stacked = torch.stack([n.to(device=target, dtype=out_dtype) for n in norms])
-    return float(torch.linalg.vector_norm(stacked, 2).item())
-
-
-@torch.no_grad()
-def _scale_(grads: list[torch.Tensor], coef: float) -> None:
-    """Multiply every gradient in place by the Python scalar ``coef`` (no host sync)."""
-    for (_, _, fused), group in _group(grads).items():
-        if fused:
-            torch._foreach_mul_(group, coef)
-        else:
-            for g in group:
-                g.mul_(coef)
-
-
-def _check_real(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
-
-
-def _check_state_float(state: Mapping[str, Any], key: str, *, allow_none: bool = False) -> float | None:
-    value = state[key]
-    if value is None and allow_none:
-        return None
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"state_dict[{key!r}] must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _check_state_floats(state: Mapping[str, Any], key: str) -> list[float]:
-    values = state[key]
-    if isinstance(values, torch.Tensor):
-        values = values.tolist()
-    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
-        raise ValueError(f"state_dict[{key!r}] must be a list of numbers, got {type(values).__name__}")
-    out: list[float] = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"state_dict[{key!r}] must hold finite numbers, got {v!r}")
-        out.append(float(v))
-    return out
-
-
-def _check_state_keys(state: Mapping[str, Any], keys: tuple[str, ...], owner: str) -> None:
-    if not isinstance(state, Mapping):
-        raise TypeError(f"{owner}.load_state_dict expects a dict, got {type(state).__name__}")
-    missing = [k for k in keys if k not in state]
-    if missing:
-        raise ValueError(f"{owner} state_dict is missing key(s): {', '.join(missing)}")
-    version = state.get("version", _STATE_VERSION)
-    if version != _STATE_VERSION:
-        raise ValueError(f"{owner} state_dict has version {version!r}; this cliplab reads {_STATE_VERSION}")
-
-
-# ----------------------------------------------------------------------------------------------
-# ZClip
-# ----------------------------------------------------------------------------------------------
+__all__ = ["AutoClip", "ZClip", "_percentile_sorted"]
 
 
 class ZClip:
@@ -415,11 +255,7 @@ class ZClip:
         num_steps = state_dict["num_steps"]
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
             raise ValueError(f"ZClip state_dict: 'num_steps' must be a non-negative int, got {num_steps!r}")
-        last_clip = (
-            _check_state_float(state_dict, "last_clip", allow_none=True)
-            if "last_clip" in state_dict
-            else None
-        )
+        last_clip = _check_state_float(state_dict, "last_clip", allow_none=True) if "last_clip" in state_dict else None
         self._buffer = buffer
         self._mean, self._var = mean, var
         self._num_steps = num_steps
@@ -510,162 +346,3 @@ class ZClip:
 # ----------------------------------------------------------------------------------------------
 # AutoClip
 # ----------------------------------------------------------------------------------------------
-
-
-def _percentile_sorted(values: list[float], percentile: float) -> float:
-    """``np.percentile(values, percentile)`` (default ``"linear"`` method) of a sorted list.
-
-    Virtual index :math:`h = (n-1)\\,p/100`; result :math:`x_{\\lfloor h\\rfloor} + (h-\\lfloor
-    h\\rfloor)(x_{\\lfloor h\\rfloor+1}-x_{\\lfloor h\\rfloor})`, evaluated as NumPy does (from the
-    upper neighbour when the fraction is >= 0.5) so the result is bit-identical.
-    """
-    n = len(values)
-    h = (n - 1) * (percentile / 100.0)
-    if h >= n - 1:
-        return values[-1]
-    lo = math.floor(h)
-    gamma = h - lo
-    a, b = values[lo], values[lo + 1]
-    diff = b - a
-    return b - diff * (1.0 - gamma) if gamma >= 0.5 else a + diff * gamma
-
-
-class AutoClip:
-    r"""AutoClip: clip to a percentile of the history of gradient norms.
-
-    Seetharaman et al., "AutoClip: Adaptive Gradient Clipping for Source Separation Networks",
-    IEEE MLSP 2020; semantics of the reference ``autoclip.py`` (github.com/pseeth/autoclip).
-
-    At step :math:`t` with total gradient L2 norm :math:`g_t`, the norm is appended to the history
-    :math:`H_t` (all norms so far, the current one included, or the last ``history`` of them), and
-
-    .. math::
-        c_t = \text{percentile}(H_t, p)
-
-    with NumPy's default linear interpolation (``np.percentile(H_t, p)``). Gradients are clipped as
-    by ``torch.nn.utils.clip_grad_norm_(params, c_t)``: multiplied by
-    :math:`\min(1, c_t/(g_t+10^{-6}))`.
-
-    Args:
-        percentile: :math:`p \in [0, 100]` (the paper recommends about 10).
-        history: maximum number of most recent norms kept, or ``None`` to keep all of them.
-
-    Differences from the reference: a non-finite norm is returned but neither recorded nor used
-    to clip (the reference would record it and set every later threshold to NaN); a call with no
-    gradients at all returns ``0.0`` and records nothing (the reference records 0). The percentile
-    is maintained on a sorted list (``O(log n)`` search plus an ``O(n)`` memory move per step)
-    instead of re-running ``np.percentile`` over the whole history.
-    """
-
-    def __init__(self, percentile: float = 10.0, history: int | None = None) -> None:
-        percentile = _check_real(percentile, "percentile")
-        if not 0.0 <= percentile <= 100.0:
-            raise ValueError(f"percentile must be in [0, 100], got {percentile}")
-        if history is not None and (isinstance(history, bool) or not isinstance(history, int) or history < 1):
-            raise ValueError(f"history must be a positive integer or None, got {history!r}")
-        self.percentile = percentile
-        self.history = history
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the norm history."""
-        self._norms: deque[float] = deque(maxlen=self.history)  # chronological
-        self._sorted: list[float] = []
-        self._num_steps = 0
-        self._last_clip: float | None = None
-        self._last_threshold: float | None = None
-
-    @property
-    def norms(self) -> list[float]:
-        """The recorded norms, oldest first."""
-        return list(self._norms)
-
-    @property
-    def num_steps(self) -> int:
-        """Number of ``step`` calls that saw a finite gradient norm."""
-        return self._num_steps
-
-    @property
-    def threshold(self) -> float | None:
-        """Percentile threshold :math:`c_t` computed on the last step."""
-        return self._last_threshold
-
-    @property
-    def last_clip(self) -> float | None:
-        """Norm the gradients were clipped to on the last step, or ``None`` if they were not."""
-        return self._last_clip
-
-    def _record(self, norm: float) -> None:
-        if self.history is not None and len(self._norms) == self.history:
-            oldest = self._norms[0]
-            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
-        self._norms.append(norm)
-        bisect.insort(self._sorted, norm)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Running state (plain Python values; hyper-parameters come from the constructor)."""
-        return {
-            "version": _STATE_VERSION,
-            "num_steps": self._num_steps,
-            "norms": list(self._norms),
-            "last_clip": self._last_clip,
-            "threshold": self._last_threshold,
-        }
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a state saved by :meth:`state_dict` (keeps the last ``history`` norms)."""
-        _check_state_keys(state_dict, ("num_steps", "norms"), "AutoClip")
-        norms = _check_state_floats(state_dict, "norms")
-        num_steps = state_dict["num_steps"]
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
-            raise ValueError(
-                f"AutoClip state_dict: 'num_steps' must be a non-negative int, got {num_steps!r}"
-            )
-        last_clip = (
-            _check_state_float(state_dict, "last_clip", allow_none=True)
-            if "last_clip" in state_dict
-            else None
-        )
-        threshold = (
-            _check_state_float(state_dict, "threshold", allow_none=True)
-            if "threshold" in state_dict
-            else None
-        )
-        self.reset()
-        for v in norms:
-            self._record(v)
-        self._num_steps = num_steps
-        self._last_clip = last_clip
-        self._last_threshold = threshold
-
-    def step(self, model_or_parameters: GradSource) -> float:
-        """Clip the gradients in place; call after ``backward()``, before ``optimizer.step()``.
-
-        Args:
-            model_or_parameters: a module, a tensor, an iterable of tensors or optimizer
-                ``param_groups``. Parameters without ``.grad`` are ignored.
-
-        Returns:
-            The total gradient L2 norm before clipping.
-        """
-        grads = _collect_grads(model_or_parameters)
-        self._last_clip = None
-        if not grads:
-            return 0.0
-        norm = _total_norm(grads)
-        if not math.isfinite(norm):
-            return norm
-        self._num_steps += 1
-        self._record(norm)
-        threshold = _percentile_sorted(self._sorted, self.percentile)
-        self._last_threshold = threshold
-        coef = threshold / (norm + _COEF_EPS)
-        if coef < 1.0:
-            _scale_(grads, coef)
-            self._last_clip = threshold
-        return norm
-
-    __call__ = step
-
-    def __repr__(self) -> str:
-        return f"AutoClip(percentile={self.percentile}, history={self.history})"
