@@ -76,12 +76,14 @@ class Model:
 
     @property
     def logit_scale(self) -> float:
-        """The multiplier ``s`` (already exponentiated)."""
-        raise NotImplementedError
+        """The multiplier ``s`` = ``exp(module.logit_scale)`` (the parameter is stored as a log)."""
+        return float(self.module.logit_scale.detach().exp().reshape(-1)[0])
 
     @property
     def logit_bias(self) -> float | None:
-        return None
+        """The additive bias ``b`` (``module.logit_bias``, e.g. SigLIP), or None."""
+        bias = getattr(self.module, "logit_bias", None)
+        return None if bias is None else float(bias.detach().reshape(-1)[0])
 
     def save(self, directory: str | os.PathLike) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot be saved")

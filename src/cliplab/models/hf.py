@@ -106,15 +106,6 @@ class HFModel(Model):
     def text_embeddings(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         return _pooled(self.module.get_text_features(**tokens))
 
-    @property
-    def logit_scale(self) -> float:
-        return float(self.module.logit_scale.detach().exp().reshape(-1)[0])
-
-    @property
-    def logit_bias(self) -> float | None:
-        bias = getattr(self.module, "logit_bias", None)
-        return None if bias is None else float(bias.detach().reshape(-1)[0])
-
     def _identity(self) -> dict[str, Any]:
         return {
             "model_type": self.model_type,

@@ -59,14 +59,5 @@ class OpenCLIPModel(Model):
     def text_embeddings(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.module.encode_text(tokens["input_ids"])
 
-    @property
-    def logit_scale(self) -> float:
-        return float(self.module.logit_scale.detach().exp().reshape(-1)[0])
-
-    @property
-    def logit_bias(self) -> float | None:
-        bias = getattr(self.module, "logit_bias", None)
-        return None if bias is None else float(bias.detach().reshape(-1)[0])
-
     def _identity(self) -> dict[str, Any]:
         return {"open_clip": f"{self.arch}/{self.pretrained}"}
