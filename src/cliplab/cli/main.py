@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import cliplab
 
 #: sub-command modules, each with ``register(subparsers)``
-COMMANDS = ("bench", "embed", "zeroshot", "adapt", "retrieve", "reliability", "train")
+COMMANDS = ("bench", "embed", "zeroshot", "adapt", "retrieve", "reliability", "train", "index", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU-feature probing at INFO
     if getattr(args, "quiet", False):
         silence_libraries()
     try:
