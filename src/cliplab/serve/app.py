@@ -19,6 +19,12 @@ import email.policy
 from importlib import resources
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from cliplab.serve.service import QueryError, SearchService
 
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024
@@ -38,7 +44,7 @@ class UploadTooLarge(Exception):
     pass
 
 
-async def _read_limited(request: Any, limit: int) -> bytes:
+async def _read_limited(request: Request, limit: int) -> bytes:
     """The request body, refusing (before and while reading) anything over ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -69,10 +75,6 @@ def _multipart_file(content_type: str, body: bytes) -> bytes:
 
 def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> Any:
     """The FastAPI application serving ``service``."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
     app = FastAPI(title="cliplab search", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.state.service = service
 
@@ -99,8 +101,6 @@ def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) 
     @app.exception_handler(UploadTooLarge)
     async def too_large(request: Request, exc: UploadTooLarge) -> JSONResponse:
         return error(413, f"upload too large: the limit is {max_upload / 2**20:.1f} MiB")
-
-    from fastapi.exceptions import RequestValidationError
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -130,8 +130,6 @@ def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) 
         content_type = request.headers.get("content-type", "")
         if content_type.lower().startswith("multipart/form-data"):
             body = _multipart_file(content_type, body)
-        from starlette.concurrency import run_in_threadpool
-
         return respond({"image_bytes": len(body)}, k, await run_in_threadpool(service.search_image, body, k))
 
     @app.get("/api/similar/{item_id}")
