@@ -181,7 +181,7 @@ def test_torchrun_two_ranks_build_the_same_index(collection, tiny_model_dir, tmp
     root, names = collection
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "cliplab.cli.main", "index", str(tiny_model_dir), str(root), "-o", str(tmp_path / "two")]
+    cmd += ["-m", "cliplab", "index", str(tiny_model_dir), str(root), "-o", str(tmp_path / "two")]
     cmd += ["--chunk-size", "3", "--json", "-q"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,0 +1,7 @@
+"""``python -m cliplab ...`` (and ``torchrun -m cliplab ...``): the command line."""
+
+import sys
+
+from cliplab.cli.main import main
+
+sys.exit(main())
