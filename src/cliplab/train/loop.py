@@ -122,7 +122,7 @@ def fit_contrastive(
         losses.append(loss.item())
         if len(losses) % 10 == 0:
             bar.set_postfix(
-                loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{float(module.logit_scale.exp()):.1f}"
+                loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{float(module.logit_scale.detach().exp()):.1f}"
             )
     module.eval()
     return losses
