@@ -15,10 +15,12 @@ from cliplab.train.grad_norm import (
     _COEF_EPS,
     _STATE_VERSION,
     GradSource,
+    NormClipper,
     _check_real,
     _check_state_float,
     _check_state_floats,
     _check_state_keys,
+    _check_state_steps,
     _collect_grads,
     _scale_,
     _total_norm,
@@ -45,7 +47,7 @@ def _percentile_sorted(values: list[float], percentile: float) -> float:
     return b - diff * (1.0 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
-class AutoClip:
+class AutoClip(NormClipper):
     r"""AutoClip: clip to a percentile of the history of gradient norms.
 
     Seetharaman et al., "AutoClip: Adaptive Gradient Clipping for Source Separation Networks",
@@ -96,19 +98,9 @@ class AutoClip:
         return list(self._norms)
 
     @property
-    def num_steps(self) -> int:
-        """Number of ``step`` calls that saw a finite gradient norm."""
-        return self._num_steps
-
-    @property
     def threshold(self) -> float | None:
         """Percentile threshold :math:`c_t` computed on the last step."""
         return self._last_threshold
-
-    @property
-    def last_clip(self) -> float | None:
-        """Norm the gradients were clipped to on the last step, or ``None`` if they were not."""
-        return self._last_clip
 
     def _record(self, norm: float) -> None:
         if self.history is not None and len(self._norms) == self.history:
@@ -131,10 +123,7 @@ class AutoClip:
         """Restore a state saved by :meth:`state_dict` (keeps the last ``history`` norms)."""
         _check_state_keys(state_dict, ("num_steps", "norms"), "AutoClip")
         norms = _check_state_floats(state_dict, "norms")
-        num_steps = state_dict["num_steps"]
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
-            raise ValueError(f"AutoClip state_dict: 'num_steps' must be a non-negative int, got {num_steps!r}")
-        last_clip = _check_state_float(state_dict, "last_clip", allow_none=True) if "last_clip" in state_dict else None
+        num_steps, last_clip = _check_state_steps(state_dict, "AutoClip")
         threshold = _check_state_float(state_dict, "threshold", allow_none=True) if "threshold" in state_dict else None
         self.reset()
         for v in norms:
@@ -170,7 +159,6 @@ class AutoClip:
             self._last_clip = threshold
         return norm
 
-    __call__ = step
 
     def __repr__(self) -> str:
         return f"AutoClip(percentile={self.percentile}, history={self.history})"

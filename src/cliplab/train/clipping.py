@@ -42,10 +42,12 @@ from cliplab.train.grad_norm import (
     _COEF_EPS,
     _STATE_VERSION,
     GradSource,
+    NormClipper,
     _check_real,
     _check_state_float,
     _check_state_floats,
     _check_state_keys,
+    _check_state_steps,
     _collect_grads,
     _scale_,
     _total_norm,
@@ -54,7 +56,7 @@ from cliplab.train.grad_norm import (
 __all__ = ["AutoClip", "ZClip", "_percentile_sorted"]
 
 
-class ZClip:
+class ZClip(NormClipper):
     r"""ZClip: adaptive gradient clipping by z-score anomaly detection on the gradient norm.
 
     Kumar et al., "ZClip: Adaptive Spike Mitigation for LLM Pre-Training", 2025
@@ -216,16 +218,6 @@ class ZClip:
         return None if self._var is None else self._var**0.5
 
     @property
-    def num_steps(self) -> int:
-        """Number of ``step`` calls that saw a finite gradient norm."""
-        return self._num_steps
-
-    @property
-    def last_clip(self) -> float | None:
-        """Norm the gradients were clipped to on the last step, or ``None`` if they were not."""
-        return self._last_clip
-
-    @property
     def last_spike(self) -> bool:
         """Whether the last step was detected as a spike (always False during warm-up)."""
         return self._last_spike
@@ -252,10 +244,7 @@ class ZClip:
         if var is not None and var < 0.0:
             raise ValueError(f"ZClip state_dict: 'var' must be >= 0, got {var}")
         buffer = _check_state_floats(state_dict, "buffer")
-        num_steps = state_dict["num_steps"]
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
-            raise ValueError(f"ZClip state_dict: 'num_steps' must be a non-negative int, got {num_steps!r}")
-        last_clip = _check_state_float(state_dict, "last_clip", allow_none=True) if "last_clip" in state_dict else None
+        num_steps, last_clip = _check_state_steps(state_dict, "ZClip")
         self._buffer = buffer
         self._mean, self._var = mean, var
         self._num_steps = num_steps
@@ -332,7 +321,6 @@ class ZClip:
         self._update(norm if threshold is None else threshold)
         return norm
 
-    __call__ = step
 
     def __repr__(self) -> str:
         return (

@@ -178,3 +178,36 @@ def _check_state_keys(state: Mapping[str, Any], keys: tuple[str, ...], owner: st
 # ----------------------------------------------------------------------------------------------
 # ZClip
 # ----------------------------------------------------------------------------------------------
+
+
+def _check_state_steps(state: Mapping[str, Any], owner: str) -> tuple[int, float | None]:
+    """``num_steps`` (a non-negative int) and the optional ``last_clip`` of a clipper's state dict."""
+    num_steps = state["num_steps"]
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
+        raise ValueError(f"{owner} state_dict: 'num_steps' must be a non-negative int, got {num_steps!r}")
+    last_clip = _check_state_float(state, "last_clip", allow_none=True) if "last_clip" in state else None
+    return num_steps, last_clip
+
+
+class NormClipper:
+    """What the adaptive clippers share: step counting, the last clip value, ``clipper(params)``."""
+
+    _num_steps: int
+    _last_clip: float | None
+
+    @property
+    def num_steps(self) -> int:
+        """Number of ``step`` calls that saw a finite gradient norm."""
+        return self._num_steps
+
+    @property
+    def last_clip(self) -> float | None:
+        """Norm the gradients were clipped to on the last step, or ``None`` if they were not."""
+        return self._last_clip
+
+    def step(self, model_or_parameters: GradSource) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, model_or_parameters: GradSource) -> float:
+        return self.step(model_or_parameters)
+
