@@ -22,7 +22,9 @@ def test_bench_writes_results_with_every_stage(bench_run):
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["schema_version"] == 1
     assert set(on_disk["stages"]) == set(STAGES)
-    assert set(on_disk["timings"]) == set(STAGES) | {"total"}
+    timings = on_disk["timings"]
+    assert set(timings) == set(STAGES) | {"report", "total"}
+    assert timings["total"] >= sum(v for k, v in timings.items() if k != "total") - 0.01
     assert on_disk["model"]["fingerprint"] and on_disk["data"]["spec"] == "shapes:image_size=32"
     zs = on_disk["stages"]["zeroshot"]
     assert set(zs) == {"shape", "colour", "shape_colour"} and 0 <= zs["shape"]["acc1"] <= 1
@@ -65,3 +67,65 @@ def test_compare_two_runs(bench_run, tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert main(["bench", "--compare", str(out / "results.json"), str(tmp_path / "bad.json")]) == 2
     assert "not a cliplab bench results.json" in capsys.readouterr().err
+
+
+def _shapes_folder(root, n, seed, held_out=None):
+    """root/<shape>/*.png rendered from the built-in world (32 px); flat root/*.png for held-out (OOD) images."""
+    from cliplab.data import shapes
+
+    ds = shapes("test", n=n, seed=seed, image_size=32, held_out=held_out)
+    for i in range(n):
+        folder = root if held_out else root / ds.classnames[int(ds.labels[i])]
+        folder.mkdir(parents=True, exist_ok=True)
+        ds.image(i).save(folder / f"{i:03d}.png")
+    return root
+
+
+def test_bench_on_a_model_directory_and_an_image_folder(tmp_path, capsys):
+    """The user path: --model DIR --data DIR (--ood-data DIR): OOD and estimation run on the folder too."""
+    from cliplab.cli.main import main
+
+    model_dir = tmp_path / "model"
+    make_tiny_model().save(model_dir)
+    data = _shapes_folder(tmp_path / "images", 60, seed=0)
+    ood = _shapes_folder(tmp_path / "novel", 20, seed=1, held_out="shapes")
+    out = tmp_path / "out"
+    argv = ["bench", "--model", str(model_dir), "--data", str(data), "--ood-data", str(ood), "-o", str(out)]
+    assert main([*argv, "--seeds", "1", "--n", "80", "-q", "--cache-dir", str(tmp_path / "cache")]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["data"] == {"spec": str(data), "n": 80, "ood": [str(ood)]}
+    assert res["timings"]["load_model"] > 0 and res["timings"]["total"] >= res["timings"]["load_model"]
+    stages = res["stages"]
+    assert stages["zeroshot"]["classes"]["n"] == 60
+    assert stages["retrieval"] == {"skipped": "dataset 'images' has no captions"}
+    ood_sets = stages["ood"]["classes"]["sets"]
+    assert list(ood_sets) == ["novel"] and "mahalanobis" in ood_sets["novel"]
+    assert len(stages["estimate"]["accuracy"]) == 42  # 14 corruptions × severities 1, 3, 5 of the folder
+    assert stages["calibration"]["n_val"] + stages["calibration"]["n_test"] == 60
+    html = (out / "report.html").read_text()
+    assert "Not run: dataset &#x27;images&#x27; has no captions" in html
+    assert 'id="estimate"' in html and "novel" in html
+
+    # without --ood-data the OOD stage says how to run it
+    assert main([*argv[:-4], "-o", str(tmp_path / "o2"), "--only", "ood", "-q", "--cache-dir", str(tmp_path / "c")]) == 0
+    res = json.loads((tmp_path / "o2" / "results.json").read_text())
+    assert "--ood-data" in res["stages"]["ood"]["skipped"]
+
+
+def test_corrupted_dataset_is_deterministic_and_keeps_labels(image_folder):
+    import numpy as np
+
+    from cliplab.data import Corrupted, ImageFolder
+
+    ds = ImageFolder(image_folder)
+    noisy = Corrupted(ds, "gaussian_noise", 5, size=16)
+    again = Corrupted(ds, "gaussian_noise", 5, size=16)
+    a, b, clean = np.asarray(noisy.image(2)), np.asarray(again.image(2)), ds.image(2)
+    assert np.array_equal(a, b)
+    assert min(a.shape[:2]) == 16 and min(clean.size) > 16  # down-scaled before corrupting
+    resized = np.asarray(clean.resize((a.shape[1], a.shape[0]), 3), dtype=float)
+    assert np.abs(a.astype(float) - resized).mean() > 10  # visibly noisy
+    assert np.array_equal(noisy.labels, ds.labels) and noisy.classnames == ds.classnames
+    assert noisy.fingerprint() == again.fingerprint() != Corrupted(ds, "gaussian_noise", 4).fingerprint()
+    with pytest.raises(ValueError, match="unknown corruption"):
+        Corrupted(ds, "rain", 3)

@@ -14,6 +14,9 @@ import torch
 from cliplab.features import Features
 from cliplab.zeroshot import zeroshot_logits
 
+#: neighbours of the KNN score (Sun et al., 2022, use k = 50 on ImageNet-1k)
+KNN_K = 50
+
 #: OOD methods and what they need besides the test features: "logits", "text" (weights), "train" (ID features)
 OOD_METHODS: dict[str, str] = {
     "msp": "logits",
@@ -94,7 +97,8 @@ def ood_evaluation(
         scorers["neglabel"] = lambda n, f: neg.score(f.images)
     if train_features is not None:
         if "knn" in methods:
-            knn = ood.KNN().fit(train_features.images)
+            knn_k = min(KNN_K, len(train_features))  # the paper's k = 50, fewer for a small training set
+            knn = ood.KNN(k=knn_k).fit(train_features.images)
             scorers["knn"] = lambda n, f: knn.score(f.images)
         if "vim" in methods:
             dim = min(ood.default_vim_dim(W.shape[1]), max(1, W.shape[1] // 2))
@@ -109,6 +113,8 @@ def ood_evaluation(
                 scorers["mahalanobis"] = lambda n, f: maha.score(f.images)
 
     results: dict[str, Any] = {"methods": methods, "skipped": skipped, "sets": {}, "mean": {}}
+    if "knn" in scorers:
+        results["knn_k"] = knn_k
     curve_data: dict[str, Any] = {}
     for m in methods:
         id_scores = scorers[m]("id", id_features)

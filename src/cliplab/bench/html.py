@@ -30,11 +30,18 @@ th { background:#f1f4fa; font-weight:600; }
 tr:hover td { background:#fafbfe; }
 td.best { font-weight:700; color:#136f3a; }
 .figs { display:flex; flex-wrap:wrap; gap:18px; }
-figure { margin:0; flex:1 1 360px; }
+figure { margin:0; flex:1 1 360px; max-width:calc(50% - 9px); }
+figure.wide { flex-basis:100%; max-width:100%; }
+figure.square { flex-basis:100%; max-width:760px; }
 figure img { width:100%; border:1px solid var(--line); border-radius:6px; background:#fff; }
+@media (max-width: 820px) { figure { max-width:100%; } main { padding:8px 12px 40px; } }
+.note { color:var(--muted); background:#f6f7fa; border:1px dashed var(--line); border-radius:8px; padding:10px 14px; }
 figcaption { color:var(--muted); font-size:13px; margin-top:4px; }
+.cols { display:grid; grid-template-columns:minmax(0,1.4fr) minmax(0,1fr); gap:26px; }
+.cols td { white-space:normal; overflow-wrap:anywhere; }
+@media (max-width: 820px) { .cols { grid-template-columns:1fr; } }
 .cards { display:flex; flex-wrap:wrap; gap:14px; margin:8px 0 4px; }
-.card { flex:1 1 160px; border:1px solid var(--line); border-radius:8px; padding:10px 14px; }
+.card { flex:1 1 120px; border:1px solid var(--line); border-radius:8px; padding:10px 14px; }
 .card .v { font-size:24px; font-weight:700; }
 .card .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.4px; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:20px; }
@@ -73,8 +80,11 @@ def table(
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def figure_png(fig: Any, caption: str = "") -> str:
-    """A matplotlib figure as an embedded ``<img>`` (base64 PNG); the figure is closed."""
+def figure_png(fig: Any, caption: str = "", *, layout: str = "") -> str:
+    """A matplotlib figure as an embedded ``<img>`` (base64 PNG); the figure is closed.
+
+    ``layout``: ``""`` (half width, two per row), ``"wide"`` (full width) or ``"square"`` (full row, capped).
+    """
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -82,7 +92,8 @@ def figure_png(fig: Any, caption: str = "") -> str:
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{data}"/>{cap}</figure>'
+    cls = f' class="{esc(layout)}"' if layout else ""
+    return f'<figure{cls}><img alt="{esc(caption)}" src="data:image/png;base64,{data}"/>{cap}</figure>'
 
 
 def cards(items: Sequence[tuple[str, Any]]) -> str:
@@ -95,6 +106,11 @@ def cards(items: Sequence[tuple[str, Any]]) -> str:
 
 def section(anchor: str, title: str, lead: str, body: str) -> str:
     return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2><p class="lead">{esc(lead)}</p>{body}</section>'
+
+
+def skipped(anchor: str, title: str, reason: str) -> str:
+    """A section for a stage that did not run, saying why."""
+    return section(anchor, title, "", f'<p class="note">Not run: {esc(reason)}</p>')
 
 
 def page(title: str, meta: str, sections: Sequence[tuple[str, str, str]], footer: str = "") -> str:

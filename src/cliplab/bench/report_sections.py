@@ -21,41 +21,61 @@ def adapt_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None
     if not res:
         return None
     if "skipped" in res:
-        return H.section("adapt", "Few-shot adaptation", res["skipped"], "")
+        return H.skipped("adapt", "Few-shot adaptation", res["skipped"])
     plt = _plt()
     shots = res["shots"]
     rows = []
     for m, r in res["results"].items():
         rows.append([m, *(r[str(k)]["mean"] if str(k) in r else r[k]["mean"] for k in shots)])
     body = H.table(["method", *(f"{k}-shot" for k in shots)], rows, best={i + 1: "max" for i in range(len(shots))})
-    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for m, r in res["results"].items():
+        if m == "zeroshot":
+            continue  # the dashed line
         means = np.array([(r.get(str(k)) or r.get(k))["mean"] for k in shots])
         stds = np.array([(r.get(str(k)) or r.get(k))["std"] for k in shots])
         ax.plot(shots, means, marker="o", label=m)
         ax.fill_between(shots, means - stds, means + stds, alpha=0.12)
-    ax.axhline(res["zeroshot"], color="k", ls="--", lw=1, label="zero-shot")
+    ax.axhline(res["zeroshot"], color="k", ls="--", lw=1.2, label="zero-shot")
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots, [str(k) for k in shots])
     ax.set_xlabel("shots per class")
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=8, ncol=2)
-    figs = [H.figure_png(fig, "Few-shot accuracy (mean ± std over seeds)")]
+    ax.set_title("few-shot accuracy (mean ± std over seeds)", fontsize=11)
+    ax.legend(fontsize=8, ncol=2, loc="lower right", framealpha=0.9)
+    figs = [H.figure_png(fig, "Few-shot accuracy per method; dashed: zero-shot")]
     b2n = res.get("base_to_new")
     if b2n:
+        methods = list(b2n["results"])
+        x = np.arange(len(methods))
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for j, (key, label) in enumerate((("base", "base classes"), ("new", "new classes"), ("hm", "harmonic mean"))):
+            ax.bar(x + (j - 1) * 0.27, [b2n["results"][m][key] for m in methods], width=0.27, label=label)
+        ax.set_xticks(x, methods, rotation=30, ha="right")
+        lo = min(min(r["base"], r["new"]) for r in b2n["results"].values())
+        ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"base-to-new generalisation ({b2n['k']} shots)", fontsize=11)
+        ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
+        fig.tight_layout()
+        figs.append(H.figure_png(fig, "Trained on base classes; tested on base and on unseen new classes"))
+    body += '<div class="figs">' + "".join(figs) + "</div>"
+    tables = ""
+    if b2n:
         split = f"{b2n['n_base_classes']} base / {b2n['n_new_classes']} new classes"
-        body += f"<h3>Base-to-new ({b2n['k']} shots; {split})</h3>"
-        body += H.table(
+        tables += f"<div><h3>Base-to-new ({b2n['k']} shots; {split})</h3>"
+        tables += H.table(
             ["method", "base", "new", "HM"],
             [[m, r["base"], r["new"], r["hm"]] for m, r in b2n["results"].items()],
             best={3: "max"},
         )
+        tables += "</div>"
     secs = res.get("seconds", {})
     if secs:
-        body += "<h3>Fit + predict time over all runs (s)</h3>" + H.table(
-            ["method", "seconds"], [[m, s] for m, s in secs.items()], digits=2
-        )
-    body += '<div class="figs">' + "".join(figs) + "</div>"
+        tables += "<div><h3>Fit + predict time, all runs (s)</h3>"
+        tables += H.table(["method", "seconds"], [[m, s] for m, s in secs.items()], digits=2) + "</div>"
+    if tables:
+        body += f'<div class="cols">{tables}</div>'
     lead = (
         f"Seeds {res['seeds']}; hyper-parameters searched on a split of each support set (never the test set). "
         "Every method is a logit bias over the zero-shot logits."
@@ -68,7 +88,7 @@ def ood_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
     if not res:
         return None
     if "skipped" in res:
-        return H.section("ood", "OOD detection", res["skipped"], "")
+        return H.skipped("ood", "OOD detection", res["skipped"])
     plt = _plt()
     cols = ["auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood"]
     body, figs = "", []
@@ -144,25 +164,37 @@ def estimate_section(results: dict[str, Any], extras: dict[str, Any]) -> str | N
     if not r:
         return None
     if "skipped" in r:
-        return H.section("estimate", "Label-free accuracy estimation", r["skipped"], "")
+        return H.skipped("estimate", "Label-free accuracy estimation", r["skipped"])
     plt = _plt()
     rows = [[name, e["r2"], e["spearman"], e["mae"]] for name, e in r["estimators"].items()]
     body = H.table(["estimator", "R²", "Spearman ρ", "MAE"], rows, best={1: "max", 2: "max", 3: "min"})
     names = list(r["accuracy"])
     truth = np.array([r["accuracy"][n] for n in names])
     est = r["estimators"]
-    fig, axes = plt.subplots(1, len(est), figsize=(3.0 * len(est), 3.0), squeeze=False)
-    for ax, (name, e) in zip(axes[0], est.items()):
+    cols = min(3, len(est))
+    n_rows = -(-len(est) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.9 * cols, 3.4 * n_rows), squeeze=False, layout="constrained")
+    severity = np.array([int(n.rsplit("@", 1)[1]) if "@" in n else 0 for n in names])
+    levels = sorted(set(severity.tolist()))
+    colours = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, max(len(levels), 1)))
+    for ax in axes.ravel()[len(est) :]:
+        ax.axis("off")
+    for ax, (name, e) in zip(axes.ravel(), est.items()):
         vals = np.array([e["estimates"][n] for n in names])
-        ax.scatter(vals, truth, s=12)
+        for level, colour in zip(levels, colours):
+            sel = severity == level
+            ax.scatter(vals[sel], truth[sel], s=24, color=colour, alpha=0.85, label=f"severity {level}")
         if e["mae"] is not None:
             lo, hi = min(vals.min(), truth.min()), max(vals.max(), truth.max())
             ax.plot([lo, hi], [lo, hi], color="#999", ls=":", lw=1)
-        ax.set_title(f"{name} (ρ={e['spearman']:.2f})", fontsize=9)
-        ax.set_xlabel("estimate")
+        ax.set_title(f"{name}  (ρ = {e['spearman']:.2f})", fontsize=10)
+        ax.set_xlabel("estimate" if e["mae"] is not None else "score")
         ax.set_ylabel("true accuracy")
-    fig.tight_layout()
-    body += H.figure_png(fig, "Estimate vs true accuracy over the corruption family")
+    if len(levels) > 1:
+        axes[0, 0].legend(fontsize=8, loc="upper left", framealpha=0.9)
+    body += '<div class="figs">' + H.figure_png(
+        fig, "Estimate (or score) vs true accuracy, one point per shifted set; dotted: y = x", layout="wide"
+    ) + "</div>"
     return H.section(
         "estimate",
         "Label-free accuracy estimation",

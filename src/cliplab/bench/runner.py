@@ -11,12 +11,13 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import cliplab
@@ -38,6 +39,7 @@ class BenchContext:
     seed: int = 0
     seeds: tuple[int, ...] = (1, 2, 3)
     shots: tuple[int, ...] = (1, 2, 4, 8, 16)
+    ood_specs: tuple[str, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -143,19 +145,29 @@ def stage_adapt(ctx: BenchContext) -> dict[str, Any]:
 
 
 def stage_ood(ctx: BenchContext) -> dict[str, Any]:
-    """OOD detection: held-out shapes and held-out colours vs the test set (built-in world)."""
-    from cliplab.assess import ood_evaluation
+    """OOD detection: held-out shapes and colours (built-in world), or the ``--ood-data`` sets vs the test set.
 
+    On other data, half of each class of the test set serves as ID training features (KNN, ViM, Mahalanobis)
+    and the other half as the ID test set.
+    """
+    from cliplab.assess import ood_evaluation, split_half
+    from cliplab.data import load_dataset
+
+    kw = {"train_features": None, "encode_texts": ctx.model.encode_texts, "curves": True}
     if not ctx.builtin_world:
-        return {"skipped": "OOD sets are built in only for the shapes world; use `cliplab ood` with your own"}
+        if not ctx.ood_specs:
+            return {"skipped": "no OOD data given: pass --ood-data DIR (images of none of the classes) to run it"}
+        feats, W, _ = _task_setup(ctx)
+        tr, te = split_half(feats.labels, ctx.seed)
+        ood = {Path(s).name or s: ctx.embed(load_dataset(s, split="test")) for s in ctx.ood_specs}
+        kw["train_features"] = feats.subset(tr)
+        return {"classes": ood_evaluation(feats.subset(te), ood, W, ctx.model.logit_scale, **kw)}
     out = {}
     for task, held in (("shape", "shapes"), ("colour", "colours")):
         test, W, _ = _task_setup(ctx, task)
         ood = {f"held-out {held}": ctx.embed(ctx.dataset("test", task=task, held_out=held))}
-        train = ctx.embed(ctx.dataset("train", task=task, n=max(ctx.n, 400)))
-        out[task] = ood_evaluation(
-            test, ood, W, ctx.model.logit_scale, train_features=train, encode_texts=ctx.model.encode_texts, curves=True
-        )
+        kw["train_features"] = ctx.embed(ctx.dataset("train", task=task, n=max(ctx.n, 400)))
+        out[task] = ood_evaluation(test, ood, W, ctx.model.logit_scale, **kw)
     return out
 
 
@@ -179,26 +191,43 @@ def stage_calibration(ctx: BenchContext) -> dict[str, Any]:
 
 
 def stage_estimate(ctx: BenchContext) -> dict[str, Any]:
-    """Label-free accuracy estimation over the corruption family (every corruption × severity)."""
-    from cliplab.assess import estimation_evaluation
+    """Label-free accuracy estimation over the corruption family (14 corruptions × severities 1, 3, 5).
+
+    Built-in world: rendered corrupted test sets, clean validation split. Other data: half of each class of
+    the test set is the clean validation set, and up to ``n / 4`` images of the other half are corrupted.
+    """
+    from cliplab.assess import estimation_evaluation, split_half
+    from cliplab.data.corruptions import CORRUPTIONS
+    from cliplab.data.shifted import Corrupted
     from cliplab.zeroshot import zeroshot_logits
 
-    if not ctx.builtin_world:
-        return {"skipped": "the shift family is built in only for the shapes world; use `cliplab estimate`"}
-    from cliplab.data.corruptions import CORRUPTIONS
-
-    _, W, _ = _task_setup(ctx, "shape")
+    feats, W, ds = _task_setup(ctx, "shape")
     m = ctx.model
     n = max(100, ctx.n // 4)
 
     def logits_of(f: Any) -> torch.Tensor:
         return zeroshot_logits(f.images, W, m.logit_scale, m.logit_bias, m.geometry)
 
-    val = ctx.embed(ctx.dataset("val", task="shape"))
+    if ctx.builtin_world:
+        val = ctx.embed(ctx.dataset("val", task="shape"))
+
+        def shifted(c: str, sev: int) -> Dataset:
+            return ctx.dataset("test", task="shape", n=n, corruption=c, severity=sev)
+    else:
+        vi, ti = split_half(feats.labels, ctx.seed)
+        val = feats.subset(vi)
+        pick = np.sort(np.random.default_rng(ctx.seed).permutation(ti)[:n])
+        base = ds.subset(pick)
+        pp = m.preprocess
+        size = max(pp.crop) if pp.crop else (pp.resize if isinstance(pp.resize, int) else 224)
+
+        def shifted(c: str, sev: int) -> Dataset:
+            return Corrupted(base, c, sev, seed=ctx.seed, size=size)
+
     sets = []
     for c in CORRUPTIONS:
         for sev in (1, 3, 5):
-            f = ctx.embed(ctx.dataset("test", task="shape", n=n, corruption=c, severity=sev))
+            f = ctx.embed(shifted(c, sev))
             sets.append((f"{c}@{sev}", logits_of(f), f.labels))
     return estimation_evaluation(logits_of(val), val.labels, sets)
 
@@ -226,8 +255,16 @@ def run_bench(
     log: Callable[[str], None] | None = None,
     seeds: tuple[int, ...] = (1, 2, 3),
     shots: tuple[int, ...] = (1, 2, 4, 8, 16),
+    ood_data: Sequence[str] = (),
+    load_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Run the selected stages (all by default) and write ``results.json`` in ``output_dir``."""
+    """Run the selected stages (all by default); write ``results.json`` and ``report.html`` in ``output_dir``.
+
+    ``ood_data``: dataset specs of OOD images for the ``ood`` stage on data other than the built-in world.
+    ``load_seconds``: how long loading (or, for ``builtin:shapes`` on first use, training) the model took;
+    recorded as ``timings.load_model`` and counted in ``timings.total``. The schema of ``results.json`` is
+    documented in ``docs/bench-results.md``.
+    """
     names = list(STAGES) if not only else only
     unknown = [s for s in names if s not in STAGES]
     if unknown:
@@ -241,6 +278,7 @@ def run_bench(
         progress=progress,
         seeds=tuple(seeds),
         shots=tuple(shots),
+        ood_specs=tuple(str(d) for d in ood_data),
     )
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -254,11 +292,11 @@ def run_bench(
             "logit_scale": model.logit_scale,
             "logit_bias": model.logit_bias,
         },
-        "data": {"spec": str(data_spec), "n": n},
+        "data": {"spec": str(data_spec), "n": n, "ood": [str(d) for d in ood_data]},
         "config": {"stages": names, "batch_size": batch_size, "seeds": list(seeds), "shots": list(shots)},
         "environment": {"python": platform.python_version(), "platform": platform.platform()},
         "stages": {},
-        "timings": {},
+        "timings": {} if load_seconds is None else {"load_model": round(load_seconds, 3)},
     }
     for name in names:
         if log:
@@ -268,15 +306,22 @@ def run_bench(
         results["timings"][name] = round(time.perf_counter() - t0, 3)
         if log:
             log(f"[bench] {name} done in {results['timings'][name]:.1f}s")
-    results["timings"]["total"] = round(time.perf_counter() - started, 3)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "results.json", json.dumps(to_jsonable(results), indent=2))
+    t0 = time.perf_counter()
     try:
-        from cliplab.bench.report import write_report
+        from cliplab.bench.report import render_sections
 
-        write_report(to_jsonable(results), out / "report.html", ctx.extras)
+        report = render_sections(to_jsonable(results), ctx.extras)
     except ImportError as err:  # matplotlib is optional
+        report = None
         if log:
             log(f"[bench] report.html skipped ({err}); pip install matplotlib")
+    results["timings"]["report"] = round(time.perf_counter() - t0, 3)
+    results["timings"]["total"] = round(time.perf_counter() - started + (load_seconds or 0.0), 3)
+    write_text_atomic(out / "results.json", json.dumps(to_jsonable(results), indent=2))
+    if report is not None:
+        from cliplab.bench.report import write_report
+
+        write_report(to_jsonable(results), out / "report.html", ctx.extras, rendered=report)
     return results

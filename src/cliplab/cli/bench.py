@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from cliplab.cli.common import add_common, cache_dir, print_json, print_table
 
@@ -16,6 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", default=None, help="comma-separated stages to run")
     p.add_argument("--n", type=int, default=1000, help="test images per built-in set (default 1000)")
     p.add_argument("--seeds", default="1,2,3", help="few-shot seeds (default 1,2,3)")
+    p.add_argument(
+        "--ood-data",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="OOD images (folder or dataset spec) for the ood stage on your own data; repeat for several sets",
+    )
     p.add_argument(
         "--compare",
         nargs=2,
@@ -39,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr)
 
     log(f"[bench] loading model {args.model}")
+    t0 = time.perf_counter()
     model = load_model(args.model, device=args.device)
+    load_seconds = time.perf_counter() - t0
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     results = run_bench(
         model,
@@ -52,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         log=log,
         seeds=tuple(int(v) for v in args.seeds.split(",") if v.strip()),
+        ood_data=args.ood_data,
+        load_seconds=load_seconds,
     )
     if args.json:
         print_json(results)

@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 from cliplab.data.base import Dataset, Subset
-from cliplab.data.folders import CaptionDataset, ImageFolder
+from cliplab.data.folders import CaptionDataset, ImageFiles, ImageFolder
 from cliplab.data.registry import DATA_FORMS, load_dataset
 from cliplab.data.sampling import k_shot, k_shot_indices
 
@@ -23,12 +23,14 @@ _LAZY = {
     "VOCABULARY": "shapes",
     "CORRUPTIONS": "corruptions",
     "corrupt": "corruptions",
+    "Corrupted": "shifted",
 }
 
 __all__ = [
     "DATA_FORMS",
     "CaptionDataset",
     "Dataset",
+    "ImageFiles",
     "ImageFolder",
     "Subset",
     "k_shot",

@@ -47,9 +47,7 @@ class ImageFolder(Dataset):
         self.paths: list[Path] = []
         labels: list[int] = []
         for i, folder in enumerate(folders):
-            files = sorted(
-                p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             self.paths.extend(files)
             labels.extend([i] * len(files))
         if not self.paths:
@@ -57,9 +55,7 @@ class ImageFolder(Dataset):
         names = [classname_from_folder(d.name) for d in folders]
         if classnames is not None:
             if len(classnames) != len(folders):
-                raise ValueError(
-                    f"{len(classnames)} class names given for {len(folders)} class folders in {self.root}"
-                )
+                raise ValueError(f"{len(classnames)} class names given for {len(folders)} class folders in {self.root}")
             names = list(classnames)
         self.classnames = names
         self.folder_names = [d.name for d in folders]
@@ -85,6 +81,40 @@ class ImageFolder(Dataset):
                 "classes": self.classnames,
                 "files": _files_fingerprint(self.paths),
             }
+        )
+
+
+class ImageFiles(Dataset):
+    """Every image file under ``root`` (recursively, hidden files skipped), sorted, without labels.
+
+    For unlabelled collections such as OOD sets; ``load_dataset`` returns one for a folder whose images are
+    not arranged in class sub-folders.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {self.root}")
+        self.paths = sorted(
+            p
+            for p in self.root.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
+        )
+        if not self.paths:
+            raise ValueError(f"{self.root} contains no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        self.name = self.root.name
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> Image.Image:
+        return load_image(self.paths[index])
+
+    def fingerprint(self) -> str:
+        return stable_hash(
+            {"kind": "image_files", "root": str(self.root.resolve()), "files": _files_fingerprint(self.paths)}
         )
 
 
@@ -150,9 +180,7 @@ class CaptionDataset(Dataset):
                         raise ValueError(f"{self.path}:{lineno}: missing key {image_key!r}")
                     caps = obj.get(caption_key + "s", obj.get(caption_key))
                     if caps is None:
-                        raise ValueError(
-                            f"{self.path}:{lineno}: missing key {caption_key!r} (or {caption_key}s)"
-                        )
+                        raise ValueError(f"{self.path}:{lineno}: missing key {caption_key!r} (or {caption_key}s)")
                     caps = [caps] if isinstance(caps, str) else list(caps)
                     if not caps or not all(isinstance(c, str) and c.strip() for c in caps):
                         raise ValueError(f"{self.path}:{lineno}: captions must be non-empty strings")
@@ -170,9 +198,7 @@ class CaptionDataset(Dataset):
                         raise ValueError(f"{self.path}:{lineno}: empty image path or caption")
                     rows.append((row[image_key], [cap]))
         else:
-            raise ValueError(
-                f"{self.path}: unsupported caption file type {suffix!r} (use .csv, .tsv or .jsonl)"
-            )
+            raise ValueError(f"{self.path}: unsupported caption file type {suffix!r} (use .csv, .tsv or .jsonl)")
         return rows
 
     def __len__(self) -> int:

@@ -11,6 +11,7 @@ from cliplab.data.base import Dataset
 DATA_FORMS = (
     "shapes or builtin:shapes[:key=value,...] (the built-in world, e.g. shapes:task=colour,n=2000)",
     "a directory with one sub-folder of images per class (image folder)",
+    "a directory of images without class sub-folders (unlabelled, e.g. OOD images)",
     "a .csv/.tsv/.jsonl caption file (image path + caption per row)",
 )
 
@@ -48,8 +49,11 @@ def load_dataset(spec: str | os.PathLike | Dataset, *, split: str = "test", **op
         return shapes(**opts)
     path = Path(s).expanduser()
     if path.is_dir():
-        from cliplab.data.folders import ImageFolder
+        from cliplab.data.folders import ImageFiles, ImageFolder
 
+        has_classes = any(d.is_dir() and not d.name.startswith(".") for d in path.iterdir())
+        if not has_classes and not options:
+            return ImageFiles(path)  # images directly in the folder: an unlabelled set (e.g. OOD images)
         return ImageFolder(path, **options)
     if path.is_file():
         from cliplab.data.folders import CaptionDataset
