@@ -66,3 +66,51 @@ def image_folder(tmp_path):
             h, w = rng.integers(24, 60, size=2)
             Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
     return root
+
+
+# -- shared by several test modules ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """A whole bench run (every stage) of the tiny model on 32-px built-in data: (output dir, results)."""
+    from cliplab.bench import run_bench
+
+    out = tmp_path_factory.mktemp("bench")
+    model = make_tiny_model()
+    # tiny everything: 32-px images, few shots and seeds
+    results = run_bench(
+        model, "shapes:image_size=32", out, n=96, cache_dir=out / "cache", progress=False, seeds=(1,), shots=(1, 2)
+    )
+    return out, results
+
+
+def write_random_images(root, n=10, seed=0):
+    """``n`` random PNGs of varying sizes under ``root`` (every third in ``sub/``); their sorted relative paths."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    names = []
+    for i in range(n):
+        name = f"{'sub/' if i % 3 == 0 else ''}img{i:02d}.png"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        h, w = rng.integers(20, 50, size=2)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / name)
+        names.append(name)
+    return sorted(names)
+
+
+@pytest.fixture
+def served(tmp_path, tiny_model_dir):
+    """(index dir, image root, sorted names, model) for a 10-image index built with the tiny HF model."""
+    root = tmp_path / "photos"
+    names = write_random_images(root)
+    from cliplab.index.collection import index_images
+    from cliplab.models import load_model
+
+    model = load_model(tiny_model_dir)
+    index_images(model, root, tmp_path / "idx", model_spec=str(tiny_model_dir), progress=False)
+    return tmp_path / "idx", root, names, model
+
+

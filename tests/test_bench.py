@@ -6,17 +6,6 @@ from cliplab.bench import STAGES, run_bench
 from conftest import make_tiny_model
 
 
-@pytest.fixture(scope="module")
-def bench_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    model = make_tiny_model()
-    # tiny everything: 32-px images, few shots and seeds
-    results = run_bench(
-        model, "shapes:image_size=32", out, n=96, cache_dir=out / "cache", progress=False, seeds=(1,), shots=(1, 2)
-    )
-    return out, results
-
-
 def test_bench_writes_results_with_every_stage(bench_run):
     out, results = bench_run
     on_disk = json.loads((out / "results.json").read_text())
@@ -107,7 +96,8 @@ def test_bench_on_a_model_directory_and_an_image_folder(tmp_path, capsys):
     assert 'id="estimate"' in html and "novel" in html
 
     # without --ood-data the OOD stage says how to run it
-    assert main([*argv[:-4], "-o", str(tmp_path / "o2"), "--only", "ood", "-q", "--cache-dir", str(tmp_path / "c")]) == 0
+    argv = [*argv[:-4], "-o", str(tmp_path / "o2"), "--only", "ood", "-q", "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
     res = json.loads((tmp_path / "o2" / "results.json").read_text())
     assert "--ood-data" in res["stages"]["ood"]["skipped"]
 

@@ -9,35 +9,11 @@ import torch
 from PIL import Image
 
 from cliplab.cli.main import main
-from cliplab.index.collection import index_images
-from cliplab.models import load_model
 from cliplab.serve import QueryError, SearchService, create_app
 from conftest import make_tiny_model
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-
-
-def _write_images(root, n=10, seed=0):
-    rng = np.random.default_rng(seed)
-    names = []
-    for i in range(n):
-        name = f"{'sub/' if i % 3 == 0 else ''}img{i:02d}.png"
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        h, w = rng.integers(20, 50, size=2)
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / name)
-        names.append(name)
-    return sorted(names)
-
-
-@pytest.fixture
-def served(tmp_path, tiny_model_dir):
-    """(index dir, image root, sorted names, model) for a 10-image index built with the tiny HF model."""
-    root = tmp_path / "photos"
-    names = _write_images(root)
-    model = load_model(tiny_model_dir)
-    index_images(model, root, tmp_path / "idx", model_spec=str(tiny_model_dir), progress=False)
-    return tmp_path / "idx", root, names, model
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ import time
 import pytest
 
 from browser import chromium
-from test_serve import served  # noqa: F401 - fixture
 
 pytest.importorskip("uvicorn")
 
 
 @pytest.fixture
-def server(served):  # noqa: F811
+def server(served):
     """The app on a free loopback port, in a background thread of this process."""
     import uvicorn
 
