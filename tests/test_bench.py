@@ -119,3 +119,29 @@ def test_corrupted_dataset_is_deterministic_and_keeps_labels(image_folder):
     assert noisy.fingerprint() == again.fingerprint() != Corrupted(ds, "gaussian_noise", 4).fingerprint()
     with pytest.raises(ValueError, match="unknown corruption"):
         Corrupted(ds, "rain", 3)
+
+
+def test_every_results_key_is_documented(bench_run):
+    """docs/bench-results.md names every key a run writes (top level, model/data/config, stage fields)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "bench-results.md").read_text()
+    _, results = bench_run
+    names = set(results)
+    for group in ("model", "data", "config", "environment", "timings"):
+        names |= set(results[group])
+    stages = results["stages"]
+    names |= set(stages["adapt"]) | set(stages["retrieval"]) | set(stages["calibration"]) | set(stages["estimate"])
+    names |= set(stages["ood"]["shape"]) | set(stages["zeroshot"]["shape"])
+    names |= set(stages["estimate"]["estimators"]) | set(next(iter(stages["estimate"]["estimators"].values())))
+    names |= set(stages["ood"]["shape"]["methods"]) | set(stages["adapt"]["base_to_new"])
+    names -= set(STAGES)
+    import re
+
+    documented = set()
+    for span in re.findall(r"`([^`]+)`", doc):
+        for stem, options in re.findall(r"([\w@.]+)\{([\d,]+)\}", span):  # recall@{1,5,10}
+            documented |= {stem.split(".")[-1] + o for o in options.split(",")}
+        documented |= set(re.findall(r"[A-Za-z_][\w@+]*", span))
+    undocumented = sorted(names - documented)
+    assert not undocumented, f"keys missing from docs/bench-results.md: {undocumented}"
