@@ -77,7 +77,8 @@ def table(
             cls = ' class="best"' if i in marks and v == marks[i] else ""
             cells.append(f"<td{cls}>{esc(fmt_cell(v, digits))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if any(headers) else ""
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 
 def figure_png(fig: Any, caption: str = "", *, layout: str = "") -> str:

@@ -121,6 +121,7 @@ def _confusion(plt: Any, task: str, rep: dict[str, Any]) -> str:
 
 def _samples(plt: Any, samples: dict[str, Any]) -> str:
     ds, pred, lab, names = samples["dataset"], samples["pred"], samples["labels"], samples["classnames"]
+    indices = samples.get("indices") or list(range(len(pred)))
     n = min(len(pred), 24)
     cols = min(8, n)
     rows = -(-n // cols)
@@ -129,7 +130,7 @@ def _samples(plt: Any, samples: dict[str, Any]) -> str:
         ax.axis("off")
         if i >= n:
             continue
-        ax.imshow(ds.image(i))
+        ax.imshow(ds.image(indices[i]))
         ok = pred[i] == lab[i]
         title = names[pred[i]] if ok else f"{names[pred[i]]} ≠ {names[lab[i]]}"
         ax.set_title(title, fontsize=9 if ok else 8, color="#136f3a" if ok else "#b3261e")

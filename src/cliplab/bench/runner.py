@@ -80,11 +80,13 @@ def stage_zeroshot(ctx: BenchContext) -> dict[str, Any]:
         rep["classnames"] = feats.classnames
         rep["confusion_matrix"] = confusion_matrix(pred, feats.labels, len(feats.classnames)).tolist()
         out[task] = rep
-        if task == tasks[0]:
+        if task == tasks[0]:  # a random sample (image folders are sorted by class)
+            pick = np.random.default_rng(ctx.seed).permutation(len(ds))[:24]
             ctx.extras["samples"] = {
                 "dataset": ds,
-                "pred": pred[:24].tolist(),
-                "labels": feats.labels[:24].tolist(),
+                "indices": pick.tolist(),
+                "pred": pred[pick].tolist(),
+                "labels": feats.labels[pick].tolist(),
                 "classnames": feats.classnames,
             }
     return out
