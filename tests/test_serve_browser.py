@@ -35,9 +35,11 @@ def server(served):
 
 
 def _wait(driver, condition, timeout=30):
+    """Poll ``condition`` until true; the grid may be re-rendered between two reads of it (stale elements)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition)
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def _cards(driver):
