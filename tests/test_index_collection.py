@@ -192,3 +192,20 @@ def test_torchrun_two_ranks_build_the_same_index(collection, tiny_model_dir, tmp
     model = load_model(tiny_model_dir)
     assert [m["path"] for m in two.get_metadata(range(len(two)))] == names
     np.testing.assert_allclose(_vectors(two), _expected(model, root, names), atol=1e-5)
+
+
+def test_torchrun_rank_0_failure_reaches_every_rank(tiny_model_dir, tmp_path):
+    """If rank 0 cannot build the index, the other ranks fail with its reason instead of waiting forever."""
+    root = tmp_path / "broken"
+    root.mkdir()
+    for i in range(4):
+        (root / f"{i}.png").write_bytes(b"not a png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "cliplab", "index", str(tiny_model_dir), str(root), "-o", str(tmp_path / "idx"), "--chunk-size", "1"]
+    proc = subprocess.run([*cmd, "-q"], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "none of the 4 image files" in proc.stderr  # rank 0's own error
+    assert "cliplab: error: rank 0 could not build the index: none of the 4" in proc.stderr  # rank 1, told by rank 0
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "idx").exists()

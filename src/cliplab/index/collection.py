@@ -286,12 +286,25 @@ def index_images(
             model.module.train(was_training)
         _barrier(dist)
 
+    failure: BaseException | None = None
     if rank == 0:
-        index = _merge(existing, work, key, todo, chunk_size, model, model_spec, root, kind, exact_threshold, summary)
-        summary.total, summary.kind, summary.backend = len(index), index.kind, index.backend
-        if todo:
-            shutil.rmtree(work, ignore_errors=True)
-    _barrier(dist)
+        try:
+            index = _merge(
+                existing, work, key, todo, chunk_size, model, model_spec, root, kind, exact_threshold, summary
+            )
+            summary.total, summary.kind, summary.backend = len(index), index.kind, index.backend
+            if todo:
+                shutil.rmtree(work, ignore_errors=True)
+        except Exception as err:  # noqa: BLE001 - re-raised below, after telling the other ranks
+            failure = err
+    if dist is not None:  # the other ranks learn whether rank 0 saved the index (instead of waiting forever)
+        message = [None if failure is None else (isinstance(failure, ValueError), str(failure))]
+        dist.broadcast_object_list(message, src=0)
+        if rank != 0 and message[0] is not None:
+            user_error, text = message[0]
+            raise (ValueError if user_error else RuntimeError)(f"rank 0 could not build the index: {text}")
+    if failure is not None:
+        raise failure
     if summary.changed:
         log.warning(
             "%d indexed file(s) changed since they were indexed (e.g. %s): --rebuild to re-embed them",
