@@ -207,5 +207,4 @@ def test_torchrun_rank_0_failure_reaches_every_rank(tiny_model_dir, tmp_path):
     assert proc.returncode != 0
     assert "none of the 4 image files" in proc.stderr  # rank 0's own error
     assert "cliplab: error: rank 0 could not build the index: none of the 4" in proc.stderr  # rank 1, told by rank 0
-    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "idx").exists()
