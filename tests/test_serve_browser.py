@@ -107,3 +107,18 @@ def test_query_in_the_address_runs_on_load(server):
         driver.get(url + "/?q=blue%20square")
         _wait(driver, lambda d: len(_cards(d)) == len(names))
         assert driver.find_element("id", "q").get_attribute("value") == "blue square"
+
+
+def test_a_vanished_file_shows_a_placeholder(server):
+    from selenium.webdriver.common.keys import Keys
+
+    url, service, (_, root, names, _) = server
+    hits, _ = service.search_text("green", k=24)
+    (root / hits[0].path).unlink()
+    with chromium() as driver:
+        driver.get(url + "/")
+        driver.find_element("id", "q").send_keys("green", Keys.ENTER)
+        _wait(driver, lambda d: len(_cards(d)) == len(names))
+        _wait(driver, lambda d: _cards(d)[0].find_elements("css selector", ".gone"))
+        assert _cards(driver)[0].find_element("css selector", ".gone").text == "file no longer available"
+        assert not _cards(driver)[1].find_elements("css selector", ".gone")
