@@ -133,19 +133,34 @@ def calibration_section(results: dict[str, Any], extras: dict[str, Any]) -> str 
         [f"AURC · logit norm (p = {r['logit_norm_p']:g})", r["aurc_logit_norm"]],
     ]
     body = H.table(["metric", "value"], rows, digits=4)
-    fig, ax = plt.subplots(figsize=(4.4, 4.0))
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(4.4, 4.6), sharex=True, gridspec_kw={"height_ratios": [3.2, 1]}, layout="constrained"
+    )
     for key, label in (("reliability", "raw"), ("reliability_scaled", "temperature-scaled")):
         rel = r[key]
         conf = np.array([np.nan if v is None else v for v in rel["confidence"]], dtype=float)
         acc = np.array([np.nan if v is None else v for v in rel["accuracy"]], dtype=float)
+        count = np.asarray(rel["count"], dtype=float)
         ok = ~np.isnan(conf)
-        ax.plot(conf[ok], acc[ok], marker="o", label=label)
+        # marker area ∝ bin size: the few-sample bins that make the curve jagged look small
+        line = ax.plot(conf[ok], acc[ok], lw=1.2, label=f"{label} (ECE {rel['ece']:.3f})")[0]
+        ax.scatter(conf[ok], acc[ok], s=8 + 140 * count[ok] / max(count.sum(), 1), color=line.get_color(), zorder=3)
+        lower, upper = np.asarray(rel["bin_lower"]), np.asarray(rel["bin_upper"])
+        hist.bar(
+            (lower + upper) / 2,
+            count / max(count.sum(), 1),
+            width=(upper - lower) * 0.9,
+            alpha=0.45,
+            color=line.get_color(),
+        )
     ax.plot([0, 1], [0, 1], color="#999", ls=":", lw=1)
-    ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.set_title("reliability diagram", fontsize=10)
-    ax.legend(fontsize=8)
-    figs = [H.figure_png(fig, "Reliability diagram (15 equal-width bins)")]
+    ax.legend(fontsize=8, loc="upper left")
+    hist.set_yscale("log")
+    hist.set_ylabel("share", fontsize=8)
+    hist.set_xlabel("confidence")
+    figs = [H.figure_png(fig, "Reliability diagram (15 equal-width bins; dot size and lower panel: share of images)")]
     fig, ax = plt.subplots(figsize=(4.4, 4.0))
     for name, c in r["risk_coverage"].items():
         ax.plot(c["x"], c["y"], label=name)
@@ -192,9 +207,13 @@ def estimate_section(results: dict[str, Any], extras: dict[str, Any]) -> str | N
         ax.set_ylabel("true accuracy")
     if len(levels) > 1:
         axes[0, 0].legend(fontsize=8, loc="upper left", framealpha=0.9)
-    body += '<div class="figs">' + H.figure_png(
-        fig, "Estimate (or score) vs true accuracy, one point per shifted set; dotted: y = x", layout="wide"
-    ) + "</div>"
+    body += (
+        '<div class="figs">'
+        + H.figure_png(
+            fig, "Estimate (or score) vs true accuracy, one point per shifted set; dotted: y = x", layout="wide"
+        )
+        + "</div>"
+    )
     return H.section(
         "estimate",
         "Label-free accuracy estimation",
