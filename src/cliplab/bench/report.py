@@ -10,27 +10,19 @@ from typing import Any
 import numpy as np
 
 from cliplab._io import write_text_atomic
+from cliplab.bench import figures
 from cliplab.bench import html as H
+from cliplab.bench.figures import HALF, builtin_world, name
 from cliplab.bench.report_sections import adapt_section, calibration_section, estimate_section, ood_section
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(
-        {
-            "figure.dpi": 110,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-            "axes.grid": True,
-            "grid.alpha": 0.3,
-            "font.size": 10,
-        }
-    )
-    return plt
+STEP_NAMES = {
+    "load_model": "load model",
+    "zeroshot": "zero-shot",
+    "adapt": "few-shot adaptation",
+    "ood": "OOD detection",
+    "estimate": "accuracy estimation",
+    "report": "report figures",
+}
 
 
 def _duration(seconds: float | None) -> str:
@@ -39,7 +31,7 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.1f} s" if seconds < 90 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
-def _best_few_shot(results: dict[str, Any]) -> tuple[str, Any] | None:
+def _best_few_shot(results: dict[str, Any]) -> tuple[str, Any, str] | None:
     res = results["stages"].get("adapt") or {}
     if "results" not in res or not res.get("shots"):
         return None
@@ -47,55 +39,101 @@ def _best_few_shot(results: dict[str, Any]) -> tuple[str, Any] | None:
     adapters = {m: r for m, r in res["results"].items() if m != "zeroshot" and k in r}
     if not adapters:
         return None
-    best = max(adapters.items(), key=lambda kv: kv[1][k]["mean"])
-    return f"best {k}-shot · {best[0]}", best[1][k]["mean"]
+    method, r = max(adapters.items(), key=lambda kv: kv[1][k]["mean"])
+    gain = 100 * (r[k]["mean"] - res["zeroshot"])
+    return f"best {k}-shot accuracy", r[k]["mean"], f"{name(method)} · {gain:+.1f} pt over zero-shot"
 
 
-def _overview(results: dict[str, Any], extras: dict[str, Any]) -> str:
-    items: list[tuple[str, Any]] = []
-    zs = results["stages"].get("zeroshot", {})
-    for task, rep in zs.items():
+def _headline(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """The overview cards: one or two numbers per stage that ran."""
+    stages = results["stages"]
+    items: list[tuple[str, Any, str]] = []
+    for task, rep in (stages.get("zeroshot") or {}).items():
         if "acc1" in rep:
-            items.append((f"zero-shot acc · {task}", rep["acc1"]))
+            items.append(("zero-shot accuracy", rep["acc1"], f"{name(task)} task · {rep['n']} images"))
     best = _best_few_shot(results)
     if best:
         items.append(best)
-    ret = results["stages"].get("retrieval", {})
+    ret = stages.get("retrieval") or {}
     if "image_retrieval_recall@1" in ret:
-        items.append(("text→image R@1", ret["image_retrieval_recall@1"]))
-        items.append(("image→text R@1", ret["text_retrieval_recall@1"]))
+        detail = f"image → text R@1 {ret['text_retrieval_recall@1']:.3f} · {ret['n_images']} images"
+        items.append(("text → image R@1", ret["image_retrieval_recall@1"], detail))
+    for r in (stages.get("ood") or {}).values():
+        if isinstance(r, dict) and r.get("sets"):
+            (set_name, table), *_ = r["sets"].items()
+            method = max(table, key=lambda m: table[m]["auroc"])
+            items.append(("best OOD AUROC", table[method]["auroc"], f"{name(method)} · {set_name}"))
+    cal = stages.get("calibration") or {}
+    if "ece" in cal:
+        items.append(("calibration error (ECE)", cal["ece"], f"{cal['ece_scaled']:.3f} after temperature scaling"))
+    est = (stages.get("estimate") or {}).get("estimators")
+    if est:
+        method = max(est, key=lambda m: est[m]["spearman"] if est[m]["spearman"] is not None else -2)
+        n_sets = len(stages["estimate"]["accuracy"])
+        items.append(("accuracy estimation ρ", est[method]["spearman"], f"{name(method)} · {n_sets} shifted sets"))
     timings = results["timings"]
-    items.append(("total time", _duration(timings.get("total"))))
+    load = timings.get("load_model")
+    items.append(("total time", _duration(timings.get("total")), f"model load {_duration(load)}" if load else ""))
+    return items
+
+
+def _overview(results: dict[str, Any], extras: dict[str, Any]) -> str:
+    timings = results["timings"]
     total = timings.get("total") or 0.0
-    rows = [[k, v, f"{100 * v / total:.0f}%" if total and k != "total" else ""] for k, v in timings.items()]
+    steps = [(k, v) for k, v in timings.items() if k != "total"]
+    rows = [[STEP_NAMES.get(k, k), v, _share(v, total)] for k, v in steps]
+    rows.append([H.Raw("<b>total</b>"), total, H.Raw("")])
     model, data = results["model"], results["data"]
+    bias = model["logit_bias"]
     info = H.table(
         ["", ""],
         [
             ["model", model["spec"]],
             ["fingerprint", model["fingerprint"]],
-            ["geometry", model["geometry"]],
-            ["logit scale", model["logit_scale"]],
-            ["logit bias", model["logit_bias"]],
+            [
+                "logits",
+                f"{model['logit_scale']:.2f} · {model['geometry']} similarity"
+                + ("" if bias is None else f" {'+' if bias >= 0 else '−'} {abs(bias):.2f}"),
+            ],
             ["data", data["spec"]],
             *([["OOD data", ", ".join(data["ood"])]] if data.get("ood") else []),
-            ["few-shot seeds", ", ".join(str(s) for s in results["config"].get("seeds", []))],
+            *([["images per set", data.get("n")]] if builtin_world(results) else _folder_size(results)),
+            [
+                "few-shot",
+                f"shots {_join(results['config'].get('shots'))}; seeds {_join(results['config'].get('seeds'))}",
+            ],
             ["cliplab", results["cliplab_version"]],
-            ["python / platform", f"{results['environment']['python']} · {results['environment']['platform']}"],
-            ["created", results["created"]],
+            ["python · platform", f"{results['environment']['python']} · {results['environment']['platform']}"],
+            ["created", results["created"].replace("T", " ").replace("+00:00", " UTC")],
         ],
+        kv=True,
     )
     return H.section(
         "overview",
         "Overview",
-        "Headline numbers, run configuration and where the time went.",
-        H.cards(items)
+        f"{model['spec']} assessed on {data['spec']}: the headline numbers of every stage, the run, and where "
+        "the time went.",
+        H.cards(_headline(results))
         + '<div class="cols"><div><h3>Run</h3>'
         + info
-        + "</div><div><h3>Timings (s)</h3>"
+        + "</div><div><h3>Time per step (seconds)</h3>"
         + H.table(["step", "seconds", "share"], rows, digits=2)
         + "</div></div>",
     )
+
+
+def _share(seconds: float, total: float) -> H.Raw:
+    share = seconds / total if total else 0.0
+    return H.Raw(f"{H.bar(share)}{100 * share:.0f}%")
+
+
+def _folder_size(results: dict[str, Any]) -> list[list[Any]]:
+    zs = (results["stages"].get("zeroshot") or {}).get("classes") or {}
+    return [["images", f"{zs['n']} in {len(zs['classnames'])} classes"]] if "n" in zs else []
+
+
+def _join(values: Any) -> str:
+    return ", ".join(str(v) for v in values or [])
 
 
 def _confusion(plt: Any, task: str, rep: dict[str, Any]) -> str:
@@ -103,64 +141,93 @@ def _confusion(plt: Any, task: str, rep: dict[str, Any]) -> str:
     cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     names = rep["classnames"]
     big = len(names) > 12
-    side = 0.24 * len(names) + 2.2 if big else 4.6
-    fig, ax = plt.subplots(figsize=(side + 0.8, side))
+    if big:
+        side = min(7.8, 0.2 * len(names) + 1.6)
+        fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    else:
+        fig, ax = plt.subplots(figsize=HALF)
     im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
     ax.grid(False)
-    size = 7 if big else 9
-    ax.set_xticks(
-        range(len(names)), names, rotation=60 if not big else 90, ha="right" if not big else "center", fontsize=size
-    )
+    ax.spines[:].set_visible(False)
+    size = 8 if big else 10
+    ax.set_xticks(range(len(names)), names, rotation=90 if big else 45, ha="center" if big else "right", fontsize=size)
     ax.set_yticks(range(len(names)), names, fontsize=size)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{task}: confusion (rows sum to 1)")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-    return H.figure_png(fig, f"Confusion matrix, {task} task", layout="square" if big else "")
+    if not big:  # the share of each cell, where it is legible
+        for (i, j), v in np.ndenumerate(cm):
+            if v >= 0.005:
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}"[1:] if v < 1 else "1",
+                    ha="center",
+                    va="center",
+                    fontsize=8.5,
+                    color="white" if v > 0.55 else "#1d2433",
+                )
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{name(task)} task (acc@1 {rep['acc1']:.3f})")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="share of the true class")
+    caption = f"Confusion matrix, {name(task)} task; each row sums to 1"
+    return H.figure_png(fig, caption, layout="capped" if big else "")
 
 
-def _samples(plt: Any, samples: dict[str, Any]) -> str:
+def _top_errors(task: str, rep: dict[str, Any], k: int = 5) -> str:
+    """The ``k`` most frequent (true → predicted) confusions of a task."""
+    cm = np.asarray(rep["confusion_matrix"], dtype=float)
+    names = rep["classnames"]
+    per_class = np.maximum(cm.sum(1), 1)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None)[:k]
+    rows = []
+    for flat in order:
+        i, j = divmod(int(flat), len(names))
+        if off[i, j] > 0:
+            rows.append([names[i], names[j], int(off[i, j]), off[i, j] / per_class[i]])
+    head = f"<h3>{H.esc(name(task))} task</h3>"
+    if not rows:
+        return f'<div>{head}<p class="note">No errors.</p></div>'
+    return f"<div>{head}{H.table(['true', 'predicted', 'images', 'share of true'], rows)}</div>"
+
+
+def _samples(samples: dict[str, Any]) -> str:
     ds, pred, lab, names = samples["dataset"], samples["pred"], samples["labels"], samples["classnames"]
     indices = samples.get("indices") or list(range(len(pred)))
     n = min(len(pred), 24)
-    cols = min(8, n)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.65 * cols, 1.95 * rows), squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if i >= n:
-            continue
-        ax.imshow(ds.image(indices[i]))
-        ok = pred[i] == lab[i]
-        title = names[pred[i]] if ok else f"{names[pred[i]]} ≠ {names[lab[i]]}"
-        ax.set_title(title, fontsize=9 if ok else 8, color="#136f3a" if ok else "#b3261e")
-    fig.suptitle("zero-shot predictions on test images (green: correct; red: predicted ≠ true)", fontsize=11)
-    fig.tight_layout()
-    return H.figure_png(
-        fig, f"Sample predictions ({sum(p == t for p, t in zip(pred[:n], lab[:n]))}/{n} correct)", layout="wide"
-    )
+    items = [(ds.image(indices[i]), names[pred[i]], names[lab[i]]) for i in range(n)]
+    right = sum(p == t for p, t in zip(pred[:n], lab[:n]))
+    task = samples.get("task")
+    head = f"<h3>Sample predictions{f' ({name(task)} task)' if task else ''}: {right} of {n} correct</h3>"
+    return head + H.sample_grid(items)
 
 
 def _zeroshot(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
     zs = results["stages"].get("zeroshot")
     if not zs:
         return None
-    plt = _plt()
-    rows = [[t, r.get("acc1"), r.get("acc5"), r.get("mean_per_class_recall"), r.get("n")] for t, r in zs.items()]
-    body = H.table(["task", "acc@1", "acc@5", "mean per-class recall", "n"], rows, best={1: "max"})
-    figs = []
+    plt = figures.plt()
+    ok = {t: r for t, r in zs.items() if "acc1" in r}
+    rows = [
+        [name(t), r["acc1"], r["acc5"], r["mean_per_class_recall"], len(r["classnames"]), r["n"]] for t, r in ok.items()
+    ]
+    rows += [[name(t), f"not run: {r['skipped']}", "", "", "", ""] for t, r in zs.items() if t not in ok]
+    body = H.table(["task", "acc@1", "acc@5", "mean per-class recall", "classes", "images"], rows)
     samples = extras.get("samples")
     if samples:
-        figs.append(_samples(plt, samples))
-    for task, rep in zs.items():
-        if "confusion_matrix" in rep and len(rep["classnames"]) <= 60:
-            figs.append(_confusion(plt, task, rep))
+        body += _samples(samples)
+    figs = [_confusion(plt, task, rep) for task, rep in ok.items() if len(rep.get("classnames", [])) <= 60]
     if figs:
-        body += '<div class="figs">' + "".join(figs) + "</div>"
+        body += "<h3>Confusion matrices</h3>" + H.figs(figs)
+    errors = [_top_errors(task, rep) for task, rep in ok.items() if "confusion_matrix" in rep]
+    if errors:
+        body += "<h3>Most frequent errors</h3>" + f'<div class="cols">{"".join(errors)}</div>'
+
     return H.section(
         "zeroshot",
         "Zero-shot classification",
-        "Class weights from prompt ensembles; logits = scale · cos(image, class weight).",
+        "Class weights from prompt ensembles (every template filled with the class name, averaged); "
+        "logits = scale · cos(image, class weight).",
         body,
     )
 
@@ -173,15 +240,26 @@ def _retrieval(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
         return H.skipped("retrieval", "Retrieval and caption scoring", ret["skipped"])
     ks = sorted({int(k.split("@")[1]) for k in ret if "recall@" in k})
     rows = [[f"R@{k}", ret[f"image_retrieval_recall@{k}"], ret[f"text_retrieval_recall@{k}"]] for k in ks]
-    body = H.table(["k", "text → image", "image → text"], rows)
-    body += H.table(
-        ["CLIPScore (w = 2.5)", "mean"],
-        [["matching captions", ret["clipscore_matching"]], ["shuffled captions", ret["clipscore_shuffled"]]],
+    recall = H.table(["", "text → image", "image → text"], rows)
+    gap = ret["clipscore_matching"] - ret["clipscore_shuffled"]
+    score = H.table(
+        ["captions", "mean CLIPScore"],
+        [
+            ["matching", ret["clipscore_matching"]],
+            ["shuffled", ret["clipscore_shuffled"]],
+            ["difference", gap],
+        ],
+    )
+    body = (
+        '<div class="cols"><div><h3>Recall@k</h3>' + recall + "</div>"
+        "<div><h3>Caption scoring (CLIPScore, w = 2.5)</h3>" + score + "</div></div>"
     )
     return H.section(
         "retrieval",
         "Retrieval and caption scoring",
-        f"{ret['n_images']} images, {ret['n_captions']} captions; CLIP_benchmark recall definitions.",
+        f"{ret['n_images']} images, {ret['n_captions']} captions. Text → image: share of captions whose image "
+        "ranks in the top k; image → text: share of images with one of their captions in the top k "
+        "(CLIP_benchmark definitions).",
         body,
     )
 
@@ -225,8 +303,13 @@ def write_report(
     rendered = render_sections(results, extras) if rendered is None else rendered
     rendered = {"overview": _overview(results, extras), **rendered}
     parts = [(anchor, label, rendered[anchor]) for anchor, label, _ in SECTIONS if anchor in rendered]
-    meta = f"{results['model']['spec']} on {results['data']['spec']} · cliplab {results['cliplab_version']}"
-    doc = H.page("cliplab bench report", meta, parts, footer=f"generated {results['created']} by cliplab bench")
+    timings = results["timings"]
+    meta = (
+        f"{results['model']['spec']} on {results['data']['spec']} · {_duration(timings.get('total'))} · "
+        f"{results['created'].replace('T', ' ').replace('+00:00', ' UTC')}"
+    )
+    footer = f"cliplab {results['cliplab_version']} · results.json schema version {results['schema_version']}"
+    doc = H.page("cliplab bench report", meta, parts, footer=footer)
     path = Path(path)
     write_text_atomic(path, doc)
     return path

@@ -7,13 +7,91 @@ from typing import Any
 
 import numpy as np
 
+from cliplab.bench import figures
 from cliplab.bench import html as H
+from cliplab.bench.figures import HALF, MARKERS, PALETTE, WIDE_WIDTH, builtin_world, name
 
 
-def _plt():
-    from cliplab.bench.report import _plt as plt
+def _acc(r: dict[str, Any], k: int) -> dict[str, Any]:
+    return r.get(str(k)) or r[k]
 
-    return plt()
+
+def _few_shot_figure(plt: Any, res: dict[str, Any]) -> str:
+    """One panel with every method, then one panel per method (its own y range) with the ± std band."""
+    shots, zs = res["shots"], res["zeroshot"]
+    methods = [m for m in res["results"] if m != "zeroshot"]
+    colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
+    cols = 4
+    n_rows = -(-(len(methods) + 1) // cols)
+    size = (WIDE_WIDTH, 2.9 * n_rows + 0.3)
+    fig, axes = plt.subplots(n_rows, cols, figsize=size, squeeze=False, layout="constrained")
+    panels = axes.ravel()
+    for ax in panels[len(methods) + 1 :]:
+        ax.axis("off")
+
+    def curve(m: str) -> tuple[np.ndarray, np.ndarray]:
+        r = res["results"][m]
+        return np.array([_acc(r, k)["mean"] for k in shots]), np.array([_acc(r, k)["std"] for k in shots])
+
+    def axis(ax: Any) -> None:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(k) for k in shots])
+        ax.minorticks_off()
+        ax.axhline(zs, color="k", ls="--", lw=1.1)
+
+    ax = panels[0]
+    for i, m in enumerate(methods):
+        mean, _ = curve(m)
+        ax.plot(shots, mean, marker=MARKERS[i % len(MARKERS)], ms=5, color=colours[m], label=name(m))
+    axis(ax)
+    ax.set_title("all methods")
+    ax.set_ylabel("test accuracy")
+    for i, (ax, m) in enumerate(zip(panels[1:], methods)):
+        mean, std = curve(m)
+        ax.fill_between(shots, mean - std, mean + std, color=colours[m], alpha=0.18, lw=0)
+        ax.plot(shots, mean, marker=MARKERS[i % len(MARKERS)], ms=5, color=colours[m])
+        axis(ax)
+        lo, hi = min((mean - std).min(), zs), max((mean + std).max(), zs)
+        pad = max(0.02 - (hi - lo) / 2, 0.0) + 0.1 * (hi - lo)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_title(f"{name(m)}  ({mean[-1]:.3f} at {shots[-1]})", color=colours[m])
+        if (i + 1) % cols == 0:
+            ax.set_ylabel("test accuracy")
+    for ax in axes[-1]:
+        if ax.axison:
+            ax.set_xlabel("shots per class")
+    handles, labels = panels[0].get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], color="k", ls="--", lw=1.1))
+    labels.append(f"zero-shot ({zs:.3f})")
+    spare = panels[len(methods) + 1] if len(panels) > len(methods) + 1 else None
+    if spare is not None:
+        spare.legend(handles, labels, loc="center", frameon=False, fontsize=10.5)
+    else:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(5, len(labels)))
+    return H.figure_png(
+        fig,
+        "Few-shot test accuracy against shots per class: every method (first panel), then each method with "
+        "its ± std band over seeds on its own y range; dashed: zero-shot",
+        layout="wide",
+    )
+
+
+def _base_to_new_figure(plt: Any, b2n: dict[str, Any]) -> str:
+    methods = list(b2n["results"])
+    x = np.arange(len(methods))
+    fig, ax = plt.subplots(figsize=HALF)
+    keys = (("base", "base classes"), ("new", "new classes"), ("hm", "harmonic mean"))
+    for j, (key, label) in enumerate(keys):
+        ax.bar(x + (j - 1) * 0.27, [b2n["results"][m][key] for m in methods], width=0.27, label=label)
+    ax.set_xticks(x, [name(m) for m in methods], rotation=35, ha="right")
+    ax.grid(axis="x", visible=False)
+    values = [r[key] for r in b2n["results"].values() for key, _ in keys]
+    lo = max(0.0, min(values) - 0.05)
+    ax.set_ylim(lo, min(1.0, max(values) + 0.02) if lo > 0 else 1.0)
+    ax.set_ylabel("test accuracy")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    caption = f"Base-to-new generalisation, {b2n['k']} shots per base class"
+    return H.figure_png(fig, caption + (f" (y axis from {lo:.2f})" if lo > 0 else ""))
 
 
 def adapt_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
@@ -22,65 +100,62 @@ def adapt_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None
         return None
     if "skipped" in res:
         return H.skipped("adapt", "Few-shot adaptation", res["skipped"])
-    plt = _plt()
+    plt = figures.plt()
     shots = res["shots"]
+    secs = res.get("seconds", {})
     rows = []
     for m, r in res["results"].items():
-        rows.append([m, *(r[str(k)]["mean"] if str(k) in r else r[k]["mean"] for k in shots)])
-    body = H.table(["method", *(f"{k}-shot" for k in shots)], rows, best={i + 1: "max" for i in range(len(shots))})
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for m, r in res["results"].items():
-        if m == "zeroshot":
-            continue  # the dashed line
-        means = np.array([(r.get(str(k)) or r.get(k))["mean"] for k in shots])
-        stds = np.array([(r.get(str(k)) or r.get(k))["std"] for k in shots])
-        ax.plot(shots, means, marker="o", label=m)
-        ax.fill_between(shots, means - stds, means + stds, alpha=0.12)
-    ax.axhline(res["zeroshot"], color="k", ls="--", lw=1.2, label="zero-shot")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(shots, [str(k) for k in shots])
-    ax.set_xlabel("shots per class")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("few-shot accuracy (mean ± std over seeds)", fontsize=11)
-    ax.legend(fontsize=8, ncol=2, loc="lower right", framealpha=0.9)
-    figs = [H.figure_png(fig, "Few-shot accuracy per method; dashed: zero-shot")]
+        rows.append([name(m), *(_acc(r, k)["mean"] for k in shots), secs.get(m)])
+    headers = ["method", *(f"{k}-shot" for k in shots), "fit + predict (s)"]
+    body = "<h3>Mean test accuracy over seeds</h3>"
+    body += H.table(headers, rows, best={i + 1: "max" for i in range(len(shots))}, digits={len(shots) + 1: 2})
+    body += H.figs([_few_shot_figure(plt, res)])
     b2n = res.get("base_to_new")
     if b2n:
-        methods = list(b2n["results"])
-        x = np.arange(len(methods))
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        for j, (key, label) in enumerate((("base", "base classes"), ("new", "new classes"), ("hm", "harmonic mean"))):
-            ax.bar(x + (j - 1) * 0.27, [b2n["results"][m][key] for m in methods], width=0.27, label=label)
-        ax.set_xticks(x, methods, rotation=30, ha="right")
-        lo = min(min(r["base"], r["new"]) for r in b2n["results"].values())
-        ax.set_ylim(max(0.0, lo - 0.1), 1.0)
-        ax.set_ylabel("test accuracy")
-        ax.set_title(f"base-to-new generalisation ({b2n['k']} shots)", fontsize=11)
-        ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
-        fig.tight_layout()
-        figs.append(H.figure_png(fig, "Trained on base classes; tested on base and on unseen new classes"))
-    body += '<div class="figs">' + "".join(figs) + "</div>"
-    tables = ""
-    if b2n:
         split = f"{b2n['n_base_classes']} base / {b2n['n_new_classes']} new classes"
-        tables += f"<div><h3>Base-to-new ({b2n['k']} shots; {split})</h3>"
-        tables += H.table(
+        table = H.table(
             ["method", "base", "new", "HM"],
-            [[m, r["base"], r["new"], r["hm"]] for m, r in b2n["results"].items()],
-            best={3: "max"},
+            [[name(m), r["base"], r["new"], r["hm"]] for m, r in b2n["results"].items()],
+            best={1: "max", 2: "max", 3: "max"},
         )
-        tables += "</div>"
-    secs = res.get("seconds", {})
-    if secs:
-        tables += "<div><h3>Fit + predict time, all runs (s)</h3>"
-        tables += H.table(["method", "seconds"], [[m, s] for m, s in secs.items()], digits=2) + "</div>"
-    if tables:
-        body += f'<div class="cols">{tables}</div>'
+        body += f"<h3>Base-to-new generalisation ({b2n['k']} shots; {split})</h3>"
+        body += (
+            '<p class="lead">Each method is fitted on the base classes only; the new classes are classified '
+            "zero-shot, so the new-class accuracy is the same for every method and the harmonic mean (HM) shows "
+            "what adapting the base classes costs or gains overall.</p>"
+        )
+        body += f'<div class="cols">{_base_to_new_figure(plt, b2n)}<div>{table}</div></div>'
+    where = (
+        "drawn from the train split"
+        if builtin_world(results)
+        else "drawn from one half of each class of the folder (the other half is the test set)"
+    )
     lead = (
-        f"Seeds {res['seeds']}; hyper-parameters searched on a split of each support set (never the test set). "
-        "Every method is a logit bias over the zero-shot logits."
+        f"Support sets of {shots[0]}–{shots[-1]} images per class {where}, seeds "
+        f"{', '.join(str(s) for s in res['seeds'])}; hyper-parameters searched on a split of each support set "
+        "(never the test set). Every method is a logit bias over the zero-shot logits."
     )
     return H.section("adapt", "Few-shot adaptation", lead, body)
+
+
+def _roc_figure(plt: Any, task: str, set_name: str, r: dict[str, Any], table: dict[str, Any]) -> str:
+    """ROC curves of one ID/OOD pair; a method keeps its colour in every plot, the legend is sorted by AUROC."""
+    roc = r["roc"][set_name]
+    colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(r["methods"])}
+    fig, ax = plt.subplots(figsize=HALF)
+    order = sorted(roc, key=lambda m: -table[m]["auroc"])
+    for i, m in enumerate(order):
+        c = roc[m]
+        label = f"{name(m)}  {table[m]['auroc']:.3f}"
+        ax.plot(c["x"], c["y"], label=label, color=colours.get(m), lw=2.4 if i == 0 else 1.5, zorder=3 if i == 0 else 2)
+    ax.plot([0, 1], [0, 1], color="#999", ls=":", lw=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("OOD images accepted (false positive rate)")
+    ax.set_ylabel("ID images accepted (true positive rate)")
+    ax.set_title(f"{name(task)} task · OOD = {set_name}")
+    ax.legend(title="AUROC", loc="lower right", fontsize=9, title_fontsize=9)
+    return H.figure_png(fig, f"ROC curves, {name(task)} task vs {set_name}; legend sorted by AUROC, best drawn thicker")
 
 
 def ood_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
@@ -89,88 +164,106 @@ def ood_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
         return None
     if "skipped" in res:
         return H.skipped("ood", "OOD detection", res["skipped"])
-    plt = _plt()
+    plt = figures.plt()
     cols = ["auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood"]
     body, figs = "", []
     for task, r in res.items():
-        for name, table in r["sets"].items():
-            body += f"<h3>{H.esc(task)} task · OOD = {H.esc(name)}</h3>"
+        for set_name, table in r["sets"].items():
+            body += f"<h3>{H.esc(name(task))} task · OOD = {H.esc(set_name)}</h3>"
             body += H.table(
-                ["method", "AUROC", "AUPR-In", "AUPR-Out", "FPR95 (MCM)", "FPR95 (OpenOOD)"],
-                [[m, *(table[m][c] for c in cols)] for m in r["methods"]],
-                best={1: "max", 4: "min"},
+                ["method", "AUROC ↑", "AUPR-In ↑", "AUPR-Out ↑", "FPR95 (MCM) ↓", "FPR95 (OpenOOD) ↓"],
+                [[name(m), *(table[m][c] for c in cols)] for m in r["methods"] if m in table],
+                best={1: "max", 2: "max", 3: "max", 4: "min", 5: "min"},
             )
-            roc = r.get("roc", {}).get(name)
-            if roc:
-                fig, ax = plt.subplots(figsize=(4.4, 4.0))
-                for m, c in roc.items():
-                    ax.plot(c["x"], c["y"], label=f"{m} ({table[m]['auroc']:.3f})", lw=1.4)
-                ax.plot([0, 1], [0, 1], color="#999", ls=":", lw=1)
-                ax.set_xlabel("OOD accepted (FPR)")
-                ax.set_ylabel("ID accepted (TPR)")
-                ax.set_title(f"ROC · {task} · {name}", fontsize=10)
-                ax.legend(fontsize=7)
-                figs.append(H.figure_png(fig, f"ROC curves, {task} task vs {name}"))
+            if r.get("roc", {}).get(set_name):
+                figs.append(_roc_figure(plt, task, set_name, r, table))
         if r.get("skipped"):
-            body += "<p class='lead'>" + "; ".join(f"{m}: {w}" for m, w in r["skipped"].items()) + "</p>"
-    body += '<div class="figs">' + "".join(figs) + "</div>"
-    return H.section("ood", "OOD detection", "Higher score = more in-distribution; FPR95 in both conventions.", body)
-
-
-def calibration_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
-    r = results["stages"].get("calibration")
-    if not r:
-        return None
-    plt = _plt()
-    rows = [
-        ["accuracy", r["accuracy"]],
-        ["temperature (fit on validation)", r["temperature"]],
-        ["ECE (15 bins)", r["ece"]],
-        ["ECE after temperature scaling", r["ece_scaled"]],
-        ["NLL", r["nll"]],
-        ["NLL after temperature scaling", r["nll_scaled"]],
-        ["AURC · max softmax", r["aurc_msp"]],
-        [f"AURC · logit norm (p = {r['logit_norm_p']:g})", r["aurc_logit_norm"]],
-    ]
-    body = H.table(["metric", "value"], rows, digits=4)
-    fig, (ax, hist) = plt.subplots(
-        2, 1, figsize=(4.4, 4.6), sharex=True, gridspec_kw={"height_ratios": [3.2, 1]}, layout="constrained"
+            notes = "; ".join(f"{name(m)}: {w}" for m, w in r["skipped"].items())
+            body += f'<p class="note">Not run: {H.esc(notes)}</p>'
+    body += H.figs(figs)
+    lead = (
+        "Scores where higher = more in-distribution. FPR95 (MCM): share of OOD images accepted at the threshold "
+        "that keeps 95% of ID images; FPR95 (OpenOOD): share of ID images rejected when 95% of OOD images are."
     )
-    for key, label in (("reliability", "raw"), ("reliability_scaled", "temperature-scaled")):
+    return H.section("ood", "OOD detection", lead, body)
+
+
+def _reliability_figure(plt: Any, r: dict[str, Any]) -> str:
+    fig, (ax, hist) = plt.subplots(
+        2,
+        1,
+        figsize=(HALF[0], HALF[1] + 0.9),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3.2, 1]},
+        layout="constrained",
+    )
+    for side, (key, label) in enumerate((("reliability", "raw"), ("reliability_scaled", "temperature-scaled"))):
         rel = r[key]
         conf = np.array([np.nan if v is None else v for v in rel["confidence"]], dtype=float)
         acc = np.array([np.nan if v is None else v for v in rel["accuracy"]], dtype=float)
         count = np.asarray(rel["count"], dtype=float)
         ok = ~np.isnan(conf)
         # marker area ∝ bin size: the few-sample bins that make the curve jagged look small
-        line = ax.plot(conf[ok], acc[ok], lw=1.2, label=f"{label} (ECE {rel['ece']:.3f})")[0]
-        ax.scatter(conf[ok], acc[ok], s=8 + 140 * count[ok] / max(count.sum(), 1), color=line.get_color(), zorder=3)
+        line = ax.plot(conf[ok], acc[ok], lw=1.5, label=f"{label} (ECE {rel['ece']:.3f})")[0]
+        ax.scatter(conf[ok], acc[ok], s=10 + 160 * count[ok] / max(count.sum(), 1), color=line.get_color(), zorder=3)
         lower, upper = np.asarray(rel["bin_lower"]), np.asarray(rel["bin_upper"])
-        hist.bar(
-            (lower + upper) / 2,
-            count / max(count.sum(), 1),
-            width=(upper - lower) * 0.9,
-            alpha=0.45,
-            color=line.get_color(),
-        )
-    ax.plot([0, 1], [0, 1], color="#999", ls=":", lw=1)
-    ax.set_ylabel("accuracy")
-    ax.set_title("reliability diagram", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
+        share = count / max(count.sum(), 1)
+        width = (upper - lower) * 0.42  # the two histograms side by side in each bin
+        hist.bar(lower + (upper - lower) * (0.29 + 0.42 * side), share, width=width, color=line.get_color(), alpha=0.8)
+    ax.plot([0, 1], [0, 1], color="#999", ls=":", lw=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title("reliability diagram")
+    ax.legend(loc="lower right")
     hist.set_yscale("log")
-    hist.set_ylabel("share", fontsize=8)
-    hist.set_xlabel("confidence")
-    figs = [H.figure_png(fig, "Reliability diagram (15 equal-width bins; dot size and lower panel: share of images)")]
-    fig, ax = plt.subplots(figsize=(4.4, 4.0))
-    for name, c in r["risk_coverage"].items():
-        ax.plot(c["x"], c["y"], label=name)
-    ax.set_xlabel("coverage")
-    ax.set_ylabel("risk (error rate)")
-    ax.set_title("risk–coverage", fontsize=10)
-    ax.legend(fontsize=8)
-    figs.append(H.figure_png(fig, "Risk–coverage curves (selective classification)"))
-    body += '<div class="figs">' + "".join(figs) + "</div>"
-    lead = f"{r['n_test']} test images; temperature and logit-norm p chosen on {r['n_val']} validation images."
+    hist.set_ylabel("share of\nimages")
+    hist.set_xlabel("confidence (max softmax probability)")
+    return H.figure_png(
+        fig, f"Reliability: {r['n_test']} test images in 15 equal-width bins; dot size and lower panel: share of images"
+    )
+
+
+def _risk_coverage_figure(plt: Any, r: dict[str, Any]) -> str:
+    fig, ax = plt.subplots(figsize=HALF)
+    aurc = {"msp": r["aurc_msp"], "logit_norm": r["aurc_logit_norm"]}
+    for key, c in r["risk_coverage"].items():
+        label = name(key) if key != "msp" else "max softmax"
+        ax.plot(c["x"], c["y"], label=f"{label}  (AURC {aurc[key]:.4f})" if key in aurc else label)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("coverage (share of images kept)")
+    ax.set_ylabel("risk (error rate among kept)")
+    ax.set_title("risk–coverage")
+    ax.legend(loc="upper left", title="confidence score", title_fontsize=9)
+    return H.figure_png(fig, "Risk–coverage: the most confident images kept first; lower is better")
+
+
+def calibration_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
+    r = results["stages"].get("calibration")
+    if not r:
+        return None
+    if "skipped" in r:
+        return H.skipped("calibration", "Calibration and selective classification", r["skipped"])
+    plt = figures.plt()
+    calibration = H.table(
+        ["", "raw", "temperature-scaled"],
+        [["ECE (15 bins)", r["ece"], r["ece_scaled"]], ["NLL", r["nll"], r["nll_scaled"]]],
+        digits=4,
+    )
+    selective = H.table(
+        ["confidence score", "AURC ↓"],
+        [["max softmax", r["aurc_msp"]], [f"logit norm (p = {r['logit_norm_p']:g})", r["aurc_logit_norm"]]],
+        digits=4,
+    )
+    body = (
+        f'<div class="cols"><div><h3>Calibration (accuracy {r["accuracy"]:.3f}; T = {r["temperature"]:.3f})</h3>'
+        f"{calibration}</div><div><h3>Selective classification</h3>{selective}</div></div>"
+    )
+    body += H.figs([_reliability_figure(plt, r), _risk_coverage_figure(plt, r)])
+    lead = (
+        f"Zero-shot predictions on {r['n_test']} test images; the temperature T and the logit-norm exponent p "
+        f"are chosen on {r['n_val']} validation images."
+    )
     return H.section("calibration", "Calibration and selective classification", lead, body)
 
 
@@ -180,43 +273,46 @@ def estimate_section(results: dict[str, Any], extras: dict[str, Any]) -> str | N
         return None
     if "skipped" in r:
         return H.skipped("estimate", "Label-free accuracy estimation", r["skipped"])
-    plt = _plt()
-    rows = [[name, e["r2"], e["spearman"], e["mae"]] for name, e in r["estimators"].items()]
-    body = H.table(["estimator", "R²", "Spearman ρ", "MAE"], rows, best={1: "max", 2: "max", 3: "min"})
-    names = list(r["accuracy"])
-    truth = np.array([r["accuracy"][n] for n in names])
+    plt = figures.plt()
+    rows = [[name(m), e["r2"], e["spearman"], e["mae"]] for m, e in r["estimators"].items()]
+    body = H.table(["estimator", "R² ↑", "Spearman ρ ↑", "MAE ↓"], rows, best={1: "max", 2: "max", 3: "min"})
+    sets = list(r["accuracy"])
+    truth = np.array([r["accuracy"][n] for n in sets])
     est = r["estimators"]
     cols = min(3, len(est))
     n_rows = -(-len(est) // cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(3.9 * cols, 3.4 * n_rows), squeeze=False, layout="constrained")
-    severity = np.array([int(n.rsplit("@", 1)[1]) if "@" in n else 0 for n in names])
+    fig, axes = plt.subplots(n_rows, cols, figsize=(WIDE_WIDTH, 3.5 * n_rows), squeeze=False, layout="constrained")
+    severity = np.array([int(n.rsplit("@", 1)[1]) if "@" in n else 0 for n in sets])
     levels = sorted(set(severity.tolist()))
-    colours = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, max(len(levels), 1)))
+    colours = plt.get_cmap("OrRd")(np.linspace(0.4, 0.95, max(len(levels), 1)))
     for ax in axes.ravel()[len(est) :]:
         ax.axis("off")
-    for ax, (name, e) in zip(axes.ravel(), est.items()):
-        vals = np.array([e["estimates"][n] for n in names])
+    for ax, (m, e) in zip(axes.ravel(), est.items()):
+        vals = np.array([e["estimates"][n] for n in sets])
         for level, colour in zip(levels, colours):
             sel = severity == level
-            ax.scatter(vals[sel], truth[sel], s=24, color=colour, alpha=0.85, label=f"severity {level}")
-        if e["mae"] is not None:
+            ax.scatter(vals[sel], truth[sel], s=28, color=colour, alpha=0.9, label=f"severity {level}", lw=0)
+        accuracy_valued = e["mae"] is not None
+        if accuracy_valued:  # same scale on both axes: the diagonal is estimate = truth
             lo, hi = min(vals.min(), truth.min()), max(vals.max(), truth.max())
-            ax.plot([lo, hi], [lo, hi], color="#999", ls=":", lw=1)
-        ax.set_title(f"{name}  (ρ = {e['spearman']:.2f})", fontsize=10)
-        ax.set_xlabel("estimate" if e["mae"] is not None else "score")
-        ax.set_ylabel("true accuracy")
+            pad = 0.04 * (hi - lo)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#999", ls=":", lw=1)
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_ylim(lo - pad, hi + pad)
+        detail = f"ρ = {e['spearman']:.2f}" + (f", MAE = {e['mae']:.3f}" if accuracy_valued else "")
+        ax.set_title(f"{name(m)}  ({detail})", fontsize=11)
+        ax.set_xlabel("estimated accuracy" if accuracy_valued else "score (not an accuracy)")
+    for row in axes:
+        row[0].set_ylabel("true accuracy")
     if len(levels) > 1:
-        axes[0, 0].legend(fontsize=8, loc="upper left", framealpha=0.9)
-    body += (
-        '<div class="figs">'
-        + H.figure_png(
-            fig, "Estimate (or score) vs true accuracy, one point per shifted set; dotted: y = x", layout="wide"
-        )
-        + "</div>"
-    )
+        axes[0, 0].legend(loc="upper left")
+    caption = "Estimate (or score) vs true accuracy, one point per shifted test set; dotted: estimate = truth"
+    body += H.figs([H.figure_png(fig, caption, layout="wide")])
     return H.section(
         "estimate",
         "Label-free accuracy estimation",
-        f"{len(names)} shifted test sets (corruption × severity); MAE only for accuracy-valued estimators.",
+        f"Predicting accuracy without labels on {len(sets)} shifted test sets (corruption × severity). R² and "
+        "Spearman ρ: how well each estimate tracks the true accuracy across sets; MAE only for estimators that "
+        "output an accuracy.",
         body,
     )

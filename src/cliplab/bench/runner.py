@@ -89,6 +89,7 @@ def stage_zeroshot(ctx: BenchContext) -> dict[str, Any]:
                 "pred": pred[pick].tolist(),
                 "labels": feats.labels[pick].tolist(),
                 "classnames": feats.classnames,
+                "task": task if ctx.builtin_world else None,
             }
     return out
 

@@ -1,0 +1,88 @@
+"""Shared look of the report's figures: matplotlib style, figure sizes, display names of methods.
+
+Figures are drawn at a fixed width per layout so that text renders at the same size in every figure:
+``HALF`` figures sit two per row (about 520 CSS px each), ``WIDE`` ones span the section (about 1080 px).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: figure sizes in inches (width, height) per layout
+HALF = (5.6, 4.2)
+WIDE_WIDTH = 11.2
+
+#: method and estimator names as written in papers
+NAMES = {
+    "zeroshot": "zero-shot",
+    "tip_adapter": "Tip-Adapter",
+    "tip_adapter_f": "Tip-Adapter-F",
+    "gda": "GDA",
+    "linear_probe": "linear probe",
+    "clip_adapter": "CLIP-Adapter",
+    "lp++": "LP++",
+    "amu": "AMU",
+    "msp": "MSP",
+    "max_logit": "MaxLogit",
+    "energy": "Energy",
+    "mcm": "MCM",
+    "neglabel": "NegLabel",
+    "knn": "KNN",
+    "vim": "ViM",
+    "mahalanobis": "Mahalanobis",
+    "logit_norm": "logit norm",
+    "average_confidence": "average confidence",
+    "doc": "DoC",
+    "atc": "ATC",
+    "atc_entropy": "ATC (entropy)",
+    "mano": "MaNo",
+    "nuclear_norm": "nuclear norm",
+    "shape_colour": "shape + colour",
+    "classes": "folder classes",
+}
+
+
+def name(key: str) -> str:
+    """The display name of a method, estimator or task key (the key itself when unknown)."""
+    return NAMES.get(key, key.replace("_", " "))
+
+
+#: a qualitative palette (Okabe–Ito, colour-blind safe) extended with greys
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C6D1F", "#7F7F7F", "#000000"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h"]
+
+
+def builtin_world(results: dict[str, Any]) -> bool:
+    """Whether the run used the built-in shapes world (the runner's test, on ``results.json``)."""
+    return results["data"]["spec"].removeprefix("builtin:").split(":")[0] == "shapes"
+
+
+def plt() -> Any:
+    """pyplot with the report style (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    from cycler import cycler
+
+    pyplot.rcParams.update(
+        {
+            "figure.dpi": 110,
+            "figure.facecolor": "white",
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "axes.titlesize": 11.5,
+            "axes.titleweight": "bold",
+            "axes.labelsize": 11,
+            "axes.prop_cycle": cycler(color=PALETTE),
+            "grid.alpha": 0.3,
+            "font.size": 10.5,
+            "xtick.labelsize": 10,
+            "ytick.labelsize": 10,
+            "legend.fontsize": 9.5,
+            "legend.framealpha": 0.92,
+            "lines.linewidth": 1.8,
+        }
+    )
+    return pyplot
