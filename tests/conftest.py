@@ -85,6 +85,36 @@ def bench_run(tmp_path_factory):
     return out, results
 
 
+def write_shapes_folder(root, n, seed, held_out=None):
+    """root/<shape>/*.png rendered from the built-in world (32 px); flat root/*.png for held-out (OOD) images."""
+    from cliplab.data import shapes
+
+    ds = shapes("test", n=n, seed=seed, image_size=32, held_out=held_out)
+    for i in range(n):
+        folder = root if held_out else root / ds.classnames[int(ds.labels[i])]
+        folder.mkdir(parents=True, exist_ok=True)
+        ds.image(i).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bench_folder_run(tmp_path_factory):
+    """A whole bench run of a saved tiny model on a 60-image folder with an OOD folder: (output dir, results)."""
+    from cliplab.bench import run_bench
+    from cliplab.models import load_model
+
+    root = tmp_path_factory.mktemp("bench_folder")
+    make_tiny_model().save(root / "model")
+    data = write_shapes_folder(root / "images", 60, seed=0)
+    ood = write_shapes_folder(root / "novel", 20, seed=1, held_out="shapes")
+    model = load_model(root / "model")
+    out = root / "out"
+    results = run_bench(
+        model, str(data), out, ood_data=[str(ood)], cache_dir=root / "cache", progress=False, seeds=(1,), shots=(1, 2)
+    )
+    return out, results
+
+
 def write_random_images(root, n=10, seed=0):
     """``n`` random PNGs of varying sizes under ``root`` (every third in ``sub/``); their sorted relative paths."""
     import numpy as np

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from cliplab.bench import STAGES, run_bench
-from conftest import make_tiny_model
+from conftest import make_tiny_model, write_shapes_folder
 
 
 def test_bench_writes_results_with_every_stage(bench_run):
@@ -58,26 +58,14 @@ def test_compare_two_runs(bench_run, tmp_path, capsys):
     assert "not a cliplab bench results.json" in capsys.readouterr().err
 
 
-def _shapes_folder(root, n, seed, held_out=None):
-    """root/<shape>/*.png rendered from the built-in world (32 px); flat root/*.png for held-out (OOD) images."""
-    from cliplab.data import shapes
-
-    ds = shapes("test", n=n, seed=seed, image_size=32, held_out=held_out)
-    for i in range(n):
-        folder = root if held_out else root / ds.classnames[int(ds.labels[i])]
-        folder.mkdir(parents=True, exist_ok=True)
-        ds.image(i).save(folder / f"{i:03d}.png")
-    return root
-
-
 def test_bench_on_a_model_directory_and_an_image_folder(tmp_path, capsys):
     """The user path: --model DIR --data DIR (--ood-data DIR): OOD and estimation run on the folder too."""
     from cliplab.cli.main import main
 
     model_dir = tmp_path / "model"
     make_tiny_model().save(model_dir)
-    data = _shapes_folder(tmp_path / "images", 60, seed=0)
-    ood = _shapes_folder(tmp_path / "novel", 20, seed=1, held_out="shapes")
+    data = write_shapes_folder(tmp_path / "images", 60, seed=0)
+    ood = write_shapes_folder(tmp_path / "novel", 20, seed=1, held_out="shapes")
     out = tmp_path / "out"
     argv = ["bench", "--model", str(model_dir), "--data", str(data), "--ood-data", str(ood), "-o", str(out)]
     assert main([*argv, "--seeds", "1", "--n", "80", "-q", "--cache-dir", str(tmp_path / "cache")]) == 0
