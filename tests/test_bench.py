@@ -133,3 +133,20 @@ def test_every_results_key_is_documented(bench_run):
         documented |= set(re.findall(r"[A-Za-z_][\w@+]*", span))
     undocumented = sorted(names - documented)
     assert not undocumented, f"keys missing from docs/bench-results.md: {undocumented}"
+
+
+def test_report_thumbnails_are_small():
+    """Sample thumbnails: small images stay lossless PNG; photos are shrunk to 192 px JPEGs."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from cliplab.bench.html import image_data_uri
+
+    small = image_data_uri(Image.new("RGB", (64, 64), "red"))
+    assert small.startswith("data:image/png;base64,")
+    photo = image_data_uri(Image.new("RGBA", (1600, 1200), "blue"))
+    assert photo.startswith("data:image/jpeg;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(photo.split(",", 1)[1])))
+    assert decoded.size == (192, 144)
