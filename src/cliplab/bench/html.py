@@ -43,7 +43,8 @@ figure { margin:0; flex:1 1 380px; max-width:calc(50% - 9px); }
 figure.wide { flex-basis:100%; max-width:100%; }
 figure img { display:block; width:100%; border:1px solid var(--line); border-radius:6px; background:#fff; }
 figcaption { color:var(--muted); font-size:13px; margin-top:5px; }
-@media (max-width: 820px) { figure { max-width:100%; } main { padding:8px 12px 40px; } }
+@media (max-width: 820px) { figure { max-width:100%; } main { padding:8px 12px 40px; }
+  table { display:block; max-width:100%; overflow-x:auto; } .cols table { width:auto; } }
 .note { color:var(--muted); background:#f6f7fa; border:1px dashed #cfd5e1; border-radius:8px; padding:10px 14px; }
 .cols { display:grid; grid-template-columns:repeat(auto-fill, minmax(340px, 1fr)); gap:8px 30px; align-items:start; }
 .cols table { width:100%; }
