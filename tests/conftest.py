@@ -9,6 +9,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tiny tensors: no OpenMP hand-off latency, immune to a busy machine's contention.
+
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CLIPLAB_HOME", str(tmp_path_factory.getbasetemp() / "cliplab_home"))

@@ -19,14 +19,7 @@ from cliplab.adapt import (
     kurtosis_factor,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Problems here are tiny: one thread is fastest and immune to a busy machine's thread contention.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_task(C=20, D=64, shots=16, n_test=600, seed=0, D2=48, unbalanced=False):

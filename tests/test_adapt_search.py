@@ -13,13 +13,7 @@ import torch.nn.functional as F
 from cliplab.adapt import AMU, GDA, LinearProbe, TipAdapter, TipAdapterF, grid_search, search_and_fit, split_validation
 from test_adapt import make_task
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

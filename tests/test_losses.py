@@ -13,13 +13,7 @@ from cliplab.losses import clip_distill_loss, clip_loss, distill_loss, infoloob_
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP hand-off latency on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _feats(b=6, d=4, seed=0, dtype=D64):

@@ -11,13 +11,7 @@ B = 23  # not divisible by 7
 CHUNKS = [1, 7, B, B + 5]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP hand-off latency on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(b=B, d=5, seed=0, dtype=torch.float64, scale=3.0, bias=-1.0):
