@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from cliplab.cli.main import main
+from cliplab.data.folders import ImageFiles, scan_images
 from cliplab.index import VectorIndex
-from cliplab.index.collection import index_images, scan_images
+from cliplab.index.collection import index_images
 from cliplab.models import load_model
 from conftest import make_tiny_model
 
@@ -51,6 +52,10 @@ def _expected(model, root, paths):
 def test_scan_images_skips_hidden_foreign_and_outside_files(collection):
     root, names = collection
     assert [f.path for f in scan_images(root)] == sorted(names + ["broken.png"])
+    # an unlabelled dataset follows links (datasets are often assembled from symlinks); hidden files stay out
+    linked = sorted(names + ["broken.png", "link.png"])
+    assert [f.path for f in scan_images(root, within_root=False)] == linked
+    assert ImageFiles(root).paths == [root / p for p in linked]
     with pytest.raises(FileNotFoundError, match="image folder not found"):
         scan_images(root / "nope")
 

@@ -6,7 +6,9 @@ import csv
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -15,6 +17,47 @@ from cliplab.data.base import Dataset, stable_hash
 from cliplab.models.preprocess import load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One image of a collection: path relative to the root (POSIX), size in bytes, modification time."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    def meta(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
+
+
+def scan_images(root: str | os.PathLike, *, within_root: bool = True) -> list[ImageFile]:
+    """Image files under ``root`` (recursively, by extension), sorted by relative path; hidden ones skipped.
+
+    ``within_root`` (the default, for indexes that serve their files): anything that resolves outside
+    ``root`` (a symlink) is skipped and linked folders are not entered. ``within_root=False`` follows links,
+    for datasets assembled from symlinks.
+    """
+    base = Path(root).expanduser().resolve()
+    if not base.is_dir():
+        raise FileNotFoundError(f"image folder not found: {base}")
+    files: list[ImageFile] = []
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=not within_root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            p = Path(dirpath) / name
+            try:
+                real = p.resolve()
+                if (within_root and not real.is_relative_to(base)) or not real.is_file():
+                    continue
+                st = real.stat()
+            except OSError:
+                continue
+            files.append(ImageFile(p.relative_to(base).as_posix(), st.st_size, st.st_mtime_ns))
+    files.sort(key=lambda f: f.path)
+    return files
 
 
 def _files_fingerprint(paths: list[Path]) -> str:
@@ -95,13 +138,7 @@ class ImageFiles(Dataset):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.root}")
-        self.paths = sorted(
-            p
-            for p in self.root.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
-        )
+        self.paths = [self.root / f.path for f in scan_images(self.root, within_root=False)]
         if not self.paths:
             raise ValueError(f"{self.root} contains no image files ({', '.join(IMAGE_EXTENSIONS)})")
         self.name = self.root.name

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from cliplab._io import atomic_path
 from cliplab.data.base import stable_hash
-from cliplab.data.folders import IMAGE_EXTENSIONS
+from cliplab.data.folders import IMAGE_EXTENSIONS, ImageFile, scan_images
 from cliplab.index.vector_index import MANIFEST, VectorIndex
 from cliplab.models.base import Model, prefetch
 from cliplab.models.preprocess import load_image
@@ -42,18 +42,6 @@ log = logging.getLogger(__name__)
 
 #: skipped files listed in the manifest (the count is always exact)
 MAX_LISTED = 100
-
-
-@dataclass(frozen=True)
-class ImageFile:
-    """One image of a collection: path relative to the root (POSIX), size in bytes, modification time."""
-
-    path: str
-    size: int
-    mtime_ns: int
-
-    def meta(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
 
 
 @dataclass
@@ -78,34 +66,6 @@ class IndexSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def scan_images(root: str | os.PathLike) -> list[ImageFile]:
-    """Image files under ``root`` (by extension), sorted by relative path.
-
-    Hidden files and folders are skipped, and so is anything (e.g. a symlink) that resolves outside ``root``:
-    an index only refers to files inside its root.
-    """
-    base = Path(root).expanduser().resolve()
-    if not base.is_dir():
-        raise FileNotFoundError(f"image folder not found: {base}")
-    files: list[ImageFile] = []
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                continue
-            p = Path(dirpath) / name
-            try:
-                real = p.resolve()
-                if not real.is_relative_to(base) or not real.is_file():
-                    continue
-                st = real.stat()
-            except OSError:
-                continue
-            files.append(ImageFile(p.relative_to(base).as_posix(), st.st_size, st.st_mtime_ns))
-    files.sort(key=lambda f: f.path)
-    return files
 
 
 def _dist() -> tuple[int, int, Any]:
