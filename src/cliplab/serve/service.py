@@ -6,10 +6,12 @@ import io
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from cliplab.index.vector_index import MANIFEST, VectorIndex
@@ -87,13 +89,17 @@ class SearchService:
             raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
         return k
 
-    def _search(self, vector: Any, k: int) -> list[Hit]:
+    def _search(self, encode: Callable[[], torch.Tensor], k: int) -> tuple[list[Hit], float]:
+        """Encode the query (model calls are serialised) and rank the index; ``(hits, milliseconds)``."""
+        t0 = time.perf_counter()
+        with self._lock:
+            vector = encode()
         scores, ids = self.index.search(vector, k=k)
         hits = []
         for item, score, i in zip(self.index.get_metadata(ids[0]), scores[0].tolist(), ids[0].tolist()):
             if item is not None and i >= 0:
                 hits.append(Hit(int(i), str(item.get("path", "")), float(score)))
-        return hits
+        return hits, 1000 * (time.perf_counter() - t0)
 
     def search_text(self, text: str, k: int = 24) -> tuple[list[Hit], float]:
         """Images ranked by cosine to the text's embedding; returns ``(hits, milliseconds)``."""
@@ -103,10 +109,7 @@ class SearchService:
             raise QueryError("empty query: type a description of the images you are looking for")
         if len(query) > MAX_QUERY_CHARS:
             raise QueryError(f"query too long ({len(query)} characters; at most {MAX_QUERY_CHARS})")
-        t0 = time.perf_counter()
-        with self._lock:
-            vector = self.model.encode_texts([query])
-        return self._search(vector, k), 1000 * (time.perf_counter() - t0)
+        return self._search(lambda: self.model.encode_texts([query]), k)
 
     def search_image(self, data: bytes, k: int = 24) -> tuple[list[Hit], float]:
         """Images ranked by cosine to an uploaded image's embedding (``data``: the file's bytes)."""
@@ -119,10 +122,7 @@ class SearchService:
                 image = im.convert("RGB")
         except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files (incl. decompression bombs)
             raise QueryError(f"the upload is not a readable image ({type(err).__name__}: {err})") from err
-        t0 = time.perf_counter()
-        with self._lock:
-            vector = self.model.encode_images([image])
-        return self._search(vector, k), 1000 * (time.perf_counter() - t0)
+        return self._search(lambda: self.model.encode_images([image]), k)
 
     def similar(self, item_id: int, k: int = 24) -> tuple[list[Hit], float]:
         """Images like the indexed image ``item_id`` (re-embedded from its file)."""
