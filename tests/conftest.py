@@ -127,19 +127,16 @@ def bench_folder_run(tmp_path_factory):
     return out, results
 
 
-def write_random_images(root, n=10, seed=0):
-    """``n`` random PNGs of varying sizes under ``root`` (every third in ``sub/``); their sorted relative paths."""
+def write_random_images(root, names, seed=0):
+    """Random-noise PNGs of varying sizes (20–49 px a side) at ``root/<name>``; returns the names, sorted."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    names = []
-    for i in range(n):
-        name = f"{'sub/' if i % 3 == 0 else ''}img{i:02d}.png"
+    for name in names:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         h, w = rng.integers(20, 50, size=2)
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / name)
-        names.append(name)
     return sorted(names)
 
 
@@ -147,7 +144,7 @@ def write_random_images(root, n=10, seed=0):
 def served(tmp_path, tiny_model_dir):
     """(index dir, image root, sorted names, model) for a 10-image index built with the tiny HF model."""
     root = tmp_path / "photos"
-    names = write_random_images(root)
+    names = write_random_images(root, [f"{'sub/' if i % 3 == 0 else ''}img{i:02d}.png" for i in range(10)])
     from cliplab.index.collection import index_images
     from cliplab.models import load_model
 

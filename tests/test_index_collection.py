@@ -8,34 +8,24 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cliplab.cli.main import main
 from cliplab.data.folders import ImageFiles, scan_images
 from cliplab.index import VectorIndex
 from cliplab.index.collection import index_images
 from cliplab.models import load_model
-from conftest import make_tiny_model
-
-
-def _write_images(root, names, seed=0):
-    rng = np.random.default_rng(seed)
-    for name in names:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        h, w = rng.integers(20, 50, size=2)
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+from conftest import make_tiny_model, write_random_images
 
 
 @pytest.fixture
 def collection(tmp_path):
     root = tmp_path / "photos"
     names = [f"a/{i:02d}.png" for i in range(7)] + [f"b/c/{i:02d}.jpg" for i in range(4)] + ["top.bmp"]
-    _write_images(root, names)
+    write_random_images(root, names)
     (root / "broken.png").write_bytes(b"this is not a png")  # unreadable: skipped, reported
     (root / "notes.txt").write_text("not an image")  # wrong extension: ignored
-    _write_images(root, [".hidden/x.png", ".dot.png"])  # hidden: ignored
-    _write_images(tmp_path, ["outside.png"])
+    write_random_images(root, [".hidden/x.png", ".dot.png"])  # hidden: ignored
+    write_random_images(tmp_path, ["outside.png"])
     os.symlink(tmp_path / "outside.png", root / "link.png")  # resolves outside the root: ignored
     return root, sorted(names)
 
@@ -127,7 +117,7 @@ def test_incremental_add_keeps_ids_and_reports_changes(collection, tiny_model, t
     root, names = collection
     index_images(tiny_model, root, tmp_path / "idx", progress=False)
     before = _vectors(VectorIndex.load(tmp_path / "idx"))
-    _write_images(root, ["a/new1.png", "z/new2.png"], seed=5)
+    write_random_images(root, ["a/new1.png", "z/new2.png"], seed=5)
     (root / names[0]).unlink()
     os.utime(root / names[1], ns=(1, 1))
     summary = index_images(tiny_model, root, tmp_path / "idx", progress=False)
@@ -151,7 +141,7 @@ def test_refuses_mismatched_model_root_and_foreign_output(collection, tiny_model
     with pytest.raises(ValueError, match="another model"):
         index_images(make_tiny_model(seed=1), root, tmp_path / "idx", progress=False)
     other = tmp_path / "other"
-    _write_images(other, ["x.png"])
+    write_random_images(other, ["x.png"])
     with pytest.raises(ValueError, match="was built from"):
         index_images(tiny_model, other, tmp_path / "idx", progress=False)
     (tmp_path / "mine").mkdir()
