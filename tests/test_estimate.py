@@ -82,8 +82,15 @@ def test_atc_threshold_and_estimate():
         sv = softmax(zv, 1).max(1) if score == "maxconf" else (softmax(zv, 1) * log_softmax(zv, 1)).sum(1)
         st = softmax(z, 1).max(1) if score == "maxconf" else (softmax(z, 1) * log_softmax(z, 1)).sum(1)
         t = atc_threshold(zv, yv, score)
-        assert np.mean(sv >= t) == pytest.approx(acc_v)  # share above t on val = val accuracy
-        assert atc(zv, yv, z, score=score) == pytest.approx(np.mean(st >= t))
+        # t is the k-th largest validation score, k = #correct. scipy and torch round softmax differently
+        # in the last bits, so compare against scipy's scores with a tolerance, never through a float tie.
+        k = int(round(acc_v * len(yv)))
+        tol = 1e-9
+        assert np.sort(sv)[::-1][k - 1] == pytest.approx(t, rel=tol, abs=tol)
+        # share above t on val = val accuracy, up to samples within tol of t
+        assert np.mean(sv > t + tol) <= acc_v <= np.mean(sv >= t - tol)
+        est = atc(zv, yv, z, score=score)
+        assert np.mean(st > t + tol) <= est <= np.mean(st >= t - tol)
         # Garg et al.'s find_ATC_threshold (loop minimising |#wrong above − #right below|) agrees within 1/n
         order = np.argsort(sv)
         correct = (zv.argmax(1) == yv)[order]
