@@ -343,3 +343,62 @@ def test_gda_needs_every_class():
         est.fit(t["X"][keep], t["y"][keep], text_weights=t["W"])
     with pytest.raises(RuntimeError, match="not fitted"):  # a failed fit leaves nothing half-usable
         est.logits(t["Xt"])
+
+
+def lpplusplus_reference(X, y, W, epochs, every=10, reset_alpha_grad=True):
+    """LP++ as in the official code (FereshteShakeri/FewShot-CLIP-Strong-Baseline, methods/linear_probe_p2.py),
+    float64 autograd: a linear layer initialised at the class sums of the features, trained by
+    ``torch.optim.SGD(lr=4N/λ_max(XᵀX), momentum=0.9)`` on the mean cross-entropy of
+    ``f·Wᵀ + b + α ⊙ (f·Tᵀ)``; ``α`` starts at ``250 · mean_k mean_{i∈k} f_i·t_k`` and steps by
+    ``N / (4 max_k Σ_i (f_i·t_k)²)`` times its gradient after epochs 10, 20, … (``(epoch + 1) % 10 == 0``).
+
+    The official bias starts at ``nn.Linear``'s random init, cliplab's at 0 (here 0). The official ``α``
+    gradient is never zeroed; cliplab zeroes it after each α step (``reset_alpha_grad``): the two agree
+    up to the second α step.
+    """
+    X, W = torch.as_tensor(X).double(), torch.as_tensor(W).double()
+    y = torch.as_tensor(y)
+    n, C = X.shape[0], W.shape[0]
+    T = X @ W.T
+    onehot = F.one_hot(y, C).double()
+    lam_max = float(np.linalg.eigh((X.T @ X).numpy())[0].max())
+    weight = torch.nn.Parameter(onehot.T @ X)  # class sums
+    bias = torch.nn.Parameter(torch.zeros(C, dtype=torch.float64))
+    own = (onehot * T).sum(0) / onehot.sum(0)
+    alpha = torch.full((C,), 250.0 * float(own.mean()), dtype=torch.float64, requires_grad=True)
+    lr_alpha = n / (4.0 * float((T**2).sum(0).max()))
+    opt = torch.optim.SGD([weight, bias], lr=4.0 * n / lam_max, momentum=0.9)
+    for epoch in range(epochs):
+        loss = F.cross_entropy(X @ weight.T + bias + alpha * T, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (epoch + 1) % every == 0:
+            with torch.no_grad():
+                alpha -= lr_alpha * alpha.grad
+            if reset_alpha_grad:
+                alpha.grad = None
+    return weight.detach(), bias.detach(), alpha.detach()
+
+
+@pytest.mark.parametrize("epochs", [9, 10, 15, 19, 31])
+def test_lpplusplus_follows_the_official_updates(epochs):
+    """W, b and α after a few full-batch epochs equal an independent float64 loop of the official updates:
+    no α step before epoch 10, the first at epoch 10 (official and cliplab identical up to epoch 19), the
+    next ones at 20, 30 (cliplab's documented reset of the α gradient)."""
+    t = make_task(C=6, D=16, shots=5, n_test=10, seed=3)
+    est = LPPlusPlus(epochs=epochs).fit(t["X"], t["y"], text_weights=t["W"])
+    W, b, alpha = lpplusplus_reference(t["X"], t["y"], t["W"], epochs)
+    init = lpplusplus_reference(t["X"], t["y"], t["W"], 0)[2]
+    # α moves by ~0.1 per step (from ~100); float32 vs float64 agree to ~1e-5, so compare at 2e-4 absolute
+    if epochs < 10:
+        assert torch.equal(alpha, init)
+    else:
+        assert (alpha - init).abs().max() > 0.05
+    np.testing.assert_allclose(est.alpha_.double().numpy(), alpha.numpy(), rtol=0, atol=2e-4)
+    scale = W.abs().max().item()
+    np.testing.assert_allclose(est.coef_.double().numpy(), W.numpy(), rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(est.intercept_.double().numpy(), b.numpy(), rtol=0, atol=1e-5 * scale)
+    if epochs < 20:  # before the second α step the official (never reset) gradient is the same
+        official = lpplusplus_reference(t["X"], t["y"], t["W"], epochs, reset_alpha_grad=False)[2]
+        torch.testing.assert_close(official, alpha)
