@@ -6,6 +6,15 @@ fixed vocabulary (``VOCABULARY``); class labels for the shape, colour or shape+c
 shapes/colours (OOD), held-out shape–colour combinations (compositional generalisation) and
 corruptions with severities 1–5 (distribution shift).
 
+Two axes the captions never mention, so that zero-shot is weak and supervision helps (the regime of
+few-shot adaptation papers):
+
+- **patterns** (``task="pattern"``, or ``patterns=True`` on any task): each object is filled plain,
+  striped, dotted or checkered; the captions stay those of the plain world, so a model trained on
+  them has no words for the classes.
+- **styles** (``style="outline"`` or ``"sketch"``): a rendering shift — hollow contours on the usual
+  dark background, or wobbly hand-drawn strokes on light paper — for robustness, OOD and estimation.
+
 Everything is deterministic: attributes are drawn in blocks of ``_BLOCK`` images, each block from
 ``np.random.default_rng([seed, split, block])``, so image ``i`` depends only on (split, seed, i,
 options) — not on ``n`` nor on the order images are requested in.
@@ -23,12 +32,15 @@ from PIL import Image, ImageDraw
 from cliplab.data.base import Dataset, stable_hash
 from cliplab.data.corruptions import CORRUPTIONS, check_corruption, corrupt
 
-__all__ = ["COLOURS", "HELD_OUT_COLOURS", "HELD_OUT_COMBOS", "HELD_OUT_SHAPES", "POSITIONS", "RENDER_VERSION",
-           "SHAPES", "SIZES", "TEMPLATES", "VOCABULARY", "ShapesDataset", "shapes"]  # fmt: skip
+__all__ = ["COLOURS", "HELD_OUT_COLOURS", "HELD_OUT_COMBOS", "HELD_OUT_SHAPES", "PATTERNS", "POSITIONS",
+           "RENDER_VERSION", "SHAPES", "SIZES", "STYLES", "TEMPLATES", "VOCABULARY", "ShapesDataset",
+           "shapes"]  # fmt: skip
 
 #: bump whenever rendering or captions change (keys feature and model caches)
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 
+PATTERNS: tuple[str, ...] = ("plain", "striped", "dotted", "checkered")
+STYLES: tuple[str, ...] = ("solid", "outline", "sketch")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond")
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
 HELD_OUT_SHAPES: tuple[str, ...] = ("pentagon", "heart", "moon")
@@ -43,7 +55,7 @@ HELD_OUT_COMBOS: tuple[tuple[str, str], ...] = (
     ("star", "blue"),
 )
 
-TASKS = ("shape", "colour", "shape_colour")
+TASKS = ("shape", "colour", "shape_colour", "pattern")
 SPLITS = ("train", "val", "test")
 _TASK_ALIASES = {"color": "colour", "shape_color": "shape_colour"}
 _HELD_OUT_ALIASES = {"colors": "colours"}
@@ -52,9 +64,11 @@ TEMPLATES: dict[str, list[str]] = {
     "shape": ["a {}.", "a drawing of a {}.", "a photo of a {}."],
     "colour": ["a {} shape.", "a {} object.", "something {}."],
     "shape_colour": ["a {}.", "a drawing of a {}."],
+    "pattern": ["a {} shape.", "a {} object.", "something {}."],
 }
 
-_CLASSNAMES = {"shape": SHAPES, "colour": COLOURS, "shape_colour": tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)}
+_CLASSNAMES = {"shape": SHAPES, "colour": COLOURS, "shape_colour": tuple(f"{c} {s}" for c in COLOURS for s in SHAPES),
+               "pattern": PATTERNS}  # fmt: skip
 _ALL_SHAPES = SHAPES + HELD_OUT_SHAPES
 _ALL_COLOURS = COLOURS + HELD_OUT_COLOURS
 # red, green, blue, yellow, purple, orange; held out: pink, cyan
@@ -63,7 +77,8 @@ _RGB = np.array([(220, 40, 40), (40, 180, 60), (50, 90, 230), (235, 215, 40), (1
 _PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
 _PHRASE["center"] = "in the center"
 _RELATION = {"left": "to the left of", "right": "to the right of", "top": "above", "bottom": "below"}
-_ATTRIBUTE_NAMES = {"shape": _ALL_SHAPES, "colour": _ALL_COLOURS, "size": SIZES, "position": POSITIONS}
+_ATTRIBUTE_NAMES = {"shape": _ALL_SHAPES, "colour": _ALL_COLOURS, "size": SIZES, "position": POSITIONS,
+                    "pattern": PATTERNS}  # fmt: skip
 _OPPOSITE = np.array([1, 0, 3, 2])  # position index of the second object given the first's
 
 # Caption forms. One object: a detailed, a medium and a partial (shape-only or colour-only) caption.
@@ -84,7 +99,7 @@ _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")  # the word-level pre-tokenisation 
 def _vocabulary() -> list[str]:
     texts = [*_DETAILED_1, *_MEDIUM_1, *_PARTIAL_1, *_DETAILED_2, *_MEDIUM_2, *_PARTIAL_2]
     texts += [t for ts in TEMPLATES.values() for t in ts] + list(_PHRASE.values()) + list(_RELATION.values())
-    texts += list(_ALL_SHAPES + _ALL_COLOURS + SIZES)
+    texts += list(_ALL_SHAPES + _ALL_COLOURS + SIZES + PATTERNS)
     stripped = (re.sub(r"\{[a-z0-9]*\}", " ", t) for t in texts)
     return sorted({w for t in stripped for w in _WORD.findall(t.lower())})
 
@@ -163,6 +178,55 @@ def _noise_bank(size: int) -> np.ndarray:
     return _NOISE[size]
 
 
+def _polygon_mask(pts: np.ndarray, C: int, *, width: int = 0) -> np.ndarray:
+    """Boolean ``[C, C]`` mask of a filled polygon (``width=0``) or of its closed outline ``width`` px wide."""
+    img = Image.new("L", (C, C), 0)
+    draw = ImageDraw.Draw(img)
+    flat = pts.ravel().tolist()
+    if width:
+        draw.line([*flat, *flat[:2]], fill=255, width=width, joint="curve")
+    else:
+        draw.polygon(flat, fill=255)
+    return np.asarray(img) > 127
+
+
+def _shape_mask(pts: np.ndarray, C: int, style: str, radius: float, rng: np.random.Generator | None) -> np.ndarray:
+    """Where an object's paint goes: the filled polygon, a hollow contour, or two wobbly pencil strokes."""
+    if style == "solid":
+        return _polygon_mask(pts, C)
+    if style == "outline":
+        return _polygon_mask(pts, C, width=max(2, round(0.22 * radius)))
+    assert rng is not None
+    mask = np.zeros((C, C), dtype=bool)
+    for _ in range(2):  # each stroke: every vertex displaced, the whole contour slightly shifted
+        wobble = rng.normal(0, 0.06 * radius, pts.shape) + rng.normal(0, 0.04 * radius, (1, 2))
+        mask |= _polygon_mask(pts + wobble, C, width=max(2, round(0.1 * radius)))
+    return mask
+
+
+def _pattern_mask(pattern: int, angle: int, phase: np.ndarray, C: int, S: int) -> np.ndarray:
+    """Where a patterned fill keeps paint: stripes, a grid of dots or a checkerboard, in canvas pixels.
+
+    Periods are in output pixels (``S``): stripes and checks every 4 px, dots every 5 px; the pattern's
+    orientation is a multiple of 45° and its phase random, so no single pixel position identifies it.
+    """
+    scale = C / S
+    y, x = np.mgrid[0:C, 0:C].astype(np.float64) / scale
+    t = np.deg2rad(45.0 * angle)
+    u = x * np.cos(t) + y * np.sin(t)
+    v = -x * np.sin(t) + y * np.cos(t)
+    name = PATTERNS[pattern]
+    if name == "striped":
+        return ((u / 4.0 + phase[0]) % 1.0) < 0.5
+    if name == "checkered":
+        return (np.floor(u / 4.0 + phase[0]) + np.floor(v / 4.0 + phase[1])) % 2 == 0
+    if name == "dotted":
+        du = ((u / 5.0 + phase[0]) % 1.0) - 0.5
+        dv = ((v / 5.0 + phase[1]) % 1.0) - 0.5
+        return du * du + dv * dv < 0.3**2
+    raise ValueError(f"unknown pattern {pattern!r}")
+
+
 # ---------------------------------------------------------------------------------------------- dataset
 def _choice(value: Any, accepted: Sequence[Any], what: str, aliases: dict[str, str] | None = None) -> Any:
     value = (aliases or {}).get(value, value) if isinstance(value, str) else value
@@ -191,6 +255,8 @@ class ShapesDataset(Dataset):
         severity: int = 3,
         image_size: int = 64,
         combos: str | None = None,
+        style: str = "solid",
+        patterns: bool | None = None,
     ):
         self.split = _choice(split, SPLITS, "split")
         self.task = _choice(task, TASKS, "task", _TASK_ALIASES)
@@ -198,6 +264,14 @@ class ShapesDataset(Dataset):
         self.objects = _choice(objects, (1, 2, "mixed"), "objects")
         self.objects = self.objects if self.objects == "mixed" else int(self.objects)
         combos = _choice(combos, (None, "held_in", "held_out"), "combos")
+        self.style = _choice(style, STYLES, "style")
+        if patterns is None:
+            patterns = self.task == "pattern"
+        if not isinstance(patterns, bool | np.bool_):
+            raise ValueError(f"patterns must be true or false, got {patterns!r}")
+        if self.task == "pattern" and not patterns:
+            raise ValueError("task='pattern' needs patterns=True (plain objects only would leave one class)")
+        self.patterns = bool(patterns)
         for name, value in (("n", n), ("seed", seed), ("image_size", image_size), ("severity", severity)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -223,6 +297,8 @@ class ShapesDataset(Dataset):
         self.classnames = list(_CLASSNAMES[self.task])
         self.templates = list(TEMPLATES[self.task])
         self.name = f"shapes-{self.task}-{self.split}" + (f"-ood-{self.held_out}" if self.held_out else "")
+        if self.style != "solid":
+            self.name += f"-{self.style}"
         if corruption is not None:
             self.name += f"-{corruption}{self.severity}"
         self._draw()
@@ -239,6 +315,8 @@ class ShapesDataset(Dataset):
             lab = None if self.held_out == "shapes" else sh
         elif self.task == "colour":
             lab = None if self.held_out == "colours" else co
+        elif self.task == "pattern":
+            lab = a["pattern"][:, 0]
         else:
             lab = None if self.held_out else co * len(SHAPES) + sh
         self._labels = None if lab is None else lab.astype(np.int64)
@@ -284,6 +362,10 @@ class ShapesDataset(Dataset):
             if self.combos == "held_in":
                 todo |= np.isin(code, bad_code)
 
+        # draws added after the original ones, so that every earlier attribute keeps its value
+        pattern = rng.integers(0, len(PATTERNS), (B, 2)) if self.patterns else np.zeros((B, 2), dtype=np.int64)
+        pattern_angle = rng.integers(0, 4, (B, 2))  # stripe / grid orientation: 0, 45, 90, 135 degrees
+        pattern_phase = rng.random((B, 2, 2))
         single = n_obj == 1
         pair_pos = np.stack([orient, _OPPOSITE[orient]], 1)
         pos = np.where(single[:, None], np.stack([pos1, pos1], 1), pair_pos)
@@ -295,11 +377,12 @@ class ShapesDataset(Dataset):
         radius = np.where(single[:, None], _RADIUS[1][size], _RADIUS[2][size]) * radius_jit
         rgb = np.clip(_RGB[colour] + rgb_jit, 0, 255)
         absent = np.arange(2)[None, :] >= n_obj[:, None]
-        for arr in (shape, colour, size, pos):
+        for arr in (shape, colour, size, pos, pattern):
             arr[absent] = -1
         return dict(
             n_objects=n_obj, shape=shape, colour=colour, size=size, position=pos, xy=xy, radius=radius,
-            angle=angle, rgb=rgb, bg=bg, noise_off=noise_off, cap=cap,
+            angle=angle, rgb=rgb, bg=bg, noise_off=noise_off, cap=cap, pattern=pattern,
+            pattern_angle=pattern_angle, pattern_phase=pattern_phase,
         )  # fmt: skip
 
     @property
@@ -314,7 +397,7 @@ class ShapesDataset(Dataset):
         return self._table
 
     def describe(self, index: int) -> list[dict[str, str]]:
-        """The objects of image ``index``: ``[{"shape", "colour", "size", "position"}, ...]``."""
+        """The objects of image ``index``: ``[{"shape", "colour", "size", "position", "pattern"}, ...]``."""
         i, table = self._index(index), self.attributes
         return [
             {k: str(table[k + sfx][i]) for k in _ATTRIBUTE_NAMES} for sfx in ("", "2")[: int(table["n_objects"][i])]
@@ -337,13 +420,23 @@ class ShapesDataset(Dataset):
         i = self._index(index)
         a, S = self._a, self.image_size
         C = 2 * S  # drawn at twice the size, then box-filtered: anti-aliased edges
-        img = Image.new("RGB", (C, C), tuple(int(v) for v in a["bg"][i]))
-        draw = ImageDraw.Draw(img)
+        sketch_rng = np.random.default_rng([self.seed, self._split_id, i, 4241]) if self.style == "sketch" else None
+        bg = a["bg"][i] if sketch_rng is None else np.clip(230 - a["bg"][i] // 2, 0, 255)  # light paper
+        canvas = np.empty((C, C, 3), dtype=np.uint8)
+        canvas[:] = bg.astype(np.uint8)
         for k in range(int(a["n_objects"][i])):
             c, s = np.cos(a["angle"][i, k]), np.sin(a["angle"][i, k])
-            pts = _UNIT[a["shape"][i, k]] @ np.array([[c, s], [-s, c]]) * (a["radius"][i, k] * C) + a["xy"][i, k] * C
-            draw.polygon(pts.ravel().tolist(), fill=tuple(int(v) for v in a["rgb"][i, k]))
-        arr = np.asarray(img.reduce(2), dtype=np.int16)
+            r = a["radius"][i, k] * C
+            pts = _UNIT[a["shape"][i, k]] @ np.array([[c, s], [-s, c]]) * r + a["xy"][i, k] * C
+            rgb = a["rgb"][i, k]
+            if sketch_rng is not None:
+                rgb = np.clip(rgb * 0.8, 0, 255)  # ink a little darker than paint, so yellow shows on paper
+            mask = _shape_mask(pts, C, self.style, r, sketch_rng)
+            if a["pattern"][i, k] > 0:
+                mask &= _pattern_mask(int(a["pattern"][i, k]), int(a["pattern_angle"][i, k]),
+                                      a["pattern_phase"][i, k], C, S)  # fmt: skip
+            canvas[mask] = rgb.astype(np.uint8)
+        arr = np.asarray(Image.fromarray(canvas, "RGB").reduce(2), dtype=np.int16)
         oy, ox = a["noise_off"][i]
         arr = np.clip(arr + _noise_bank(S)[oy : oy + S, ox : ox + S], 0, 255).astype(np.uint8)
         if self.corruption is not None:
@@ -404,7 +497,7 @@ class ShapesDataset(Dataset):
             "split": self.split, "n": self.n, "seed": self.seed, "task": self.task, "objects": self.objects,
             "held_out": self.held_out, "corruption": self.corruption,
             "severity": self.severity if self.corruption else None, "image_size": self.image_size,
-            "combos": self.combos,
+            "combos": self.combos, "style": self.style, "patterns": self.patterns,
         }  # fmt: skip
 
     def fingerprint(self) -> str:
@@ -424,13 +517,16 @@ def shapes(
     severity: int = 3,
     image_size: int = 64,
     combos: str | None = None,
+    style: str = "solid",
+    patterns: bool | None = None,
 ) -> ShapesDataset:
     """The built-in shapes world: ``n`` images of one or two coloured shapes, with captions and labels.
 
     Args:
         split: "train", "val" or "test" — disjoint random streams.
         n: number of images. seed: random seed (image ``i`` depends only on split, seed, ``i``, options).
-        task: "shape", "colour" (or "color") or "shape_colour" — sets ``classnames``, ``labels``, ``templates``.
+        task: "shape", "colour" (or "color"), "shape_colour" or "pattern" (the first object's fill, which no
+            caption names) — sets ``classnames``, ``labels``, ``templates``.
         objects: 1, 2 or "mixed"; labels refer to the first object.
         held_out: None, "shapes" or "colours": draw that attribute from ``HELD_OUT_SHAPES`` /
             ``HELD_OUT_COLOURS`` (OOD data; its task's ``labels`` are None, ``classnames`` stay the ID ones).
@@ -438,5 +534,9 @@ def shapes(
         image_size: side in pixels (at least 16).
         combos: "held_in" (never a pair of ``HELD_OUT_COMBOS``), "held_out" (the first object is such a
             pair) or None: "held_in" for the train split, every combination otherwise.
+        style: "solid" (the training world), "outline" (hollow contours) or "sketch" (hand-drawn strokes on
+            light paper): a rendering shift; the layout, labels and captions stay those of "solid".
+        patterns: fill objects with ``PATTERNS`` at random (default: only for ``task="pattern"``); off, every
+            object is plain.
     """
     return ShapesDataset(**locals())
