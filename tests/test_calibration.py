@@ -170,3 +170,45 @@ def test_errors():
         TemperatureScaling().transform(z)
     with pytest.raises(RuntimeError, match="not fitted"):
         LogitNormConfidence().score(z)
+
+
+def _probs_with_confidence(conf, n_classes=64):
+    """Rows whose max probability is exactly ``conf`` (class 0); the rest share ``1 − conf`` (all below ``conf``)."""
+    conf = np.asarray(conf, dtype=np.float64)
+    p = np.repeat(((1.0 - conf) / (n_classes - 1))[:, None], n_classes, axis=1)
+    p[:, 0] = conf
+    assert (p[:, 1:] < p[:, :1]).all()
+    return p
+
+
+@pytest.mark.parametrize("n_bins", [4, 8, 16])
+def test_confidence_on_a_bin_edge_belongs_to_the_lower_bin(n_bins):
+    """Bins are (m/M, (m+1)/M]: a confidence exactly j/M (exact in binary for these M) is in bin j − 1.
+
+    Per bin j − 1: the midpoint (j − ½)/M predicted wrong and the edge j/M predicted right, so every bin holds
+    2 samples, accuracy ½ and confidence (j − ¼)/M; an edge counted in the upper bin changes all three."""
+    j = np.arange(1, n_bins + 1)
+    conf = np.concatenate([(j - 0.5) / n_bins, j / n_bins])
+    labels = np.concatenate([np.ones(n_bins, int), np.zeros(n_bins, int)])  # class 0 is every row's argmax
+    r = reliability_diagram(_probs_with_confidence(conf), labels, n_bins=n_bins, from_probs=True)
+    np.testing.assert_array_equal(r["bin_upper"], j / n_bins)
+    np.testing.assert_array_equal(r["count"], np.full(n_bins, 2))
+    np.testing.assert_allclose(r["accuracy"], 0.5, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(r["confidence"], (j - 0.25) / n_bins, rtol=0, atol=1e-15)
+    expected = np.sum(2 / (2 * n_bins) * np.abs(0.5 - (j - 0.25) / n_bins))
+    assert r["ece"] == pytest.approx(expected, abs=1e-12)
+    assert ece(_probs_with_confidence(conf), labels, n_bins, from_probs=True) == pytest.approx(expected, abs=1e-12)
+
+
+def test_confidence_equal_to_the_reported_upper_edge_stays_in_its_bin():
+    """15 bins (edges m/15 not exact in binary): a confidence equal to a bin's own reported ``bin_upper`` is in
+    that bin, so each of the 14 inner edges (a bin's ``bin_lower``) is in the bin below; 1.0 is in the last bin."""
+    first = reliability_diagram(_probs_with_confidence([0.5]), [0], n_bins=15, from_probs=True)
+    upper, lower = first["bin_upper"], first["bin_lower"]
+    assert upper[-1] == 1.0 and lower[0] == 0.0
+    np.testing.assert_array_equal(upper[:-1], lower[1:])
+    r = reliability_diagram(_probs_with_confidence(upper), np.zeros(15, int), n_bins=15, from_probs=True)
+    np.testing.assert_array_equal(r["count"], np.ones(15, int))
+    np.testing.assert_array_equal(r["confidence"], upper)
+    r = reliability_diagram(_probs_with_confidence(lower[1:]), np.zeros(14, int), n_bins=15, from_probs=True)
+    np.testing.assert_array_equal(r["count"], [1] * 14 + [0])
