@@ -61,3 +61,83 @@ def load_dataset(spec: str | os.PathLike | Dataset, *, split: str = "test", **op
         return CaptionDataset(path, **options)
     forms = "\n  - ".join(DATA_FORMS)
     raise ValueError(f"unknown dataset spec {s!r}: no such file or directory. Accepted forms:\n  - {forms}")
+
+
+def check_data_spec(spec: str | os.PathLike | Dataset, *, split: str = "test", **options: Any) -> None:
+    """Raise what ``load_dataset(spec, split=split, **options)`` would raise for a bad spec, without loading it.
+
+    Cheap: no image is read or rendered and folders are not walked. It checks that the spec parses, that its
+    options are known (and, for ``shapes``, valid), that a path exists and has a form ``load_dataset`` reads: a
+    folder with class sub-folders or image files, a ``.csv``/``.tsv``/``.jsonl`` caption file.
+    """
+    import inspect
+
+    if isinstance(spec, Dataset):
+        return
+    s = str(spec)
+    name, _, rest = s.removeprefix("builtin:").partition(":")
+    if name == "shapes":
+        from cliplab.data.shapes import shapes
+
+        try:
+            opts = {"split": split, **parse_options(rest), **options}
+        except ValueError as err:
+            raise ValueError(f"dataset spec {s!r}: {err}") from err
+        known = list(inspect.signature(shapes).parameters)
+        unknown = [k for k in opts if k not in known]
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise ValueError(f"dataset spec {s!r}: unknown option(s) {names}; shapes takes {', '.join(known)}")
+        n = opts.get("n", 1)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            opts["n"] = 1  # only the options matter here; one image's attributes are drawn, none rendered
+        try:
+            shapes(**opts)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"dataset spec {s!r}: {err}") from err
+        return
+    path = Path(s).expanduser()
+    if path.is_dir():
+        from cliplab.data.folders import IMAGE_EXTENSIONS, ImageFolder
+
+        has_classes = has_images = False
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    has_classes = True
+                    break
+                has_images = has_images or os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
+        if options:
+            if not has_classes:
+                raise ValueError(f"dataset {s!r}: {path} has no class sub-folders (expected root/<class>/<images>)")
+            _check_keywords(s, options, ImageFolder)
+        elif not has_classes and not has_images:
+            raise ValueError(
+                f"dataset {s!r}: {path} has neither class sub-folders nor image files ({', '.join(IMAGE_EXTENSIONS)})"
+            )
+        return
+    if path.is_file():
+        from cliplab.data.folders import CaptionDataset
+
+        if path.suffix.lower() not in (".csv", ".tsv", ".jsonl", ".json"):
+            raise ValueError(f"dataset {s!r}: unsupported caption file type {path.suffix!r} (use .csv, .tsv or .jsonl)")
+        _check_keywords(s, options, CaptionDataset)
+        return
+    if path.exists():
+        raise ValueError(f"dataset {s!r}: {path} is neither a folder nor a caption file")
+    forms = "\n  - ".join(DATA_FORMS)
+    raise ValueError(f"unknown dataset spec {s!r}: no such file or directory. Accepted forms:\n  - {forms}")
+
+
+def _check_keywords(spec: str, options: dict[str, Any], cls: type) -> None:
+    import inspect
+
+    known = [p.name for p in inspect.signature(cls).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise ValueError(
+            f"dataset spec {spec!r}: unknown option(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+            f"it takes {', '.join(known) or 'none'}"
+        )

@@ -70,3 +70,43 @@ def load_model(spec: str | os.PathLike | Model, device: str | torch.device | Non
     if path.exists():
         raise _unknown(s, f"{path} is a file, not a model directory")
     raise _unknown(s, "it is neither an existing directory nor a known prefix")
+
+
+def check_model_spec(spec: str | os.PathLike | Model) -> None:
+    """Raise what ``load_model(spec)`` would raise for a spec of no known form, without loading anything.
+
+    Cheap: a prefix needs its argument (and ``openclip:`` the open_clip package, found but not imported), a
+    ``builtin:`` name must be registered, a local path must be a directory with a ``config.json``.
+    """
+    if isinstance(spec, Model):
+        return
+    s = str(spec)
+    if s.startswith("hf:"):
+        if not s[3:]:
+            raise _unknown(s, "the hf: prefix needs a repository id, e.g. hf:openai/clip-vit-base-patch32")
+        return
+    if s.startswith("openclip:"):
+        import importlib.util
+
+        from cliplab.models.openclip import INSTALL_HINT
+
+        if not s[len("openclip:") :].partition("/")[0]:
+            raise _unknown(s, "the openclip: prefix needs an architecture, e.g. openclip:ViT-B-32/laion2b_s34b_b79k")
+        if importlib.util.find_spec("open_clip") is None:
+            raise ImportError(f"model spec {s!r}: {INSTALL_HINT}")
+        return
+    if s.startswith("builtin:"):
+        from cliplab.models.builtin import BUILTIN_MODELS
+
+        name = s[len("builtin:") :]
+        if name not in BUILTIN_MODELS:
+            raise _unknown(s, f"no built-in model {name!r} (available: {', '.join(sorted(BUILTIN_MODELS))})")
+        return
+    path = Path(s).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise _unknown(s, f"directory {path} has no config.json, so it is not a Hugging Face model directory")
+        return
+    if path.exists():
+        raise _unknown(s, f"{path} is a file, not a model directory")
+    raise _unknown(s, "it is neither an existing directory nor a known prefix")
