@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from cliplab.cli import preflight
 from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
 from cliplab.cli.zeroshot import load_templates
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise UsageError(f"{what} must be comma-separated integers, got {text!r}") from err
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,19 +31,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cliplab.adapt.protocol import base_to_new, run_few_shot
+    from cliplab.adapt.protocol import METHODS, base_to_new, run_few_shot
     from cliplab.assess import split_half
     from cliplab.data import load_dataset
     from cliplab.features import embed, embed_views
     from cliplab.models import load_model
     from cliplab.zeroshot import zeroshot_weights
 
-    shots, seeds = _ints(args.shots, "--shots"), _ints(args.seeds, "--seeds")
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    shots, seeds = preflight.ints(args.shots, "--shots"), preflight.ints(args.seeds, "--seeds")
+    methods = preflight.names(args.methods, "--methods", METHODS) or None
+    if args.views < 0:
+        raise UsageError(f"--views must be >= 0, got {args.views}")
+    preflight.common(args)
+    preflight.templates(args.templates)
+    preflight.data(args.data, split="train")
+    builtin = str(args.data).removeprefix("builtin:").split(":")[0] == "shapes"
+    if args.test_data or builtin:
+        preflight.data(args.test_data or args.data, "--test-data" if args.test_data else "DATA", split="test")
+    preflight.model(args.model)
+    preflight.model(args.aux_model, "--aux-model")
     model = load_model(args.model, device=args.device)
     kw = {"batch_size": args.batch_size, "cache_dir": cache_dir(args), "progress": not args.quiet}
     train_ds = load_dataset(args.data, split="train")
-    builtin = str(args.data).removeprefix("builtin:").split(":")[0] == "shapes"
     train = embed(model, train_ds, **kw)
     if train.labels is None or not train.classnames:
         raise UsageError(f"dataset {train_ds.name!r} has no labels; few-shot adaptation needs labelled data")

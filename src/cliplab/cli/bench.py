@@ -6,7 +6,8 @@ import argparse
 import sys
 import time
 
-from cliplab.cli.common import add_common, cache_dir, print_json, print_table
+from cliplab.cli import preflight
+from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,12 +36,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check(args: argparse.Namespace) -> tuple[list[str] | None, tuple[int, ...]]:
+    """Every spec, path and list option of a run, before any work; returns the stages and seeds."""
+    from cliplab.bench.runner import STAGES
+
+    only = preflight.names(args.only, "--only", STAGES)
+    seeds = tuple(preflight.ints(args.seeds, "--seeds"))
+    if not seeds:
+        raise UsageError("--seeds needs at least one seed")
+    if args.n <= 0:
+        raise UsageError(f"--n must be a positive number of images, got {args.n}")
+    preflight.common(args)
+    preflight.output_dir(args.output, "--output")
+    builtin = str(args.data).removeprefix("builtin:").split(":")[0] == "shapes"
+    preflight.data(args.data, "--data", **({"n": args.n} if builtin else {}))
+    for spec in args.ood_data:
+        preflight.data(spec, "--ood-data")
+    preflight.model(args.model, "--model")
+    return only, seeds
+
+
 def run(args: argparse.Namespace) -> int:
     from cliplab.bench import run_bench
     from cliplab.models import load_model
 
     if args.compare:
+        for path in args.compare:
+            preflight.existing_file(path, "--compare", "results file")
         return run_compare(args)
+    only, seeds = check(args)
 
     def log(msg: str) -> None:
         if not args.quiet:
@@ -50,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = load_model(args.model, device=args.device)
     load_seconds = time.perf_counter() - t0
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     results = run_bench(
         model,
         args.data,
@@ -61,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=cache_dir(args),
         progress=not args.quiet,
         log=log,
-        seeds=tuple(int(v) for v in args.seeds.split(",") if v.strip()),
+        seeds=seeds,
         ood_data=args.ood_data,
         load_seconds=load_seconds,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cliplab.cli import preflight
 from cliplab.cli.common import add_common, cache_dir, print_json
 
 
@@ -22,6 +23,10 @@ def run(args: argparse.Namespace) -> int:
     from cliplab.features import embed
     from cliplab.models import load_model
 
+    preflight.common(args)
+    preflight.output_file(args.output, "--output")
+    preflight.data(args.data, split=args.split)
+    preflight.model(args.model)
     model = load_model(args.model, device=args.device)
     dataset = load_dataset(args.data, split=args.split)
     feats = embed(model, dataset, batch_size=args.batch_size, cache_dir=cache_dir(args), progress=not args.quiet)

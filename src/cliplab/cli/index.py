@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cliplab.cli.common import add_common, print_json, print_table
+from cliplab.cli import preflight
+from cliplab.cli.common import UsageError, add_common, print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,11 +44,27 @@ def model_spec_for_manifest(spec: str) -> str:
     return str(path.resolve()) if path.exists() else spec
 
 
+def check(args: argparse.Namespace) -> None:
+    """The model spec, the image folder and the index directory, before any work."""
+    from cliplab.index.vector_index import MANIFEST
+
+    preflight.common(args)
+    if args.chunk_size <= 0:
+        raise UsageError(f"--chunk-size must be positive, got {args.chunk_size}")
+    preflight.existing_dir(args.image_dir, "IMAGE_DIR", "image folder")
+    preflight.output_dir(args.output, "--output")
+    out = Path(args.output).expanduser()
+    if out.is_dir() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise UsageError(f"--output: {args.output} exists and is not a cliplab index (no {MANIFEST})")
+    preflight.model(args.model)
+
+
 def run_index(args: argparse.Namespace) -> int:
     from cliplab.index.collection import index_images
     from cliplab.models import load_model
     from cliplab.train.setup import init_distributed
 
+    check(args)
     env, device = init_distributed(args.device)
     try:
         model = load_model(args.model, device=device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cliplab.cli import preflight
 from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
 from cliplab.cli.zeroshot import load_templates
 
@@ -92,9 +93,27 @@ def _is_builtin(spec: str) -> bool:
     return spec.removeprefix("builtin:").split(":")[0] == "shapes"
 
 
+def _check(args: argparse.Namespace, *data: tuple[str | None, str, str | None]) -> None:
+    """The shared options, ``(spec, option, split)`` data specs (split None: ``--split``) and the model."""
+    preflight.common(args)
+    preflight.templates(getattr(args, "templates", None))
+    for spec, option, split in data:
+        preflight.data(spec, option, split=split or args.split)
+    preflight.model(args.model)
+
+
 def run_ood(args: argparse.Namespace) -> int:
     from cliplab.assess import ood_evaluation
+    from cliplab.assess.reliability import OOD_METHODS
 
+    methods = preflight.names(args.methods, "--methods", OOD_METHODS) or None
+    train_spec = args.train_data or (args.id_data if _is_builtin(args.id_data) else None)
+    _check(
+        args,
+        (args.id_data, "ID_DATA", None),
+        *((spec, "OOD_DATA", None) for spec in args.ood_data),
+        (train_spec, "--train-data" if args.train_data else "ID_DATA", "train"),
+    )
     s = _Session(args)
     id_ds = s.dataset(args.id_data)
     id_feats = s.features(id_ds)
@@ -102,12 +121,7 @@ def run_ood(args: argparse.Namespace) -> int:
     for spec in args.ood_data:
         ds = s.dataset(spec)
         ood[spec] = s.features(ds)
-    train = None
-    if args.train_data:
-        train = s.features(s.dataset(args.train_data, split="train"))
-    elif _is_builtin(args.id_data):
-        train = s.features(s.dataset(args.id_data, split="train"))
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    train = None if train_spec is None else s.features(s.dataset(train_spec, split="train"))
     res = ood_evaluation(
         id_feats,
         ood,
@@ -133,6 +147,7 @@ def run_ood(args: argparse.Namespace) -> int:
 def run_calibrate(args: argparse.Namespace) -> int:
     from cliplab.assess import calibration_evaluation, split_half
 
+    _check(args, (args.data, "DATA", None), (args.val_data, "--val-data", "val"))
     s = _Session(args)
     ds = s.dataset(args.data)
     feats = s.features(ds)
@@ -167,7 +182,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
 def run_estimate(args: argparse.Namespace) -> int:
     from cliplab.assess import estimation_evaluation
 
-    s = _Session(args)
     specs = list(args.data)
     if args.family == "corruptions":
         if len(specs) != 1 or not _is_builtin(specs[0]):
@@ -180,11 +194,14 @@ def run_estimate(args: argparse.Namespace) -> int:
     if len(specs) < 3:
         raise UsageError(f"estimation needs at least 3 shifted datasets to correlate over, got {len(specs)}")
     if args.val_data:
-        val_ds = s.dataset(args.val_data, split="val")
+        val_spec, val_option = args.val_data, "--val-data"
     elif _is_builtin(args.data[0]):
-        val_ds = s.dataset(args.data[0], split="val")
+        val_spec, val_option = args.data[0], "DATA"
     else:
         raise UsageError("--val-data is required for non-built-in data (ATC and DoC need labelled ID data)")
+    _check(args, (val_spec, val_option, "val"), *((spec, "DATA", None) for spec in specs))
+    s = _Session(args)
+    val_ds = s.dataset(val_spec, split="val")
     weights = s.weights(val_ds)
     vf = s.features(val_ds)
     sets = []

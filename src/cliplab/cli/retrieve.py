@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cliplab.cli import preflight
 from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
 
 CLIPSCORE_PREFIX = "A photo depicts "
@@ -37,10 +38,12 @@ def run_retrieve(args: argparse.Namespace) -> int:
     from cliplab.metrics import retrieval
     from cliplab.models import load_model
 
-    try:
-        ks = tuple(int(k) for k in args.ks.split(","))
-    except ValueError as err:
-        raise UsageError(f"--ks must be comma-separated integers, got {args.ks!r}") from err
+    ks = tuple(preflight.ints(args.ks, "--ks"))
+    if not ks or min(ks) < 1:
+        raise UsageError(f"--ks must be positive integers, got {args.ks!r}")
+    preflight.common(args)
+    preflight.data(args.data, split=args.split)
+    preflight.model(args.model)
     model = load_model(args.model, device=args.device)
     dataset = load_dataset(args.data, split=args.split)
     if not dataset.captions:
@@ -68,6 +71,10 @@ def run_score(args: argparse.Namespace) -> int:
         raise UsageError(f"{len(args.images)} images but {len(args.captions)} captions: give one caption per image")
     if args.references is not None and len(args.references) != len(args.images):
         raise UsageError(f"{len(args.references)} reference groups for {len(args.images)} images")
+    preflight.common(args)
+    for image in args.images:
+        preflight.existing_file(image, "--images", "image file")
+    preflight.model(args.model)
     model = load_model(args.model, device=args.device)
     img = model.encode_images(args.images, batch_size=args.batch_size)
     txt = model.encode_texts([args.prefix + c for c in args.captions])

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
+from cliplab.cli import preflight
 from cliplab.cli.common import print_json, print_table
+
+if TYPE_CHECKING:
+    from cliplab.train.config import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,10 +32,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check(config: TrainConfig) -> None:
+    """Every model and dataset spec and the output directory of a training config, before any work."""
+    preflight.output_dir(config.output_dir, "output_dir")
+    preflight.data(config.data.train, "data.train", split=config.data.split, **config.data.options)
+    preflight.data(config.eval.zeroshot, "eval.zeroshot", split=config.eval.split)
+    preflight.data(config.eval.retrieval, "eval.retrieval", split=config.eval.split)
+    if isinstance(config.eval.templates, str):
+        preflight.templates(config.eval.templates, "eval.templates", files=False)
+    preflight.model(config.model.spec, "model.spec")
+    if config.loss.distill is not None:
+        preflight.model(config.loss.distill.teacher, "loss.distill.teacher")
+
+
 def run(args: argparse.Namespace) -> int:
     from cliplab.train.config import TrainConfig
     from cliplab.train.trainer import Trainer, TrainingDiverged
 
+    preflight.existing_file(args.config, "CONFIG", "training config")
     config = TrainConfig.from_file(args.config)
     overrides = {
         k: v
@@ -39,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if overrides:
         config = config.replace(**overrides)
+    check(config)
     trainer = Trainer(config, progress=not args.quiet, resume=bool(args.resume))
     try:
         summary = trainer.fit()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cliplab.cli import preflight
 from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
 
 
@@ -53,13 +54,18 @@ def run(args: argparse.Namespace) -> int:
     from cliplab.models import load_model
     from cliplab.zeroshot import zeroshot_evaluate
 
+    preflight.common(args)
+    preflight.templates(args.templates)
+    classnames, templates = load_classnames(args.classnames), load_templates(args.templates)
+    preflight.data(args.data, split=args.split)
+    preflight.model(args.model)
     model = load_model(args.model, device=args.device)
     dataset = load_dataset(args.data, split=args.split)
     report = zeroshot_evaluate(
         model,
         dataset,
-        classnames=load_classnames(args.classnames),
-        templates=load_templates(args.templates),
+        classnames=classnames,
+        templates=templates,
         batch_size=args.batch_size,
         cache_dir=cache_dir(args),
         progress=not args.quiet,
