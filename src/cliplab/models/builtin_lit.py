@@ -246,20 +246,28 @@ class LitRecipe:
             }
             (Path(tmp) / LIT_FILE).write_text(json.dumps(lit, indent=2))
 
-    @staticmethod
-    def assemble(shipped_dir: str | os.PathLike, target_dir: str | os.PathLike, *, verify: bool = True) -> None:
+    def assemble(self, shipped_dir: str | os.PathLike, target_dir: str | os.PathLike, *, verify: bool = True) -> None:
         """Join a shipped part (``export_trained``) with MiniLM from site-packages into a full HF directory.
 
-        ``verify`` checks that the installed MiniLM weights hash to what the part was trained against.
+        Refuses a part made by another recipe (``lit.json``'s key is not ``self.key()``); ``verify`` also
+        checks that the installed MiniLM weights hash to what the part was trained against (reads 90 MB).
         """
         from safetensors.torch import load_file
-        from transformers import AutoTokenizer, BertModel, VisionTextDualEncoderConfig, VisionTextDualEncoderModel
+        from transformers import (
+            AutoTokenizer,
+            BertModel,
+            CLIPVisionModel,
+            VisionTextDualEncoderConfig,
+            VisionTextDualEncoderModel,
+        )
 
         from cliplab.models.hf import _load_preprocess
 
         shipped = Path(shipped_dir)
         text_dir = minilm_dir()
         lit = json.loads((shipped / LIT_FILE).read_text())
+        if lit.get("key") != self.key():
+            raise ValueError(f"{shipped} holds the recipe {lit.get('key')}, not this recipe's {self.key()}")
         if verify:
             actual = _file_sha256(text_dir / MINILM_WEIGHTS)
             if actual != lit["text_tower"]["sha256"]:
@@ -269,8 +277,6 @@ class LitRecipe:
                 )
         config = VisionTextDualEncoderConfig.from_pretrained(str(shipped))
         text = BertModel.from_pretrained(str(text_dir))
-        from transformers import CLIPVisionModel
-
         module = VisionTextDualEncoderModel(config, vision_model=CLIPVisionModel(config.vision_config), text_model=text)
         trained = load_file(str(shipped / TRAINED_FILE))
         missing, unexpected = module.load_state_dict({k: v.to(torch.float32) for k, v in trained.items()}, strict=False)
