@@ -150,3 +150,71 @@ def test_report_thumbnails_are_small():
     assert photo.startswith("data:image/jpeg;base64,")
     decoded = Image.open(io.BytesIO(base64.b64decode(photo.split(",", 1)[1])))
     assert decoded.size == (192, 144)
+
+
+def _replace_floats(obj, value):
+    """A copy of a results dict with every float (every metric, curve point, timing) replaced by ``value``."""
+    if isinstance(obj, dict):
+        return {k: _replace_floats(v, value) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_replace_floats(v, value) for v in obj]
+    return value if isinstance(obj, float) else obj
+
+
+def _visible_text(html):
+    import re
+
+    html = re.sub(r"<style>.*?</style>", "", html, flags=re.S)
+    html = re.sub(r'src="data:[^"]*"', "", html)
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+@pytest.mark.parametrize("missing", [None, float("nan")], ids=["None", "NaN"])
+def test_report_renders_missing_numbers_as_a_dash(bench_run, tmp_path, missing):
+    """results.json stores NaN (e.g. Spearman ρ of constant accuracies) as null: every number the report formats
+    (tables, cards, titles, legends, captions, figure limits) may be None, or NaN in memory, and renders as "–"."""
+    import re
+
+    from cliplab.bench.report import write_report
+
+    out, _ = bench_run
+    results = json.loads((out / "results.json").read_text())
+    broken = _replace_floats(results, missing)
+    html = write_report(broken, tmp_path / "report.html").read_text()
+    for anchor in ("overview", "zeroshot", "adapt", "retrieval", "ood", "calibration", "estimate"):
+        assert f'id="{anchor}"' in html
+    text = _visible_text(html)
+    assert not re.search(r"\b(nan|None|inf)\b", text, re.I)
+    assert text.count("–") > 50
+    assert html.count("data:image/png;base64,") >= 6  # the figures are still drawn
+
+
+def test_report_with_constant_shifted_sets(bench_run, tmp_path):
+    """The real case: every shifted set has the same accuracy, so R² and Spearman ρ are NaN (null in results.json)."""
+    from cliplab.bench.report import write_report
+
+    out, _ = bench_run
+    results = json.loads((out / "results.json").read_text())
+    est = results["stages"]["estimate"]
+    est["accuracy"] = dict.fromkeys(est["accuracy"], 0.5)
+    for e in est["estimators"].values():
+        e["r2"] = e["spearman"] = None
+    html = write_report(results, tmp_path / "report.html").read_text()
+    section = _visible_text(html.split('id="estimate"')[1])
+    assert "nan" not in section.lower()
+    first = next(iter(est["estimators"]))
+    from cliplab.bench.figures import name
+
+    row = section.split(name(first), 1)[1].split()[:2]  # the R² and ρ cells of the first estimator
+    assert row == ["–", "–"]
+
+
+def test_compare_with_missing_numbers(bench_run):
+    from cliplab.bench.compare import compare
+
+    out, _ = bench_run
+    a = json.loads((out / "results.json").read_text())
+    rows = {r[0]: r for r in compare(a, _replace_floats(a, None))}
+    assert rows["zeroshot/shape/acc1"][2] is None and rows["zeroshot/shape/acc1"][3] is None
+    rows = {r[0]: r for r in compare(a, _replace_floats(a, float("nan")))}
+    assert rows["calibration/ece"][3] is None

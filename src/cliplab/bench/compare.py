@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cliplab.bench.figures import finite
+
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
@@ -58,6 +60,6 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for key in list(dict.fromkeys([*ha, *hb])):
         va, vb = ha.get(key), hb.get(key)
-        delta = vb - va if isinstance(va, int | float) and isinstance(vb, int | float) else None
+        delta = vb - va if finite(va) and finite(vb) else None  # None (or NaN) on either side: no difference
         rows.append([key, va, vb, delta])
     return rows

@@ -6,7 +6,11 @@ Figures are drawn at a fixed width per layout so that text renders at the same s
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+import numpy as np
 
 #: figure sizes in inches (width, height) per layout
 HALF = (5.6, 4.2)
@@ -50,6 +54,48 @@ def name(key: str) -> str:
 #: a qualitative palette (Okabe–Ito, colour-blind safe) extended with greys
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C6D1F", "#7F7F7F", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h"]
+
+
+#: how the report writes a number that is missing or not a number (``None`` in results.json, NaN in memory)
+MISSING = "–"
+
+
+def finite(value: Any) -> bool:
+    """Whether ``value`` is a real, finite number (``None``, NaN, ±inf, bools and strings are not)."""
+    is_number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    return is_number and math.isfinite(value)
+
+
+def fmt(value: Any, spec: str = ".3f") -> str:
+    """``format(value, spec)`` for a finite number, else ``MISSING`` (Spearman ρ of constant data is NaN → None)."""
+    return format(value, spec) if finite(value) else MISSING
+
+
+def number(value: Any) -> Any:
+    """``value`` with NaN/±inf turned into ``None`` (which tables and cards print as a dash); others unchanged."""
+    return None if isinstance(value, float | np.floating) and not math.isfinite(value) else value
+
+
+def numbers(row: Sequence[Any]) -> list[Any]:
+    """A table row with every non-finite float turned into ``None``."""
+    return [number(v) for v in row]
+
+
+def floats(values: Iterable[Any]) -> np.ndarray:
+    """A float array for plotting: ``None`` (a NaN saved to JSON) back to NaN."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def rank(value: Any) -> float:
+    """A sort key for "best" (``max``): missing or NaN values rank last."""
+    return float(value) if finite(value) else -math.inf
+
+
+def finite_range(*values: Any) -> tuple[float, float] | None:
+    """``(min, max)`` over the finite entries of float arrays or numbers, or None when there are none."""
+    values = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in values])
+    values = values[np.isfinite(values)]
+    return (float(values.min()), float(values.max())) if values.size else None
 
 
 def builtin_world(results: dict[str, Any]) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 from cliplab._io import write_text_atomic
 from cliplab.bench import figures
 from cliplab.bench import html as H
-from cliplab.bench.figures import HALF, builtin_world, name
+from cliplab.bench.figures import HALF, MISSING, builtin_world, finite, fmt, name, number, numbers, rank
 from cliplab.bench.report_sections import adapt_section, calibration_section, estimate_section, ood_section
 
 STEP_NAMES = {
@@ -26,8 +26,8 @@ STEP_NAMES = {
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
+    if not finite(seconds):
+        return MISSING
     return f"{seconds:.1f} s" if seconds < 90 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
@@ -39,9 +39,10 @@ def _best_few_shot(results: dict[str, Any]) -> tuple[str, Any, str] | None:
     adapters = {m: r for m, r in res["results"].items() if m != "zeroshot" and k in r}
     if not adapters:
         return None
-    method, r = max(adapters.items(), key=lambda kv: kv[1][k]["mean"])
-    gain = 100 * (r[k]["mean"] - res["zeroshot"])
-    return f"best {k}-shot accuracy", r[k]["mean"], f"{name(method)} · {gain:+.1f} pt over zero-shot"
+    method, r = max(adapters.items(), key=lambda kv: rank(kv[1][k]["mean"]))
+    mean, zs = r[k]["mean"], res.get("zeroshot")
+    gain = fmt(100 * (mean - zs), "+.1f") if finite(mean) and finite(zs) else MISSING
+    return f"best {k}-shot accuracy", number(mean), f"{name(method)} · {gain} pt over zero-shot"
 
 
 def _headline(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
@@ -50,27 +51,29 @@ def _headline(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
     items: list[tuple[str, Any, str]] = []
     for task, rep in (stages.get("zeroshot") or {}).items():
         if "acc1" in rep:
-            items.append(("zero-shot accuracy", rep["acc1"], f"{name(task)} task · {rep['n']} images"))
+            items.append(("zero-shot accuracy", number(rep["acc1"]), f"{name(task)} task · {rep['n']} images"))
     best = _best_few_shot(results)
     if best:
         items.append(best)
     ret = stages.get("retrieval") or {}
     if "image_retrieval_recall@1" in ret:
-        detail = f"image → text R@1 {ret['text_retrieval_recall@1']:.3f} · {ret['n_images']} images"
-        items.append(("text → image R@1", ret["image_retrieval_recall@1"], detail))
+        detail = f"image → text R@1 {fmt(ret.get('text_retrieval_recall@1'))} · {ret['n_images']} images"
+        items.append(("text → image R@1", number(ret["image_retrieval_recall@1"]), detail))
     for r in (stages.get("ood") or {}).values():
         if isinstance(r, dict) and r.get("sets"):
             (set_name, table), *_ = r["sets"].items()
-            method = max(table, key=lambda m: table[m]["auroc"])
-            items.append(("best OOD AUROC", table[method]["auroc"], f"{name(method)} · {set_name}"))
+            method = max(table, key=lambda m: rank(table[m]["auroc"]))
+            items.append(("best OOD AUROC", number(table[method]["auroc"]), f"{name(method)} · {set_name}"))
     cal = stages.get("calibration") or {}
     if "ece" in cal:
-        items.append(("calibration error (ECE)", cal["ece"], f"{cal['ece_scaled']:.3f} after temperature scaling"))
+        detail = f"{fmt(cal.get('ece_scaled'))} after temperature scaling"
+        items.append(("calibration error (ECE)", number(cal["ece"]), detail))
     est = (stages.get("estimate") or {}).get("estimators")
     if est:
-        method = max(est, key=lambda m: est[m]["spearman"] if est[m]["spearman"] is not None else -2)
+        method = max(est, key=lambda m: rank(est[m]["spearman"]))
         n_sets = len(stages["estimate"]["accuracy"])
-        items.append(("accuracy estimation ρ", est[method]["spearman"], f"{name(method)} · {n_sets} shifted sets"))
+        rho = number(est[method]["spearman"])
+        items.append(("accuracy estimation ρ", rho, f"{name(method)} · {n_sets} shifted sets"))
     timings = results["timings"]
     load = timings.get("load_model")
     items.append(("total time", _duration(timings.get("total")), f"model load {_duration(load)}" if load else ""))
@@ -79,10 +82,10 @@ def _headline(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
 
 def _overview(results: dict[str, Any], extras: dict[str, Any]) -> str:
     timings = results["timings"]
-    total = timings.get("total") or 0.0
+    total = timings.get("total")
     steps = [(k, v) for k, v in timings.items() if k != "total"]
-    rows = [[STEP_NAMES.get(k, k), v, _share(v, total)] for k, v in steps]
-    rows.append([H.Raw("<b>total</b>"), total, H.Raw("")])
+    rows = [numbers([STEP_NAMES.get(k, k), v, _share(v, total)]) for k, v in steps]
+    rows.append(numbers([H.Raw("<b>total</b>"), total, H.Raw("")]))
     model, data = results["model"], results["data"]
     bias = model["logit_bias"]
     info = H.table(
@@ -92,8 +95,8 @@ def _overview(results: dict[str, Any], extras: dict[str, Any]) -> str:
             ["fingerprint", model["fingerprint"]],
             [
                 "logits",
-                f"{model['logit_scale']:.2f} · {model['geometry']} similarity"
-                + ("" if bias is None else f" {'+' if bias >= 0 else '−'} {abs(bias):.2f}"),
+                f"{fmt(model['logit_scale'], '.2f')} · {model['geometry']} similarity"
+                + ("" if bias is None else f" {'−' if finite(bias) and bias < 0 else '+'} {fmt(abs(bias), '.2f')}"),
             ],
             ["data", data["spec"]],
             *([["OOD data", ", ".join(data["ood"])]] if data.get("ood") else []),
@@ -122,7 +125,9 @@ def _overview(results: dict[str, Any], extras: dict[str, Any]) -> str:
     )
 
 
-def _share(seconds: float, total: float) -> H.Raw:
+def _share(seconds: float | None, total: float | None) -> H.Raw:
+    if not (finite(seconds) and finite(total)):
+        return H.Raw(MISSING)
     share = seconds / total if total else 0.0
     return H.Raw(f"{H.bar(share)}{100 * share:.0f}%")
 
@@ -166,7 +171,7 @@ def _confusion(plt: Any, task: str, rep: dict[str, Any]) -> str:
                 )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"{name(task)} task (acc@1 {rep['acc1']:.3f})")
+    ax.set_title(f"{name(task)} task (acc@1 {fmt(rep['acc1'])})")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="share of the true class")
     caption = f"Confusion matrix, {name(task)} task; each row sums to 1"
     return H.figure_png(fig, caption, layout="capped" if big else "")
@@ -209,7 +214,8 @@ def _zeroshot(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
     plt = figures.plt()
     ok = {t: r for t, r in zs.items() if "acc1" in r}
     rows = [
-        [name(t), r["acc1"], r["acc5"], r["mean_per_class_recall"], len(r["classnames"]), r["n"]] for t, r in ok.items()
+        numbers([name(t), r["acc1"], r["acc5"], r["mean_per_class_recall"], len(r["classnames"]), r["n"]])
+        for t, r in ok.items()
     ]
     rows += [[name(t), f"not run: {r['skipped']}", "", "", "", ""] for t, r in zs.items() if t not in ok]
     body = H.table(["task", "acc@1", "acc@5", "mean per-class recall", "classes", "images"], rows)
@@ -239,16 +245,13 @@ def _retrieval(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
     if "skipped" in ret:
         return H.skipped("retrieval", "Retrieval and caption scoring", ret["skipped"])
     ks = sorted({int(k.split("@")[1]) for k in ret if "recall@" in k})
-    rows = [[f"R@{k}", ret[f"image_retrieval_recall@{k}"], ret[f"text_retrieval_recall@{k}"]] for k in ks]
+    rows = [numbers([f"R@{k}", ret[f"image_retrieval_recall@{k}"], ret[f"text_retrieval_recall@{k}"]]) for k in ks]
     recall = H.table(["", "text → image", "image → text"], rows)
-    gap = ret["clipscore_matching"] - ret["clipscore_shuffled"]
+    matching, shuffled = number(ret["clipscore_matching"]), number(ret["clipscore_shuffled"])
+    gap = matching - shuffled if finite(matching) and finite(shuffled) else None
     score = H.table(
         ["captions", "mean CLIPScore"],
-        [
-            ["matching", ret["clipscore_matching"]],
-            ["shuffled", ret["clipscore_shuffled"]],
-            ["difference", gap],
-        ],
+        [["matching", matching], ["shuffled", shuffled], ["difference", gap]],
     )
     body = (
         '<div class="cols"><div><h3>Recall@k</h3>' + recall + "</div>"

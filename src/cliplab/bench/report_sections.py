@@ -9,7 +9,20 @@ import numpy as np
 
 from cliplab.bench import figures
 from cliplab.bench import html as H
-from cliplab.bench.figures import HALF, MARKERS, PALETTE, WIDE_WIDTH, builtin_world, name
+from cliplab.bench.figures import (
+    HALF,
+    MARKERS,
+    PALETTE,
+    WIDE_WIDTH,
+    builtin_world,
+    finite,
+    finite_range,
+    floats,
+    fmt,
+    name,
+    numbers,
+    rank,
+)
 
 
 def _acc(r: dict[str, Any], k: int) -> dict[str, Any]:
@@ -31,13 +44,14 @@ def _few_shot_figure(plt: Any, res: dict[str, Any]) -> str:
 
     def curve(m: str) -> tuple[np.ndarray, np.ndarray]:
         r = res["results"][m]
-        return np.array([_acc(r, k)["mean"] for k in shots]), np.array([_acc(r, k)["std"] for k in shots])
+        return floats(_acc(r, k)["mean"] for k in shots), floats(_acc(r, k)["std"] for k in shots)
 
     def axis(ax: Any) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots, [str(k) for k in shots])
         ax.minorticks_off()
-        ax.axhline(zs, color="k", ls="--", lw=1.1)
+        if finite(zs):
+            ax.axhline(zs, color="k", ls="--", lw=1.1)
 
     ax = panels[0]
     for i, m in enumerate(methods):
@@ -51,10 +65,12 @@ def _few_shot_figure(plt: Any, res: dict[str, Any]) -> str:
         ax.fill_between(shots, mean - std, mean + std, color=colours[m], alpha=0.18, lw=0)
         ax.plot(shots, mean, marker=MARKERS[i % len(MARKERS)], ms=5, color=colours[m])
         axis(ax)
-        lo, hi = min((mean - std).min(), zs), max((mean + std).max(), zs)
-        pad = max(0.02 - (hi - lo) / 2, 0.0) + 0.1 * (hi - lo)
-        ax.set_ylim(lo - pad, hi + pad)
-        ax.set_title(f"{name(m)}  ({mean[-1]:.3f} at {shots[-1]})", color=colours[m])
+        span = finite_range(mean - std, mean + std, mean, zs)
+        if span:
+            lo, hi = span
+            pad = max(0.02 - (hi - lo) / 2, 0.0) + 0.1 * (hi - lo)
+            ax.set_ylim(lo - pad, hi + pad)
+        ax.set_title(f"{name(m)}  ({fmt(mean[-1])} at {shots[-1]})", color=colours[m])
         if (i + 1) % cols == 0:
             ax.set_ylabel("test accuracy")
     for ax in axes[-1]:
@@ -62,7 +78,7 @@ def _few_shot_figure(plt: Any, res: dict[str, Any]) -> str:
             ax.set_xlabel("shots per class")
     handles, labels = panels[0].get_legend_handles_labels()
     handles.append(plt.Line2D([], [], color="k", ls="--", lw=1.1))
-    labels.append(f"zero-shot ({zs:.3f})")
+    labels.append(f"zero-shot ({fmt(zs)})")
     spare = panels[len(methods) + 1] if len(panels) > len(methods) + 1 else None
     if spare is not None:
         spare.legend(handles, labels, loc="center", frameon=False, fontsize=10.5)
@@ -82,12 +98,13 @@ def _base_to_new_figure(plt: Any, b2n: dict[str, Any]) -> str:
     fig, ax = plt.subplots(figsize=HALF)
     keys = (("base", "base classes"), ("new", "new classes"), ("hm", "harmonic mean"))
     for j, (key, label) in enumerate(keys):
-        ax.bar(x + (j - 1) * 0.27, [b2n["results"][m][key] for m in methods], width=0.27, label=label)
+        heights = np.nan_to_num(floats(b2n["results"][m][key] for m in methods))  # a missing bar: none drawn
+        ax.bar(x + (j - 1) * 0.27, heights, width=0.27, label=label)
     ax.set_xticks(x, [name(m) for m in methods], rotation=35, ha="right")
     ax.grid(axis="x", visible=False)
-    values = [r[key] for r in b2n["results"].values() for key, _ in keys]
-    lo = max(0.0, min(values) - 0.05)
-    ax.set_ylim(lo, min(1.0, max(values) + 0.02) if lo > 0 else 1.0)
+    span = finite_range(floats(r[key] for r in b2n["results"].values() for key, _ in keys)) or (0.0, 1.0)
+    lo = max(0.0, span[0] - 0.05)
+    ax.set_ylim(lo, min(1.0, span[1] + 0.02) if lo > 0 else 1.0)
     ax.set_ylabel("test accuracy")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     caption = f"Base-to-new generalisation, {b2n['k']} shots per base class"
@@ -105,7 +122,7 @@ def adapt_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None
     secs = res.get("seconds", {})
     rows = []
     for m, r in res["results"].items():
-        rows.append([name(m), *(_acc(r, k)["mean"] for k in shots), secs.get(m)])
+        rows.append(numbers([name(m), *(_acc(r, k)["mean"] for k in shots), secs.get(m)]))
     headers = ["method", *(f"{k}-shot" for k in shots), "fit + predict (s)"]
     body = "<h3>Mean test accuracy over seeds</h3>"
     body += H.table(headers, rows, best={i + 1: "max" for i in range(len(shots))}, digits={len(shots) + 1: 2})
@@ -115,7 +132,7 @@ def adapt_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None
         split = f"{b2n['n_base_classes']} base / {b2n['n_new_classes']} new classes"
         table = H.table(
             ["method", "base", "new", "HM"],
-            [[name(m), r["base"], r["new"], r["hm"]] for m, r in b2n["results"].items()],
+            [numbers([name(m), r["base"], r["new"], r["hm"]]) for m, r in b2n["results"].items()],
             best={1: "max", 2: "max", 3: "max"},
         )
         body += f"<h3>Base-to-new generalisation ({b2n['k']} shots; {split})</h3>"
@@ -143,11 +160,18 @@ def _roc_figure(plt: Any, task: str, set_name: str, r: dict[str, Any], table: di
     roc = r["roc"][set_name]
     colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(r["methods"])}
     fig, ax = plt.subplots(figsize=HALF)
-    order = sorted(roc, key=lambda m: -table[m]["auroc"])
+    order = sorted(roc, key=lambda m: -rank(table.get(m, {}).get("auroc")))
     for i, m in enumerate(order):
         c = roc[m]
-        label = f"{name(m)}  {table[m]['auroc']:.3f}"
-        ax.plot(c["x"], c["y"], label=label, color=colours.get(m), lw=2.4 if i == 0 else 1.5, zorder=3 if i == 0 else 2)
+        label = f"{name(m)}  {fmt(table.get(m, {}).get('auroc'))}"
+        ax.plot(
+            floats(c["x"]),
+            floats(c["y"]),
+            label=label,
+            color=colours.get(m),
+            lw=2.4 if i == 0 else 1.5,
+            zorder=3 if i == 0 else 2,
+        )
     ax.plot([0, 1], [0, 1], color="#999", ls=":", lw=1)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
@@ -172,7 +196,7 @@ def ood_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
             body += f"<h3>{H.esc(name(task))} task · OOD = {H.esc(set_name)}</h3>"
             body += H.table(
                 ["method", "AUROC ↑", "AUPR-In ↑", "AUPR-Out ↑", "FPR95 (MCM) ↓", "FPR95 (OpenOOD) ↓"],
-                [[name(m), *(table[m][c] for c in cols)] for m in r["methods"] if m in table],
+                [numbers([name(m), *(table[m][c] for c in cols)]) for m in r["methods"] if m in table],
                 best={1: "max", 2: "max", 3: "max", 4: "min", 5: "min"},
             )
             if r.get("roc", {}).get(set_name):
@@ -197,26 +221,30 @@ def _reliability_figure(plt: Any, r: dict[str, Any]) -> str:
         gridspec_kw={"height_ratios": [3.2, 1]},
         layout="constrained",
     )
+    bars = False
     for side, (key, label) in enumerate((("reliability", "raw"), ("reliability_scaled", "temperature-scaled"))):
         rel = r[key]
-        conf = np.array([np.nan if v is None else v for v in rel["confidence"]], dtype=float)
-        acc = np.array([np.nan if v is None else v for v in rel["accuracy"]], dtype=float)
-        count = np.asarray(rel["count"], dtype=float)
-        ok = ~np.isnan(conf)
+        conf, acc = floats(rel["confidence"]), floats(rel["accuracy"])
+        count = np.nan_to_num(floats(rel["count"]))
+        ok = np.isfinite(conf) & np.isfinite(acc)
         # marker area ∝ bin size: the few-sample bins that make the curve jagged look small
-        line = ax.plot(conf[ok], acc[ok], lw=1.5, label=f"{label} (ECE {rel['ece']:.3f})")[0]
+        line = ax.plot(conf[ok], acc[ok], lw=1.5, label=f"{label} (ECE {fmt(rel['ece'])})")[0]
         ax.scatter(conf[ok], acc[ok], s=10 + 160 * count[ok] / max(count.sum(), 1), color=line.get_color(), zorder=3)
-        lower, upper = np.asarray(rel["bin_lower"]), np.asarray(rel["bin_upper"])
+        lower, upper = floats(rel["bin_lower"]), floats(rel["bin_upper"])
         share = count / max(count.sum(), 1)
         width = (upper - lower) * 0.42  # the two histograms side by side in each bin
-        hist.bar(lower + (upper - lower) * (0.29 + 0.42 * side), share, width=width, color=line.get_color(), alpha=0.8)
+        left = lower + (upper - lower) * (0.29 + 0.42 * side)
+        drawn = np.isfinite(left) & np.isfinite(width) & (share > 0)
+        hist.bar(left[drawn], share[drawn], width=width[drawn], color=line.get_color(), alpha=0.8)
+        bars |= bool(drawn.any())
     ax.plot([0, 1], [0, 1], color="#999", ls=":", lw=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("accuracy in the bin")
     ax.set_title("reliability diagram")
     ax.legend(loc="lower right")
-    hist.set_yscale("log")
+    if bars:  # a log axis needs a positive bar
+        hist.set_yscale("log")
     hist.set_ylabel("share of\nimages")
     hist.set_xlabel("confidence (max softmax probability)")
     return H.figure_png(
@@ -229,7 +257,9 @@ def _risk_coverage_figure(plt: Any, r: dict[str, Any]) -> str:
     aurc = {"msp": r["aurc_msp"], "logit_norm": r["aurc_logit_norm"]}
     for key, c in r["risk_coverage"].items():
         label = name(key) if key != "msp" else "max softmax"
-        ax.plot(c["x"], c["y"], label=f"{label}  (AURC {aurc[key]:.4f})" if key in aurc else label)
+        ax.plot(
+            floats(c["x"]), floats(c["y"]), label=f"{label}  (AURC {fmt(aurc[key], '.4f')})" if key in aurc else label
+        )
     ax.set_xlim(0, 1)
     ax.set_xlabel("coverage (share of images kept)")
     ax.set_ylabel("risk (error rate among kept)")
@@ -247,16 +277,19 @@ def calibration_section(results: dict[str, Any], extras: dict[str, Any]) -> str 
     plt = figures.plt()
     calibration = H.table(
         ["", "raw", "temperature-scaled"],
-        [["ECE (15 bins)", r["ece"], r["ece_scaled"]], ["NLL", r["nll"], r["nll_scaled"]]],
+        [numbers(["ECE (15 bins)", r["ece"], r["ece_scaled"]]), numbers(["NLL", r["nll"], r["nll_scaled"]])],
         digits=4,
     )
     selective = H.table(
         ["confidence score", "AURC ↓"],
-        [["max softmax", r["aurc_msp"]], [f"logit norm (p = {r['logit_norm_p']:g})", r["aurc_logit_norm"]]],
+        [
+            numbers(["max softmax", r["aurc_msp"]]),
+            numbers([f"logit norm (p = {fmt(r['logit_norm_p'], 'g')})", r["aurc_logit_norm"]]),
+        ],
         digits=4,
     )
     body = (
-        f'<div class="cols"><div><h3>Calibration (accuracy {r["accuracy"]:.3f}; T = {r["temperature"]:.3f})</h3>'
+        f'<div class="cols"><div><h3>Calibration (accuracy {fmt(r["accuracy"])}; T = {fmt(r["temperature"])})</h3>'
         f"{calibration}</div><div><h3>Selective classification</h3>{selective}</div></div>"
     )
     body += H.figs([_reliability_figure(plt, r), _risk_coverage_figure(plt, r)])
@@ -274,10 +307,10 @@ def estimate_section(results: dict[str, Any], extras: dict[str, Any]) -> str | N
     if "skipped" in r:
         return H.skipped("estimate", "Label-free accuracy estimation", r["skipped"])
     plt = figures.plt()
-    rows = [[name(m), e["r2"], e["spearman"], e["mae"]] for m, e in r["estimators"].items()]
+    rows = [numbers([name(m), e["r2"], e["spearman"], e["mae"]]) for m, e in r["estimators"].items()]
     body = H.table(["estimator", "R² ↑", "Spearman ρ ↑", "MAE ↓"], rows, best={1: "max", 2: "max", 3: "min"})
     sets = list(r["accuracy"])
-    truth = np.array([r["accuracy"][n] for n in sets])
+    truth = floats(r["accuracy"][n] for n in sets)
     est = r["estimators"]
     cols = min(3, len(est))
     n_rows = -(-len(est) // cols)
@@ -288,18 +321,19 @@ def estimate_section(results: dict[str, Any], extras: dict[str, Any]) -> str | N
     for ax in axes.ravel()[len(est) :]:
         ax.axis("off")
     for ax, (m, e) in zip(axes.ravel(), est.items()):
-        vals = np.array([e["estimates"][n] for n in sets])
+        vals = floats(e["estimates"][n] for n in sets)
         for level, colour in zip(levels, colours):
             sel = severity == level
             ax.scatter(vals[sel], truth[sel], s=28, color=colour, alpha=0.9, label=f"severity {level}", lw=0)
-        accuracy_valued = e["mae"] is not None
-        if accuracy_valued:  # same scale on both axes: the diagonal is estimate = truth
-            lo, hi = min(vals.min(), truth.min()), max(vals.max(), truth.max())
-            pad = 0.04 * (hi - lo)
+        accuracy_valued = e["mae"] is not None  # None: a score, not an accuracy (or no finite MAE)
+        span = finite_range(vals, truth) if accuracy_valued else None
+        if span:  # same scale on both axes: the diagonal is estimate = truth
+            lo, hi = span
+            pad = 0.04 * (hi - lo) or 0.02
             ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#999", ls=":", lw=1)
             ax.set_xlim(lo - pad, hi + pad)
             ax.set_ylim(lo - pad, hi + pad)
-        detail = f"ρ = {e['spearman']:.2f}" + (f", MAE = {e['mae']:.3f}" if accuracy_valued else "")
+        detail = f"ρ = {fmt(e['spearman'], '.2f')}" + (f", MAE = {fmt(e['mae'])}" if accuracy_valued else "")
         ax.set_title(f"{name(m)}  ({detail})", fontsize=11)
         ax.set_xlabel("estimated accuracy" if accuracy_valued else "score (not an accuracy)")
     for row in axes:
