@@ -68,7 +68,9 @@ def test_image_search_raw_and_multipart(served, client):
     [
         ({"q": ""}, "empty query"),
         ({"q": "   "}, "empty query"),
+        ({"q": "\x1e\u3000\n"}, "empty query"),  # Python's whitespace, which the schema's pattern spells out
         ({"q": "x" * 1001}, "query too long"),
+        ({"q": " " + "x" * 1000}, "query too long"),  # counted before stripping, as the schema's maxLength says
         ({"q": "red", "k": 0}, "k must be an integer between 1 and 200"),
         ({"q": "red", "k": 201}, "k must be an integer between 1 and 200"),
         ({"q": "red", "k": "many"}, "invalid request"),
@@ -109,27 +111,86 @@ def test_only_indexed_files_are_served(served, client, tmp_path):
     r = client.get("/image/0")
     assert r.status_code == 200 and r.content == (root / names[0]).read_bytes()
     assert r.headers["content-type"] == "image/png"
-    urls = ["/image/10", "/image/-1", "/image/99999999999", "/image/..%2F..%2Fetc%2Fpasswd", "/image/%2e%2e",
-            "/image/1%2F..%2F..%2Fmanifest.json", "/photos/img01.png", "/idx/manifest.json", "/image/sub/img00.png"]
+    urls = [
+        "/image/10",
+        "/image/-1",
+        "/image/99999999999",
+        "/image/..%2F..%2Fetc%2Fpasswd",
+        "/image/%2e%2e",
+        "/image/1%2F..%2F..%2Fmanifest.json",
+        "/photos/img01.png",
+        "/idx/manifest.json",
+        "/image/sub/img00.png",
+    ]
     for url in urls:
         r = client.get(url)
-        assert r.status_code in (400, 404), url
-        assert r.headers["content-type"].startswith("application/json"), url
+        assert r.status_code == 404, url
+        assert r.headers["content-type"].startswith("application/json") and r.json()["error"], url
     (root / names[0]).unlink()
     assert client.get("/image/0").status_code == 404  # indexed but gone
+
+
+@pytest.mark.parametrize("item_id", ["10", "99999999999999999999", "-1", "abc", "1.5", "1e3", "%201", "0x1", "1_0"])
+def test_unknown_or_malformed_ids_are_404(client, item_id):
+    for url in (f"/api/similar/{item_id}", f"/image/{item_id}"):
+        r = client.get(url)
+        assert r.status_code == 404, url
+        assert r.headers["content-type"].startswith("application/json") and r.json()["error"], url
+
+
+def test_similar_unknown_id_and_bad_k(served, client):
+    r = client.get("/api/similar/10")
+    assert r.status_code == 404 and "no indexed image with id 10" in r.json()["error"]
+    r = client.get("/api/similar/0", params={"k": 0})
+    assert r.status_code == 400 and "k must be an integer between 1 and 200" in r.json()["error"]
+    (served[1] / served[2][0]).unlink()  # indexed, but the file is gone
+    r = client.get("/api/similar/0")
+    assert r.status_code == 404 and "gone" in r.json()["error"]
+
+
+def test_image_media_type_follows_the_extension(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from cliplab.serve.schema import IMAGE_MEDIA_TYPES
+
+    class Files:  # all that /image/{id} asks of the service
+        def __init__(self, paths):
+            self.paths = paths
+
+        def file_for(self, item_id):
+            return self.paths[item_id] if item_id < len(self.paths) else None
+
+    names = [f"f{ext}" for ext in IMAGE_MEDIA_TYPES] + ["upper.PNG", "other.xyz", "none"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"bytes")
+    client = TestClient(create_app(Files([tmp_path / n for n in names])))
+    expected = [*IMAGE_MEDIA_TYPES.values(), "image/png", "application/octet-stream", "application/octet-stream"]
+    for i, media_type in enumerate(expected):
+        r = client.get(f"/image/{i}")
+        assert r.status_code == 200 and r.headers["content-type"] == media_type, names[i]
+        assert r.content == b"bytes"
+
+
+def test_method_not_allowed_says_what_is(client):
+    r = client.post("/api/info")
+    assert r.status_code == 405 and r.headers["allow"] == "GET" and r.json() == {"error": "Method Not Allowed"}
+    r = client.get("/api/search/image")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
 
 
 def test_metadata_pointing_outside_the_root_is_never_served(served, tmp_path):
     idx, root, names, _ = served
     (tmp_path / "secret.png").write_bytes((root / names[0]).read_bytes())
     service = SearchService(idx)
-    service.index._store._conn.execute("UPDATE items SET path = ?, data = ? WHERE id = 1", (
-        "../secret.png", json.dumps({"path": "../secret.png"})))
+    service.index._store._conn.execute(
+        "UPDATE items SET path = ?, data = ? WHERE id = 1", ("../secret.png", json.dumps({"path": "../secret.png"}))
+    )
     assert service.index.get_metadata([1])[0]["path"] == "../secret.png"
     assert service.file_for(1) is None
     (root / "sub" / "evil.png").symlink_to(tmp_path / "secret.png")
-    service.index._store._conn.execute("UPDATE items SET path = ?, data = ? WHERE id = 2", (
-        "sub/evil.png", json.dumps({"path": "sub/evil.png"})))
+    service.index._store._conn.execute(
+        "UPDATE items SET path = ?, data = ? WHERE id = 2", ("sub/evil.png", json.dumps({"path": "sub/evil.png"}))
+    )
     assert service.file_for(2) is None
     assert service.file_for(3) == (root / names[3]).resolve()
 

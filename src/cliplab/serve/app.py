@@ -9,7 +9,8 @@ Routes:
     ``GET /image/{id}``               the file of an indexed image (nothing else on disk is reachable)
 
 Errors are JSON ``{"error": message}`` with status 400 (bad query), 404 (unknown id / route), 413 (upload
-over the limit).
+over the limit), 405 (with ``Allow``) for a method a route does not take. The OpenAPI schema
+(``/api/openapi.json``) declares all of them.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from __future__ import annotations
 import email.parser
 import email.policy
 from importlib import resources
-from typing import Any
+from pathlib import Path as FilePath
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cliplab.serve.service import QueryError, SearchService
+from cliplab.serve import schema
+from cliplab.serve.service import QueryError, SearchService, UnknownId
 
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024
 
@@ -34,6 +38,12 @@ CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+
+# Parameters (module level: the route signatures' annotations are strings, resolved in this module's globals).
+K = Annotated[int, Query(description="how many results", json_schema_extra=schema.K_SCHEMA)]
+# Routes take ``{item_id:int}``, which matches digits only: any other id is an unknown route (404), like an unknown
+# number.
+ItemId = Annotated[int, Path(ge=0, description="an id from a search result")]
 
 
 def _page() -> str:
@@ -78,6 +88,14 @@ def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) 
     app = FastAPI(title="cliplab search", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.state.service = service
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            generated = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            app.openapi_schema = schema.complete_openapi(generated)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
@@ -92,11 +110,17 @@ def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = "not found" if exc.status_code == 404 else str(exc.detail)
-        return error(exc.status_code, message)
+        response = error(exc.status_code, message)
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     @app.exception_handler(QueryError)
     async def query_error(request: Request, exc: QueryError) -> JSONResponse:
         return error(400, str(exc))
+
+    @app.exception_handler(UnknownId)
+    async def unknown_id(request: Request, exc: UnknownId) -> JSONResponse:
+        return error(404, str(exc))
 
     @app.exception_handler(UploadTooLarge)
     async def too_large(request: Request, exc: UploadTooLarge) -> JSONResponse:
@@ -115,16 +139,23 @@ def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) 
     def page() -> HTMLResponse:
         return HTMLResponse(_page())
 
-    @app.get("/api/info")
+    @app.get("/api/info", response_model=schema.Info)
     def info() -> dict[str, Any]:
         return service.info()
 
-    @app.get("/api/search")
-    def search(q: str = "", k: int = 24) -> dict[str, Any]:
+    @app.get("/api/search", response_model=schema.TextResults, responses=schema.errors(400))
+    def search(
+        q: Annotated[str, Query(description="what to look for", json_schema_extra=schema.QUERY_SCHEMA)], k: K = 24
+    ) -> dict[str, Any]:
         return respond(q, k, service.search_text(q, k))
 
-    @app.post("/api/search/image")
-    async def search_image(request: Request, k: int = 24) -> dict[str, Any]:
+    @app.post(
+        "/api/search/image",
+        response_model=schema.ImageResults,
+        responses=schema.errors(400, 413),
+        openapi_extra=schema.IMAGE_UPLOAD,
+    )
+    async def search_image(request: Request, k: K = 24) -> dict[str, Any]:
         service.check_k(k)
         body = await _read_limited(request, max_upload)
         content_type = request.headers.get("content-type", "")
@@ -132,15 +163,20 @@ def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) 
             body = _multipart_file(content_type, body)
         return respond({"image_bytes": len(body)}, k, await run_in_threadpool(service.search_image, body, k))
 
-    @app.get("/api/similar/{item_id}")
-    def similar(item_id: int, k: int = 24) -> dict[str, Any]:
+    @app.get("/api/similar/{item_id:int}", response_model=schema.SimilarResults, responses=schema.errors(400, 404))
+    def similar(item_id: ItemId, k: K = 24) -> dict[str, Any]:
         return respond({"similar_to": item_id}, k, service.similar(item_id, k))
 
-    @app.get("/image/{item_id}")
-    def image(item_id: int) -> Any:
+    @app.get(
+        "/image/{item_id:int}",
+        response_class=FileResponse,
+        responses={**schema.IMAGE_RESPONSE, **schema.errors(404)},
+    )
+    def image(item_id: ItemId) -> Any:
         path = service.file_for(item_id)
         if path is None:
             return error(404, f"no indexed image with id {item_id} (or its file is gone)")
-        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+        media_type = schema.IMAGE_MEDIA_TYPES.get(FilePath(path).suffix.lower(), schema.OTHER_FILE)
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
     return app

@@ -19,10 +19,16 @@ from cliplab.models.base import Model
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 200
+# What ``str.strip()`` removes: a query of nothing else is empty (every such character is below U+3001).
+WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 
 
 class QueryError(ValueError):
     """A query the service refuses, with a message meant for the user (HTTP 400)."""
+
+
+class UnknownId(QueryError):
+    """A query naming an id the index does not hold, or whose file is gone (HTTP 404)."""
 
 
 @dataclass(frozen=True)
@@ -104,11 +110,12 @@ class SearchService:
     def search_text(self, text: str, k: int = 24) -> tuple[list[Hit], float]:
         """Images ranked by cosine to the text's embedding; returns ``(hits, milliseconds)``."""
         k = self.check_k(k)
-        query = (text or "").strip()
+        text = text or ""
+        if len(text) > MAX_QUERY_CHARS:  # counted before stripping, as the API schema states it
+            raise QueryError(f"query too long ({len(text)} characters; at most {MAX_QUERY_CHARS})")
+        query = text.strip()
         if not query:
             raise QueryError("empty query: type a description of the images you are looking for")
-        if len(query) > MAX_QUERY_CHARS:
-            raise QueryError(f"query too long ({len(query)} characters; at most {MAX_QUERY_CHARS})")
         return self._search(lambda: self.model.encode_texts([query]), k)
 
     def search_image(self, data: bytes, k: int = 24) -> tuple[list[Hit], float]:
@@ -126,10 +133,15 @@ class SearchService:
 
     def similar(self, item_id: int, k: int = 24) -> tuple[list[Hit], float]:
         """Images like the indexed image ``item_id`` (re-embedded from its file)."""
+        k = self.check_k(k)
         path = self.file_for(item_id)
-        if path is None:
-            raise QueryError(f"no indexed image with id {item_id}")
-        return self.search_image(path.read_bytes(), k)
+        try:
+            data = None if path is None else path.read_bytes()
+        except OSError:  # removed (or made unreadable) since the check
+            data = None
+        if data is None:
+            raise UnknownId(f"no indexed image with id {item_id} (or its file is gone)")
+        return self.search_image(data, k)
 
     def file_for(self, item_id: int) -> Path | None:
         """The file of an indexed id, if it still exists inside the index root; None otherwise.
