@@ -6,6 +6,7 @@ examples, positive (schema-valid requests) and negative (schema-invalid ones).
 
 import io
 import re
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -160,3 +161,41 @@ def test_undeclared_methods_get_405_with_allow(app):
         assert r.status_code == 405, (method, url)
         assert set(re.split(r",\s*", r.headers["allow"])) == allowed, (method, url)
         assert r.json() == {"error": "Method Not Allowed"}
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links = []
+
+    def handle_starttag(self, tag, attrs):
+        self.links += [value for name, value in attrs if name in ("src", "href") and value]
+
+
+def test_docs_page_needs_nothing_from_outside(app):
+    """/api/docs is Swagger UI with its script, style and icon served by the app itself (it works offline)."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(app)
+    r = client.get("/api/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "SwaggerUIBundle(" in r.text and "url: '/api/openapi.json'" in r.text
+    assert not re.search(r"https?:|//[a-z]", r.text, re.IGNORECASE)  # no absolute or protocol-relative URL at all
+    assert '"validatorUrl": null' in r.text  # Swagger UI would otherwise load a badge from validator.swagger.io
+    parser = _Links()
+    parser.feed(r.text)
+    kinds = {}
+    for link in parser.links:
+        assert link.startswith("/") and not link.startswith("//"), link
+        asset = client.get(link)
+        assert asset.status_code == 200 and asset.content, link
+        kinds[asset.headers["content-type"].split(";")[0]] = len(asset.content)
+    assert set(kinds) == {"text/javascript", "text/css", "image/png"}
+    assert kinds["text/javascript"] > 100_000  # the whole Swagger UI bundle, not a stub
+    # the page's own CSP (the same as the search page's) lets it run: scripts and styles from this origin plus
+    # its inline bootstrap script; the schema it fetches comes from this origin too
+    csp = dict(d.strip().split(" ", 1) for d in r.headers["content-security-policy"].split(";"))
+    assert csp["script-src"] == "'self' 'unsafe-inline'" and "'self'" in csp["style-src"]
+    assert csp["default-src"] == "'self'" and "connect-src" not in csp
+    assert client.get("/api/openapi.json").status_code == 200
+    assert client.get("/api/docs/static/missing.js").status_code == 404

@@ -10,7 +10,8 @@ Routes:
 
 Errors are JSON ``{"error": message}`` with status 400 (bad query), 404 (unknown id / route), 413 (upload
 over the limit), 405 (with ``Allow``) for a method a route does not take. The OpenAPI schema
-(``/api/openapi.json``) declares all of them.
+(``/api/openapi.json``) declares all of them; ``/api/docs`` shows it with Swagger UI served from this app
+(the assets of the ``fastapi-offline`` package), so the docs work offline.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from importlib import resources
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -85,7 +87,15 @@ def _multipart_file(content_type: str, body: bytes) -> bytes:
 
 def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> Any:
     """The FastAPI application serving ``service``."""
-    app = FastAPI(title="cliplab search", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+    app = FastAPIOffline(
+        title="cliplab search",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        static_url="/api/docs/static",
+        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
+    )
     app.state.service = service
 
     def openapi() -> dict[str, Any]:
