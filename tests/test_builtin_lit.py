@@ -1,13 +1,10 @@
 """builtin:shapes-lit: LiT (Zhai et al., 2022) with the MiniLM-L6 text tower locked.
 
 Mechanics use a tiny recipe of a few steps; the zero-shot check uses the full recipe's trained weights
-(``$CLIPLAB_SHAPES_LIT_DIR``, default ``/tmp/shapes-lit-trained``) and is skipped when they are absent.
+(the shipped ones, assembled with MiniLM on first use).
 """
 
 import json
-import os
-from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +17,6 @@ from cliplab.models.hf import HFModel
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 UNSEEN = ["a crimson disc", "a handwritten seven", "a violet object", "an emerald thing", "a lime box"]
-TRAINED_DIR = Path(os.environ.get("CLIPLAB_SHAPES_LIT_DIR", "/tmp/shapes-lit-trained"))
 
 
 def _tiny_recipe() -> LitRecipe:
@@ -188,20 +184,20 @@ def test_key_tracks_recipe_and_text_tower(monkeypatch):
     assert recipe.key() != key
 
 
-def _trained_model_or_skip() -> HFModel:
-    if not (TRAINED_DIR / "config.json").is_file():
-        pytest.skip(f"no trained builtin:shapes-lit weights at {TRAINED_DIR} (set CLIPLAB_SHAPES_LIT_DIR)")
-    meta = json.loads((TRAINED_DIR / "config.json").read_text()).get("cliplab", {})
-    if meta.get("recipe") != json.loads(json.dumps(asdict(LitRecipe()))):
-        pytest.skip(f"the weights at {TRAINED_DIR} were trained with another recipe than LitRecipe()")
-    return HFModel.from_pretrained(str(TRAINED_DIR))
+def _trained_model() -> HFModel:
+    """The shipped builtin:shapes-lit (assembled with MiniLM on first use); it must never need training."""
+    from cliplab import load_model
+    from cliplab.models.builtin import shipped_is_current
+
+    assert shipped_is_current("shapes-lit"), "stale shipped weights: run python scripts/ship_builtin.py shapes-lit"
+    return load_model("builtin:shapes-lit", device="cpu")
 
 
 @pytest.mark.slow
 def test_zero_shot_with_synonyms_the_captions_never_use():
     from cliplab.data.shapes import VOCABULARY
 
-    model = _trained_model_or_skip()
+    model = _trained_model()
     for synonyms in builtin_lit.SYNONYMS.values():
         for word in synonyms.values():
             assert not set(word.split()) <= set(VOCABULARY), f"{word!r} is in the captions' vocabulary"

@@ -246,6 +246,21 @@ class LitRecipe:
             }
             (Path(tmp) / LIT_FILE).write_text(json.dumps(lit, indent=2))
 
+    def ship(self, model: HFModel, directory: Path) -> None:
+        """The shipped copy: only the trained part (``export_trained``)."""
+        self.export_trained(model, directory)
+
+    def load_shipped(self, directory: Path, *, spec: str, device: str | None = None) -> HFModel:
+        """Assemble the shipped part with MiniLM into the cache on first use, then load that directory."""
+        from cliplab.models.builtin import _locked, builtin_dir
+
+        target = builtin_dir("shapes-lit")
+        if not (target / "config.json").is_file():
+            with _locked(target.with_name(target.name + ".lock")):
+                if not (target / "config.json").is_file():
+                    self.assemble(directory, target)
+        return HFModel.from_pretrained(str(target), spec=spec, device=device)
+
     def assemble(self, shipped_dir: str | os.PathLike, target_dir: str | os.PathLike, *, verify: bool = True) -> None:
         """Join a shipped part (``export_trained``) with MiniLM from site-packages into a full HF directory.
 
