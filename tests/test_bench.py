@@ -16,12 +16,31 @@ def test_bench_writes_results_with_every_stage(bench_run):
     assert timings["total"] >= sum(v for k, v in timings.items() if k != "total") - 0.01
     assert on_disk["model"]["fingerprint"] and on_disk["data"]["spec"] == "shapes:image_size=32"
     zs = on_disk["stages"]["zeroshot"]
-    assert set(zs) == {"shape", "colour", "shape_colour"} and 0 <= zs["shape"]["acc1"] <= 1
+    assert set(zs) == {"shape", "colour", "shape_colour", "pattern"} and 0 <= zs["shape"]["acc1"] <= 1
+    assert zs["pattern"]["classnames"] == ["plain", "striped", "dotted", "checkered"]
     adapt = on_disk["stages"]["adapt"]
     assert set(adapt["shots"]) == {1, 2} and "gda" in adapt["results"]
-    assert "held-out shapes" in on_disk["stages"]["ood"]["shape"]["sets"]
-    assert "temperature" in on_disk["stages"]["calibration"]
-    assert len(on_disk["stages"]["estimate"]["accuracy"]) >= 3
+    assert adapt["task"] == "pattern" and adapt["style"] == "solid"
+    assert set(on_disk["stages"]["ood"]["shape"]["sets"]) == {"held-out shapes", "held-out shapes, sketch"}
+    calibration = on_disk["stages"]["calibration"]
+    assert "temperature" in calibration and (calibration["task"], calibration["style"]) == ("shape", "outline")
+    accuracy = on_disk["stages"]["estimate"]["accuracy"]
+    assert len(accuracy) == 44 and {"style:outline", "style:sketch"} <= set(accuracy)
+
+
+def test_default_bench_separates_the_few_shot_methods(tmp_path):
+    """builtin:shapes on its default few-shot task: zero-shot is weak, supervision helps, methods differ."""
+    from cliplab import load_model
+
+    model = load_model("builtin:shapes", device="cpu")
+    res = run_bench(model, "shapes", tmp_path, n=600, only=["adapt"], seeds=(1,), shots=(16,), progress=False,
+                    cache_dir=tmp_path / "c")  # fmt: skip
+    adapt = res["stages"]["adapt"]
+    zero = adapt["zeroshot"]
+    at16 = {m: (r["16"] if "16" in r else r[16])["mean"] for m, r in adapt["results"].items() if m != "zeroshot"}
+    assert zero < 0.35  # four patterns no caption names: about chance
+    assert max(at16.values()) >= zero + 0.05, at16
+    assert max(at16.values()) - min(at16.values()) >= 0.03, at16  # the methods do not all tie
 
 
 def test_report_has_every_section_and_embedded_figures(bench_run):

@@ -219,9 +219,9 @@ def _zeroshot(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
     ]
     rows += [[name(t), f"not run: {r['skipped']}", "", "", "", ""] for t, r in zs.items() if t not in ok]
     body = H.table(["task", "acc@1", "acc@5", "mean per-class recall", "classes", "images"], rows)
-    samples = extras.get("samples")
-    if samples:
-        body += _samples(samples)
+    samples = extras.get("samples") or []
+    for grid in [samples] if isinstance(samples, dict) else samples:  # one grid per task shown
+        body += _samples(grid)
     figs = [_confusion(plt, task, rep) for task, rep in ok.items() if len(rep.get("classnames", [])) <= 60]
     if figs:
         body += "<h3>Confusion matrices</h3>" + H.figs(figs)

@@ -148,7 +148,7 @@ def adapt_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None
         else "drawn from one half of each class of the folder (the other half is the test set)"
     )
     lead = (
-        f"Support sets of {shots[0]}–{shots[-1]} images per class {where}, seeds "
+        f"Support sets{_on_task(res)} of {shots[0]}–{shots[-1]} images per class {where}, seeds "
         f"{', '.join(str(s) for s in res['seeds'])}; hyper-parameters searched on a split of each support set "
         "(never the test set). Every method is a logit bias over the zero-shot logits."
     )
@@ -294,10 +294,18 @@ def calibration_section(results: dict[str, Any], extras: dict[str, Any]) -> str 
     )
     body += H.figs([_reliability_figure(plt, r), _risk_coverage_figure(plt, r)])
     lead = (
-        f"Zero-shot predictions on {r['n_test']} test images; the temperature T and the logit-norm exponent p "
-        f"are chosen on {r['n_val']} validation images."
+        f"Zero-shot predictions{_on_task(r)}, {r['n_test']} test images; the temperature T and the logit-norm "
+        f"exponent p are chosen on {r['n_val']} validation images."
     )
     return H.section("calibration", "Calibration and selective classification", lead, body)
+
+
+def _on_task(r: dict[str, Any]) -> str:
+    """ " on the pattern task", " on the shape task (outline style)" or "" when the stage did not record one."""
+    task, style = r.get("task"), r.get("style")
+    if not task or task == "classes":
+        return ""
+    return f" on the {name(task)} task" + (f" ({style} style)" if style and style != "solid" else "")
 
 
 def estimate_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
@@ -324,7 +332,15 @@ def estimate_section(results: dict[str, Any], extras: dict[str, Any]) -> str | N
         vals = floats(e["estimates"][n] for n in sets)
         for level, colour in zip(levels, colours):
             sel = severity == level
-            ax.scatter(vals[sel], truth[sel], s=28, color=colour, alpha=0.9, label=f"severity {level}", lw=0)
+            ax.scatter(
+                vals[sel],
+                truth[sel],
+                s=28,
+                color=colour,
+                alpha=0.9,
+                label=f"severity {level}" if level else "style shift",
+                lw=0,
+            )
         accuracy_valued = e["mae"] is not None  # None: a score, not an accuracy (or no finite MAE)
         span = finite_range(vals, truth) if accuracy_valued else None
         if span:  # same scale on both axes: the diagonal is estimate = truth
@@ -345,7 +361,9 @@ def estimate_section(results: dict[str, Any], extras: dict[str, Any]) -> str | N
     return H.section(
         "estimate",
         "Label-free accuracy estimation",
-        f"Predicting accuracy without labels on {len(sets)} shifted test sets (corruption × severity). R² and "
+        f"Predicting accuracy without labels{_on_task(r)} on {len(sets)} shifted test sets (corruption × severity"
+        + (", unseen styles" if any(n.startswith("style:") for n in sets) else "")
+        + "). R² and "
         "Spearman ρ: how well each estimate tracks the true accuracy across sets; MAE only for estimators that "
         "output an accuracy.",
         body,

@@ -28,6 +28,19 @@ from cliplab.models.base import Model
 
 SCHEMA_VERSION = 1
 
+#: Built-in world: the task (and shapes options) each stage runs on, chosen so that zero-shot is weak there.
+#: Few-shot: the pattern task — no training caption names a pattern, so zero-shot is at chance and
+#: supervision helps (the regime of the few-shot papers). Calibration: shapes drawn as outlines, a style the
+#: model never saw (zero-shot well below its clean accuracy, overconfident). Estimation: the shape task over
+#: corruptions and the unseen styles, whose accuracies span chance to clean. Zero-shot reports every task.
+BUILTIN_TASKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "adapt": ("pattern", {}),
+    "calibration": ("shape", {"style": "outline"}),
+    "estimate": ("shape", {}),
+}
+#: Built-in world: rendering styles the model never saw, as extra shifted sets (estimation) and far OOD.
+STYLE_SHIFTS = ("outline", "sketch")
+
 
 @dataclass
 class BenchContext:
@@ -61,11 +74,11 @@ class BenchContext:
 
 
 def stage_zeroshot(ctx: BenchContext) -> dict[str, Any]:
-    """Zero-shot classification per task (shape, colour, shape+colour on the built-in world)."""
+    """Zero-shot classification per task (shape, colour, shape+colour and pattern on the built-in world)."""
     from cliplab.metrics.classification import classification_report, confusion_matrix
     from cliplab.zeroshot import zeroshot_logits, zeroshot_weights
 
-    tasks = ("shape", "colour", "shape_colour") if ctx.builtin_world else ("classes",)
+    tasks = ("shape", "colour", "shape_colour", "pattern") if ctx.builtin_world else ("classes",)
     out = {}
     for task in tasks:
         ds = ctx.dataset("test", task=task) if ctx.builtin_world else ctx.dataset("test")
@@ -81,16 +94,18 @@ def stage_zeroshot(ctx: BenchContext) -> dict[str, Any]:
         rep["classnames"] = feats.classnames
         rep["confusion_matrix"] = confusion_matrix(pred, feats.labels, len(feats.classnames)).tolist()
         out[task] = rep
-        if task == tasks[0]:  # a random sample (image folders are sorted by class)
+        if task in (tasks[0], "pattern"):  # a random sample (image folders are sorted by class)
             pick = np.random.default_rng(ctx.seed).permutation(len(ds))[:24]
-            ctx.extras["samples"] = {
-                "dataset": ds,
-                "indices": pick.tolist(),
-                "pred": pred[pick].tolist(),
-                "labels": feats.labels[pick].tolist(),
-                "classnames": feats.classnames,
-                "task": task if ctx.builtin_world else None,
-            }
+            ctx.extras.setdefault("samples", []).append(
+                {
+                    "dataset": ds,
+                    "indices": pick.tolist(),
+                    "pred": pred[pick].tolist(),
+                    "labels": feats.labels[pick].tolist(),
+                    "classnames": feats.classnames,
+                    "task": task if ctx.builtin_world else None,
+                }
+            )
     return out
 
 
@@ -113,11 +128,11 @@ def stage_retrieval(ctx: BenchContext) -> dict[str, Any]:
     return out
 
 
-def _task_setup(ctx: BenchContext, task: str = "shape") -> tuple[Any, Any, Any]:
+def _task_setup(ctx: BenchContext, task: str = "shape", **options: Any) -> tuple[Any, Any, Any]:
     """(test features, zero-shot weights, test dataset) of the main classification task."""
     from cliplab.zeroshot import zeroshot_weights
 
-    ds = ctx.dataset("test", task=task) if ctx.builtin_world else ctx.dataset("test")
+    ds = ctx.dataset("test", task=task, **options) if ctx.builtin_world else ctx.dataset("test")
     feats = ctx.embed(ds)
     if feats.labels is None or not feats.classnames:
         raise ValueError(f"dataset {ds.name!r} has no class labels")
@@ -129,9 +144,10 @@ def stage_adapt(ctx: BenchContext) -> dict[str, Any]:
     from cliplab.adapt.protocol import base_to_new, run_few_shot
     from cliplab.assess import split_half
 
-    test, W, _ = _task_setup(ctx)
+    task, opts = BUILTIN_TASKS["adapt"] if ctx.builtin_world else ("classes", {})
+    test, W, _ = _task_setup(ctx, task, **opts)
     if ctx.builtin_world:
-        train = ctx.embed(ctx.dataset("train", task="shape", n=max(ctx.n, 400)))
+        train = ctx.embed(ctx.dataset("train", task=task, n=max(ctx.n, 400), **opts))
     else:
         tr, te = split_half(test.labels, ctx.seed)
         train, test = test.subset(tr), test.subset(te)
@@ -148,11 +164,16 @@ def stage_adapt(ctx: BenchContext) -> dict[str, Any]:
         res["base_to_new"] = base_to_new(
             train, test, W, logit_scale=ctx.model.logit_scale, methods=res["methods"], k=shots[-1], seeds=ctx.seeds[:1]
         )
+    res["task"] = task
+    res["style"] = opts.get("style", "solid") if ctx.builtin_world else None
     return res
 
 
 def stage_ood(ctx: BenchContext) -> dict[str, Any]:
     """OOD detection: held-out shapes and colours (built-in world), or the ``--ood-data`` sets vs the test set.
+
+    Built-in world: near OOD = the held-out attribute in the training style; far OOD = the same drawn in the
+    sketch style (on light paper), which no training image resembles.
 
     On other data, half of each class of the test set serves as ID training features (KNN, ViM, Mahalanobis)
     and the other half as the ID test set.
@@ -172,7 +193,10 @@ def stage_ood(ctx: BenchContext) -> dict[str, Any]:
     out = {}
     for task, held in (("shape", "shapes"), ("colour", "colours")):
         test, W, _ = _task_setup(ctx, task)
-        ood = {f"held-out {held}": ctx.embed(ctx.dataset("test", task=task, held_out=held))}
+        ood = {
+            f"held-out {held}": ctx.embed(ctx.dataset("test", task=task, held_out=held)),
+            f"held-out {held}, sketch": ctx.embed(ctx.dataset("test", task=task, held_out=held, style="sketch")),
+        }
         kw["train_features"] = ctx.embed(ctx.dataset("train", task=task, n=max(ctx.n, 400)))
         out[task] = ood_evaluation(test, ood, W, ctx.model.logit_scale, **kw)
     return out
@@ -183,32 +207,37 @@ def stage_calibration(ctx: BenchContext) -> dict[str, Any]:
     from cliplab.assess import calibration_evaluation, split_half
     from cliplab.zeroshot import zeroshot_logits
 
-    test, W, _ = _task_setup(ctx, "shape_colour" if ctx.builtin_world else "shape")
+    task, opts = BUILTIN_TASKS["calibration"] if ctx.builtin_world else ("classes", {})
+    test, W, _ = _task_setup(ctx, task, **opts)
     m = ctx.model
 
     def logits_of(f: Any) -> torch.Tensor:
         return zeroshot_logits(f.images, W, m.logit_scale, m.logit_bias, m.geometry)
 
     if ctx.builtin_world:
-        val = ctx.embed(ctx.dataset("val", task="shape_colour"))
-        return calibration_evaluation(logits_of(val), val.labels, logits_of(test), test.labels)
-    vi, ti = split_half(test.labels, ctx.seed)
-    z = logits_of(test)
-    return calibration_evaluation(z[vi], test.labels[vi], z[ti], test.labels[ti])
+        val = ctx.embed(ctx.dataset("val", task=task, **opts))
+        out = calibration_evaluation(logits_of(val), val.labels, logits_of(test), test.labels)
+    else:
+        vi, ti = split_half(test.labels, ctx.seed)
+        z = logits_of(test)
+        out = calibration_evaluation(z[vi], test.labels[vi], z[ti], test.labels[ti])
+    return {**out, "task": task, "style": opts.get("style", "solid") if ctx.builtin_world else None}
 
 
 def stage_estimate(ctx: BenchContext) -> dict[str, Any]:
     """Label-free accuracy estimation over the corruption family (14 corruptions × severities 1, 3, 5).
 
-    Built-in world: rendered corrupted test sets, clean validation split. Other data: half of each class of
-    the test set is the clean validation set, and up to ``n / 4`` images of the other half are corrupted.
+    Built-in world: rendered corrupted test sets plus the unseen rendering styles (``STYLE_SHIFTS``, keys
+    ``style:<name>``), clean validation split. Other data: half of each class of the test set is the clean
+    validation set, and up to ``n / 4`` images of the other half are corrupted.
     """
     from cliplab.assess import estimation_evaluation, split_half
     from cliplab.data.corruptions import CORRUPTIONS
     from cliplab.data.shifted import Corrupted
     from cliplab.zeroshot import zeroshot_logits
 
-    feats, W, ds = _task_setup(ctx, "shape")
+    task, opts = BUILTIN_TASKS["estimate"] if ctx.builtin_world else ("classes", {})
+    feats, W, ds = _task_setup(ctx, task, **opts)
     m = ctx.model
     n = max(100, ctx.n // 4)
 
@@ -216,10 +245,10 @@ def stage_estimate(ctx: BenchContext) -> dict[str, Any]:
         return zeroshot_logits(f.images, W, m.logit_scale, m.logit_bias, m.geometry)
 
     if ctx.builtin_world:
-        val = ctx.embed(ctx.dataset("val", task="shape"))
+        val = ctx.embed(ctx.dataset("val", task=task, **opts))
 
         def shifted(c: str, sev: int) -> Dataset:
-            return ctx.dataset("test", task="shape", n=n, corruption=c, severity=sev)
+            return ctx.dataset("test", task=task, n=n, corruption=c, severity=sev, **opts)
     else:
         vi, ti = split_half(feats.labels, ctx.seed)
         val = feats.subset(vi)
@@ -236,7 +265,11 @@ def stage_estimate(ctx: BenchContext) -> dict[str, Any]:
         for sev in (1, 3, 5):
             f = ctx.embed(shifted(c, sev))
             sets.append((f"{c}@{sev}", logits_of(f), f.labels))
-    return estimation_evaluation(logits_of(val), val.labels, sets)
+    if ctx.builtin_world:
+        for style in STYLE_SHIFTS:
+            f = ctx.embed(ctx.dataset("test", task=task, n=n, style=style))
+            sets.append((f"style:{style}", logits_of(f), f.labels))
+    return {**estimation_evaluation(logits_of(val), val.labels, sets), "task": task}
 
 
 STAGES: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
