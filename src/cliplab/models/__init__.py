@@ -2,6 +2,25 @@
 
 from cliplab.models.base import Model
 from cliplab.models.preprocess import Preprocess, load_image
-from cliplab.models.registry import SPEC_FORMS, load_model
+from cliplab.models.registry import (
+    SPEC_FORMS,
+    ModelSource,
+    check_model_spec,
+    load_model,
+    model_sources,
+    register_model_source,
+    unregister_model_source,
+)
 
-__all__ = ["Model", "Preprocess", "SPEC_FORMS", "load_image", "load_model"]
+__all__ = [
+    "SPEC_FORMS",
+    "Model",
+    "ModelSource",
+    "Preprocess",
+    "check_model_spec",
+    "load_image",
+    "load_model",
+    "model_sources",
+    "register_model_source",
+    "unregister_model_source",
+]
