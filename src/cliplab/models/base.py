@@ -62,6 +62,24 @@ class Model:
     geometry: str = "cosine"
     module: nn.Module
 
+    # -- declared capabilities (what the trainer and other tools may rely on) ---------------------
+    @property
+    def can_save(self) -> bool:
+        """``save(directory)`` writes a directory ``load_model`` reads back (default: ``save`` is overridden)."""
+        return type(self).save is not Model.save
+
+    #: the tower forwards are differentiable and ``module``'s parameters can be optimised
+    can_train: bool = True
+
+    @property
+    def has_token_embeddings(self) -> bool:
+        """Whether ``token_embeddings()`` gives the text tower's input embedding table (prompt learning)."""
+        return False
+
+    def token_embeddings(self) -> nn.Module:
+        """The text tower's token-embedding module (an ``nn.Embedding``), when ``has_token_embeddings``."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its token embeddings")
+
     # -- to implement ---------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -151,11 +169,11 @@ class Model:
                 batches: Iterator[torch.Tensor] = iter(chunks)
                 n_batches = len(chunks)
             else:
-                images = list(images)
-                n_batches = -(-len(images) // batch_size)
-                batches = prefetch(
-                    lambda b: self.preprocess.batch(images[b * batch_size : (b + 1) * batch_size]), n_batches
-                )
+                from cliplab.data.loader import ImageList, make_loader
+
+                loader = make_loader(ImageList(images), self.preprocess, batch_size)
+                batches = (batch["pixel_values"] for batch in loader)
+                n_batches = len(loader)
             if n_batches == 0:
                 raise ValueError("no images to encode")
             out = [

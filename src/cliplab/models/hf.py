@@ -28,6 +28,18 @@ PROCESSOR_CLASS = {"siglip": "SiglipImageProcessor", "siglip2": "Siglip2ImagePro
 PREPROCESSOR_FILE = "preprocessor_config.json"
 
 
+#: how text features pool the text tower, from the checkpoint's ``config.cliplab["text_pooling"]``: "model" (the
+#: architecture's own ``get_text_features``) or "mean" (attention-masked mean of the last hidden states, then
+#: ``text_projection``: how sentence-transformers encoders such as MiniLM were trained to be used)
+TEXT_POOLINGS = ("model", "mean")
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``Σ_t m_t·h_t / Σ_t m_t`` over the tokens of each text (padding excluded)."""
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
 def _pooled(output: Any) -> torch.Tensor:
     """``get_*_features`` returns a tensor (transformers 4) or an output object (transformers 5)."""
     if isinstance(output, torch.Tensor):
@@ -40,6 +52,9 @@ def _pooled(output: Any) -> torch.Tensor:
 
 class HFModel(Model):
     """A ``transformers`` two-tower model with its tokenizer and preprocessing."""
+
+    can_save = True
+    can_train = True
 
     def __init__(
         self,
@@ -67,6 +82,9 @@ class HFModel(Model):
             module.logit_bias = nn.Parameter(torch.tensor([float(meta["logit_bias"])]))
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"unknown geometry {self.geometry!r}; expected one of {GEOMETRIES}")
+        self.text_pooling = meta.get("text_pooling", "model")
+        if self.text_pooling not in TEXT_POOLINGS:
+            raise ValueError(f"unknown text_pooling {self.text_pooling!r} in the config; expected one of {TEXT_POOLINGS}")
         self.model_type = getattr(module.config, "model_type", "")
         text_cfg = getattr(module.config, "text_config", module.config)
         self.max_length = int(getattr(text_cfg, "max_position_embeddings", 77))
@@ -76,9 +94,7 @@ class HFModel(Model):
         self.padding = TEXT_PADDING.get(self.model_type, "longest")
 
     @classmethod
-    def from_pretrained(
-        cls, name_or_path: str, *, spec: str | None = None, device: str | None = None
-    ) -> HFModel:
+    def from_pretrained(cls, name_or_path: str, *, spec: str | None = None, device: str | None = None) -> HFModel:
         """Load model, tokenizer and preprocessing from a local directory or a Hub id."""
         from transformers import AutoModel, AutoTokenizer
 
@@ -104,7 +120,33 @@ class HFModel(Model):
         return _pooled(self.module.get_image_features(pixel_values=pixel_values))
 
     def text_embeddings(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.text_pooling == "mean":
+            hidden = self.module.text_model(**tokens).last_hidden_state
+            return self.module.text_projection(mean_pool(hidden, tokens["attention_mask"]))
         return _pooled(self.module.get_text_features(**tokens))
+
+    def token_embeddings(self) -> nn.Module:
+        """The text model's ``get_input_embeddings()`` (``text_model`` of CLIP, SigLIP, dual encoders)."""
+        text_model = getattr(self.module, "text_model", None)
+        for owner in (text_model, self.module):
+            get = getattr(owner, "get_input_embeddings", None)
+            if get is None:
+                continue
+            try:
+                emb = get()
+            except (NotImplementedError, AttributeError):
+                continue
+            if isinstance(emb, nn.Module):
+                return emb
+        raise NotImplementedError(f"{type(self.module).__name__} does not expose its text token embeddings")
+
+    @property
+    def has_token_embeddings(self) -> bool:
+        try:
+            self.token_embeddings()
+        except NotImplementedError:
+            return False
+        return True
 
     def _identity(self) -> dict[str, Any]:
         return {
@@ -112,6 +154,7 @@ class HFModel(Model):
             "vocab": _vocab_hash(self.tokenizer),
             "max_length": self.max_length,
             "padding": self.padding,
+            "text_pooling": self.text_pooling,
         }
 
     def save(self, directory: str | os.PathLike) -> None:

@@ -12,8 +12,7 @@ from cliplab.models.base import Model
 from cliplab.models.preprocess import Preprocess
 
 INSTALL_HINT = (
-    "the openclip: backend needs the optional package open_clip (and torchvision): "
-    "pip install open_clip_torch"
+    "the openclip: backend needs the optional package open_clip (and torchvision): pip install open_clip_torch"
 )
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -27,7 +26,13 @@ def _import_open_clip() -> Any:
 
 
 class OpenCLIPModel(Model):
-    """An open_clip model; preprocessing is rebuilt from its ``preprocess_cfg`` without torchvision."""
+    """An open_clip model; preprocessing is rebuilt from its ``preprocess_cfg`` without torchvision.
+
+    It cannot be saved in a form ``load_model`` reads back (``can_save = False``), so the trainer refuses it.
+    """
+
+    can_save = False
+    can_train = True
 
     def __init__(self, arch: str, pretrained: str | None, *, spec: str, device: str | None = None):
         open_clip = _import_open_clip()
@@ -58,6 +63,16 @@ class OpenCLIPModel(Model):
 
     def text_embeddings(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.module.encode_text(tokens["input_ids"])
+
+    def token_embeddings(self) -> torch.nn.Module:
+        emb = getattr(self.module, "token_embedding", None)
+        if not isinstance(emb, torch.nn.Module):
+            raise NotImplementedError(f"open_clip model {self.arch} has no token_embedding (e.g. a HF text tower)")
+        return emb
+
+    @property
+    def has_token_embeddings(self) -> bool:
+        return isinstance(getattr(self.module, "token_embedding", None), torch.nn.Module)
 
     def _identity(self) -> dict[str, Any]:
         return {"open_clip": f"{self.arch}/{self.pretrained}"}

@@ -55,6 +55,18 @@ def build_model(
     return model.to(device), True
 
 
+def require_trainable(model: Model) -> None:
+    """Refuse, before any step, a model the trainer could not train or save (its declared capabilities)."""
+    name = f"{type(model).__name__} ({getattr(model, 'spec', '?')})"
+    if not getattr(model, "can_train", False):
+        raise ValueError(f"{name} cannot be trained: it declares can_train = False")
+    if not getattr(model, "can_save", False):
+        raise ValueError(
+            f"{name} cannot be trained here: it declares can_save = False, so the trained model could not be "
+            "saved; use a model that can be saved (e.g. a Hugging Face model: hf:<repo-id> or a local directory)"
+        )
+
+
 def prepare_logit_params(model: Model, loss: str, *, from_scratch: bool) -> bool:
     """Set up the logit scale/bias for ``loss``; returns True when a ``logit_bias`` parameter was added.
 

@@ -46,6 +46,7 @@ from cliplab.train.setup import (
     lock_tower,
     logit_bias_param,
     prepare_logit_params,
+    require_trainable,
     seed_everything,
     wrap_ddp,
 )
@@ -100,6 +101,8 @@ class Trainer:
         if self._ready:
             return
         cfg = self.config
+        if self.model is not None:
+            require_trainable(self.model)  # before anything is loaded
         self.env, self.device = init_distributed(cfg.device)
         self.output_dir = Path(cfg.output_dir)
         seed_everything(cfg.seed + self.env.rank)
@@ -115,6 +118,7 @@ class Trainer:
             self.model.to(self.device)
             from_scratch = False
         model = self.model
+        require_trainable(model)
         if cfg.loss.geometry is not None:
             model.geometry = cfg.loss.geometry
         self.from_scratch = from_scratch
