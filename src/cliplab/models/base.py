@@ -169,11 +169,11 @@ class Model:
                 batches: Iterator[torch.Tensor] = iter(chunks)
                 n_batches = len(chunks)
             else:
-                from cliplab.data.loader import ImageList, make_loader
-
-                loader = make_loader(ImageList(images), self.preprocess, batch_size)
-                batches = (batch["pixel_values"] for batch in loader)
-                n_batches = len(loader)
+                images = list(images)
+                n_batches = -(-len(images) // batch_size)
+                batches = prefetch(
+                    lambda b: self.preprocess.batch(images[b * batch_size : (b + 1) * batch_size]), n_batches
+                )
             if n_batches == 0:
                 raise ValueError("no images to encode")
             out = [
