@@ -9,6 +9,7 @@ Training-free: ``ZeroShot`` (``s0 = logit_scale · f·Wᵀ``), ``TipAdapter``, `
 ``TipAdapterF``, ``LinearProbe``, ``CLIPAdapter``, ``LPPlusPlus``, ``AMU`` (needs ``aux_features``).
 Hyper-parameters are chosen on a split of the support set with ``search_and_fit`` (or ``grid_search``
 with a separate validation split), never on test data; each class has a ``default_grid()``.
+``METHODS`` is the registry of adapters the few-shot protocol runs; ``register_method(name, cls)`` adds one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cliplab.adapt.clip_adapter import CLIPAdapter
 from cliplab.adapt.gda import GDA
 from cliplab.adapt.linear_probe import LinearProbe
 from cliplab.adapt.lpplusplus import LPPlusPlus
+from cliplab.adapt.protocol import METHODS, register_method
 from cliplab.adapt.search import grid_search, search_and_fit, split_validation
 from cliplab.adapt.tip import TipAdapter, TipAdapterF
 from cliplab.adapt.zeroshot import ZeroShot
@@ -30,11 +32,13 @@ __all__ = [
     "CLIPAdapter",
     "LPPlusPlus",
     "LinearProbe",
+    "METHODS",
     "TipAdapter",
     "TipAdapterF",
     "ZeroShot",
     "grid_search",
     "kurtosis_factor",
+    "register_method",
     "search_and_fit",
     "split_validation",
 ]

@@ -9,8 +9,15 @@ import torch.nn.functional as F
 
 from cliplab._validation import ArrayLike, as_features, as_tensor, l2_normalize
 from cliplab.adapt.base import (
+    COUNT,
+    FINITE,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    SIZE,
+    UNIT,
     Adapter,
-    check_int,
+    Options,
     class_means,
     cosine_adamw,
     generator,
@@ -65,6 +72,19 @@ class AMU(Adapter):
     balanced shots); ours with the class means.
     """
 
+    requires = frozenset({"aux_features"})
+    _constraints = {
+        "lambda_": UNIT,
+        "alpha": FINITE,
+        "fusion": Options("none", "kurtosis"),
+        "rho": FINITE,
+        "epochs": COUNT,
+        "lr": POSITIVE,
+        "batch_size": SIZE,
+        "weight_decay": NON_NEGATIVE,
+        "seed": SEED,
+    }
+
     def __init__(
         self,
         lambda_: float = 0.35,
@@ -110,14 +130,8 @@ class AMU(Adapter):
         if A.shape[0] != X.shape[0] and 1 not in (A.shape[0], X.shape[0]):
             raise ValueError(f"aux_features has {A.shape[0]} views but features has {X.shape[0]}")
         A = l2_normalize(A)
-        lam = float(self.lambda_)
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lambda_ must be in [0, 1], got {self.lambda_!r}")
-        alpha = float(self.alpha)
-        if self.fusion not in ("none", "kurtosis"):
-            raise ValueError(f"fusion must be 'none' or 'kurtosis', got {self.fusion!r}")
-        epochs = check_int(self.epochs, "epochs", minimum=0)
-        batch_size = check_int(self.batch_size, "batch_size")
+        lam, alpha = float(self.lambda_), float(self.alpha)
+        epochs, batch_size = int(self.epochs), int(self.batch_size)
         head = class_means(mean_views(A), y, self.n_classes_)[0].requires_grad_(True)
         steps = epochs * n_batches(X.shape[1], batch_size)
         opt, sched = cosine_adamw([head], self.lr, steps, weight_decay=self.weight_decay)

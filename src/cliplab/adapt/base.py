@@ -13,24 +13,36 @@ tensors; outputs are float32 tensors.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Self
 
 import torch
 
-from cliplab._validation import ArrayLike, as_features, as_labels, as_tensor, l2_normalize
+from cliplab._validation import ArrayLike, Estimator, Interval, Options, as_features, as_labels, as_tensor, l2_normalize
 
-__all__ = ["Adapter"]
+__all__ = ["Adapter", "Interval", "Options"]
+
+#: shared constraints of common hyper-parameters
+POSITIVE = Interval(0, None, closed="neither")
+NON_NEGATIVE = Interval(0, None, closed="left")
+UNIT = Interval(0, 1, closed="both")
+COUNT = Interval(0, None, closed="left", integer=True)  # epochs: 0 allowed
+SIZE = Interval(1, None, closed="left", integer=True)
+SEED = Interval(None, None, integer=True)
+FINITE = Interval(None, None)
 
 
-class Adapter:
+class Adapter(Estimator):
     """Base class: validates ``fit``'s inputs, stores the text side and implements ``predict``.
 
     After ``fit``: ``text_weights_`` ``[C, D]``, ``logit_scale_`` (float), ``n_classes_`` (C),
     ``classes_`` (``arange(C)``), ``n_features_in_`` (D). Subclasses implement ``_fit(X, y, **extra)``
     with ``X`` ``[V, N, D]`` (``V = 1`` for plain ``[N, D]`` input) and ``_logits(f, **extra)``.
+
+    ``_constraints`` (``{name: Interval | Options | callable}``) are checked by ``fit`` before ``_fit`` runs.
+    ``requires`` names the extra inputs ``fit`` and ``logits`` need (AMU: ``{"aux_features"}``); the few-shot
+    protocol passes them and ``fit`` refuses to run without them.
 
     ``_post_fit_params`` names the hyper-parameters that only change ``logits`` (never what ``fit``
     learns); ``cliplab.adapt.grid_search`` fits once per setting of the others and scores the rest
@@ -38,34 +50,13 @@ class Adapter:
     """
 
     _post_fit_params: ClassVar[frozenset[str]] = frozenset()
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     # ----------------------------------------------------------------- hyper-parameters
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind is not p.VAR_KEYWORD]
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor arguments (scikit-learn style)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> Self:
-        """Set constructor arguments; unknown names raise ``ValueError``."""
-        names = self._param_names()
-        for key, value in params.items():
-            if key not in names:
-                raise ValueError(f"{type(self).__name__} has no parameter {key!r}; parameters: {names}")
-            setattr(self, key, value)
-        return self
-
     @classmethod
     def default_grid(cls) -> dict[str, list[Any]]:
         """Hyper-parameter grid searched by ``cliplab.adapt.search_and_fit`` (empty: nothing to search)."""
         return {}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------------- contract
     def fit(
@@ -85,7 +76,11 @@ class Adapter:
             per_view = f" per view (features has shape [V, N, D] = {tuple(raw.shape)})" if raw.ndim == 3 else ""
             raise ValueError(f"labels has {y.shape[0]} entries but features has {raw.shape[-2]} samples{per_view}")
         X = raw if raw.ndim == 3 else raw.unsqueeze(0)
+        missing = sorted(set(self.requires) - extra.keys())
+        if missing:
+            raise TypeError(f"{type(self).__name__}.fit needs {', '.join(f'{m}=...' for m in missing)} (see requires)")
         self._fitted = False
+        self._validate_params()
         self.logit_scale_ = check_positive(logit_scale, "logit_scale")
         self.text_weights_ = W
         self.n_classes_ = W.shape[0]

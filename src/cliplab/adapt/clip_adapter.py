@@ -9,8 +9,13 @@ import torch.nn.functional as F
 
 from cliplab._validation import l2_normalize
 from cliplab.adapt.base import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    SIZE,
+    UNIT,
     Adapter,
-    check_int,
     cosine_adamw,
     generator,
     n_batches,
@@ -35,6 +40,16 @@ class CLIPAdapter(Adapter):
     features AdamW reaches the same regime in far fewer steps.
     """
 
+    _constraints = {
+        "ratio": UNIT,
+        "reduction": SIZE,
+        "epochs": COUNT,
+        "lr": POSITIVE,
+        "batch_size": SIZE,
+        "weight_decay": NON_NEGATIVE,
+        "seed": SEED,
+    }
+
     def __init__(
         self,
         ratio: float = 0.2,
@@ -58,12 +73,8 @@ class CLIPAdapter(Adapter):
         return {"ratio": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}
 
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        ratio = float(self.ratio)
-        if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"ratio must be in [0, 1], got {self.ratio!r}")
-        reduction = check_int(self.reduction, "reduction")
-        epochs = check_int(self.epochs, "epochs", minimum=0)
-        batch_size = check_int(self.batch_size, "batch_size")
+        ratio, reduction = float(self.ratio), int(self.reduction)
+        epochs, batch_size = int(self.epochs), int(self.batch_size)
         d = X.shape[2]
         h = max(1, d // reduction)
         gen = generator(self.seed)

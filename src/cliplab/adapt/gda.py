@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from cliplab._validation import ArrayLike
-from cliplab.adapt.base import Adapter, class_means, concat_views
+from cliplab.adapt.base import NON_NEGATIVE, Adapter, class_means, concat_views
 
 __all__ = ["GDA"]
 
@@ -36,6 +36,7 @@ class GDA(Adapter):
     """
 
     _post_fit_params = frozenset({"alpha"})
+    _constraints = {"alpha": NON_NEGATIVE}
 
     def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = alpha

@@ -8,7 +8,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cliplab.adapt.base import Adapter, check_int, check_positive, concat_views, mean_views
+from cliplab.adapt.base import (
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    SIZE,
+    Adapter,
+    Interval,
+    Options,
+    check_positive,
+    concat_views,
+    mean_views,
+)
 
 __all__ = ["LinearProbe"]
 
@@ -33,6 +44,16 @@ class LinearProbe(Adapter):
     validation sample (one shot per class) it warns and uses ``fallback_C``.
     ``[V, N, D]`` support features are concatenated as extra rows.
     """
+
+    _constraints = {
+        "C": Interval(0, None, closed="neither", allow_none=True),
+        "zs_init": Options(False, True),
+        "max_iter": SIZE,
+        "tol": NON_NEGATIVE,
+        "val_fraction": Interval(0, 1, closed="neither"),
+        "fallback_C": POSITIVE,
+        "seed": SEED,
+    }
 
     def __init__(
         self,
@@ -59,10 +80,10 @@ class LinearProbe(Adapter):
         return {"C": list(_C_GRID)}
 
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        max_iter = check_int(self.max_iter, "max_iter")
+        max_iter = int(self.max_iter)
         W0 = self._s0_weights if self.zs_init else torch.zeros_like(self.text_weights_)
         if self.C is not None:
-            C = check_positive(self.C, "C")
+            C = float(self.C)
             self.search_table_ = None
         else:
             C = self._search_C(X, y, W0, max_iter)
@@ -81,7 +102,7 @@ class LinearProbe(Adapter):
                 stacklevel=3,
             )
             self.search_table_ = None
-            return check_positive(self.fallback_C, "fallback_C")
+            return float(self.fallback_C)
         train, val = split_validation(y, val_fraction=self.val_fraction, seed=self.seed)
         Xt, yt = concat_views(X[:, train], y[train])
         Xv = mean_views(X[:, val])  # validation images: their view average, renormalised

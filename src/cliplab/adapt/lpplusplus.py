@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cliplab.adapt.base import Adapter, check_int, class_means, concat_views
+from cliplab.adapt.base import COUNT, SIZE, Adapter, class_means, concat_views
 
 __all__ = ["LPPlusPlus"]
 
@@ -34,14 +34,15 @@ class LPPlusPlus(Adapter):
     the last ``alpha_every`` iterations (identical at the first α step).
     """
 
+    _constraints = {"epochs": COUNT, "alpha_every": SIZE}
+
     def __init__(self, epochs: int = 300, alpha_every: int = 10) -> None:
         self.epochs = epochs
         self.alpha_every = alpha_every
 
     @torch.no_grad()
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        epochs = check_int(self.epochs, "epochs", minimum=0)
-        every = check_int(self.alpha_every, "alpha_every")
+        epochs, every = int(self.epochs), int(self.alpha_every)
         X, y = concat_views(X, y)
         n, C = X.shape[0], self.n_classes_
         T = X @ self.text_weights_.T  # f_i·t_k, [N, C]

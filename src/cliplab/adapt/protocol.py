@@ -15,7 +15,7 @@ harmonic mean ``HM = 2·base·new / (base + new)`` summarises both.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,8 @@ from cliplab.adapt.zeroshot import ZeroShot
 from cliplab.data.sampling import k_shot_indices
 from cliplab.features import Features
 
-#: method name → estimator class (``amu`` needs auxiliary features from a second encoder)
+#: method name → estimator class, the registry of adapters (``register_method`` adds one). A class's
+#: ``requires`` names the extra per-image inputs it needs (``amu``: ``aux_features`` from a second encoder).
 METHODS: dict[str, type[Adapter]] = {
     "zeroshot": ZeroShot,
     "tip_adapter": TipAdapter,
@@ -46,6 +47,20 @@ METHODS: dict[str, type[Adapter]] = {
     "amu": AMU,
 }
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
+
+
+def register_method(name: str, cls: type[Adapter], *, replace: bool = False) -> type[Adapter]:
+    """Add the adapter class ``cls`` to ``METHODS`` under ``name`` (for ``run_few_shot``, ``cliplab adapt``)."""
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise TypeError(f"a method must be an Adapter subclass, got {cls!r}")
+    if name in METHODS and METHODS[name] is not cls and not replace:
+        raise ValueError(f"method {name!r} is already registered (pass replace=True to override)")
+    METHODS[name] = cls
+    return cls
+
+
+def _requires(name: str) -> frozenset[str]:
+    return frozenset(getattr(METHODS[name], "requires", frozenset()))
 
 
 def _accuracy(est: Adapter, feats: torch.Tensor, labels: torch.Tensor, **extra: Any) -> float:
@@ -89,6 +104,7 @@ def run_few_shot(
     train_views: torch.Tensor | None = None,
     aux_train: torch.Tensor | None = None,
     aux_test: torch.Tensor | None = None,
+    extra_inputs: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     search: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -96,19 +112,30 @@ def run_few_shot(
     runs}}}, "zeroshot": acc, "params": ..., "seconds": {method: s}}``.
 
     ``train_views`` ``[V, N, D]``: augmented views of the training images (Tip averages, GDA concatenates);
-    ``aux_train``/``aux_test``: a second encoder's features for ``amu`` (skipped without them).
+    ``aux_train``/``aux_test``: a second encoder's features for ``amu`` (skipped without them), the same as
+    ``extra_inputs={"aux_features": (aux_train, aux_test)}``. ``extra_inputs`` maps an input name to its
+    ``(train rows, test rows)``; a method whose ``requires`` names an input not given is skipped by default
+    and refused when asked for.
     """
     if train.labels is None or test.labels is None:
         raise ValueError("the few-shot protocol needs labelled train and test features")
     n_cls = text_weights.shape[0]
     if int(train.labels.max()) >= n_cls or int(test.labels.max()) >= n_cls:
         raise ValueError(f"labels exceed the {n_cls} classes of the text weights")
-    methods = list(methods or [m for m in METHODS if m != "amu" or aux_train is not None])
+    inputs = dict(extra_inputs or {})
+    if aux_train is not None or aux_test is not None:
+        if aux_train is None or aux_test is None:
+            raise ValueError("aux_features need both aux_train and aux_test (from a second encoder)")
+        inputs.setdefault("aux_features", (aux_train, aux_test))
+    methods = list(methods or [m for m in METHODS if _requires(m) <= inputs.keys()])
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    if "amu" in methods and (aux_train is None or aux_test is None):
-        raise ValueError("amu needs auxiliary features (aux_train and aux_test) from a second encoder")
+    for m in methods:
+        missing = sorted(_requires(m) - inputs.keys())
+        if missing:
+            hint = " (aux_train and aux_test, from a second encoder)" if "aux_features" in missing else ""
+            raise ValueError(f"{m} needs {', '.join(missing)}{hint}: pass them in extra_inputs")
     if train_views is not None and train_views.shape[1:] != train.images.shape:
         raise ValueError(f"train_views must be [V, {len(train)}, {train.dim}], got {tuple(train_views.shape)}")
     counts = torch.bincount(train.labels, minlength=n_cls)
@@ -127,10 +154,10 @@ def run_few_shot(
             train.images[idx] if train_views is None else torch.cat([train.images[idx][None], train_views[:, idx]])
         )
         for m in methods:
-            extra = {"aux_features": aux_train[idx]} if m == "amu" else {}
+            extra = {name: inputs[name][0][idx] for name in _requires(m)}
             t0 = time.perf_counter()
             est, chosen = _fit(m, support, y, text_weights, logit_scale, seed, search, extra)
-            test_extra = {"aux_features": aux_test} if m == "amu" else {}
+            test_extra = {name: inputs[name][1] for name in _requires(m)}
             acc = _accuracy(est, test.images, test.labels, **test_extra)
             seconds[m] += time.perf_counter() - t0
             results[m].setdefault(k, {"runs": []})["runs"].append(acc)
@@ -173,7 +200,7 @@ def base_to_new(
 
     base_train, base_test = restrict(train, 0, n_base), restrict(test, 0, n_base)
     new_test = restrict(test, n_base, n_cls)
-    methods = [m for m in (methods or METHODS) if m != "amu"]
+    methods = [m for m in (methods or METHODS) if not _requires(m)]  # no extra inputs for the new classes
     fs = run_few_shot(
         base_train,
         base_test,

@@ -10,8 +10,12 @@ import torch.nn.functional as F
 
 from cliplab._validation import ArrayLike
 from cliplab.adapt.base import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    SIZE,
     Adapter,
-    check_int,
     check_positive,
     cosine_adamw,
     generator,
@@ -49,6 +53,7 @@ class TipAdapter(Adapter):
     """
 
     _post_fit_params = frozenset({"alpha", "beta"})
+    _constraints = {"alpha": NON_NEGATIVE, "beta": NON_NEGATIVE}
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0) -> None:
         self.alpha = alpha
@@ -132,6 +137,8 @@ class TipAdapterF(TipAdapter):
     cached ``[V, N, D]`` features we draw one random view per image and epoch (keys: the view average).
     """
 
+    _constraints = {**TipAdapter._constraints, "epochs": COUNT, "lr": POSITIVE, "batch_size": SIZE, "seed": SEED}
+
     def __init__(
         self,
         alpha: float = 1.0,
@@ -148,9 +155,8 @@ class TipAdapterF(TipAdapter):
         self.seed = seed
 
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        alpha, beta = float(self.alpha), check_positive(self.beta, "beta", allow_zero=True)
-        epochs = check_int(self.epochs, "epochs", minimum=0)
-        batch_size = check_int(self.batch_size, "batch_size")
+        alpha, beta = float(self.alpha), float(self.beta)
+        epochs, batch_size = int(self.epochs), int(self.batch_size)
         self._set_cache(mean_views(X), y)
         keys = torch.nn.Parameter(self.keys_.clone())
         steps = epochs * n_batches(X.shape[1], batch_size)
