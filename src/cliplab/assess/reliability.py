@@ -93,23 +93,24 @@ def ood_evaluation(
         "mcm": lambda n, f: ood.mcm(f.images, W),
     }
     if "neglabel" in methods:
-        neg = ood.NegLabel(exclude=[]).fit(W, encode_texts)
+        neg = ood.NegLabel(exclude=[]).fit(text_weights=W, encode_texts=encode_texts)
         scorers["neglabel"] = lambda n, f: neg.score(f.images)
     if train_features is not None:
         if "knn" in methods:
             knn_k = min(KNN_K, len(train_features))  # the paper's k = 50, fewer for a small training set
-            knn = ood.KNN(k=knn_k).fit(train_features.images)
+            knn = ood.KNN(k=knn_k).fit(train_features.images, train_features.labels, W)
             scorers["knn"] = lambda n, f: knn.score(f.images)
         if "vim" in methods:
             dim = min(ood.default_vim_dim(W.shape[1]), max(1, W.shape[1] // 2))
-            vim = ood.ViM(dim=dim).fit(train_features.images, logit_scale * W, torch.zeros(W.shape[0]))
+            bias = torch.zeros(W.shape[0])
+            vim = ood.ViM(dim=dim).fit(train_features.images, text_weights=logit_scale * W, bias=bias)
             scorers["vim"] = lambda n, f: vim.score(f.images)
         if "mahalanobis" in methods:
             if train_features.labels is None:
                 skipped["mahalanobis"] = "needs labelled training features"
                 methods.remove("mahalanobis")
             else:
-                maha = ood.Mahalanobis().fit(train_features.images, train_features.labels)
+                maha = ood.Mahalanobis().fit(train_features.images, train_features.labels, W)
                 scorers["mahalanobis"] = lambda n, f: maha.score(f.images)
 
     results: dict[str, Any] = {"methods": methods, "skipped": skipped, "sets": {}, "mean": {}}

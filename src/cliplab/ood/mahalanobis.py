@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from cliplab._validation import ArrayLike, as_features, as_labels
+from cliplab._validation import ArrayLike, Interval, as_features, as_labels
+from cliplab.ood.base import OODScorer
 
 _CHUNK = 8192
 
 
-class Mahalanobis:
+class Mahalanobis(OODScorer):
     """``score(x) = −min_c (x − μ_c)ᵀ Σ⁺ (x − μ_c)`` → ``[N]`` (higher = more in-distribution).
 
     ``μ_c`` are the class means of the training features and ``Σ = (1/N) Σ_c Σ_{i∈c} (x_i − μ_c)(x_i − μ_c)ᵀ``
@@ -22,12 +25,25 @@ class Mahalanobis:
     with the whitened means per chunk.
     """
 
+    requires = frozenset({"train_features", "labels"})
+    _constraints = {
+        "rcond": Interval(0, None, closed="left", allow_none=True),
+        "chunk_size": Interval(1, None, closed="left", integer=True),
+    }
+
     def __init__(self, *, rcond: float | None = None, chunk_size: int = _CHUNK) -> None:
         self.rcond = rcond
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = chunk_size
+        self._validate_params()
 
-    def fit(self, features: ArrayLike, labels: ArrayLike) -> Mahalanobis:
-        X = as_features(features, "features")
+    def fit(
+        self, train_features: ArrayLike | None = None, labels: ArrayLike | None = None, text_weights: Any = None
+    ) -> Mahalanobis:
+        """Fit on labelled ``train_features`` ``[N, D]`` (``text_weights`` is accepted and not used)."""
+        self._validate_params()
+        self._check_inputs(train_features=train_features, labels=labels)
+        chunk_size = int(self.chunk_size)
+        X = as_features(train_features, "features")
         y = as_labels(labels, "labels", n=X.shape[0])
         classes = torch.unique(y)
         if classes.numel() < 2:
@@ -36,12 +52,12 @@ class Mahalanobis:
         inverse = torch.searchsorted(classes, y)
         counts = torch.bincount(inverse, minlength=classes.numel()).double()
         sums = torch.zeros(classes.numel(), d, dtype=torch.float64)
-        for s in range(0, n, self.chunk_size):
-            sums.index_add_(0, inverse[s : s + self.chunk_size], X[s : s + self.chunk_size].double())
+        for s in range(0, n, chunk_size):
+            sums.index_add_(0, inverse[s : s + chunk_size], X[s : s + chunk_size].double())
         means = sums / counts[:, None]
         cov = torch.zeros(d, d, dtype=torch.float64)
-        for s in range(0, n, self.chunk_size):
-            c = X[s : s + self.chunk_size].double() - means[inverse[s : s + self.chunk_size]]
+        for s in range(0, n, chunk_size):
+            c = X[s : s + chunk_size].double() - means[inverse[s : s + chunk_size]]
             cov.addmm_(c.T, c)
         cov /= n
         evals, evecs = torch.linalg.eigh(cov)
@@ -66,10 +82,11 @@ class Mahalanobis:
             raise RuntimeError("Mahalanobis is not fitted: call fit(features, labels) first")
         X = as_features(features, dim=self._whiten.shape[0])
         out = torch.empty(X.shape[0], self._mu.shape[0])
-        for s in range(0, X.shape[0], self.chunk_size):
-            z = X[s : s + self.chunk_size] @ self._whiten - self._shift.float()
+        chunk = int(self.chunk_size)
+        for s in range(0, X.shape[0], chunk):
+            z = X[s : s + chunk] @ self._whiten - self._shift.float()
             d2 = (z * z).sum(1, keepdim=True) + self._mu_sq - 2.0 * (z @ self._mu.T)
-            out[s : s + self.chunk_size] = d2.clamp_min(0.0)
+            out[s : s + chunk] = d2.clamp_min(0.0)
         return out
 
     def score(self, features: ArrayLike) -> torch.Tensor:
@@ -77,6 +94,7 @@ class Mahalanobis:
             raise RuntimeError("Mahalanobis is not fitted: call fit(features, labels) first")
         X = as_features(features, dim=self._whiten.shape[0])
         out = torch.empty(X.shape[0])
-        for s in range(0, X.shape[0], self.chunk_size):
-            out[s : s + self.chunk_size] = -self.distances(X[s : s + self.chunk_size]).min(1).values
+        chunk = int(self.chunk_size)
+        for s in range(0, X.shape[0], chunk):
+            out[s : s + chunk] = -self.distances(X[s : s + chunk]).min(1).values
         return out

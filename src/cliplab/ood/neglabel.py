@@ -5,10 +5,12 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Sequence
 from importlib import resources
+from typing import Any
 
 import torch
 
-from cliplab._validation import ArrayLike, as_features, l2_normalize
+from cliplab._validation import ArrayLike, Interval, as_features, l2_normalize
+from cliplab.ood.base import OODScorer
 
 EncodeTexts = Callable[[list[str]], ArrayLike]
 
@@ -19,7 +21,24 @@ def builtin_words() -> list[str]:
     return [w.strip() for w in text.splitlines() if w.strip() and not w.lstrip().startswith("#")]
 
 
-class NegLabel:
+def _check_n_negatives(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a positive count or a fraction in (0, 1], got {value!r}")
+    if not isinstance(value, numbers.Integral) and value > 1:
+        raise ValueError(f"a fractional {name} must be in (0, 1], got {value}")
+
+
+def _check_template(value: Any, name: str) -> None:
+    if not isinstance(value, str) or "{}" not in value:
+        raise ValueError(f"{name} must contain '{{}}', got {value!r}")
+
+
+def _check_temperature(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"temperature {name} must be positive, got {value}")
+
+
+class NegLabel(OODScorer):
     """Negative-label OOD score (Jiang et al. 2024), higher = more in-distribution.
 
     **Mining** (``fit``): every candidate word ``w`` is embedded (``template.format(w)`` through
@@ -42,7 +61,9 @@ class NegLabel:
     given with the same length, names its rows; ``exclude`` does not apply); ``n_negatives=1.0`` keeps
     the whole pool as negatives (no mining).
 
-    ``fit(text_weights [C, D], encode_texts=None, *, candidate_embeddings=None) -> self``;
+    ``fit(text_weights=[C, D], encode_texts=None, candidate_embeddings=None) -> self`` (the common scorer
+    interface; ``train_features`` and ``labels`` are not used; the older ``fit(text_weights, encode_texts)``
+    positional form still works);
     ``score(image_features [N, D]) -> [N]``. Fitted: ``negative_embeddings_ [M, D]``,
     ``negative_words_`` (when words were embedded here), ``negative_indices_`` (into the pool).
     """
@@ -60,38 +81,35 @@ class NegLabel:
         seed: int = 0,
         batch_size: int = 1000,
     ) -> None:
-        if isinstance(n_negatives, bool) or not isinstance(n_negatives, numbers.Real) or not n_negatives > 0:
-            raise ValueError(f"n_negatives must be a positive count or a fraction in (0, 1], got {n_negatives!r}")
-        if isinstance(n_negatives, numbers.Integral):
-            n_negatives = int(n_negatives)
-        elif n_negatives > 1:
-            raise ValueError(f"a fractional n_negatives must be in (0, 1], got {n_negatives}")
-        else:
-            n_negatives = float(n_negatives)
-        if not 0.0 <= percentile <= 1.0:
-            raise ValueError(f"percentile must be in [0, 1], got {percentile}")
-        if not T > 0:
-            raise ValueError(f"temperature T must be positive, got {T}")
-        if ngroup is not None and int(ngroup) < 1:
-            raise ValueError(f"ngroup must be >= 1 or None, got {ngroup}")
-        if "{}" not in template:
-            raise ValueError(f"template must contain '{{}}', got {template!r}")
-        self.words = None if words is None else list(words)
+        self.words = words
         self.n_negatives = n_negatives
-        self.percentile = float(percentile)
-        self.T = float(T)
-        self.ngroup = None if ngroup is None else int(ngroup)
+        self.percentile = percentile
+        self.T = T
+        self.ngroup = ngroup
         self.template = template
-        self.exclude = list(exclude)
-        self.seed = int(seed)
-        self.batch_size = int(batch_size)
+        self.exclude = exclude
+        self.seed = seed
+        self.batch_size = batch_size
+        self._validate_params()
+
+    requires = frozenset({"text_weights"})
+    _constraints = {
+        "n_negatives": _check_n_negatives,
+        "percentile": Interval(0, 1),
+        "T": _check_temperature,
+        "ngroup": Interval(1, None, closed="left", integer=True, allow_none=True),
+        "template": _check_template,
+        "seed": Interval(None, None, integer=True),
+        "batch_size": Interval(1, None, closed="left", integer=True),
+    }
 
     def _pool(self, encode_texts: EncodeTexts | None, candidate_embeddings: ArrayLike | None, d: int):
         if candidate_embeddings is not None:
             if encode_texts is not None:
                 raise ValueError("pass either encode_texts or candidate_embeddings, not both")
             emb = as_features(candidate_embeddings, "candidate_embeddings", dim=d)
-            words = self.words if self.words is not None and len(self.words) == emb.shape[0] else None
+            given = None if self.words is None else list(self.words)
+            words = given if given is not None and len(given) == emb.shape[0] else None
             return emb, words
         if encode_texts is None:
             raise ValueError("NegLabel.fit needs encode_texts (list[str] -> [M, D]) or candidate_embeddings")
@@ -102,8 +120,9 @@ class NegLabel:
             raise ValueError("the candidate word list is empty")
         prompts = [self.template.format(w) for w in words]
         parts = []
-        for s in range(0, len(prompts), self.batch_size):
-            batch = encode_texts(prompts[s : s + self.batch_size])
+        batch_size = int(self.batch_size)
+        for s in range(0, len(prompts), batch_size):
+            batch = encode_texts(prompts[s : s + batch_size])
             parts.append(torch.as_tensor(batch).detach().float().cpu())
         emb = as_features(torch.cat(parts), "encode_texts output", dim=d)
         if emb.shape[0] != len(prompts):
@@ -112,24 +131,34 @@ class NegLabel:
 
     def fit(
         self,
-        text_weights: ArrayLike,
-        encode_texts: EncodeTexts | None = None,
+        train_features: ArrayLike | None = None,
+        labels: Any = None,
+        text_weights: ArrayLike | None = None,
         *,
+        encode_texts: EncodeTexts | None = None,
         candidate_embeddings: ArrayLike | None = None,
     ) -> NegLabel:
+        """Mine the negatives for the ID ``text_weights`` ``[C, D]`` (``train_features``/``labels`` unused)."""
+        self._validate_params()
+        if text_weights is None and train_features is not None:  # the old fit(text_weights, encode_texts)
+            text_weights, train_features = train_features, None
+            if encode_texts is None and callable(labels):
+                encode_texts, labels = labels, None
+        self._check_inputs(text_weights=text_weights)
         pos = l2_normalize(as_features(text_weights, "text_weights"))
         pool, words = self._pool(encode_texts, candidate_embeddings, pos.shape[1])
         pool = l2_normalize(pool)
         m = pool.shape[0]
-        k = self.n_negatives if isinstance(self.n_negatives, int) else int(m * self.n_negatives)
+        nneg = self.n_negatives
+        k = int(nneg) if isinstance(nneg, numbers.Integral) else int(m * float(nneg))
         if not 1 <= k <= m:
             raise ValueError(f"n_negatives={self.n_negatives} selects {k} of {m} candidates; need 1..{m}")
         rows = max(1, min(4096, 2**24 // pos.shape[0]))  # torch.quantile accepts at most 2^24 elements
         affinity = torch.cat(
-            [torch.quantile(pool[s : s + rows] @ pos.T, self.percentile, dim=1) for s in range(0, m, rows)]
+            [torch.quantile(pool[s : s + rows] @ pos.T, float(self.percentile), dim=1) for s in range(0, m, rows)]
         )
         order = torch.argsort(affinity, stable=True)[:k]  # farthest from the ID labels first
-        ngroup = self.ngroup if self.ngroup is not None else min(100, max(1, k // 100))
+        ngroup = int(self.ngroup) if self.ngroup is not None else min(100, max(1, k // 100))
         if ngroup > k:
             raise ValueError(f"ngroup={ngroup} is larger than the number of negatives ({k})")
         order = order[: k - k % ngroup]
@@ -138,7 +167,7 @@ class NegLabel:
         self.negative_embeddings_ = pool[order]
         self.negative_words_ = None if words is None else [words[i] for i in order.tolist()]
         self.ngroup_ = ngroup
-        g = torch.Generator().manual_seed(self.seed)
+        g = torch.Generator().manual_seed(int(self.seed))
         self._groups = self.negative_embeddings_[torch.randperm(order.numel(), generator=g)]
         return self
 

@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from cliplab._validation import ArrayLike, as_features, as_tensor, l2_normalize
+from cliplab._validation import ArrayLike, Interval, as_features, as_tensor, l2_normalize
+from cliplab.ood.base import OODScorer
 
 _CHUNK = 8192
 
@@ -80,20 +83,29 @@ def knn_score(features: ArrayLike, train_features: ArrayLike, k: int = 50, *, ch
     return KNN(k=k, chunk_size=chunk_size).fit(train_features).score(features)
 
 
-class KNN:
-    """k-NN OOD detector: ``fit(train_features) -> self``, ``score(features) -> [N]`` (see ``knn_score``)."""
+class KNN(OODScorer):
+    """k-NN OOD detector: ``fit(train_features) -> self``, ``score(features) -> [N]`` (see ``knn_score``).
+
+    ``labels`` and ``text_weights`` (the common scorer interface) are accepted and not used.
+    """
+
+    _constraints = {
+        "k": Interval(1, None, closed="left", integer=True),
+        "chunk_size": Interval(1, None, closed="left", integer=True),
+    }
 
     def __init__(self, k: int = 50, *, chunk_size: int = 2048) -> None:
-        if int(k) < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if int(chunk_size) < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.k = int(k)
-        self.chunk_size = int(chunk_size)
+        self.k = k
+        self.chunk_size = chunk_size
+        self._validate_params()
 
-    def fit(self, train_features: ArrayLike) -> KNN:
+    def fit(
+        self, train_features: ArrayLike | None = None, labels: ArrayLike | None = None, text_weights: Any = None
+    ) -> KNN:
+        self._validate_params()
+        self._check_inputs(train_features=train_features)
         bank = as_features(train_features, "train_features")
-        if bank.shape[0] < self.k:
+        if bank.shape[0] < int(self.k):
             raise ValueError(f"k={self.k} but only {bank.shape[0]} training features")
         self.bank_ = l2_normalize(bank).contiguous()
         return self
@@ -103,8 +115,9 @@ class KNN:
             raise RuntimeError("KNN is not fitted: call fit(train_features) first")
         f = l2_normalize(as_features(features, dim=self.bank_.shape[1]))
         out = torch.empty(f.shape[0])
-        for s in range(0, f.shape[0], self.chunk_size):
-            sim = f[s : s + self.chunk_size] @ self.bank_.T
-            kth = sim.topk(self.k, dim=1, sorted=False).values.min(1).values  # k-th largest cosine
-            out[s : s + self.chunk_size] = -torch.sqrt((2.0 - 2.0 * kth).clamp_min(0.0))
+        k, chunk = int(self.k), int(self.chunk_size)
+        for s in range(0, f.shape[0], chunk):
+            sim = f[s : s + chunk] @ self.bank_.T
+            kth = sim.topk(k, dim=1, sorted=False).values.min(1).values  # k-th largest cosine
+            out[s : s + chunk] = -torch.sqrt((2.0 - 2.0 * kth).clamp_min(0.0))
         return out

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from cliplab._validation import ArrayLike, as_features, as_tensor
+from cliplab._validation import ArrayLike, Interval, as_features, as_tensor
+from cliplab.ood.base import OODScorer
 
 _CHUNK = 8192
 
@@ -22,7 +25,7 @@ def default_vim_dim(feature_dim: int) -> int:
     return feature_dim // 2
 
 
-class ViM:
+class ViM(OODScorer):
     """ViM OOD score: ``logsumexp(z) − α·‖(x − u)·NS‖₂`` with ``z = x·Wᵀ + b``.
 
     * ``u = −pinv(W)·b``: the origin of the feature space in which the logits are linear without bias.
@@ -35,24 +38,46 @@ class ViM:
     ``dim=None`` uses ``default_vim_dim(D)``. ``dim`` must satisfy ``0 ≤ dim < D`` (``dim ≥ D``
     leaves the residual space empty, which would give ``α = x/0``).
 
-    ``fit(train_features [N, D], W [C, D], b [C]) -> self``; ``score(features [M, D]) -> [M]``.
+    ``fit(train_features [N, D], text_weights=W [C, D], bias=b [C]) -> self`` (the classifier ``W``, e.g.
+    ``logit_scale ·`` the zero-shot text weights; the older positional form ``fit(train_features, W, b)``
+    still works); ``score(features [M, D]) -> [M]``.
     Fitted attributes: ``u_ [D]``, ``NS_ [D, D − dim]``, ``alpha_``, ``dim_``.
     """
 
-    def __init__(self, dim: int | None = None, *, chunk_size: int = _CHUNK) -> None:
-        if dim is not None and int(dim) < 0:
-            raise ValueError(f"dim must be >= 0 or None, got {dim}")
-        self.dim = None if dim is None else int(dim)
-        self.chunk_size = int(chunk_size)
+    requires = frozenset({"train_features", "text_weights"})
+    _constraints = {
+        "dim": Interval(0, None, closed="left", integer=True, allow_none=True),
+        "chunk_size": Interval(1, None, closed="left", integer=True),
+    }
 
-    def fit(self, train_features: ArrayLike, W: ArrayLike, b: ArrayLike | None = None) -> ViM:
+    def __init__(self, dim: int | None = None, *, chunk_size: int = _CHUNK) -> None:
+        self.dim = dim
+        self.chunk_size = chunk_size
+        self._validate_params()
+
+    def fit(
+        self,
+        train_features: ArrayLike | None = None,
+        labels: ArrayLike | None = None,
+        text_weights: Any = None,
+        *,
+        bias: ArrayLike | None = None,
+    ) -> ViM:
+        """Fit on ``train_features`` with the classifier ``text_weights`` ``[C, D]`` and ``bias`` ``[C]`` (0)."""
+        self._validate_params()
+        if labels is not None and as_tensor(labels, "W", finite=False).ndim == 2:  # the old fit(X, W, b)
+            W, b = labels, text_weights if bias is None else bias
+        else:
+            W, b = text_weights, bias
+        self._check_inputs(train_features=train_features, text_weights=W)
+        chunk = int(self.chunk_size)
         X = as_features(train_features, "train_features")
         n, d = X.shape
         W_ = as_features(W, "W", dim=d)
         b_ = torch.zeros(W_.shape[0]) if b is None else as_tensor(b, "b", ndim=1)
         if b_.shape[0] != W_.shape[0]:
             raise ValueError(f"b has {b_.shape[0]} entries but W has {W_.shape[0]} rows (classes)")
-        dim = default_vim_dim(d) if self.dim is None else self.dim
+        dim = default_vim_dim(d) if self.dim is None else int(self.dim)
         if dim >= d:
             raise ValueError(
                 f"ViM dim={dim} must be smaller than the feature dimension D={d}: the residual space "
@@ -66,16 +91,16 @@ class ViM:
         u = -(torch.linalg.pinv(W64) @ b64)  # [D]
         # Uncentred second moment of (X − u) in float64, chunk by chunk (memory O(chunk·D + D²)).
         gram = torch.zeros(d, d, dtype=torch.float64)
-        for s in range(0, n, self.chunk_size):
-            c = X[s : s + self.chunk_size].double() - u
+        for s in range(0, n, chunk):
+            c = X[s : s + chunk].double() - u
             gram.addmm_(c.T, c)
         _, vecs = torch.linalg.eigh(gram / n)  # ascending eigenvalues
         NS = vecs[:, : d - dim].float().contiguous()  # drop the top `dim` directions
 
         self.W_, self.b_, self.u_, self.NS_, self.dim_ = W_, b_, u.float(), NS, dim
         max_logit_sum, residual_sum = 0.0, 0.0
-        for s in range(0, n, self.chunk_size):
-            x = X[s : s + self.chunk_size]
+        for s in range(0, n, chunk):
+            x = X[s : s + chunk]
             max_logit_sum += float(torch.addmm(b_, x, W_.T).max(1).values.double().sum())
             residual_sum += float(self._residual(x).double().sum())
         mean_residual = residual_sum / n
@@ -92,8 +117,9 @@ class ViM:
             raise RuntimeError("ViM is not fitted: call fit(train_features, W, b) first")
         X = as_features(features, dim=self.W_.shape[1])
         out = torch.empty(X.shape[0])
-        for s in range(0, X.shape[0], self.chunk_size):
-            x = X[s : s + self.chunk_size]
+        chunk = int(self.chunk_size)
+        for s in range(0, X.shape[0], chunk):
+            x = X[s : s + chunk]
             energy = torch.logsumexp(torch.addmm(self.b_, x, self.W_.T), 1)
-            out[s : s + self.chunk_size] = energy - self.alpha_ * self._residual(x)
+            out[s : s + chunk] = energy - self.alpha_ * self._residual(x)
         return out
