@@ -1,4 +1,5 @@
-"""``cliplab bench --compare A.json B.json``: the headline numbers of two runs side by side."""
+"""``cliplab bench --compare A.json B.json``: the metrics of two runs side by side (each registered stage's
+``Stage.metrics``), each difference marked better or worse by the metric's ``higher_is_better``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import cliplab.bench.stages  # noqa: F401  (registers the built-in stages)
 from cliplab.bench.figures import finite
+from cliplab.bench.stage import STAGES
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
@@ -23,43 +26,39 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     return res
 
 
-def headline(res: dict[str, Any]) -> dict[str, float | None]:
-    """Flatten a run into comparable ``metric -> value`` rows."""
-    out: dict[str, float | None] = {}
-    st = res["stages"]
-    for task, r in st.get("zeroshot", {}).items():
-        if "acc1" in r:
-            out[f"zeroshot/{task}/acc1"] = r["acc1"]
-    adapt = st.get("adapt", {})
-    for m, r in adapt.get("results", {}).items():
-        for k, v in r.items():
-            out[f"adapt/{m}/{k}-shot"] = v["mean"]
-    for k, v in st.get("retrieval", {}).items():
-        if "recall@" in k:
-            out[f"retrieval/{k}"] = v
-    for task, r in st.get("ood", {}).items():
-        if isinstance(r, dict) and "mean" in r:
-            for m, v in r["mean"].items():
-                out[f"ood/{task}/{m}/auroc"] = v["auroc"]
-                out[f"ood/{task}/{m}/fpr95"] = v["fpr95"]
-    cal = st.get("calibration", {})
-    for k in ("accuracy", "ece", "ece_scaled", "aurc_msp", "aurc_logit_norm"):
-        if k in cal:
-            out[f"calibration/{k}"] = cal[k]
-    for name, r in st.get("estimate", {}).get("estimators", {}).items():
-        out[f"estimate/{name}/spearman"] = r["spearman"]
-        out[f"estimate/{name}/mae"] = r["mae"]
-    for k, v in res.get("timings", {}).items():
-        out[f"seconds/{k}"] = v
+def metrics(res: dict[str, Any]) -> list[tuple[str, Any, bool | None]]:
+    """``(metric, value, higher_is_better)`` of a run: every registered stage's metrics, then the timings."""
+    out: list[tuple[str, Any, bool | None]] = []
+    for stage_name, stage in STAGES.items():
+        if stage_name in res["stages"]:
+            out.extend(stage.values(res["stages"][stage_name]))
+    out.extend((f"seconds/{k}", v, False) for k, v in res.get("timings", {}).items())
     return out
 
 
+def headline(res: dict[str, Any]) -> dict[str, float | None]:
+    """Flatten a run into comparable ``metric -> value`` rows."""
+    return {key: value for key, value, _ in metrics(res)}
+
+
+def direction(delta: float | None, higher_is_better: bool | None) -> str | None:
+    """``better``, ``worse`` or ``same`` for a difference B − A; None when there is no difference or no direction."""
+    if delta is None or higher_is_better is None or not finite(delta):
+        return None
+    if delta == 0:
+        return "same"
+    return "better" if (delta > 0) == higher_is_better else "worse"
+
+
 def compare(a: dict[str, Any], b: dict[str, Any]) -> list[list[Any]]:
-    """Rows ``[metric, A, B, B − A]`` over the union of both runs' metrics."""
-    ha, hb = headline(a), headline(b)
+    """Rows ``[metric, A, B, B − A, direction]`` over the union of both runs' metrics; direction is ``better`` or
+    ``worse`` (for B against A, by the metric's ``higher_is_better``), ``same``, or None."""
+    ma, mb = metrics(a), metrics(b)
+    ha, hb = {k: v for k, v, _ in ma}, {k: v for k, v, _ in mb}
+    higher = {k: h for k, _, h in [*ma, *mb]}
     rows = []
     for key in list(dict.fromkeys([*ha, *hb])):
         va, vb = ha.get(key), hb.get(key)
         delta = vb - va if finite(va) and finite(vb) else None  # None (or NaN) on either side: no difference
-        rows.append([key, va, vb, delta])
+        rows.append([key, va, vb, delta, direction(delta, higher[key])])
     return rows

@@ -99,8 +99,10 @@ def finite_range(*values: Any) -> tuple[float, float] | None:
 
 
 def builtin_world(results: dict[str, Any]) -> bool:
-    """Whether the run used the built-in shapes world (the runner's test, on ``results.json``)."""
-    return results["data"]["spec"].removeprefix("builtin:").split(":")[0] == "shapes"
+    """Whether the run used the built-in shapes world (the bench source's test, on ``results.json``)."""
+    from cliplab.bench.sources import is_builtin_world
+
+    return is_builtin_world(results["data"]["spec"])
 
 
 def plt() -> Any:

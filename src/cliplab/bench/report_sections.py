@@ -14,7 +14,6 @@ from cliplab.bench.figures import (
     MARKERS,
     PALETTE,
     WIDE_WIDTH,
-    builtin_world,
     finite,
     finite_range,
     floats,
@@ -23,6 +22,7 @@ from cliplab.bench.figures import (
     numbers,
     rank,
 )
+from cliplab.bench.sources import source_class_attr
 
 
 def _acc(r: dict[str, Any], k: int) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def _base_to_new_figure(plt: Any, b2n: dict[str, Any]) -> str:
     return H.figure_png(fig, caption + (f" (y axis from {lo:.2f})" if lo > 0 else ""))
 
 
-def adapt_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
+def adapt_section(results: dict[str, Any], data: Any = None) -> str | None:
     res = results["stages"].get("adapt")
     if not res:
         return None
@@ -142,11 +142,7 @@ def adapt_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None
             "what adapting the base classes costs or gains overall.</p>"
         )
         body += f'<div class="cols">{_base_to_new_figure(plt, b2n)}<div>{table}</div></div>'
-    where = (
-        "drawn from the train split"
-        if builtin_world(results)
-        else "drawn from one half of each class of the folder (the other half is the test set)"
-    )
+    where = source_class_attr(results["data"]["spec"], "support_note")
     lead = (
         f"Support sets{_on_task(res)} of {shots[0]}–{shots[-1]} images per class {where}, seeds "
         f"{', '.join(str(s) for s in res['seeds'])}; hyper-parameters searched on a split of each support set "
@@ -182,7 +178,7 @@ def _roc_figure(plt: Any, task: str, set_name: str, r: dict[str, Any], table: di
     return H.figure_png(fig, f"ROC curves, {name(task)} task vs {set_name}; legend sorted by AUROC, best drawn thicker")
 
 
-def ood_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
+def ood_section(results: dict[str, Any], data: Any = None) -> str | None:
     res = results["stages"].get("ood")
     if not res:
         return None
@@ -268,7 +264,7 @@ def _risk_coverage_figure(plt: Any, r: dict[str, Any]) -> str:
     return H.figure_png(fig, "Risk–coverage: the most confident images kept first; lower is better")
 
 
-def calibration_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
+def calibration_section(results: dict[str, Any], data: Any = None) -> str | None:
     r = results["stages"].get("calibration")
     if not r:
         return None
@@ -308,7 +304,7 @@ def _on_task(r: dict[str, Any]) -> str:
     return f" on the {name(task)} task" + (f" ({style} style)" if style and style != "solid" else "")
 
 
-def estimate_section(results: dict[str, Any], extras: dict[str, Any]) -> str | None:
+def estimate_section(results: dict[str, Any], data: Any = None) -> str | None:
     r = results["stages"].get("estimate")
     if not r:
         return None

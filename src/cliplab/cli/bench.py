@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def check(args: argparse.Namespace) -> tuple[list[str] | None, tuple[int, ...]]:
     """Every spec, path and list option of a run, before any work; returns the stages and seeds."""
     from cliplab.bench.runner import STAGES
+    from cliplab.bench.sources import source_class_attr
 
     only = preflight.names(args.only, "--only", STAGES)
     seeds = tuple(preflight.ints(args.seeds, "--seeds"))
@@ -48,8 +49,7 @@ def check(args: argparse.Namespace) -> tuple[list[str] | None, tuple[int, ...]]:
         raise UsageError(f"--n must be a positive number of images, got {args.n}")
     preflight.common(args)
     preflight.output_dir(args.output, "--output")
-    builtin = str(args.data).removeprefix("builtin:").split(":")[0] == "shapes"
-    preflight.data(args.data, "--data", **({"n": args.n} if builtin else {}))
+    preflight.data(args.data, "--data", **source_class_attr(args.data, "load_options")(args.n))
     for spec in args.ood_data:
         preflight.data(spec, "--ood-data")
     preflight.model(args.model, "--model")
@@ -112,13 +112,13 @@ def run_compare(args: argparse.Namespace) -> int:
             {
                 "a": args.compare[0],
                 "b": args.compare[1],
-                "rows": [dict(zip(["metric", "a", "b", "delta"], r)) for r in rows],
+                "rows": [dict(zip(["metric", "a", "b", "delta", "direction"], r)) for r in rows],
             }
         )
         return 0
     print_table(
-        rows,
-        ["metric", "A", "B", "B − A"],
+        [[*r[:4], r[4] or ""] for r in rows],
+        ["metric", "A", "B", "B − A", "B vs A"],
         title=f"A = {args.compare[0]} ({a['model']['spec']})\nB = {args.compare[1]} ({b['model']['spec']})",
     )
     return 0

@@ -1,0 +1,9 @@
+"""The built-in bench stages, one module each; importing this package registers them in run and page order."""
+
+import importlib
+
+#: the built-in stages in run and page order
+ORDER = ("zeroshot", "adapt", "retrieval", "ood", "calibration", "estimate")
+
+for _name in ORDER:
+    importlib.import_module(f"{__name__}.{_name}")

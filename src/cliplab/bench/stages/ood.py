@@ -1,0 +1,57 @@
+"""Stage ``ood``: OOD detection of the source's OOD sets against its ID test set (section in ``report_sections``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cliplab.bench.figures import name, number, rank
+from cliplab.bench.report_sections import ood_section
+from cliplab.bench.stage import BenchContext, Metric, Stage, register_stage
+
+
+def run(ctx: BenchContext) -> dict[str, Any]:
+    """OOD detection: held-out shapes and colours (built-in world), or the ``--ood-data`` sets vs the test set.
+
+    Built-in world: near OOD = the held-out attribute in the training style; far OOD = the same drawn in the
+    sketch style (on light paper), which no training image resembles.
+
+    On other data, half of each class of the test set serves as ID training features (KNN, ViM, Mahalanobis)
+    and the other half as the ID test set.
+    """
+    from cliplab.assess import ood_evaluation
+
+    tasks = ctx.source.ood()
+    if isinstance(tasks, str):
+        return {"skipped": tasks}
+    kw = {"encode_texts": ctx.model.encode_texts, "curves": True}
+    return {
+        t.task: ood_evaluation(t.test, t.sets, t.weights, ctx.model.logit_scale, train_features=t.train, **kw)
+        for t in tasks
+    }
+
+
+def headline(res: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """Per task: the best AUROC on the first (near) OOD set."""
+    items = []
+    for r in res.values():
+        if isinstance(r, dict) and r.get("sets"):
+            (set_name, table), *_ = r["sets"].items()
+            method = max(table, key=lambda m: rank(table[m]["auroc"]))
+            items.append(("best OOD AUROC", number(table[method]["auroc"]), f"{name(method)} · {set_name}"))
+    return items
+
+
+register_stage(
+    Stage(
+        "ood",
+        run,
+        title="OOD detection",
+        nav="OOD",
+        section=ood_section,
+        headline=headline,
+        metrics=(
+            Metric("{}/{}/auroc", "*.mean.*.auroc", higher_is_better=True),
+            Metric("{}/{}/fpr95", "*.mean.*.fpr95", higher_is_better=False),
+        ),
+    )
+)
