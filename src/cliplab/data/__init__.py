@@ -1,14 +1,16 @@
-"""Datasets: the built-in shapes world, image folders, caption files, few-shot sampling."""
+"""Datasets: the built-in shapes world, image folders, caption files, few-shot sampling; specs and loading."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from cliplab.data.base import Dataset, Subset
+from cliplab.data.base import Dataset, Subset, Wrapper
 from cliplab.data.folders import CaptionDataset, ImageFiles, ImageFolder
-from cliplab.data.registry import DATA_FORMS, load_dataset
+from cliplab.data.loader import ImageList, Loader, make_loader
+from cliplab.data.registry import DATA_FORMS, DataSource, check_data_spec, load_dataset, register_data_source
 from cliplab.data.sampling import k_shot, k_shot_indices
+from cliplab.data.spec import DataSpec, is_builtin_world, parse_options
 
 # Imported eagerly so that ``cliplab.data.shapes`` is the function, not the submodule of the same name
 # (importing a submodule binds its name on the package; this re-binds it to the function once).
@@ -24,18 +26,29 @@ _LAZY = {
     "CORRUPTIONS": "corruptions",
     "corrupt": "corruptions",
     "Corrupted": "shifted",
+    "corrupt_image": "shifted",
 }
 
 __all__ = [
     "DATA_FORMS",
     "CaptionDataset",
+    "DataSource",
+    "DataSpec",
     "Dataset",
     "ImageFiles",
     "ImageFolder",
+    "ImageList",
+    "Loader",
     "Subset",
+    "Wrapper",
+    "check_data_spec",
+    "is_builtin_world",
     "k_shot",
     "k_shot_indices",
     "load_dataset",
+    "make_loader",
+    "parse_options",
+    "register_data_source",
     "shapes",
     *sorted(_LAZY),
 ]

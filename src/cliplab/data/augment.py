@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from cliplab.data.base import Dataset, stable_hash
+from cliplab.data.base import Dataset, Wrapper, stable_hash
 
 
 @dataclass(frozen=True)
@@ -65,16 +65,12 @@ class RandomResizedCrop:
         return out
 
 
-class AugmentedView(Dataset):
+class AugmentedView(Wrapper):
     """View ``view`` of ``parent`` under ``transform``: image ``i`` is deterministic in (seed, view, i)."""
 
     def __init__(self, parent: Dataset, transform: RandomResizedCrop, view: int, seed: int = 0):
-        self.parent, self.transform, self.view, self.seed = parent, transform, view, seed
-        self.name = f"{parent.name}[aug{view}]"
-        self.classnames, self.templates = parent.classnames, parent.templates
-
-    def __len__(self) -> int:
-        return len(self.parent)
+        super().__init__(parent, f"{parent.name}[aug{view}]")
+        self.transform, self.view, self.seed = transform, view, seed
 
     def image(self, index: int) -> Image.Image:
         rng = np.random.default_rng([self.seed, self.view, index])
@@ -86,10 +82,6 @@ class AugmentedView(Dataset):
             self.transform(im, np.random.default_rng([self.seed, self.view, int(i)]))
             for im, i in zip(originals, indices)
         ]
-
-    @property
-    def labels(self) -> np.ndarray | None:
-        return self.parent.labels
 
     def fingerprint(self) -> str:
         t = self.transform

@@ -4,16 +4,24 @@ A dataset is an indexable collection of images with, optionally, class labels (`
 ``classnames``) and captions (``captions`` flattened, ``text_to_image`` mapping each caption to its
 image). ``fingerprint()`` is a stable hash of everything that defines the content; the feature cache
 is keyed by it.
+
+Datasets are ``torch.utils.data.Dataset``s: ``dataset[i]`` is ``{"image": PIL image, "index": i}`` plus
+``"label"`` (an int) when the dataset has labels and ``"captions"`` (that image's captions) when it has
+captions. ``Wrapper`` is the base of datasets derived image by image from a parent (``Subset``,
+``Corrupted``, augmented views): class names, templates and labels follow the parent unless the wrapper
+sets its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch.utils.data
 from PIL import Image
 
 
@@ -23,7 +31,7 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-class Dataset:
+class Dataset(torch.utils.data.Dataset):
     """Base class. Subclasses implement ``__len__``, ``image`` and ``fingerprint``."""
 
     name: str = "dataset"
@@ -62,23 +70,101 @@ class Dataset:
     def subset(self, indices: Sequence[int]) -> Subset:
         return Subset(self, indices)
 
+    def _position(self, index: int) -> int:
+        i = operator.index(index)
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} images")
+        return i
+
+    def item_meta(self, index: int) -> dict[str, Any]:
+        """``{"index": i}`` plus ``"label"`` / ``"captions"`` of image ``index`` where the dataset has them."""
+        i = self._position(index)
+        labels, captions = self._item_tables()
+        meta: dict[str, Any] = {"index": i}
+        if labels is not None:
+            meta["label"] = int(labels[i])
+        if captions is not None:
+            meta["captions"] = list(captions[i])
+        return meta
+
+    def _item_tables(self) -> tuple[np.ndarray | None, list[list[str]] | None]:
+        """Labels and per-image captions, computed once (``labels`` may copy, captions need grouping)."""
+        tables = self.__dict__.get("_item_tables_cache")
+        if tables is None:
+            labels = self.labels
+            captions, t2i = self.captions, self.text_to_image
+            per_image: list[list[str]] | None = None
+            if captions is not None and t2i is not None:
+                per_image = [[] for _ in range(len(self))]
+                for caption, image in zip(captions, np.asarray(t2i).tolist()):
+                    per_image[image].append(caption)
+            tables = (None if labels is None else np.asarray(labels), per_image)
+            self.__dict__["_item_tables_cache"] = tables
+        return tables
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """``{"image": PIL image, "index": i, "label"?: int, "captions"?: [str, ...]}``."""
+        meta = self.item_meta(index)
+        return {"image": self.image(meta["index"]), **meta}
+
     def __repr__(self) -> str:
         n_cls = len(self.classnames) if self.classnames else 0
         return f"{type(self).__name__}(name={self.name!r}, n={len(self)}, classes={n_cls})"
 
 
-class Subset(Dataset):
+_UNSET: Any = object()
+
+
+class Wrapper(Dataset):
+    """A dataset derived from ``parent`` image by image (same length and labels unless overridden).
+
+    ``classnames`` and ``templates`` follow the parent's until set on the wrapper; ``labels`` are the
+    parent's. Captions are not carried over (an altered image may not match them) unless a subclass says
+    so (``Subset`` keeps and re-indexes them).
+    """
+
+    def __init__(self, parent: Dataset, name: str | None = None):
+        self.parent = parent
+        self.name = parent.name if name is None else name
+
+    @property  # type: ignore[override]
+    def classnames(self) -> list[str] | None:
+        own = self.__dict__.get("_classnames", _UNSET)
+        return self.parent.classnames if own is _UNSET else own
+
+    @classnames.setter
+    def classnames(self, value: list[str] | None) -> None:
+        self.__dict__["_classnames"] = value
+
+    @property  # type: ignore[override]
+    def templates(self) -> list[str] | None:
+        own = self.__dict__.get("_templates", _UNSET)
+        return self.parent.templates if own is _UNSET else own
+
+    @templates.setter
+    def templates(self, value: list[str] | None) -> None:
+        self.__dict__["_templates"] = value
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self.parent.labels
+
+
+class Subset(Wrapper):
     """A view of ``parent`` restricted to ``indices`` (captions follow their images)."""
 
     def __init__(self, parent: Dataset, indices: Sequence[int]):
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(parent)):
             raise IndexError(f"subset indices out of range for a dataset of {len(parent)} images")
-        self.parent = parent
+        super().__init__(parent, f"{parent.name}[subset]")
         self.indices = idx
-        self.name = f"{parent.name}[subset]"
-        self.classnames = parent.classnames
-        self.templates = parent.templates
 
     def __len__(self) -> int:
         return int(self.indices.size)

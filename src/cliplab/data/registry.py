@@ -1,13 +1,49 @@
-"""``load_dataset(spec)``: datasets by spec string, as the CLI takes them."""
+"""``load_dataset(spec)``: datasets by spec string, as the CLI takes them, through a registry of data sources.
+
+A data source is a scheme (``shapes``, ``folder``, ``captions``, or one registered with
+``register_data_source``) with a loader ``loader(target, split=..., **options) -> Dataset``. A spec names its
+scheme (``folder:/data/pets``) or is a bare path, which goes to the first source whose ``detect(path)`` is
+true (sources registered later are asked first, so a new format can claim paths before the built-ins).
+
+Both ``load_dataset`` and ``check_data_spec`` (the CLI's cheap pre-flight) go through ``prepare``: the spec is
+parsed once (``DataSpec.parse``), the source resolved, the options checked against those it accepts and the
+split against its splits, so the check and the load cannot disagree about a spec.
+
+``split``: a source with splits (``shapes``) reads the one asked for; the ``split=`` keyword of
+``load_dataset`` is the caller's default (a CLI's ``--split``), which a ``split`` option in the spec
+overrides. Data without splits (a folder, a caption file) ignores the caller's default; an explicit ``split``
+option other than ``test`` is refused with a message saying the data has no splits.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
-from pathlib import Path
+import pkgutil
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cliplab.data.base import Dataset
+from cliplab.data.spec import DataSpec, parse_options
 
+__all__ = [
+    "DATA_FORMS",
+    "DataSource",
+    "DataSpec",
+    "check_data_spec",
+    "data_forms",
+    "data_source",
+    "data_sources",
+    "load_dataset",
+    "parse_options",
+    "prepare",
+    "register_data_source",
+]
+
+#: the built-in forms (``data_forms()`` lists every registered one)
 DATA_FORMS = (
     "shapes or builtin:shapes[:key=value,...] (the built-in world, e.g. shapes:task=colour,n=2000)",
     "a directory with one sub-folder of images per class (image folder)",
@@ -15,129 +51,192 @@ DATA_FORMS = (
     "a .csv/.tsv/.jsonl caption file (image path + caption per row)",
 )
 
-
-def _parse_value(v: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {"none": None, "true": True, "false": False}.get(v.lower(), v)
+Loader = Callable[..., Dataset]
 
 
-def parse_options(text: str) -> dict[str, Any]:
-    """``"task=colour,n=200"`` → ``{"task": "colour", "n": 200}``."""
-    opts: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise ValueError(f"bad dataset option {part!r}: expected key=value")
-        opts[key.strip()] = _parse_value(value.strip())
-    return opts
+@dataclass(frozen=True)
+class DataSource:
+    """A registered scheme; see ``register_data_source``."""
+
+    scheme: str
+    loader: Loader
+    detect: Callable[[str], bool] | None = None
+    #: accepted option names (``split`` aside); None: any (the loader checks them)
+    options: tuple[str, ...] | None = None
+    #: the splits it has, or None for data without splits
+    splits: tuple[str, ...] | None = None
+    #: whether specs name a target (a path): ``scheme:<target>[:options]``; else ``scheme[:options]``
+    target: bool = True
+    #: a cheap ``check(target, split=..., **options)`` that raises what the loader would, without loading
+    check: Callable[..., None] | None = None
+    description: str = ""
 
 
-def load_dataset(spec: str | os.PathLike | Dataset, *, split: str = "test", **options: Any) -> Dataset:
-    """A dataset from a spec (see ``DATA_FORMS``); ``options`` override spec options for ``shapes``."""
+_SOURCES: dict[str, DataSource] = {}
+_BUILTINS_LOADED = False
+_SCHEME = re.compile(r"^[a-z][a-z0-9_-]+$")
+
+
+def register_data_source(
+    scheme: str,
+    loader: Loader,
+    detect: Callable[[str], bool] | None = None,
+    *,
+    options: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+    target: bool = True,
+    check: Callable[..., None] | None = None,
+    description: str = "",
+) -> DataSource:
+    """Register ``loader`` for specs ``scheme:<target>[:key=value,...]`` (and bare paths ``detect`` accepts).
+
+    ``loader(target, split=..., **options)`` returns a ``Dataset``. ``options``: the option names it accepts
+    (default: its keyword parameters other than ``target`` and ``split``); any other is refused with a
+    ValueError naming the spec. ``splits``: the splits the data has (None: none; ``split`` is then refused
+    unless it is ``test``/None, and the loader gets ``split=None``). ``target=False`` for a scheme that
+    takes no path (``shapes:n=100``). ``check``: a cheap validation for the CLI's pre-flight (default: only
+    the options are checked). Registering a scheme again replaces it.
+    """
+    if not _SCHEME.match(scheme):
+        raise ValueError(f"a data source scheme is lower-case letters, digits, '_' or '-' (2+ chars), got {scheme!r}")
+    if options is None:
+        params = inspect.signature(loader).parameters.values()
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            names = [p.name for p in params if p.kind in kinds]
+            options = [n for n in names[1:] if n != "split"]  # the first is the target
+    source = DataSource(
+        scheme=scheme,
+        loader=loader,
+        detect=detect,
+        options=None if options is None else tuple(options),
+        splits=None if splits is None else tuple(splits),
+        target=target,
+        check=check,
+        description=description or f"{scheme}:{'<path>' if target else ''}[:key=value,...]",
+    )
+    _SOURCES.pop(scheme, None)  # re-registered: asked first again
+    _SOURCES[scheme] = source
+    return source
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    import cliplab.data.sources as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{pkg.__name__}.{info.name}")
+
+
+def data_sources() -> dict[str, DataSource]:
+    """Every registered source by scheme (built-ins first, in registration order)."""
+    _load_builtins()
+    return dict(_SOURCES)
+
+
+def data_source(scheme: str) -> DataSource:
+    """The source registered for ``scheme``."""
+    sources = data_sources()
+    if scheme not in sources:
+        raise ValueError(f"no data source {scheme!r}; registered: {', '.join(sources)}")
+    return sources[scheme]
+
+
+def data_forms() -> list[str]:
+    """What a dataset spec may be: the built-in forms and every other registered scheme's."""
+    builtin = {"shapes", "folder", "captions"}
+    return [*DATA_FORMS, *(s.description for s in data_sources().values() if s.scheme not in builtin)]
+
+
+def _unknown_spec(spec: DataSpec) -> ValueError:
+    forms = "\n  - ".join(data_forms())
+    head = spec.text.partition(":")[0]
+    hint = ""
+    if ":" in spec.text and _SCHEME.match(head):
+        hint = f" (and {head!r} is no registered data source: {', '.join(data_sources())})"
+    return ValueError(
+        f"unknown dataset spec {spec.text!r}: no such file or directory{hint}. Accepted forms:\n  - {forms}"
+    )
+
+
+def _resolve(spec: DataSpec) -> DataSource:
+    sources = data_sources()
+    if spec.scheme is not None:
+        return sources[spec.scheme]
+    path = os.path.expanduser(spec.target)
+    if not os.path.exists(path):
+        raise _unknown_spec(spec)
+    for source in reversed(sources.values()):
+        if source.detect is not None and source.detect(path):
+            return source
+    raise ValueError(f"dataset {spec.text!r}: {path} is not a form any data source reads (neither a folder nor a file)")
+
+
+def prepare(
+    spec: str | os.PathLike | DataSpec, *, split: str | None = "test", **options: Any
+) -> tuple[DataSource, str, str | None, dict[str, Any]]:
+    """``(source, target, split, options)`` for ``spec``: parsed, resolved and checked as ``load_dataset`` does.
+
+    ``options`` override the spec's. Raises ValueError naming the spec for an unknown option or split.
+    """
+    parsed = DataSpec.parse(spec)
+    source = _resolve(parsed)
+    text = parsed.text or str(parsed)
+    opts = {**parsed.options, **options}
+    explicit = "split" in opts
+    chosen = opts.pop("split") if explicit else split
+    if source.options is not None:
+        unknown = [k for k in opts if k not in source.options]
+        if unknown:
+            accepted = [*(["split"] if source.splits else []), *source.options]
+            raise ValueError(
+                f"dataset spec {text!r}: unknown option(s) {', '.join(map(repr, unknown))} for {source.scheme}; "
+                f"accepted options: {', '.join(accepted) or 'none'}"
+            )
+    if source.splits is None:
+        if explicit and chosen not in (None, "test"):
+            raise ValueError(
+                f"dataset spec {text!r}: {source.scheme} data has no splits, so split={chosen!r} cannot be read "
+                "(leave split out; it is all one test set)"
+            )
+        chosen = None
+    elif chosen not in source.splits:
+        raise ValueError(
+            f"dataset spec {text!r}: unknown split {chosen!r}; {source.scheme} has {', '.join(source.splits)}"
+        )
+    target = os.path.expanduser(parsed.target) if source.target else parsed.target
+    return source, target, chosen, opts
+
+
+def load_dataset(
+    spec: str | os.PathLike | DataSpec | Dataset, *, split: str | None = "test", **options: Any
+) -> Dataset:
+    """A dataset from a spec (see ``data_forms()``); ``options`` override the spec's options.
+
+    ``split`` is the caller's default for data with splits; see the module docstring.
+    """
     if isinstance(spec, Dataset):
         return spec
-    s = str(spec)
-    name, _, rest = s.removeprefix("builtin:").partition(":")
-    if name == "shapes":
-        from cliplab.data.shapes import shapes
-
-        opts = {"split": split, **parse_options(rest), **options}
-        return shapes(**opts)
-    path = Path(s).expanduser()
-    if path.is_dir():
-        from cliplab.data.folders import ImageFiles, ImageFolder
-
-        has_classes = any(d.is_dir() and not d.name.startswith(".") for d in path.iterdir())
-        if not has_classes and not options:
-            return ImageFiles(path)  # images directly in the folder: an unlabelled set (e.g. OOD images)
-        return ImageFolder(path, **options)
-    if path.is_file():
-        from cliplab.data.folders import CaptionDataset
-
-        return CaptionDataset(path, **options)
-    forms = "\n  - ".join(DATA_FORMS)
-    raise ValueError(f"unknown dataset spec {s!r}: no such file or directory. Accepted forms:\n  - {forms}")
+    source, target, chosen, opts = prepare(spec, split=split, **options)
+    return source.loader(target, split=chosen, **opts)
 
 
-def check_data_spec(spec: str | os.PathLike | Dataset, *, split: str = "test", **options: Any) -> None:
+def check_data_spec(
+    spec: str | os.PathLike | DataSpec | Dataset, *, split: str | None = "test", **options: Any
+) -> None:
     """Raise what ``load_dataset(spec, split=split, **options)`` would raise for a bad spec, without loading it.
 
-    Cheap: no image is read or rendered and folders are not walked. It checks that the spec parses, that its
-    options are known (and, for ``shapes``, valid), that a path exists and has a form ``load_dataset`` reads: a
-    folder with class sub-folders or image files, a ``.csv``/``.tsv``/``.jsonl`` caption file.
+    Cheap: no image is read or rendered and folders are not walked. It checks what ``prepare`` checks (the
+    spec parses, its options and split are known, a path exists and some source reads it), then the
+    source's own ``check`` (for ``shapes``, that the options are valid; for a folder, that it has class
+    sub-folders or image files; for a caption file, its type).
     """
-    import inspect
-
     if isinstance(spec, Dataset):
         return
-    s = str(spec)
-    name, _, rest = s.removeprefix("builtin:").partition(":")
-    if name == "shapes":
-        from cliplab.data.shapes import shapes
-
-        try:
-            opts = {"split": split, **parse_options(rest), **options}
-        except ValueError as err:
-            raise ValueError(f"dataset spec {s!r}: {err}") from err
-        known = list(inspect.signature(shapes).parameters)
-        unknown = [k for k in opts if k not in known]
-        if unknown:
-            names = ", ".join(map(repr, unknown))
-            raise ValueError(f"dataset spec {s!r}: unknown option(s) {names}; shapes takes {', '.join(known)}")
-        n = opts.get("n", 1)
-        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
-            opts["n"] = 1  # only the options matter here; one image's attributes are drawn, none rendered
-        try:
-            shapes(**opts)
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"dataset spec {s!r}: {err}") from err
-        return
-    path = Path(s).expanduser()
-    if path.is_dir():
-        from cliplab.data.folders import IMAGE_EXTENSIONS, ImageFolder
-
-        has_classes = has_images = False
-        with os.scandir(path) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir():
-                    has_classes = True
-                    break
-                has_images = has_images or os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
-        if options:
-            if not has_classes:
-                raise ValueError(f"dataset {s!r}: {path} has no class sub-folders (expected root/<class>/<images>)")
-            _check_keywords(s, options, ImageFolder)
-        elif not has_classes and not has_images:
-            raise ValueError(
-                f"dataset {s!r}: {path} has neither class sub-folders nor image files ({', '.join(IMAGE_EXTENSIONS)})"
-            )
-        return
-    if path.is_file():
-        from cliplab.data.folders import CaptionDataset
-
-        if path.suffix.lower() not in (".csv", ".tsv", ".jsonl", ".json"):
-            raise ValueError(f"dataset {s!r}: unsupported caption file type {path.suffix!r} (use .csv, .tsv or .jsonl)")
-        _check_keywords(s, options, CaptionDataset)
-        return
-    if path.exists():
-        raise ValueError(f"dataset {s!r}: {path} is neither a folder nor a caption file")
-    forms = "\n  - ".join(DATA_FORMS)
-    raise ValueError(f"unknown dataset spec {s!r}: no such file or directory. Accepted forms:\n  - {forms}")
-
-
-def _check_keywords(spec: str, options: dict[str, Any], cls: type) -> None:
-    import inspect
-
-    known = [p.name for p in inspect.signature(cls).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = [k for k in options if k not in known]
-    if unknown:
-        raise ValueError(
-            f"dataset spec {spec!r}: unknown option(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
-            f"it takes {', '.join(known) or 'none'}"
-        )
+    source, target, chosen, opts = prepare(spec, split=split, **options)
+    if source.check is not None:
+        text = DataSpec.parse(spec).text or str(spec)
+        source.check(target, split=chosen, spec=text, **opts)

@@ -30,7 +30,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cliplab.data.base import Dataset, stable_hash
-from cliplab.data.corruptions import CORRUPTIONS, check_corruption, corrupt
+from cliplab.data.corruptions import check_corruption
+from cliplab.data.shifted import corrupt_image
 
 __all__ = ["COLOURS", "HELD_OUT_COLOURS", "HELD_OUT_COMBOS", "HELD_OUT_SHAPES", "PATTERNS", "POSITIONS",
            "RENDER_VERSION", "SHAPES", "SIZES", "STYLES", "TEMPLATES", "VOCABULARY", "ShapesDataset",
@@ -439,10 +440,8 @@ class ShapesDataset(Dataset):
         arr = np.asarray(Image.fromarray(canvas, "RGB").reduce(2), dtype=np.int16)
         oy, ox = a["noise_off"][i]
         arr = np.clip(arr + _noise_bank(S)[oy : oy + S, ox : ox + S], 0, 255).astype(np.uint8)
-        if self.corruption is not None:
-            code = CORRUPTIONS.index(self.corruption)
-            rng = np.random.default_rng([self.seed, self._split_id, i, 7919, code, self.severity])
-            arr = corrupt(arr, self.corruption, self.severity, rng)
+        if self.corruption is not None:  # the Corrupted wrapper's path, seeded by (seed, split) and the index
+            arr = corrupt_image(arr, self.corruption, self.severity, index=i, seed=(self.seed, self._split_id))
         return arr
 
     def image(self, index: int) -> Image.Image:

@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 import cliplab
 from cliplab._io import cache_home
 from cliplab.data.base import Dataset, check_nonempty, stable_hash
+from cliplab.data.loader import make_loader
 from cliplab.features.store import FORMAT_VERSION, Features
-from cliplab.models.base import Model, prefetch
+from cliplab.models.base import Model
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +45,26 @@ def embed_images(
     *,
     batch_size: int = 64,
     progress: bool = True,
+    num_workers: int = 0,
 ) -> torch.Tensor:
     """Image features of ``dataset[indices]`` (all by default); preprocessing overlaps the forward pass.
 
-    ``indices`` lets a caller embed one shard (e.g. ``range(rank, N, world)`` under torchrun).
+    ``indices`` lets a caller embed one shard (e.g. ``range(rank, N, world)`` under torchrun). Batches come
+    from ``cliplab.data.make_loader`` (``num_workers`` worker processes; 0: one background thread).
     """
-    idx = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n_batches = -(-idx.size // batch_size)
-
-    def make_batch(b: int) -> torch.Tensor:
-        chunk = idx[b * batch_size : (b + 1) * batch_size]
-        return model.preprocess.batch(dataset.images(chunk.tolist()))
-
+    loader = make_loader(dataset, model.preprocess, batch_size, indices=indices, num_workers=num_workers)
     was_training = model.module.training
     model.module.eval()
     out = []
     try:
         with (
             torch.inference_mode(),
-            tqdm(total=int(idx.size), disable=not progress, desc=f"embed {dataset.name}", unit="img") as bar,
+            tqdm(total=int(loader.indices.size), disable=not progress, desc=f"embed {dataset.name}", unit="img") as bar,
         ):
-            for pixels in prefetch(make_batch, n_batches):
+            for batch in loader:
+                pixels = batch["pixel_values"]
                 out.append(model.image_features(pixels.to(model.device)).float().cpu())
                 bar.update(pixels.shape[0])
     finally:

@@ -162,18 +162,16 @@ class Model:
         try:
             if isinstance(images, torch.Tensor):
                 if images.ndim != 4 or images.shape[1] != 3:
-                    raise ValueError(
-                        f"a pixel tensor must have shape [B, 3, H, W], got {tuple(images.shape)}"
-                    )
+                    raise ValueError(f"a pixel tensor must have shape [B, 3, H, W], got {tuple(images.shape)}")
                 chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
                 batches: Iterator[torch.Tensor] = iter(chunks)
                 n_batches = len(chunks)
             else:
-                images = list(images)
-                n_batches = -(-len(images) // batch_size)
-                batches = prefetch(
-                    lambda b: self.preprocess.batch(images[b * batch_size : (b + 1) * batch_size]), n_batches
-                )
+                from cliplab.data.loader import ImageList, make_loader
+
+                loader = make_loader(ImageList(images), self.preprocess, batch_size)
+                batches = (batch["pixel_values"] for batch in loader)
+                n_batches = len(loader)
             if n_batches == 0:
                 raise ValueError("no images to encode")
             out = [

@@ -8,7 +8,8 @@ own slice.
 
 ``BatchLoader`` turns indices into tensors (pixels, tokens; and the teacher's when distilling) on a
 background thread while the model trains on the previous batch, optionally keeping preprocessed images
-in memory.
+in memory. Its pixels are read as every other path reads them (``cliplab.data.loader.load_pixels``); the
+order stays the sampler's, which ``make_loader``'s fixed index order cannot express.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from cliplab.data.base import Dataset
+from cliplab.data.loader import load_pixels
 from cliplab.models.base import Model
 
 #: captions tokenised up front when there are at most this many; else each on its first use
@@ -214,13 +216,11 @@ class BatchLoader:
 
     def _pixels(self, images: np.ndarray) -> torch.Tensor:
         if self.cache is None:
-            return self.model.preprocess.batch(self.dataset.images(images.tolist()))
+            return load_pixels(self.dataset, self.model.preprocess, images)
         missing = images[~self.cache.filled[images]]
         if missing.size:
             missing = np.unique(missing)
-            self.cache.pixels[torch.from_numpy(missing)] = self.model.preprocess.batch(
-                self.dataset.images(missing.tolist())
-            )
+            self.cache.pixels[torch.from_numpy(missing)] = load_pixels(self.dataset, self.model.preprocess, missing)
             self.cache.filled[missing] = True
         return self.cache.pixels[torch.from_numpy(images)]
 
@@ -233,7 +233,7 @@ class BatchLoader:
             if self.teacher_shares_pixels:
                 batch["teacher_pixels"] = batch["pixels"]
             else:
-                batch["teacher_pixels"] = self.teacher.preprocess.batch(self.dataset.images(images.tolist()))
+                batch["teacher_pixels"] = load_pixels(self.dataset, self.teacher.preprocess, images)
             batch["teacher_tokens"] = self.teacher.tokenize(texts)
         return batch
 
