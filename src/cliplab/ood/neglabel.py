@@ -140,7 +140,8 @@ class NegLabel(OODScorer):
     ) -> NegLabel:
         """Mine the negatives for the ID ``text_weights`` ``[C, D]`` (``train_features``/``labels`` unused)."""
         self._validate_params()
-        if text_weights is None and train_features is not None:  # the old fit(text_weights, encode_texts)
+        if text_weights is None and train_features is not None and (labels is None or callable(labels)):
+            # the old positional form fit(text_weights, encode_texts): NegLabel uses no training features
             text_weights, train_features = train_features, None
             if encode_texts is None and callable(labels):
                 encode_texts, labels = labels, None
