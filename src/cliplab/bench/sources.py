@@ -137,7 +137,9 @@ class BenchSource:
 
 def is_builtin_world(spec: str) -> bool:
     """Whether a data spec names the built-in shapes world (``shapes``, ``builtin:shapes``, with options)."""
-    return str(spec).removeprefix("builtin:").split(":")[0] == "shapes"
+    from cliplab.data import is_builtin_world as names_shapes  # the one parse of a spec: DataSpec
+
+    return names_shapes(spec)
 
 
 class BuiltinWorldSource(BenchSource):
