@@ -40,7 +40,7 @@ def _headline(results: dict[str, Any]) -> list[tuple[str, Any, str]]:
     return items
 
 
-def _overview(results: dict[str, Any], data: Any = None) -> str:
+def _overview(results: dict[str, Any], report_data: Any = None) -> str:
     timings = results["timings"]
     total = timings.get("total")
     steps = [(k, v) for k, v in timings.items() if k != "total"]
