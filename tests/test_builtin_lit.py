@@ -87,7 +87,11 @@ def test_round_trip_through_transformers(trained):
     tokens = tokenizer(UNSEEN, padding=True, return_tensors="pt")
     pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        text = module.get_text_features(**tokens).pooler_output
+        # the documented pooling, written out with plain transformers: masked mean of MiniLM's token states
+        assert module.config.cliplab["text_pooling"] == "mean"
+        hidden = module.text_model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).float()
+        text = module.text_projection((hidden * mask).sum(1) / mask.sum(1))
         image = module.get_image_features(pixel_values=pixels).pooler_output
         text_ref = model.text_embeddings(model.tokenize(UNSEEN))
         image_ref = model.image_embeddings(pixels)

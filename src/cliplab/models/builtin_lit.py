@@ -10,8 +10,10 @@ was pretrained on real sentences, prompts with words the world's captions never 
 The model is an ordinary ``transformers.VisionTextDualEncoderModel``: a ``CLIPVisionModel`` (the small
 ViT of ``builtin:shapes``), a ``BertModel`` (MiniLM), ``visual_projection``, ``text_projection`` (both
 bias-free linear maps to ``embed_dim``) and ``logit_scale``. Text features are
-``text_projection(pooler_output)`` (BERT's pooler, part of the frozen tower), exactly as transformers
-computes them, so the saved directory works with ``VisionTextDualEncoderModel.from_pretrained`` as well as
+``text_projection(mean of MiniLM's token states)``, the pooling sentence-transformers trained MiniLM for
+(its BERT pooler is not a sentence embedding); ``config.cliplab["text_pooling"] = "mean"`` records it and
+``HFModel`` follows it. With plain transformers, pool the same way before ``text_projection``. The saved
+directory loads with ``VisionTextDualEncoderModel.from_pretrained`` as well as
 with ``cliplab.load_model``. Only the image tower, the two projections and the logit scale train; since
 the text tower is frozen its pooled outputs are computed once per unique caption and cached (LiT's trick).
 
@@ -141,8 +143,11 @@ class LitRecipe:
     and join that with MiniLM again.
     """
 
-    version: int = 1
+    version: int = 2
     vision: LitVisionConfig = field(default_factory=LitVisionConfig)
+    #: "mean": masked mean of MiniLM's token states, as sentence-transformers uses it (its BERT pooler is untrained
+    #: for sentence similarity); recorded in ``config.cliplab["text_pooling"]``, which HFModel follows
+    text_pooling: str = "mean"
     embed_dim: int = 128
     n_train: int = 8000
     steps: int = 1000
@@ -195,6 +200,7 @@ class LitRecipe:
         )
         module = VisionTextDualEncoderModel(config, vision_model=vision, text_model=text)
         lock_text_tower(module)
+        module.config.cliplab = {"geometry": "cosine", "text_pooling": self.text_pooling}
         tokenizer = AutoTokenizer.from_pretrained(str(text_dir))
         preprocess = Preprocess(resize=v.image_size, crop=(v.image_size, v.image_size), mean=v.mean, std=v.std)
         return HFModel(module.eval(), tokenizer, preprocess, spec="builtin:shapes-lit", geometry="cosine")
@@ -321,7 +327,12 @@ def _round_trained_to_fp16(module: torch.nn.Module) -> None:
 
 @torch.no_grad()
 def locked_text_outputs(model: HFModel, texts: list[str], *, batch_size: int = 256) -> torch.Tensor:
-    """The frozen text tower's pooled outputs (before ``text_projection``) for ``texts``, ``[N, 384]``."""
+    """The frozen text tower's pooled outputs (before ``text_projection``) for ``texts``, ``[N, 384]``.
+
+    Pooled as the model's ``text_pooling`` says (``HFModel.text_embeddings`` pools the same way).
+    """
+    from cliplab.models.hf import mean_pool
+
     text_model = model.module.text_model
     was_training = text_model.training
     text_model.eval()
@@ -329,7 +340,11 @@ def locked_text_outputs(model: HFModel, texts: list[str], *, batch_size: int = 2
     try:
         for i in range(0, len(texts), batch_size):
             tokens = {k: v.to(model.device) for k, v in model.tokenize(texts[i : i + batch_size]).items()}
-            out.append(text_model(**tokens).pooler_output.float())
+            output = text_model(**tokens)
+            if model.text_pooling == "mean":
+                out.append(mean_pool(output.last_hidden_state, tokens["attention_mask"]).float())
+            else:
+                out.append(output.pooler_output.float())
     finally:
         text_model.train(was_training)
     return torch.cat(out)

@@ -28,6 +28,18 @@ PROCESSOR_CLASS = {"siglip": "SiglipImageProcessor", "siglip2": "Siglip2ImagePro
 PREPROCESSOR_FILE = "preprocessor_config.json"
 
 
+#: how text features pool the text tower, from the checkpoint's ``config.cliplab["text_pooling"]``: "model" (the
+#: architecture's own ``get_text_features``) or "mean" (attention-masked mean of the last hidden states, then
+#: ``text_projection``: how sentence-transformers encoders such as MiniLM were trained to be used)
+TEXT_POOLINGS = ("model", "mean")
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``Σ_t m_t·h_t / Σ_t m_t`` over the tokens of each text (padding excluded)."""
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
 def _pooled(output: Any) -> torch.Tensor:
     """``get_*_features`` returns a tensor (transformers 4) or an output object (transformers 5)."""
     if isinstance(output, torch.Tensor):
@@ -70,6 +82,11 @@ class HFModel(Model):
             module.logit_bias = nn.Parameter(torch.tensor([float(meta["logit_bias"])]))
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"unknown geometry {self.geometry!r}; expected one of {GEOMETRIES}")
+        self.text_pooling = meta.get("text_pooling", "model")
+        if self.text_pooling not in TEXT_POOLINGS:
+            raise ValueError(
+                f"unknown text_pooling {self.text_pooling!r} in the config; expected one of {TEXT_POOLINGS}"
+            )
         self.model_type = getattr(module.config, "model_type", "")
         text_cfg = getattr(module.config, "text_config", module.config)
         self.max_length = int(getattr(text_cfg, "max_position_embeddings", 77))
@@ -105,6 +122,9 @@ class HFModel(Model):
         return _pooled(self.module.get_image_features(pixel_values=pixel_values))
 
     def text_embeddings(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.text_pooling == "mean":
+            hidden = self.module.text_model(**tokens).last_hidden_state
+            return self.module.text_projection(mean_pool(hidden, tokens["attention_mask"]))
         return _pooled(self.module.get_text_features(**tokens))
 
     def token_embeddings(self) -> nn.Module:
@@ -136,6 +156,7 @@ class HFModel(Model):
             "vocab": _vocab_hash(self.tokenizer),
             "max_length": self.max_length,
             "padding": self.padding,
+            "text_pooling": self.text_pooling,
         }
 
     def save(self, directory: str | os.PathLike) -> None:
