@@ -47,7 +47,9 @@ def _check_report(driver, path, *, min_figures, skipped=()):
         assert shown >= (300 if kind == "figure" else 80), ("too small on screen", kind, shown)
     assert sum(kind == "figure" for kind, *_ in images) >= min_figures
     samples = driver.find_elements("css selector", "#zeroshot .sample")
-    assert len(samples) == 24
+    grids = driver.find_elements("css selector", "#zeroshot .samples")
+    assert grids and all(len(g.find_elements("css selector", ".sample")) == 24 for g in grids)
+    assert len(samples) == 24 * len(grids)
     for s in samples:  # every thumbnail says what was predicted; the wrong ones also say the true class
         predicted, detail = s.find_element("class name", "p").text, s.find_element("class name", "t").text
         assert predicted and (detail == "correct" or detail.startswith("true: "))
