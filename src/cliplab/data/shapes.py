@@ -27,10 +27,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from cliplab.data.base import Dataset, stable_hash
 from cliplab.data.corruptions import check_corruption
+from cliplab.data.shapes_paint import pattern_mask, shape_mask
 from cliplab.data.shifted import corrupt_image
 
 __all__ = ["COLOURS", "HELD_OUT_COLOURS", "HELD_OUT_COMBOS", "HELD_OUT_SHAPES", "PATTERNS", "POSITIONS",
@@ -177,55 +178,6 @@ def _noise_bank(size: int) -> np.ndarray:
         rng = np.random.default_rng(20240611)
         _NOISE[size] = np.rint(rng.normal(0, 3.0, (size + _NOISE_PAD, size + _NOISE_PAD, 3))).astype(np.int16)
     return _NOISE[size]
-
-
-def _polygon_mask(pts: np.ndarray, C: int, *, width: int = 0) -> np.ndarray:
-    """Boolean ``[C, C]`` mask of a filled polygon (``width=0``) or of its closed outline ``width`` px wide."""
-    img = Image.new("L", (C, C), 0)
-    draw = ImageDraw.Draw(img)
-    flat = pts.ravel().tolist()
-    if width:
-        draw.line([*flat, *flat[:2]], fill=255, width=width, joint="curve")
-    else:
-        draw.polygon(flat, fill=255)
-    return np.asarray(img) > 127
-
-
-def _shape_mask(pts: np.ndarray, C: int, style: str, radius: float, rng: np.random.Generator | None) -> np.ndarray:
-    """Where an object's paint goes: the filled polygon, a hollow contour, or two wobbly pencil strokes."""
-    if style == "solid":
-        return _polygon_mask(pts, C)
-    if style == "outline":
-        return _polygon_mask(pts, C, width=max(2, round(0.22 * radius)))
-    assert rng is not None
-    mask = np.zeros((C, C), dtype=bool)
-    for _ in range(2):  # each stroke: every vertex displaced, the whole contour slightly shifted
-        wobble = rng.normal(0, 0.06 * radius, pts.shape) + rng.normal(0, 0.04 * radius, (1, 2))
-        mask |= _polygon_mask(pts + wobble, C, width=max(2, round(0.1 * radius)))
-    return mask
-
-
-def _pattern_mask(pattern: int, angle: int, phase: np.ndarray, C: int, S: int) -> np.ndarray:
-    """Where a patterned fill keeps paint: stripes, a grid of dots or a checkerboard, in canvas pixels.
-
-    Periods are in output pixels (``S``): stripes and checks every 4 px, dots every 5 px; the pattern's
-    orientation is a multiple of 45° and its phase random, so no single pixel position identifies it.
-    """
-    scale = C / S
-    y, x = np.mgrid[0:C, 0:C].astype(np.float64) / scale
-    t = np.deg2rad(45.0 * angle)
-    u = x * np.cos(t) + y * np.sin(t)
-    v = -x * np.sin(t) + y * np.cos(t)
-    name = PATTERNS[pattern]
-    if name == "striped":
-        return ((u / 4.0 + phase[0]) % 1.0) < 0.5
-    if name == "checkered":
-        return (np.floor(u / 4.0 + phase[0]) + np.floor(v / 4.0 + phase[1])) % 2 == 0
-    if name == "dotted":
-        du = ((u / 5.0 + phase[0]) % 1.0) - 0.5
-        dv = ((v / 5.0 + phase[1]) % 1.0) - 0.5
-        return du * du + dv * dv < 0.3**2
-    raise ValueError(f"unknown pattern {pattern!r}")
 
 
 # ---------------------------------------------------------------------------------------------- dataset
@@ -432,9 +384,9 @@ class ShapesDataset(Dataset):
             rgb = a["rgb"][i, k]
             if sketch_rng is not None:
                 rgb = np.clip(rgb * 0.8, 0, 255)  # ink a little darker than paint, so yellow shows on paper
-            mask = _shape_mask(pts, C, self.style, r, sketch_rng)
+            mask = shape_mask(pts, C, self.style, r, sketch_rng)
             if a["pattern"][i, k] > 0:
-                mask &= _pattern_mask(int(a["pattern"][i, k]), int(a["pattern_angle"][i, k]),
+                mask &= pattern_mask(PATTERNS[int(a["pattern"][i, k])], int(a["pattern_angle"][i, k]),
                                       a["pattern_phase"][i, k], C, S)  # fmt: skip
             canvas[mask] = rgb.astype(np.uint8)
         arr = np.asarray(Image.fromarray(canvas, "RGB").reduce(2), dtype=np.int16)
