@@ -15,7 +15,7 @@ import time
 import torch
 
 from cliplab.data import shapes
-from cliplab.data.shapes import VOCABULARY
+from cliplab.data.shapes_world import VOCABULARY
 from cliplab.features import embed, embed_images
 from cliplab.models.builtin import ShapesRecipe
 from cliplab.models.factory import ModelConfig, build_tokenizer, create_model

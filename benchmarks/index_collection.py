@@ -22,7 +22,7 @@ import torch
 
 from cliplab.data import shapes
 from cliplab.data.folders import ImageFolder
-from cliplab.data.shapes import VOCABULARY
+from cliplab.data.shapes_world import VOCABULARY
 from cliplab.features import embed_images
 from cliplab.index.collection import index_images
 from cliplab.models.factory import build_tokenizer, create_model

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from cliplab.data.shapes import VOCABULARY
+from cliplab.data.shapes_world import VOCABULARY
 from cliplab.models.builtin import ShapesRecipe
 from cliplab.models.factory import ModelConfig, build_tokenizer, create_model
 from cliplab.train import TrainConfig, Trainer

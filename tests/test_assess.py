@@ -6,7 +6,7 @@ import torch
 
 from cliplab import Features
 from cliplab.assess import calibration_evaluation, estimation_evaluation, ood_evaluation, split_half
-from cliplab.cli.main import main
+from cliplab.cli.commands import main
 from cliplab.metrics import ood_metrics
 
 

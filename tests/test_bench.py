@@ -3,7 +3,7 @@ import json
 import pytest
 
 from cliplab.bench import STAGES, run_bench
-from conftest import make_tiny_model, write_shapes_folder
+from helpers import make_tiny_model, write_shapes_folder
 
 
 def test_bench_writes_results_with_every_stage(bench_run):
@@ -63,7 +63,7 @@ def test_bench_only_and_unknown_stage(tmp_path):
 
 
 def test_compare_two_runs(bench_run, tmp_path, capsys):
-    from cliplab.cli.main import main
+    from cliplab.cli.commands import main
 
     out, results = bench_run
     b = json.loads((out / "results.json").read_text())
@@ -79,7 +79,7 @@ def test_compare_two_runs(bench_run, tmp_path, capsys):
 
 def test_bench_on_a_model_directory_and_an_image_folder(tmp_path, capsys):
     """The user path: --model DIR --data DIR (--ood-data DIR): OOD and estimation run on the folder too."""
-    from cliplab.cli.main import main
+    from cliplab.cli.commands import main
 
     model_dir = tmp_path / "model"
     make_tiny_model().save(model_dir)
@@ -229,7 +229,7 @@ def test_report_with_constant_shifted_sets(bench_run, tmp_path):
 
 
 def test_compare_with_missing_numbers(bench_run):
-    from cliplab.bench.compare import compare
+    from cliplab.bench.comparison import compare
 
     out, _ = bench_run
     a = json.loads((out / "results.json").read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cliplab.bench import STAGES, Metric, Stage, StageResult, register_stage, unregister_stage
-from cliplab.bench.compare import compare
+from cliplab.bench.comparison import compare
 
 
 class Note:
@@ -49,7 +49,7 @@ def toy_stage():
 
 
 def test_a_registered_stage_runs_reports_and_compares(toy_stage, tiny_model_dir, tmp_path, capsys):
-    from cliplab.cli.main import main
+    from cliplab.cli.commands import main
 
     assert list(STAGES)[-1] == "toy"
     out = tmp_path / "a"

@@ -35,7 +35,7 @@ def tiny_recipe(monkeypatch):
 
 
 def _small_report(model, n):
-    from cliplab.data.shapes import shapes
+    from cliplab.data.shapes_world import shapes
     from cliplab.zeroshot.evaluate import zeroshot_evaluate
 
     return {
@@ -68,7 +68,7 @@ def test_builtin_trains_once_then_loads_from_cache(tiny_recipe, monkeypatch):
 
 
 def test_training_loop_lowers_the_loss(tiny_recipe):
-    from cliplab.data.shapes import VOCABULARY, shapes
+    from cliplab.data.shapes_world import VOCABULARY, shapes
     from cliplab.models.factory import build_tokenizer, create_model
     from cliplab.train.loop import ContrastiveLoopConfig, fit_contrastive
 

@@ -47,7 +47,7 @@ def trained(tmp_path_factory):
 
 
 def _features(model: HFModel, texts, n_images=6):
-    from cliplab.data.shapes import shapes
+    from cliplab.data.shapes_world import shapes
 
     images = shapes("val", n=n_images, image_size=32).images(range(n_images))
     return model.encode_images(images), model.encode_texts(texts)
@@ -199,7 +199,7 @@ def _trained_model() -> HFModel:
 
 @pytest.mark.slow
 def test_zero_shot_with_synonyms_the_captions_never_use():
-    from cliplab.data.shapes import VOCABULARY
+    from cliplab.data.shapes_world import VOCABULARY
 
     model = _trained_model()
     for synonyms in builtin_lit.SYNONYMS.values():

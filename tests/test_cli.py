@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from cliplab.cli.main import main
+from cliplab.cli.commands import main
 
 
 def test_zeroshot_cli_on_image_folder(tiny_model_dir, image_folder, capsys, tmp_path):

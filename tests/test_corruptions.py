@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cliplab.data.corruptions import CORRUPTIONS, corrupt
-from cliplab.data.shapes import shapes
+from cliplab.data.shapes_world import shapes
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ def test_toy_source_through_load_dataset(solid):
 
 
 def test_toy_source_through_the_cli(solid, tiny_model_dir, capsys, tmp_path):
-    from cliplab.cli.main import main
+    from cliplab.cli.commands import main
 
     argv = ["zeroshot", str(tiny_model_dir), "solid:n=3,size=32", "--json", "--quiet", "--cache-dir", str(tmp_path)]
     assert main(argv) == 0

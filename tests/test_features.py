@@ -7,7 +7,7 @@ import torch
 from cliplab import Features, embed
 from cliplab.data import ImageFolder
 from cliplab.features import cache_key
-from conftest import make_tiny_model
+from helpers import make_tiny_model
 
 
 class CountingModel:

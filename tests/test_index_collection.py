@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from cliplab.cli.main import main
+from cliplab.cli.commands import main
 from cliplab.data.folders import ImageFiles, scan_images
 from cliplab.index import VectorIndex
 from cliplab.index.collection import index_images
 from cliplab.models import load_model
-from conftest import make_tiny_model, write_random_images
+from helpers import make_tiny_model, write_random_images
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from cliplab.cli.main import main
+from cliplab.cli.commands import main
 from cliplab.models import (
     SPEC_FORMS,
     Model,

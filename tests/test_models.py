@@ -7,7 +7,7 @@ from PIL import Image
 
 import cliplab
 from cliplab.models import Preprocess, load_image, load_model
-from conftest import WORDS, make_tiny_model
+from helpers import WORDS, make_tiny_model
 
 
 def _images(n=5, seed=0, size=(40, 50)):

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cliplab.train.patch_dropout import PatchDropout, PatchDropoutUnsupported, keep_count
-from conftest import make_tiny_model
+from helpers import make_tiny_model
 
 
 def _encoder_lengths(module):

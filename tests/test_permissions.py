@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cliplab._io import atomic_dir, atomic_path, write_text_atomic
-from conftest import make_tiny_model
+from helpers import make_tiny_model
 
 # (umask, file mode, directory mode)
 UMASKS = [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)]

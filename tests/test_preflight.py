@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from cliplab.cli.main import main
+from cliplab.cli.commands import main
 from cliplab.data.registry import check_data_spec
 from cliplab.models.registry import check_model_spec
-from conftest import write_random_images
+from helpers import write_random_images
 
 
 class Loaded(AssertionError):

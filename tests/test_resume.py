@@ -117,7 +117,7 @@ def test_sampler_is_deterministic_and_sharded():
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_token_cache_pads_like_the_tokenizer(padding, side):
     from cliplab.train.batches import TokenCache
-    from conftest import make_tiny_model
+    from helpers import make_tiny_model
 
     model = make_tiny_model()
     model.padding, model.tokenizer.padding_side = padding, side

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cliplab.cli.main import main
+from cliplab.cli.commands import main
 from cliplab.serve import QueryError, SearchService, create_app
-from conftest import make_tiny_model
+from helpers import make_tiny_model
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")

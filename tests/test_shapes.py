@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from cliplab.data.base import Dataset
-from cliplab.data.shapes import (
+from cliplab.data.shapes_world import (
     COLOURS,
     HELD_OUT_COLOURS,
     HELD_OUT_COMBOS,

@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 
-from cliplab.data.shapes import shapes
+from cliplab.data.shapes_world import shapes
 
 N, SEED = 600, 3
 PAIRS = list(itertools.combinations(("train", "val", "test"), 2))

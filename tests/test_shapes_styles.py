@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cliplab.data.shapes import PATTERNS, STYLES, VOCABULARY, shapes
+from cliplab.data.shapes_world import PATTERNS, STYLES, VOCABULARY, shapes
 
 
 def _paint(arr, bg_dark=True):

@@ -105,7 +105,7 @@ def test_ship_round_trip_and_stale_detection(tmp_path, monkeypatch):
 
 def test_recipe_key_covers_the_world():
     """Changing the world's vocabulary or render version changes the key (a stale shipped copy is caught)."""
-    world = importlib.import_module("cliplab.data.shapes")  # the module (cliplab.data.shapes is the function)
+    world = importlib.import_module("cliplab.data.shapes_world")
 
     r = ShapesRecipe()
     k = r.key()

@@ -8,7 +8,7 @@ import torch
 
 from cliplab.train import TrainConfig, Trainer
 from cliplab.train.trainer import TrainingDiverged, TwoTower
-from conftest import make_tiny_model
+from helpers import make_tiny_model
 
 TINY = {
     "image_size": 32,
@@ -318,7 +318,7 @@ def test_bad_input_errors(tmp_path, image_folder):
 
 
 def test_cli_train(tmp_path, capsys):
-    from cliplab.cli.main import main
+    from cliplab.cli.commands import main
 
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(tiny_config(tmp_path).to_dict()))
@@ -352,7 +352,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
     single.replace(batch_size=8, output_dir=str(tmp_path / "two")).save(cfg)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "cliplab.cli.main", "train", str(cfg), "--quiet", "--json"]
+    cmd += ["-m", "cliplab.cli.commands", "train", str(cfg), "--quiet", "--json"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{") :])  # rank 0 prints, rank 1 does not

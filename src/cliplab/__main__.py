@@ -2,6 +2,6 @@
 
 import sys
 
-from cliplab.cli.main import main
+from cliplab.cli.commands import main
 
 sys.exit(main())

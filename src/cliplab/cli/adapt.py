@@ -7,9 +7,11 @@ import argparse
 from cliplab.cli import preflight
 from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
 from cliplab.cli.zeroshot import load_templates
+from cliplab.data.spec import is_builtin_world
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``cliplab adapt`` parser (its handler is ``run``, wired in ``cliplab.cli.commands``)."""
     p = sub.add_parser("adapt", help="few-shot adaptation benchmark (Tip-Adapter, GDA, linear probes, ...)")
     p.add_argument("model", help="model spec")
     p.add_argument("data", help="labelled dataset: its train split gives the support sets")
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-search", action="store_true", help="use default hyper-parameters (no validation search)")
     p.add_argument("--templates", default=None)
     add_common(p)
-    p.set_defaults(func=run)
+    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     preflight.common(args)
     preflight.templates(args.templates)
     preflight.data(args.data, split="train")
-    builtin = str(args.data).removeprefix("builtin:").split(":")[0] == "shapes"
+    builtin = is_builtin_world(args.data)
     if args.test_data or builtin:
         preflight.data(args.test_data or args.data, "--test-data" if args.test_data else "DATA", split="test")
     preflight.model(args.model)

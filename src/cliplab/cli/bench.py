@@ -10,7 +10,8 @@ from cliplab.cli import preflight
 from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add_bench(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``cliplab bench`` parser (its handler is ``run``, wired in ``cliplab.cli.commands``)."""
     p = sub.add_parser("bench", help="run the benchmark suite (default: builtin:shapes on the built-in world)")
     p.add_argument("--model", default="builtin:shapes", help="model spec (default builtin:shapes)")
     p.add_argument("--data", default="shapes", help="dataset spec (default: the built-in shapes world)")
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="print two results.json side by side instead of running",
     )
     add_common(p)
-    p.set_defaults(func=run)
+    return p
 
 
 def check(args: argparse.Namespace) -> tuple[list[str] | None, tuple[int, ...]]:
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from cliplab.bench.compare import compare, load_results
+    from cliplab.bench.comparison import compare, load_results
 
     a, b = (load_results(p) for p in args.compare)
     rows = compare(a, b)

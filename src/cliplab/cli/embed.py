@@ -8,14 +8,15 @@ from cliplab.cli import preflight
 from cliplab.cli.common import add_common, cache_dir, print_json
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add_embed(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``cliplab embed`` parser (its handler is ``run``, wired in ``cliplab.cli.commands``)."""
     p = sub.add_parser("embed", help="embed a dataset's images (and captions) into a features file")
     p.add_argument("model", help="model spec")
     p.add_argument("data", help="dataset spec")
     p.add_argument("-o", "--output", default=None, help="write the features here (.safetensors)")
     p.add_argument("--split", default="test", help="split for built-in datasets (default test)")
     add_common(p)
-    p.set_defaults(func=run)
+    return p
 
 
 def run(args: argparse.Namespace) -> int:

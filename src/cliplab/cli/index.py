@@ -12,7 +12,8 @@ from cliplab.cli import preflight
 from cliplab.cli.common import UsageError, add_common, print_json, print_table
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add_index(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``cliplab index`` parser (its handler is ``run_index``, wired in ``cliplab.cli.commands``)."""
     p = sub.add_parser(
         "index",
         help="embed an image folder into a search index (resumable, incremental, torchrun-sharded)",
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rebuild", action="store_true", help="re-index everything instead of adding new images")
     p.add_argument("--chunk-size", type=int, default=1024, help="images per resumable chunk (default 1024)")
     add_common(p)
-    p.set_defaults(func=run_index)
+    return p
 
 
 def model_spec_for_manifest(spec: str) -> str:

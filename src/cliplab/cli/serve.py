@@ -11,7 +11,8 @@ from cliplab.cli.common import UsageError
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``cliplab serve`` parser (its handler is ``run_serve``, wired in ``cliplab.cli.commands``)."""
     p = sub.add_parser(
         "serve",
         help="local web app: search an index by text or image",
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--max-upload-mb", type=float, default=16.0, help="largest image upload in MiB (default 16)")
     p.add_argument("-q", "--quiet", action="store_true", help="no request log")
-    p.set_defaults(func=run_serve)
+    return p
 
 
 def _is_loopback(host: str) -> bool:

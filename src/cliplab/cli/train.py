@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from cliplab.train.config import TrainConfig
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``cliplab train`` parser (its handler is ``run``, wired in ``cliplab.cli.commands``)."""
     p = sub.add_parser(
         "train",
         help="train or fine-tune a CLIP-family model from a config file",
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="override the device (default: cuda if available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log messages")
-    p.set_defaults(func=run)
+    return p
 
 
 def check(config: TrainConfig) -> None:

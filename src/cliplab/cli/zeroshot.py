@@ -38,7 +38,8 @@ def load_classnames(value: str | None) -> list[str] | None:
     return names
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add_zeroshot(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``cliplab zeroshot`` parser (its handler is ``run``, wired in ``cliplab.cli.commands``)."""
     p = sub.add_parser("zeroshot", help="zero-shot classification of a labelled dataset")
     p.add_argument("model", help="model spec: a HF directory, hf:<id>, openclip:<arch>/<tag>, builtin:shapes")
     p.add_argument("data", help="dataset spec: shapes[:opts], an image folder, ...")
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classnames", default=None, help="text file with one class name per line")
     p.add_argument("--split", default="test", help="split for built-in datasets (default test)")
     add_common(p)
-    p.set_defaults(func=run)
+    return p
 
 
 def run(args: argparse.Namespace) -> int:

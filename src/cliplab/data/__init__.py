@@ -10,19 +10,16 @@ from cliplab.data.folders import CaptionDataset, ImageFiles, ImageFolder
 from cliplab.data.loader import ImageList, Loader, make_loader
 from cliplab.data.registry import DATA_FORMS, DataSource, check_data_spec, load_dataset, register_data_source
 from cliplab.data.sampling import k_shot, k_shot_indices
+from cliplab.data.shapes_world import shapes
 from cliplab.data.spec import DataSpec, is_builtin_world, parse_options
 
-# Imported eagerly so that ``cliplab.data.shapes`` is the function, not the submodule of the same name
-# (importing a submodule binds its name on the package; this re-binds it to the function once).
-from cliplab.data.shapes import shapes  # noqa: E402  isort: skip
-
 _LAZY = {
-    "ShapesDataset": "shapes",
-    "SHAPES": "shapes",
-    "COLOURS": "shapes",
-    "HELD_OUT_SHAPES": "shapes",
-    "HELD_OUT_COLOURS": "shapes",
-    "VOCABULARY": "shapes",
+    "ShapesDataset": "shapes_world",
+    "SHAPES": "shapes_world",
+    "COLOURS": "shapes_world",
+    "HELD_OUT_SHAPES": "shapes_world",
+    "HELD_OUT_COLOURS": "shapes_world",
+    "VOCABULARY": "shapes_world",
     "CORRUPTIONS": "corruptions",
     "corrupt": "corruptions",
     "Corrupted": "shifted",
@@ -52,7 +49,6 @@ __all__ = [
     "shapes",
     *sorted(_LAZY),
 ]
-
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:

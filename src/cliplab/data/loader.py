@@ -1,6 +1,6 @@
 """``make_loader``: one path from a dataset to batches of preprocessed pixels, in order.
 
-Every image-encoding path (``Model.encode_images``, ``cliplab.features.embed``) goes through it. With
+Every image-encoding path (``Model.encode_images``, ``cliplab.features.embedding``) goes through it. With
 ``num_workers=0`` the next batch is read and preprocessed on one background thread while the caller works
 on the current one (``cliplab.models.base.prefetch``); with ``num_workers > 0`` a torch ``DataLoader`` with
 that many worker processes prepares whole batches, still in order.

@@ -1,6 +1,6 @@
 """How the shapes world paints an object: filled, hollow or sketched masks, and patterned fills.
 
-Masks are boolean ``[C, C]`` arrays on the renderer's double-size canvas (``cliplab.data.shapes``).
+Masks are boolean ``[C, C]`` arrays on the renderer's double-size canvas (``cliplab.data.shapes_world``).
 """
 
 from __future__ import annotations

@@ -83,6 +83,10 @@ class DataSpec:
         target, options = _split_options(text)
         return cls(None, target, options, text)
 
+    def with_options(self, **options: Any) -> DataSpec:
+        """The same data with ``options`` added (or replacing those of the same name)."""
+        return DataSpec(self.scheme, self.target, {**self.options, **options})
+
     def __str__(self) -> str:
         return self.text or ":".join(filter(None, [self.scheme, self.target, _format_options(self.options)]))
 

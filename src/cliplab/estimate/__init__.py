@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cliplab.estimate.baselines import atc, atc_threshold, average_confidence, doc, nuclear_norm
 from cliplab.estimate.evaluation import ACCURACY_ESTIMATORS, ESTIMATORS, evaluate_estimators
-from cliplab.estimate.mano import mano, mano_criterion
+from cliplab.estimate.mano_score import mano, mano_criterion
 
 __all__ = [
     "ACCURACY_ESTIMATORS",

@@ -12,7 +12,7 @@ import torch
 
 from cliplab._validation import ArrayLike, as_labels
 from cliplab.estimate.baselines import atc, average_confidence, doc, nuclear_norm
-from cliplab.estimate.mano import mano
+from cliplab.estimate.mano_score import mano
 from cliplab.ood.scores import as_logits
 
 # fn(logits, val_logits, val_labels) -> float

@@ -23,9 +23,9 @@ _LAZY = {
     "logit_norm_confidence": "calibration",
     "LogitNormConfidence": "calibration",
     # retrieval and caption scoring
-    "retrieval": "retrieval",
-    "clipscore": "retrieval",
-    "refclipscore": "retrieval",
+    "retrieval": "retrieval_metrics",
+    "clipscore": "retrieval_metrics",
+    "refclipscore": "retrieval_metrics",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,7 +1,7 @@
 """Built-in models: ``builtin:shapes``, ``builtin:shapes-lit`` (and any recipe registered in ``BUILTIN_MODELS``).
 
 ``builtin:shapes`` is a small CLIP (ViT image tower, word-level text tower) trained contrastively on
-captions of the built-in shapes world (``cliplab.data.shapes``). ``builtin:shapes-lit`` (LiT,
+captions of the built-in shapes world (``cliplab.data.shapes_world``). ``builtin:shapes-lit`` (LiT,
 ``cliplab.models.builtin_lit``) pairs a ViT trained on the same world with the locked, pretrained MiniLM-L6
 sentence encoder, so it understands words the captions never use. Both need no network.
 
@@ -79,7 +79,7 @@ class ShapesRecipe:
 
     def key(self) -> str:
         from cliplab.data.base import stable_hash
-        from cliplab.data.shapes import RENDER_VERSION, VOCABULARY
+        from cliplab.data.shapes_world import RENDER_VERSION, VOCABULARY
 
         return stable_hash({"recipe": asdict(self), "render": RENDER_VERSION, "vocabulary": VOCABULARY})
 
@@ -188,7 +188,7 @@ def train_shapes_model(recipe: ShapesRecipe, *, progress: bool = True) -> HFMode
     """Render the training world, build tokenizer and model, train contrastively, report zero-shot."""
     import torch
 
-    from cliplab.data.shapes import VOCABULARY, shapes
+    from cliplab.data.shapes_world import VOCABULARY, shapes
     from cliplab.models.factory import build_tokenizer, create_model
     from cliplab.train.loop import ContrastiveLoopConfig, fit_contrastive
 
@@ -222,7 +222,7 @@ def train_shapes_model(recipe: ShapesRecipe, *, progress: bool = True) -> HFMode
 
 def shapes_zeroshot_report(model: HFModel, n: int = 600, *, progress: bool = False) -> dict[str, Any]:
     """Zero-shot top-1 on the validation split for the shape and colour tasks."""
-    from cliplab.data.shapes import shapes
+    from cliplab.data.shapes_world import shapes
     from cliplab.zeroshot.evaluate import zeroshot_evaluate
 
     out = {}

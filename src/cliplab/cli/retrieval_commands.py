@@ -10,15 +10,17 @@ from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, pr
 CLIPSCORE_PREFIX = "A photo depicts "
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add_retrieve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("retrieve", help="image-text retrieval recall@k on a caption dataset (both directions)")
     p.add_argument("model", help="model spec")
     p.add_argument("data", help="caption dataset: a .csv/.jsonl file, or shapes[:opts]")
     p.add_argument("--ks", default="1,5,10", help="comma-separated k values (default 1,5,10)")
     p.add_argument("--split", default="test")
     add_common(p)
-    p.set_defaults(func=run_retrieve)
+    return p
 
+
+def add_score(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="CLIPScore (and RefCLIPScore with --references) of image-caption pairs")
     s.add_argument("model", help="model spec")
     s.add_argument("--images", nargs="+", required=True, help="image files")
@@ -29,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--prefix", default=CLIPSCORE_PREFIX, help=f"caption prefix (default {CLIPSCORE_PREFIX!r})")
     s.add_argument("--w", type=float, default=2.5, help="CLIPScore weight w (default 2.5)")
     add_common(s)
-    s.set_defaults(func=run_score)
+    return s
 
 
 def run_retrieve(args: argparse.Namespace) -> int:

@@ -8,9 +8,10 @@ from typing import Any
 from cliplab.cli import preflight
 from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
 from cliplab.cli.zeroshot import load_templates
+from cliplab.data.spec import DataSpec, is_builtin_world
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add_ood(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("ood", help="OOD detection: a table per OOD set and the mean over sets")
     p.add_argument("model", help="model spec")
     p.add_argument("id_data", help="in-distribution (labelled) dataset spec")
@@ -24,14 +25,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default=None, help="comma-separated subset of methods")
     p.add_argument("--templates", default=None, help="template set or JSON file")
     _shared(p)
+    return p
 
+
+def add_calibrate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="calibration (ECE, temperature scaling) and selective classification")
     c.add_argument("model")
     c.add_argument("data", help="labelled dataset spec (test)")
     c.add_argument("--val-data", default=None, help="validation data (default: a stratified half of DATA)")
     c.add_argument("--templates", default=None)
     _shared(c)
+    return c
 
+
+def add_estimate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e = sub.add_parser("estimate", help="label-free accuracy estimation over shifted datasets")
     e.add_argument("model")
     e.add_argument("data", nargs="+", help="shifted labelled datasets (>= 3), or one built-in spec with --family")
@@ -44,9 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--templates", default=None)
     _shared(e)
-    p.set_defaults(func=run_ood)
-    c.set_defaults(func=run_calibrate)
-    e.set_defaults(func=run_estimate)
+    return e
 
 
 def _shared(p: argparse.ArgumentParser) -> None:
@@ -89,10 +94,6 @@ class _Session:
         return zeroshot_logits(feats.images, weights, m.logit_scale, m.logit_bias, m.geometry)
 
 
-def _is_builtin(spec: str) -> bool:
-    return spec.removeprefix("builtin:").split(":")[0] == "shapes"
-
-
 def _check(args: argparse.Namespace, *data: tuple[str | None, str, str | None]) -> None:
     """The shared options, ``(spec, option, split)`` data specs (split None: ``--split``) and the model."""
     preflight.common(args)
@@ -107,7 +108,7 @@ def run_ood(args: argparse.Namespace) -> int:
     from cliplab.assess.reliability import OOD_METHODS
 
     methods = preflight.names(args.methods, "--methods", OOD_METHODS) or None
-    train_spec = args.train_data or (args.id_data if _is_builtin(args.id_data) else None)
+    train_spec = args.train_data or (args.id_data if is_builtin_world(args.id_data) else None)
     _check(
         args,
         (args.id_data, "ID_DATA", None),
@@ -184,18 +185,17 @@ def run_estimate(args: argparse.Namespace) -> int:
 
     specs = list(args.data)
     if args.family == "corruptions":
-        if len(specs) != 1 or not _is_builtin(specs[0]):
+        if len(specs) != 1 or not is_builtin_world(specs[0]):
             raise UsageError("--family corruptions expands exactly one built-in (shapes) dataset spec")
         from cliplab.data.corruptions import CORRUPTIONS
 
-        base = specs[0]
-        sep = "," if ":" in base.removeprefix("builtin:") else ":"
-        specs = [f"{base}{sep}corruption={c},severity={v}" for c in CORRUPTIONS for v in range(1, 6)]
+        base = DataSpec.parse(specs[0])
+        specs = [str(base.with_options(corruption=c, severity=v)) for c in CORRUPTIONS for v in range(1, 6)]
     if len(specs) < 3:
         raise UsageError(f"estimation needs at least 3 shifted datasets to correlate over, got {len(specs)}")
     if args.val_data:
         val_spec, val_option = args.val_data, "--val-data"
-    elif _is_builtin(args.data[0]):
+    elif is_builtin_world(args.data[0]):
         val_spec, val_option = args.data[0], "DATA"
     else:
         raise UsageError("--val-data is required for non-built-in data (ATC and DoC need labelled ID data)")

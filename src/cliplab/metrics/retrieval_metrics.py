@@ -15,11 +15,7 @@ Image Captioning", EMNLP 2021 (jmhessel/clipscore).
 
 from __future__ import annotations
 
-import inspect
-import sys
-import types
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -243,19 +239,3 @@ def refclipscore(
     denom = clip_s + ref
     return torch.where(denom > 0, 2 * clip_s * ref / denom.clamp_min(torch.finfo(denom.dtype).tiny), 0.0)
 
-
-class _CallableModule(types.ModuleType):
-    """This module shares its name with its main function, and ``cliplab.metrics`` exports both lazily.
-
-    Once ``cliplab.metrics.retrieval`` is imported, Python binds the *module* to the package attribute
-    ``cliplab.metrics.retrieval``, so a later ``from cliplab.metrics import retrieval`` would return the module
-    instead of the function. Making the module callable (same arguments, same result as the function)
-    keeps ``from cliplab.metrics import retrieval; retrieval(...)`` working in every import order.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, float]:
-        return self.__dict__["retrieval"](*args, **kwargs)
-
-
-__signature__ = inspect.signature(retrieval)
-sys.modules[__name__].__class__ = _CallableModule
