@@ -11,19 +11,54 @@ from cliplab.cli import preflight
 from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
 
 
+def _template_file(path: Path) -> Any:
+    if not path.is_file():
+        raise UsageError(f"templates file not found: {path}")
+    if path.suffix == ".txt":  # CLIP_benchmark's zeroshot_classification_templates.txt: one template per line
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not lines:
+            raise UsageError(f"templates file {path} is empty")
+        return lines
+    try:
+        loaded = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UsageError(f"templates file {path} is not valid JSON: {err}") from err
+    if not isinstance(loaded, list | dict):
+        raise UsageError(
+            f"templates file {path} must hold a list of templates or a class → sentences dict, "
+            f"got {type(loaded).__name__}"
+        )
+    return loaded
+
+
 def load_templates(value: str | None) -> Any:
-    """A template set name, or a JSON file holding a list of templates or a class → sentences dict."""
+    """A template set name, a file, or several joined by ``+`` (combined: each class gets every part's prompts).
+
+    Files: ``.json`` holding a list of templates (``{}`` or ``{c}``) or a class → sentences dict (CuPL's
+    descriptions), or ``.txt`` with one template per line (CLIP_benchmark's
+    ``zeroshot_classification_templates.txt``). ``imagenet80+cupl_imagenet.json`` is CuPL's combined ensemble.
+    """
     if value is None:
         return None
     path = Path(value)
-    if path.suffix == ".json" or path.is_file():
-        if not path.is_file():
-            raise UsageError(f"templates file not found: {path}")
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise UsageError(f"templates file {path} is not valid JSON: {err}") from err
-    return value
+    if path.is_file() or ("+" not in value and path.suffix in (".json", ".txt")):
+        return _template_file(path)
+    if "+" not in value:
+        return value
+    parts: list[Any] = []
+    for piece in value.split("+"):
+        if not piece:
+            raise UsageError(f"templates {value!r}: an empty part between '+'")
+        loaded = load_templates(piece)
+        if isinstance(loaded, str):  # a set name: checked here, where the option's name is known
+            from cliplab.zeroshot.templates import get_templates
+
+            try:
+                loaded = get_templates(loaded)
+            except ValueError as err:
+                raise UsageError(str(err)) from err
+        parts.extend(loaded if isinstance(loaded, list) else [loaded])
+    return parts
 
 
 def load_classnames(value: str | None) -> list[str] | None:
@@ -43,7 +78,12 @@ def add_zeroshot(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("zeroshot", help="zero-shot classification of a labelled dataset")
     p.add_argument("model", help="model spec: a HF directory, hf:<id>, openclip:<arch>/<tag>, builtin:shapes")
     p.add_argument("data", help="dataset spec: shapes[:opts], an image folder, ...")
-    p.add_argument("--templates", default=None, help="template set (imagenet80, cifar18, simple) or a JSON file")
+    p.add_argument(
+        "--templates",
+        default=None,
+        help="template set (imagenet80, cifar18, simple), a .json/.txt file (a dict class → sentences gives CuPL "
+        "descriptions), or several joined by '+' (e.g. imagenet80+cupl.json)",
+    )
     p.add_argument("--classnames", default=None, help="text file with one class name per line")
     p.add_argument("--split", default="test", help="split for built-in datasets (default test)")
     add_common(p)

@@ -1,4 +1,13 @@
-"""Classification metrics (CLIP_benchmark conventions): top-k accuracy, mean per-class recall, confusion."""
+"""Classification metrics (CLIP_benchmark conventions): top-k accuracy, mean per-class recall, confusion.
+
+CLIP_benchmark (LAION-AI/CLIP_benchmark, ``clip_benchmark/metrics/zeroshot_classification.py``) reports, for a
+single-label dataset with logits ``z [N, C]`` and labels ``y [N]``:
+
+* ``acc1`` = (1/N) Σ_i [y_i = argmax_c z_ic];
+* ``acc5`` = (1/N) Σ_i [y_i ∈ top-5(z_i)], **NaN when the dataset has fewer than 5 classes** (C < 5);
+* ``mean_per_class_recall`` = scikit-learn's ``balanced_accuracy_score(y, argmax z)``: the mean, over the
+  classes present in ``y``, of the share of that class's samples predicted as it.
+"""
 
 from __future__ import annotations
 
@@ -56,7 +65,11 @@ def mean_per_class_recall(logits: ArrayLike, labels: ArrayLike) -> float:
 def classification_report(
     logits: ArrayLike, labels: ArrayLike, classnames: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """``acc1``, ``acc5``, ``mean_per_class_recall``, ``n`` and per-class recall keyed by class name."""
+    """``acc1``, ``acc5``, ``mean_per_class_recall``, ``n`` and per-class recall keyed by class name.
+
+    As CLIP_benchmark: ``acc5`` is NaN (``null`` in JSON) when there are fewer than 5 classes, where top-5 would
+    be trivially 1.
+    """
     z, y = _logits_labels(logits, labels)
     c = z.shape[1]
     names = list(classnames) if classnames is not None else [str(i) for i in range(c)]
@@ -67,7 +80,7 @@ def classification_report(
     per_class = {names[i]: (float(cm[i, i] / support[i]) if support[i] > 0 else None) for i in range(c)}
     return {
         "acc1": topk_accuracy(z, y, 1),
-        "acc5": topk_accuracy(z, y, 5),
+        "acc5": topk_accuracy(z, y, 5) if c >= 5 else float("nan"),
         "mean_per_class_recall": mean_per_class_recall(z, y),
         "n": int(y.numel()),
         "per_class_recall": per_class,

@@ -1,4 +1,18 @@
-"""Built-in prompt-template sets (data in ``templates.json``) and template resolution."""
+"""Built-in prompt-template sets (data in ``templates.json``) and template resolution.
+
+Templates come in three forms, accepted everywhere a ``templates`` argument is (``zeroshot_weights``, the
+bench, ``cliplab zeroshot/adapt/... --templates``):
+
+* a list of format strings with the class name as ``{}`` (CLIP's notebooks) or ``{c}`` (CLIP_benchmark's
+  ``zeroshot_classification_templates.txt``), or a built-in set's name (:func:`template_sets`);
+* a dict class name → list of full sentences: per-class descriptions as CuPL publishes them (Pratt et al.,
+  "What does a platypus look like? Generating customized prompts for zero-shot image classification", ICCV
+  2023; the JSON files are in ``sarahpratt/CuPL``, ``all_prompts/full_prompts/*.json``);
+* a list combining both (strings and dicts, or several dicts): each class's prompts are the union of every
+  part's, in order. With the class weight ``W_c = norm(mean_p norm(enc(p)))`` over that union, this is the
+  CuPL paper's "CuPL + standard templates" ensemble (its ``classify_imagenet.py`` pools both prompt sets
+  before averaging).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +21,10 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
 
-Templates = Sequence[str] | Mapping[str, Sequence[str]] | str | None
+Templates = Sequence[str | Mapping[str, Sequence[str]]] | Mapping[str, Sequence[str]] | str | None
+
+#: the class-name placeholders a template may use (CLIP's ``{}``, CLIP_benchmark's ``{c}``)
+PLACEHOLDERS = ("{c}", "{}")
 
 
 @cache
@@ -24,11 +41,53 @@ def get_templates(name: str) -> list[str]:
     return list(sets[name])
 
 
+def fill(template: str, classname: str) -> str:
+    """``template`` with its class-name placeholder (``{}`` or ``{c}``, every occurrence) replaced by the name.
+
+    The same text as ``template.format(classname)`` / ``template.format(c=classname)`` for templates without
+    other braces; literal braces are kept as written (no ``{{`` escaping is needed).
+    """
+    for placeholder in PLACEHOLDERS:
+        template = template.replace(placeholder, classname)
+    return template
+
+
+def _check_templates(templates: Sequence[str]) -> list[str]:
+    templates = list(templates)
+    if not templates:
+        raise ValueError("templates is an empty list")
+    not_str = [t for t in templates if not isinstance(t, str)]
+    if not_str:
+        raise ValueError(f"templates must be strings, got {not_str[:3]}")
+    bad = [t for t in templates if not any(p in t for p in PLACEHOLDERS)]
+    if bad:
+        raise ValueError(f"templates need a '{{}}' or '{{c}}' placeholder for the class name: {bad[:5]}")
+    return templates
+
+
+def _descriptions(classnames: list[str], table: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    missing = [c for c in classnames if not table.get(c)]
+    if missing:
+        raise ValueError(
+            f"the description dict has no sentences for {len(missing)} class(es): {missing[:10]} "
+            f"(its keys must be the class names; it has {len(table)} keys, e.g. {list(table)[:5]})"
+        )
+    out = []
+    for c in classnames:
+        sentences = table[c]
+        if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
+            raise ValueError(f"the descriptions of class {c!r} must be a list of sentences, got {sentences!r:.80}")
+        out.append(list(sentences))
+    return out
+
+
 def class_prompts(classnames: Sequence[str], templates: Templates = None) -> list[list[str]]:
     """The prompts of each class.
 
-    ``templates``: None (``"a photo of a {}."``), a set name, a list of format strings with ``{}``,
-    or a dict class → list of full sentences (CuPL-style descriptions).
+    ``templates``: None (``"a photo of a {}."``), a set name, a list of format strings with ``{}`` or ``{c}``,
+    a dict class → list of full sentences (CuPL-style descriptions), or a list mixing format strings, set
+    names and such dicts (each class gets the union of every part's prompts: templates first, in the order
+    given).
     """
     classnames = list(classnames)
     if not classnames:
@@ -41,14 +100,22 @@ def class_prompts(classnames: Sequence[str], templates: Templates = None) -> lis
     elif isinstance(templates, str):
         templates = get_templates(templates)
     if isinstance(templates, Mapping):
-        missing = [c for c in classnames if not templates.get(c)]
-        if missing:
-            raise ValueError(f"the description dict has no sentences for classes {missing[:10]}")
-        return [[str(s) for s in templates[c]] for c in classnames]
-    templates = list(templates)
-    if not templates:
+        return _descriptions(classnames, templates)
+    parts = list(templates)
+    if not parts:
         raise ValueError("templates is an empty list")
-    bad = [t for t in templates if "{}" not in t]
-    if bad:
-        raise ValueError(f"templates need a '{{}}' placeholder for the class name: {bad[:5]}")
-    return [[t.replace("{}", c) for t in templates] for c in classnames]
+    out: list[list[str]] = [[] for _ in classnames]
+    strings: list[str] = []
+    for p in parts:  # a set name inside a list stands for its templates
+        if isinstance(p, Mapping):
+            continue
+        in_sets = isinstance(p, str) and p in template_sets() and not any(h in p for h in PLACEHOLDERS)
+        strings.extend(get_templates(p) if in_sets else [p])
+    if strings:
+        strings = _check_templates(strings)
+        for prompts, c in zip(out, classnames):
+            prompts.extend(fill(t, c) for t in strings)
+    for table in (p for p in parts if isinstance(p, Mapping)):
+        for prompts, sentences in zip(out, _descriptions(classnames, table)):
+            prompts.extend(sentences)
+    return out

@@ -21,6 +21,11 @@ def zeroshot_weights(
 ) -> torch.Tensor:
     """Class weights ``W [C, D]``: ``W_c = norm(mean_t norm(enc(t(c))))`` over the class's prompts.
 
+    ``templates``: see :func:`~cliplab.zeroshot.templates.class_prompts` — format strings with ``{}`` or
+    ``{c}``, a set name, a dict class → sentences (CuPL descriptions), or a list combining them (CuPL's
+    ensemble: the class's template prompts and descriptions pooled before the mean). This is CLIP_benchmark's
+    ``zero_shot_classifier`` (the logit scale aside, which does not change a ranking).
+
     For Euclidean-geometry models the prompt embeddings are averaged without normalisation.
     Zero-shot logits: ``logit_scale · f @ W.T`` (see ``zeroshot_logits``).
     """

@@ -26,7 +26,11 @@ class Samples:
 
 
 def run(ctx: BenchContext) -> StageResult:
-    """Zero-shot classification per task (shape, colour, shape+colour and pattern on the built-in world)."""
+    """Zero-shot classification per task (shape, colour, shape+colour and pattern on the built-in world).
+
+    Metrics as CLIP_benchmark: ``acc1``, ``acc5`` (NaN with fewer than 5 classes), ``mean_per_class_recall``.
+    Templates: the run's ``ctx.templates`` when given (a suite's per-dataset ``templates``), else the dataset's.
+    """
     from cliplab.metrics.classification import classification_report, confusion_matrix
     from cliplab.zeroshot import zeroshot_logits, zeroshot_weights
 
@@ -38,7 +42,8 @@ def run(ctx: BenchContext) -> StageResult:
         if feats.labels is None or not feats.classnames:
             out[task] = {"skipped": f"dataset {ds.name!r} has no class labels"}
             continue
-        weights = zeroshot_weights(ctx.model, feats.classnames, ds.templates)
+        templates = getattr(ctx, "templates", None) or ds.templates
+        weights = zeroshot_weights(ctx.model, feats.classnames, templates)
         m = ctx.model
         logits = zeroshot_logits(feats.images, weights, m.logit_scale, m.logit_bias, m.geometry)
         rep = classification_report(logits, feats.labels, feats.classnames)
@@ -174,6 +179,10 @@ register_stage(
         nav="Zero-shot",
         section=section,
         headline=headline,
-        metrics=(Metric("{}/acc1", "*.acc1"),),
+        metrics=(
+            Metric("{}/acc1", "*.acc1"),
+            Metric("{}/acc5", "*.acc5"),
+            Metric("{}/mean_per_class_recall", "*.mean_per_class_recall"),
+        ),
     )
 )
