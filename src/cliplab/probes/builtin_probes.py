@@ -1,0 +1,25 @@
+"""The built-in world's probes as a :class:`SelectionProbe`: one item per image and negative type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cliplab.data.shapes_probes import NEGATIVE_TYPES, shapes_probes
+from cliplab.probes.base import SelectionProbe
+
+
+def builtin_probe(split: str = "test", n: int = 200, seed: int = 0, *, types: tuple[str, ...] = NEGATIVE_TYPES,
+                  **options: Any) -> SelectionProbe:  # fmt: skip
+    """``shapes_probes(split, n, seed, **options)`` flattened: item = (image, [true caption, negative]), kind = type."""
+    unknown = [t for t in types if t not in NEGATIVE_TYPES]
+    if unknown:
+        raise ValueError(f"unknown negative type(s) {unknown}; accepted: {', '.join(NEGATIVE_TYPES)}")
+    probes = shapes_probes(split, n=n, seed=seed, **options)
+    image_index, captions, kinds = [], [], []
+    for kind in types:
+        for p in probes.probes:
+            if kind in p.negatives:
+                image_index.append(p.index)
+                captions.append([p.positive, p.negatives[kind]])
+                kinds.append(kind)
+    return SelectionProbe("shapes", probes.dataset, image_index, captions, kinds, info=probes.options())
