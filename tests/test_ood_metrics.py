@@ -47,7 +47,7 @@ def test_matches_sklearn_and_loops(seed, ties):
     assert m["aupr_out"] == pytest.approx(ap_out, abs=1e-12)
     assert m["fpr95"] == pytest.approx(_fpr95_loop(list(id_s), list(ood_s)), abs=1e-12)
     assert m["fpr95_openood"] == pytest.approx(_fpr95_openood(id_s, ood_s), abs=1e-12)
-    assert set(m) == {"auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood"}
+    assert set(m) == {"auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_vim", "fpr95_mcm", "fpr95_openood"}
     assert all(isinstance(v, float) for v in m.values())
 
 
@@ -64,7 +64,8 @@ def test_fpr95_threshold_definition():
 def test_perfect_and_reversed_separation():
     id_s, ood_s = torch.linspace(1, 2, 50), torch.linspace(-2, -1, 30)
     m = ood_metrics(id_s, ood_s)
-    assert m == pytest.approx({"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0, "fpr95_openood": 0.0})
+    perfect = {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0, "fpr95_vim": 0.0, "fpr95_mcm": 0.0}
+    assert m == pytest.approx({**perfect, "fpr95_openood": 0.0})
     r = ood_metrics(ood_s, id_s)
     assert r["auroc"] == 0.0 and r["fpr95"] == 1.0 and r["fpr95_openood"] == 1.0
     same = ood_metrics(np.zeros(10), np.zeros(5))

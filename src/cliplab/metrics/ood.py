@@ -5,7 +5,11 @@
 * AUPR: average precision ``Σ_n (R_n − R_{n−1})·P_n`` over the distinct score thresholds (equal to
   ``sklearn.metrics.average_precision_score``, the MCM convention; OpenOOD integrates the PR curve with
   the trapezoid rule instead, which differs slightly).
-* FPR@95: two conventions, see ``ood_metrics``.
+* FPR@95: the conventions of the reference implementations, each under its own name (see ``ood_metrics``):
+  ``fpr95`` (cliplab's: the largest threshold keeping at least 95% of ID), ``fpr95_vim`` (haoqiwang/vim
+  ``fpr_recall``: ``⌊0.95·n_ID⌋``-th largest ID score), ``fpr95_mcm`` (deeplearning-wisc/MCM and Hendrycks'
+  ``fpr_and_fdr_at_recall``: the distinct-score threshold whose ID recall is closest to 0.95) and
+  ``fpr95_openood`` (OpenOOD v1.5: OOD positive, ID rejected at 95% OOD recall).
 """
 
 from __future__ import annotations
@@ -81,6 +85,47 @@ def _fpr_at_recall(s_in: np.ndarray, s_out: np.ndarray, recall: float) -> float:
     return float(np.mean(s_out >= t))
 
 
+def fpr_at_recall_vim(id_scores: ArrayLike, ood_scores: ArrayLike, recall: float = 0.95) -> float:
+    """haoqiwang/vim's ``fpr_recall``: ``t`` = the ``k``-th largest ID score with ``k = ⌊recall·n_ID⌋``
+    (no rounding guard, as the reference); FPR = mean(OOD score ≥ t). ``k = 0`` takes the *smallest* ID
+    score, as the reference's ``np.sort(x)[-0]`` does."""
+    s_in, s_out = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
+    return _fpr_vim(s_in, s_out, recall)
+
+
+def _fpr_vim(s_in: np.ndarray, s_out: np.ndarray, recall: float) -> float:
+    k = int(np.floor(recall * s_in.size))
+    ordered = np.sort(s_in)
+    t = ordered[0] if k == 0 else ordered[s_in.size - k]
+    return float(np.mean(s_out >= t))
+
+
+def fpr_at_recall_mcm(id_scores: ArrayLike, ood_scores: ArrayLike, recall: float = 0.95) -> float:
+    """MCM's (and Hendrycks et al.'s) ``fpr_and_fdr_at_recall`` with ID positive.
+
+    Thresholds are the distinct scores, descending; at each, ``recall_t = #(ID ≥ t)/n_ID`` and
+    ``FP_t = #(OOD ≥ t)``. Among the thresholds down to the first with full recall, the one whose
+    ``|recall_t − recall|`` is smallest is chosen (on a tie, the one with the larger recall, as the
+    reference's reversed ``argmin`` does); FPR = ``FP_t / n_OOD``.
+    """
+    s_in, s_out = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
+    return _fpr_mcm(s_in, s_out, recall)
+
+
+def _fpr_mcm(s_in: np.ndarray, s_out: np.ndarray, recall: float) -> float:
+    s = np.concatenate([s_in, s_out])
+    positive = np.r_[np.ones(s_in.size), np.zeros(s_out.size)]
+    order = np.argsort(-s, kind="mergesort")
+    s, positive = s[order], positive[order]
+    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]  # last index of each tie group
+    tps = np.cumsum(positive)[last]
+    fps = last + 1 - tps
+    full = int(np.searchsorted(tps, tps[-1]))  # first threshold reaching full recall
+    gap = np.abs(tps[: full + 1] / tps[-1] - recall)
+    cutoff = int(np.flatnonzero(gap == gap.min())[-1])
+    return float(fps[cutoff] / s_out.size)
+
+
 def ood_metrics(id_scores: ArrayLike, ood_scores: ArrayLike) -> dict[str, float]:
     """AUROC, AUPR-In, AUPR-Out, FPR@95 (two conventions) for one ID/OOD pair.
 
@@ -89,9 +134,14 @@ def ood_metrics(id_scores: ArrayLike, ood_scores: ArrayLike) -> dict[str, float]
     * ``aupr_out``: average precision with OOD positive, ranked by ``−score``.
     * ``fpr95``: MCM/ViM/CLIPN convention, share of OOD samples with ``score ≥ t`` where ``t`` is the
       k-th largest ID score, ``k = ⌈0.95·n_ID⌉`` (so at least 95% of ID samples have ``score ≥ t``).
+    * ``fpr95_vim``: haoqiwang/vim's ``fpr_recall`` (``k = ⌊0.95·n_ID⌋``, see ``fpr_at_recall_vim``).
+    * ``fpr95_mcm``: MCM's ``fpr_and_fdr_at_recall`` (recall closest to 0.95, see ``fpr_at_recall_mcm``).
     * ``fpr95_openood``: OpenOOD v1.5 convention (OOD = positive, ranked by ``−score``): share of ID
       samples rejected (``score ≤ t'``) at the threshold ``t'`` = the k-th smallest OOD score,
-      ``k = ⌈0.95·n_OOD⌉``, i.e. when at least 95% of the OOD samples are rejected.
+      ``k = ⌈0.95·n_OOD⌉``, i.e. when at least 95% of the OOD samples are rejected (the first point of
+      ``roc_curve(ood, −score)`` with TPR ≥ 0.95).
+
+    The first three coincide when ``0.95·n_ID`` is an integer and no scores tie at the threshold.
 
     All values are in [0, 1]; higher is better for AUROC/AUPR, lower for the FPRs.
     """
@@ -103,5 +153,7 @@ def ood_metrics(id_scores: ArrayLike, ood_scores: ArrayLike) -> dict[str, float]
         "aupr_in": average_precision(both, labels),
         "aupr_out": average_precision(-both, ~labels),
         "fpr95": _fpr_at_recall(s_in, s_out, 0.95),
+        "fpr95_vim": _fpr_vim(s_in, s_out, 0.95),
+        "fpr95_mcm": _fpr_mcm(s_in, s_out, 0.95),
         "fpr95_openood": _fpr_at_recall(-s_out, -s_in, 0.95),
     }

@@ -1,0 +1,63 @@
+"""Fidelity to the reference implementations (issue #14, items 10-15): OOD detection, calibration, estimation.
+
+Every expected value is computed here, independently of cliplab, the way the official repository computes it.
+"""
+
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_curve
+
+from cliplab.metrics import ood_metrics
+
+# -- item 12: FPR@95 conventions -------------------------------------------------------------------------
+
+
+def _fpr_vim_reference(id_s, ood_s, tpr=0.95):
+    # haoqiwang/vim benchmark.py fpr_recall: recall_num = floor(tpr·n); thresh = sort(ID)[-recall_num]
+    recall_num = int(np.floor(tpr * len(id_s)))
+    thresh = np.sort(id_s)[-recall_num]
+    return np.sum(ood_s >= thresh) / max(1, len(ood_s))
+
+
+def _fpr_mcm_reference(id_s, ood_s, level=0.95):
+    # MCM / Hendrycks fpr_and_fdr_at_recall, ID positive, written as a loop over distinct thresholds
+    points = []  # (recall, false positives) from the highest threshold down to the first with full recall
+    for t in sorted(set(np.r_[id_s, ood_s].tolist()), reverse=True):
+        rec = np.sum(id_s >= t) / len(id_s)
+        points.append((rec, int(np.sum(ood_s >= t))))
+        if rec == 1.0:
+            break
+    best = None
+    for rec, fp in reversed(points):  # the reference scans from full recall downwards; first minimum wins
+        if best is None or abs(rec - level) < abs(best[0] - level):
+            best = (rec, fp)
+    return best[1] / len(ood_s)
+
+
+def _fpr_openood_reference(id_s, ood_s, tpr=0.95):
+    # OpenOOD v1.5 metrics.py auc_and_fpr_recall: OOD positive, roc_curve(ood, -conf) as it calls it
+    y = np.r_[np.zeros(len(id_s)), np.ones(len(ood_s))]
+    fpr, tprs, _ = roc_curve(y, -np.r_[id_s, ood_s])
+    return fpr[np.argmax(tprs >= tpr)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fpr95_each_reference_convention_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    n_in = [99, 101, 57, 20, 333, 19][seed]  # 0.95·n not an integer for most: the conventions differ
+    id_s = np.round(rng.normal(1.0, 1.0, n_in) * 3) / 3  # heavy ties within and across the sets
+    ood_s = np.round(rng.normal(0.0, 1.2, 80) * 3) / 3
+    m = ood_metrics(id_s, ood_s)
+    assert m["fpr95_vim"] == pytest.approx(_fpr_vim_reference(id_s, ood_s), abs=1e-12)
+    assert m["fpr95_mcm"] == pytest.approx(_fpr_mcm_reference(id_s, ood_s), abs=1e-12)
+    assert m["fpr95_openood"] == pytest.approx(_fpr_openood_reference(id_s, ood_s), abs=1e-12)
+
+
+def test_fpr95_conventions_differ_where_the_references_do():
+    id_s = np.arange(1.0, 100.0)  # 99 ID scores: ⌊94.05⌋ = 94 (ViM) vs ⌈94.05⌉ = 95 (cliplab's fpr95)
+    ood_s = np.array([5.0, 5.5, 6.0, 50.0])
+    m = ood_metrics(id_s, ood_s)
+    assert m["fpr95_vim"] == pytest.approx(_fpr_vim_reference(id_s, ood_s)) == pytest.approx(2 / 4)  # t = 6
+    assert m["fpr95"] == pytest.approx(4 / 4)  # t = 5
+    assert m["fpr95_mcm"] == pytest.approx(_fpr_mcm_reference(id_s, ood_s))
