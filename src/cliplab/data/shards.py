@@ -127,9 +127,7 @@ def _group(shard: str, members: Iterable[tuple[str, Any]]) -> Iterator[tuple[str
         yield key, sample
 
 
-def iter_samples(
-    shard: str | os.PathLike, *, extensions: Iterable[str] | None = None
-) -> Iterator[dict[str, Any]]:
+def iter_samples(shard: str | os.PathLike, *, extensions: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
     """The samples of one shard in order: ``{"__key__": key, "__shard__": path, ext: bytes, ...}``.
 
     ``extensions``: keep only these members' data (others are skipped unread). Streams the tar (any
@@ -252,9 +250,7 @@ class ShardIndex:
     _pid: int = field(default=-1, repr=False, compare=False)
 
     @classmethod
-    def build(
-        cls, shards: str | os.PathLike | Sequence[str | os.PathLike], *, progress: bool = False
-    ) -> ShardIndex:
+    def build(cls, shards: str | os.PathLike | Sequence[str | os.PathLike], *, progress: bool = False) -> ShardIndex:
         """Index every shard (headers only) in order; ``progress`` shows a bar over the shards."""
         paths = expand_shards(shards)
         if not paths:
@@ -359,4 +355,3 @@ def shard_paths(directory: str | os.PathLike, pattern: str = "*.tar") -> list[st
         return (0, int(stem)) if stem.isdigit() else (1, stem)
 
     return sorted(found, key=order)
-

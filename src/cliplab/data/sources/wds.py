@@ -1,0 +1,369 @@
+"""``wds:<dir | hub repo id>[:split=test]``: CLIP_benchmark's webdataset layout, read from the tars in place.
+
+The layout (what ``clip_benchmark.webdataset_builder.convert_dataset`` writes and the Hub's
+``clip-benchmark/wds_*`` datasets hold)::
+
+    <root>/<split>/nshards.txt                    number of shards n
+    <root>/<split>/0.tar ... <n-1>.tar            samples "s0000000.webp" + "s0000000.cls", ...
+    <root>/classnames.txt                         one class name per line (classification)
+    <root>/zeroshot_classification_templates.txt  one template per line, written with {c}
+    <root>/dataset_type.txt                       optional: "retrieval" (captions in .txt, one per line)
+
+As in CLIP_benchmark, the shards read are exactly ``{0..n-1}.tar`` from ``nshards.txt``, in that order, and
+the samples in each shard in order, so features line up with CLIP_benchmark's; the image is the first of
+``webp``, ``png``, ``jpg``, ``jpeg`` a sample has. Images are decoded from the tar by seeking
+(``cliplab.data.shards.ShardIndex``): nothing is unpacked. The header index is cached under
+``<cliplab cache>/wds-index`` keyed by the shards' paths, sizes and modification times.
+
+A target that is no directory but reads ``owner/name`` is a Hugging Face Hub dataset: the split's shards and
+the metadata files are downloaded (``huggingface_hub.snapshot_download``) into
+``<cliplab cache>/datasets/wds/<owner>--<name>`` when a network exists; the split appears there only once it
+is complete, so an interrupted download leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cliplab._io import cache_home, write_text_atomic
+from cliplab.data.base import Dataset, stable_hash
+from cliplab.data.registry import register_data_source
+from cliplab.data.shards import ShardError, ShardIndex
+
+IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
+SPLITS = ("train", "val", "test")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+INDEX_VERSION = 1
+
+log = logging.getLogger(__name__)
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Stripped lines (CLIP_benchmark reads ``line.strip()`` of ``splitlines()``), blank lines dropped."""
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def hub_cache_dir(repo_id: str) -> Path:
+    """Where ``wds:<repo_id>`` is downloaded: ``<cliplab cache>/datasets/wds/<owner>--<name>``."""
+    return cache_home() / "datasets" / "wds" / repo_id.replace("/", "--")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _split_complete(root: Path, split: str) -> bool:
+    return (root / split / "nshards.txt").is_file()
+
+
+def download_from_hub(repo_id: str, split: str) -> Path:
+    """The local copy of hub dataset ``repo_id`` with ``split`` (downloaded into the cliplab cache if needed).
+
+    Progress bars are huggingface_hub's (``HF_HUB_DISABLE_PROGRESS_BARS=1``, which ``--quiet`` sets, hides them).
+    Only ``<split>/*`` and the top-level ``*.txt`` files are fetched, into a temporary sibling; the split's
+    folder moves into place last, so a failed download leaves no partial split behind.
+    """
+    dest = hub_cache_dir(repo_id)
+    if _split_complete(dest, split):
+        return dest
+    where = f"(no local directory {repo_id!r} either)"
+    if _offline():
+        raise FileNotFoundError(
+            f"wds:{repo_id}: the Hugging Face Hub dataset is not in the cliplab cache ({dest}) and HF_HUB_OFFLINE=1 "
+            f"forbids downloading it {where}; unset HF_HUB_OFFLINE on a machine with a network, or pass a local "
+            "directory in CLIP_benchmark's webdataset layout"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as err:  # pragma: no cover - a dependency of transformers
+        raise ImportError("wds:<hub id> needs huggingface_hub: pip install huggingface_hub") from err
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        try:
+            snapshot_download(
+                repo_id,
+                repo_type="dataset",
+                allow_patterns=[f"{split}/*", "*.txt"],
+                local_dir=str(tmp),
+            )
+        except Exception as err:  # network, auth, unknown repo: all end the same way for the user
+            raise FileNotFoundError(
+                f"wds:{repo_id}: could not download the Hugging Face Hub dataset {repo_id!r} {where}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        if not _split_complete(tmp, split):
+            raise FileNotFoundError(
+                f"wds:{repo_id}: the hub dataset has no {split}/nshards.txt, so it is not in CLIP_benchmark's "
+                f"webdataset layout or has no split {split!r}"
+            )
+        dest.mkdir(exist_ok=True)
+        for meta in tmp.glob("*.txt"):
+            os.replace(meta, dest / meta.name)
+        if (dest / split).exists():
+            shutil.rmtree(dest / split)
+        shutil.rmtree(tmp / split / ".cache", ignore_errors=True)
+        os.replace(tmp / split, dest / split)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def resolve_root(target: str, split: str, *, spec: str) -> Path:
+    """The local directory of ``target``: itself, or the hub download of an ``owner/name`` id."""
+    path = Path(target).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"dataset {spec!r}: {target} is a file; wds: takes a directory in CLIP_benchmark's layout")
+    if HUB_ID.match(target):
+        return download_from_hub(target, split)
+    raise FileNotFoundError(
+        f"dataset {spec!r}: {target} is neither a directory nor a Hugging Face Hub dataset id (owner/name)"
+    )
+
+
+def _shard_list(root: Path, split: str, spec: str) -> list[str]:
+    nshards_file = root / split / "nshards.txt"
+    if not nshards_file.is_file():
+        have = sorted(p.name for p in root.iterdir() if (p / "nshards.txt").is_file()) if root.is_dir() else []
+        raise FileNotFoundError(
+            f"dataset {spec!r}: {nshards_file} not found: CLIP_benchmark's layout has <root>/<split>/nshards.txt "
+            f"next to the split's shards (splits here: {', '.join(have) or 'none'})"
+        )
+    text = nshards_file.read_text(encoding="utf-8").strip()
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise ValueError(f"dataset {spec!r}: {nshards_file} must hold a positive number of shards, got {text!r}")
+    return [str(root / split / f"{i}.tar") for i in range(n)]
+
+
+def _index_cache_path(shards: list[str]) -> Path | None:
+    try:
+        stats = [[str(Path(p).resolve()), os.path.getsize(p), os.stat(p).st_mtime_ns] for p in shards]
+    except OSError:
+        return None
+    key = hashlib.sha256(json.dumps([INDEX_VERSION, stats]).encode()).hexdigest()[:24]
+    return cache_home() / "wds-index" / f"{key}.json"
+
+
+def load_index(shards: list[str], *, progress: bool = False) -> ShardIndex:
+    """``ShardIndex.build(shards)``, cached in the cliplab cache while the shards are unchanged."""
+    cached = _index_cache_path(shards)
+    if cached is not None and cached.is_file():
+        try:
+            index = ShardIndex.from_json(json.loads(cached.read_text(encoding="utf-8")))
+            if index.shards == shards and index.is_current():
+                return index
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable cache entry: rebuilt below
+    index = ShardIndex.build(shards, progress=progress)
+    if cached is not None:
+        try:
+            write_text_atomic(cached, json.dumps(index.to_json()))
+        except OSError:  # a read-only cache only costs the re-indexing
+            pass
+    return index
+
+
+class WebDatasetDir(Dataset):
+    """One split of a dataset in CLIP_benchmark's webdataset layout (see the module docstring).
+
+    Classification data has ``labels`` (from each sample's ``cls``), ``classnames`` (``classnames.txt``,
+    required) and ``templates`` (``zeroshot_classification_templates.txt`` with ``{c}``, when present);
+    retrieval data (``dataset_type.txt`` = ``retrieval``) has ``captions`` (each sample's ``txt``, one per
+    line) and ``text_to_image``. ``keys`` are the sample keys, ``index`` the shard index.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "test", *, progress: bool = False, spec: str = ""):
+        self.root = Path(root).expanduser()
+        self.split = split
+        spec = spec or f"wds:{self.root}:split={split}"
+        shards = _shard_list(self.root, split, spec)
+        type_file = self.root / "dataset_type.txt"
+        self.dataset_type = type_file.read_text(encoding="utf-8").strip().lower() if type_file.is_file() else ""
+        self.dataset_type = self.dataset_type or "classification"
+        if self.dataset_type not in ("classification", "retrieval"):
+            raise ValueError(
+                f"dataset {spec!r}: {type_file} says {self.dataset_type!r}; cliplab reads classification and "
+                "retrieval webdatasets (multi-label ones are not supported)"
+            )
+        self.index = load_index(shards, progress=progress)
+        if not len(self.index):
+            raise ValueError(f"dataset {spec!r}: the shards of {self.root / split} hold no samples")
+        self.keys = [ref.key for ref in self.index.samples]
+        self._image_ext = [self._image_extension(i) for i in range(len(self.index))]
+        self._labels: np.ndarray | None = None
+        self._captions: list[str] | None = None
+        self._t2i: np.ndarray | None = None
+        self.classnames = None
+        self.templates = None
+        if self.dataset_type == "retrieval":
+            self._read_captions()
+        else:
+            self._read_labels(spec)
+        self.name = f"{self.root.name}/{split}"
+
+    def _where(self, i: int) -> str:
+        return f"sample {self.keys[i]!r} of shard {self.index.shards[self.index.samples[i].shard]}"
+
+    def _image_extension(self, i: int) -> str:
+        members = self.index.samples[i].members
+        for ext in IMAGE_EXTENSIONS:
+            if ext in members:
+                return ext
+        raise ShardError(f"{self._where(i)} has no image ({', '.join(IMAGE_EXTENSIONS)}); it has {sorted(members)}")
+
+    def _member(self, i: int, ext: str) -> bytes:
+        if ext not in self.index.samples[i].members:
+            raise ShardError(f"{self._where(i)} has no .{ext} member; it has {sorted(self.index.samples[i].members)}")
+        return self.index.read(i, [ext])[ext]
+
+    def _read_labels(self, spec: str) -> None:
+        names_file = self.root / "classnames.txt"
+        if not names_file.is_file():
+            raise FileNotFoundError(
+                f"dataset {spec!r}: {names_file} not found; a classification webdataset needs its class names, one "
+                "per line, in classnames.txt next to the split folders (CLIP_benchmark writes it)"
+            )
+        self.classnames = _read_lines(names_file)
+        templates_file = self.root / "zeroshot_classification_templates.txt"
+        self.templates = _read_lines(templates_file) if templates_file.is_file() else None
+        labels = np.empty(len(self.index), dtype=np.int64)
+        for i in range(len(self.index)):
+            raw = self._member(i, "cls")
+            try:
+                labels[i] = int(raw.decode("utf-8").strip())
+            except ValueError as err:
+                raise ShardError(f"{self._where(i)}: its .cls is not an integer ({raw[:20]!r})") from err
+        bad = np.nonzero((labels < 0) | (labels >= len(self.classnames)))[0]
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"dataset {spec!r}: {self._where(i)} has label {labels[i]} but {names_file} lists "
+                f"{len(self.classnames)} classes"
+            )
+        self._labels = labels
+
+    def _read_captions(self) -> None:
+        captions: list[str] = []
+        t2i: list[int] = []
+        for i in range(len(self.index)):
+            lines = [c for c in self._member(i, "txt").decode("utf-8").splitlines() if c.strip()]
+            captions.extend(lines)
+            t2i.extend([i] * len(lines))
+        self._captions = captions
+        self._t2i = np.asarray(t2i, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def image(self, index: int) -> Image.Image:
+        i = self._position(index)
+        data = self._member(i, self._image_ext[i])
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                return im.convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise ValueError(f"cannot decode the .{self._image_ext[i]} image of {self._where(i)}: {err}") from err
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self._labels
+
+    @property
+    def captions(self) -> list[str] | None:
+        return self._captions
+
+    @property
+    def text_to_image(self) -> np.ndarray | None:
+        return self._t2i
+
+    def fingerprint(self) -> str:
+        """Shard names and sizes, every sample's key and member sizes, labels, captions, class names, templates.
+
+        Cheap (no image is read) and stable: the same data copied or re-downloaded elsewhere keeps it.
+        """
+        layout = hashlib.sha256()
+        for path, stat in zip(self.index.shards, self.index.stats):
+            layout.update(f"{Path(path).name}|{stat[1]}\n".encode())
+        for ref in self.index.samples:
+            members = ",".join(f"{e}:{o}:{n}" for e, (o, n) in sorted(ref.members.items()))
+            layout.update(f"{ref.shard}|{ref.key}|{members}\n".encode())
+        content = hashlib.sha256()
+        if self._labels is not None:
+            content.update(self._labels.tobytes())
+        if self._captions is not None:
+            content.update("\n".join(self._captions).encode())
+            content.update(np.asarray(self._t2i).tobytes())
+        return stable_hash(
+            {
+                "kind": "wds",
+                "split": self.split,
+                "type": self.dataset_type,
+                "layout": layout.hexdigest()[:16],
+                "content": content.hexdigest()[:16],
+                "classnames": self.classnames,
+                "templates": self.templates,
+            }
+        )
+
+
+def _auto_progress(progress: bool | None) -> bool:
+    return bool(progress) if progress is not None else log.isEnabledFor(logging.INFO)
+
+
+def load(target: str, split: str | None = "test", *, progress: bool | None = None) -> WebDatasetDir:
+    """A split of a webdataset directory or hub dataset (see the module docstring)."""
+    split = split or "test"
+    spec = f"wds:{target}" + (f":split={split}" if split != "test" else "")
+    root = resolve_root(target, split, spec=spec)
+    return WebDatasetDir(root, split, progress=_auto_progress(progress), spec=spec)
+
+
+def check(target: str, split: str | None = "test", *, spec: str, **options: Any) -> None:
+    """The directory has ``<split>/nshards.txt`` (and a classification set ``classnames.txt``); no tar is read.
+
+    A hub id is accepted when it is cached or a download is allowed.
+    """
+    split = split or "test"
+    path = Path(target).expanduser()
+    if not path.is_dir():
+        if path.exists() or not HUB_ID.match(target):
+            resolve_root(target, split, spec=spec)  # raises the loader's error
+        if not _split_complete(hub_cache_dir(target), split) and _offline():
+            resolve_root(target, split, spec=spec)
+        return
+    _shard_list(path, split, spec)
+    type_file = path / "dataset_type.txt"
+    kind = type_file.read_text(encoding="utf-8").strip().lower() if type_file.is_file() else ""
+    if kind in ("", "classification") and not (path / "classnames.txt").is_file():
+        raise FileNotFoundError(
+            f"dataset {spec!r}: {path / 'classnames.txt'} not found; a classification webdataset needs its class "
+            "names, one per line, in classnames.txt next to the split folders (CLIP_benchmark writes it)"
+        )
+
+
+register_data_source(
+    "wds",
+    load,
+    splits=SPLITS,
+    check=check,
+    description="wds:<dir | hub id>[:split=test] (CLIP_benchmark webdatasets, e.g. wds:clip-benchmark/wds_cifar10)",
+)
