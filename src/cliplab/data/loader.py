@@ -1,11 +1,17 @@
 """``make_loader``: one path from a dataset to batches of preprocessed pixels, in order.
 
-Every image-encoding path (``Model.encode_images``, ``cliplab.features.embedding``) goes through it. With
-``num_workers=0`` the next batch is read and preprocessed on one background thread while the caller works
-on the current one (``cliplab.models.base.prefetch``); with ``num_workers > 0`` a torch ``DataLoader`` with
-that many worker processes prepares whole batches, still in order.
+Every image-encoding path (``Model.encode_images``, ``cliplab.features.embedding``, ``cliplab index``, the
+trainer's ``BatchLoader``) goes through it. ``num_workers`` batches are read and preprocessed in parallel
+while the caller uses the current one (default: the available cores, ``len(os.sched_getaffinity(0))``;
+0: each batch is made in the calling thread when it is asked for). Workers are threads by default — PIL's
+decode and resize and the NumPy/torch normalisation release the GIL, and on this project's 2-core machine
+threads beat processes (``docs/throughput.md``) — or, with ``parallel="process"``, the processes of a torch
+``DataLoader`` (for datasets whose Python code holds the GIL). Batches come out in index order and their
+content never depends on the worker count. With ``pin_memory=True`` (set by callers whose model is on
+CUDA) batches are in page-locked memory, so ``.to(device, non_blocking=True)`` overlaps the copy.
 
-Errors: by default the first unreadable image raises (image folders and caption files name the file).
+Errors: by default the first unreadable image raises (image folders and caption files name the file; any
+other dataset's error is re-raised as a ValueError naming the image and, where known, its file).
 ``on_error="skip"`` leaves unreadable images out of their batch and lists them in ``loader.skipped``
 (``{"index", "path", "error"}``, the path where the dataset knows it), as ``cliplab index`` does.
 """
@@ -13,8 +19,10 @@ Errors: by default the first unreadable image raises (image folders and caption 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +32,54 @@ from cliplab.data.base import Dataset, Subset, Wrapper
 from cliplab.models.preprocess import ImageInput, Preprocess, load_image
 
 ON_ERROR = ("raise", "skip")
+PARALLEL = ("thread", "process")
+#: batches prepared ahead per worker
+PREFETCH = 2
+T = TypeVar("T")
+
+
+def default_workers() -> int:
+    """The cores this process may run on (``len(os.sched_getaffinity(0))``; ``os.cpu_count()`` elsewhere)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_workers(num_workers: int | None) -> int:
+    """``num_workers`` validated; None becomes ``default_workers()``."""
+    if num_workers is None:
+        return default_workers()
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be an integer >= 0 (or None: the available cores), got {num_workers!r}")
+    return num_workers
+
+
+def ordered_map(fn: Callable[[int], T], n: int, num_workers: int, *, name: str = "cliplab-loader") -> Iterator[T]:
+    """``fn(0), fn(1), ..., fn(n-1)`` in order, computed by ``num_workers`` threads ahead of the consumer.
+
+    At most ``num_workers · PREFETCH`` calls are in flight; an exception is raised when its turn comes; leaving
+    the iteration early cancels what has not started. ``num_workers=0`` calls ``fn`` in the calling thread.
+    """
+    if num_workers == 0:
+        for i in range(n):
+            yield fn(i)
+        return
+    if n <= 0:
+        return
+    ahead = max(1, num_workers * PREFETCH)
+    with ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix=name) as pool:
+        pending: deque[Future] = deque()
+        nxt = 0
+        try:
+            for _ in range(n):
+                while nxt < n and len(pending) < ahead:
+                    pending.append(pool.submit(fn, nxt))
+                    nxt += 1
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 class ImageList(Dataset):
@@ -60,9 +116,26 @@ def image_path(dataset: Dataset, index: int) -> str | None:
     return None if path is None else os.fspath(path)
 
 
+def _read_images(dataset: Dataset, indices: list[int]) -> list[Image.Image]:
+    """``dataset.images(indices)``; a failure is re-raised naming the image (and its file) unless it already does."""
+    try:
+        return dataset.images(indices)
+    except (FileNotFoundError, ValueError):
+        raise  # cliplab's readers already name the file
+    except Exception:  # noqa: BLE001 - find the image at fault, for the message
+        for i in indices:
+            try:
+                dataset.image(i)
+            except Exception as one:  # noqa: BLE001
+                path = image_path(dataset, i)
+                where = f" ({path})" if path else ""
+                raise ValueError(f"cannot read image {i} of {dataset.name!r}{where}: {one}") from one
+        raise
+
+
 def load_pixels(dataset: Dataset, preprocess: Preprocess, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
     """Images ``indices`` of ``dataset`` read (one ``dataset.images`` call) and preprocessed into ``[B, 3, H, W]``."""
-    return preprocess.batch(dataset.images([int(i) for i in indices]))
+    return preprocess.batch(_read_images(dataset, [int(i) for i in indices]))
 
 
 class Loader:
@@ -79,17 +152,21 @@ class Loader:
         batch_size: int = 64,
         *,
         indices: Sequence[int] | np.ndarray | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         on_error: str = "raise",
+        pin_memory: bool = False,
+        parallel: str = "thread",
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(map(repr, ON_ERROR))}, got {on_error!r}")
+        if parallel not in PARALLEL:
+            raise ValueError(f"parallel must be one of {', '.join(map(repr, PARALLEL))}, got {parallel!r}")
         self.dataset, self.preprocess = dataset, preprocess
-        self.batch_size, self.num_workers, self.on_error = batch_size, num_workers, on_error
+        self.batch_size, self.num_workers, self.on_error = batch_size, check_workers(num_workers), on_error
+        self.pin_memory = bool(pin_memory) and torch.cuda.is_available()
+        self.parallel = parallel
         self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         labels = dataset.labels
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
@@ -120,19 +197,25 @@ class Loader:
         return out
 
     def _batch(self, chunk: np.ndarray, pixels: torch.Tensor | None) -> dict[str, Any]:
+        if pixels is not None and self.pin_memory:
+            pixels = pixels.pin_memory()
         out: dict[str, Any] = {"pixel_values": pixels, "index": torch.from_numpy(chunk.copy())}
         if self.labels is not None:
             out["label"] = torch.from_numpy(self.labels[chunk])
         return out
 
     def _batches(self) -> Iterator[dict[str, Any]]:
-        if self.num_workers == 0:
-            from cliplab.models.base import prefetch
-
-            yield from prefetch(self.batch, len(self))
+        if self.parallel == "thread" or self.num_workers == 0:
+            yield from ordered_map(self.batch, len(self), self.num_workers)
             return
         loader = torch.utils.data.DataLoader(
-            _Batches(self), batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_identity
+            _Batches(self),
+            batch_size=None,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=_identity,
+            pin_memory=self.pin_memory,
+            prefetch_factor=PREFETCH,
         )
         yield from loader
 
@@ -145,7 +228,7 @@ class Loader:
 
 
 class _Batches(torch.utils.data.Dataset):
-    """Batch ``b`` of a ``Loader`` as item ``b``, for a torch ``DataLoader`` with workers."""
+    """Batch ``b`` of a ``Loader`` as item ``b``, for a torch ``DataLoader`` with worker processes."""
 
     def __init__(self, loader: Loader):
         self.loader = loader
@@ -167,14 +250,26 @@ def make_loader(
     batch_size: int = 64,
     *,
     indices: Sequence[int] | np.ndarray | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     on_error: str = "raise",
+    pin_memory: bool = False,
+    parallel: str = "thread",
 ) -> Loader:
     """Batches of ``dataset[indices]`` (all by default) preprocessed by ``preprocess``, in order.
 
     Each batch is ``{"pixel_values": float [B, 3, H, W], "index": int64 [B], "label": int64 [B]}`` (``label``
-    when the dataset has labels). ``num_workers=0`` prepares the next batch on one background thread;
-    ``num_workers > 0`` uses a torch ``DataLoader`` with that many processes. ``on_error``: ``"raise"`` (the
-    first unreadable image raises, naming its file) or ``"skip"`` (left out and listed in ``loader.skipped``).
+    when the dataset has labels). ``num_workers`` threads (``parallel="process"``: DataLoader processes)
+    prepare batches ahead; None: the available cores; 0: in the calling thread. ``pin_memory``: page-locked
+    batches (CUDA only; ignored without it). ``on_error``: ``"raise"`` (the first unreadable image raises,
+    naming its file) or ``"skip"`` (left out and listed in ``loader.skipped``).
     """
-    return Loader(dataset, preprocess, batch_size, indices=indices, num_workers=num_workers, on_error=on_error)
+    return Loader(
+        dataset,
+        preprocess,
+        batch_size,
+        indices=indices,
+        num_workers=num_workers,
+        on_error=on_error,
+        pin_memory=pin_memory,
+        parallel=parallel,
+    )

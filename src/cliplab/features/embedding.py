@@ -1,12 +1,21 @@
-"""``embed(model, dataset)``: batched encoding with an on-disk cache keyed by model, data, preprocessing."""
+"""``embed(model, dataset)``: batched encoding with an on-disk cache keyed by model, data, preprocessing, precision.
+
+Images are read by ``cliplab.data.make_loader`` (``num_workers`` threads decoding and preprocessing ahead,
+pinned memory and non-blocking copies on CUDA) and encoded under ``precision`` autocast
+(``cliplab.models.precision``); features are stored float32. ``encoding_options`` sets the defaults the
+CLI's ``--num-workers`` / ``--precision`` give every call inside it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,20 +27,41 @@ from cliplab.data.base import Dataset, check_nonempty, stable_hash
 from cliplab.data.loader import make_loader
 from cliplab.features.store import FORMAT_VERSION, Features
 from cliplab.models.base import Model
+from cliplab.models.precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
+_OPTIONS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("cliplab_encoding", default=None)
 
-def cache_key(model: Model, dataset: Dataset) -> str:
-    """Hash of the model's weights/tokenisation/preprocessing and the dataset's content definition."""
-    return stable_hash(
-        {
-            "model": model.fingerprint(),
-            "preprocess": model.preprocess.fingerprint(),
-            "data": dataset.fingerprint(),
-            "format": FORMAT_VERSION,
-        }
-    )
+
+@contextlib.contextmanager
+def encoding_options(*, num_workers: int | None = None, precision: str | None = None) -> Iterator[None]:
+    """Within the block, ``embed``/``embed_images``/``embed_views`` calls that leave ``num_workers`` or
+    ``precision`` unset use these (None: keep the built-in default). The CLI wraps every command in it."""
+    given = {k: v for k, v in (("num_workers", num_workers), ("precision", precision)) if v is not None}
+    token = _OPTIONS.set({**(_OPTIONS.get() or {}), **given})
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+def _option(name: str, value: Any) -> Any:
+    return (_OPTIONS.get() or {}).get(name) if value is None else value
+
+
+def cache_key(model: Model, dataset: Dataset, precision: str = "fp32") -> str:
+    """Hash of the model's weights/tokenisation/preprocessing, the dataset's content definition and the
+    inference precision (``fp32`` features never equal ``bf16`` ones bit for bit)."""
+    key: dict[str, Any] = {
+        "model": model.fingerprint(),
+        "preprocess": model.preprocess.fingerprint(),
+        "data": dataset.fingerprint(),
+        "format": FORMAT_VERSION,
+    }
+    if precision != "fp32":  # fp32 keeps the key it had before precisions existed
+        key["precision"] = precision
+    return stable_hash(key)
 
 
 def default_cache_dir() -> Path:
@@ -45,16 +75,28 @@ def embed_images(
     *,
     batch_size: int = 64,
     progress: bool = True,
-    num_workers: int = 0,
+    num_workers: int | None = None,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """Image features of ``dataset[indices]`` (all by default); preprocessing overlaps the forward pass.
 
     ``indices`` lets a caller embed one shard (e.g. ``range(rank, N, world)`` under torchrun). Batches come
-    from ``cliplab.data.make_loader`` (``num_workers`` worker processes; 0: one background thread).
+    from ``cliplab.data.make_loader`` (``num_workers`` threads; None: the available cores; 0: in this
+    thread); ``precision`` ``fp32``/``bf16``/``fp16`` autocast (None: fp16 on CUDA, fp32 elsewhere).
+    The features (float32) do not depend on ``num_workers``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    loader = make_loader(dataset, model.preprocess, batch_size, indices=indices, num_workers=num_workers)
+    precision = resolve_precision(_option("precision", precision), model.device)
+    cuda = model.device.type == "cuda"
+    loader = make_loader(
+        dataset,
+        model.preprocess,
+        batch_size,
+        indices=indices,
+        num_workers=_option("num_workers", num_workers),
+        pin_memory=cuda,
+    )
     was_training = model.module.training
     model.module.eval()
     out = []
@@ -65,7 +107,8 @@ def embed_images(
         ):
             for batch in loader:
                 pixels = batch["pixel_values"]
-                out.append(model.image_features(pixels.to(model.device)).float().cpu())
+                with autocast(precision, model.device):
+                    out.append(model.image_features(pixels.to(model.device, non_blocking=cuda)).float().cpu())
                 bar.update(pixels.shape[0])
     finally:
         model.module.train(was_training)
@@ -79,19 +122,24 @@ def embed(
     batch_size: int = 64,
     cache_dir: str | os.PathLike | None | bool = None,
     progress: bool = True,
+    num_workers: int | None = None,
+    precision: str | None = None,
 ) -> Features:
     """Embed every image (and caption) of ``dataset`` with ``model``.
 
     The result is cached in ``cache_dir`` (default ``$CLIPLAB_HOME/features``; ``False`` disables
-    caching) under a key of model weights, tokenisation, preprocessing and data: a second call with
-    the same three loads from disk, any change recomputes.
+    caching) under a key of model weights, tokenisation, preprocessing, data and precision: a second call
+    with the same loads from disk, any change recomputes. ``num_workers``: decode/preprocess threads (None:
+    the available cores; results do not depend on it). ``precision``: ``fp32`` | ``bf16`` | ``fp16``
+    autocast (None: fp16 on CUDA, fp32 elsewhere); features are stored float32 either way.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a cliplab Model (see cliplab.load_model), got {type(model).__name__}")
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a cliplab Dataset, got {type(dataset).__name__}")
     check_nonempty(dataset)
-    key = cache_key(model, dataset)
+    precision = resolve_precision(_option("precision", precision), model.device)
+    key = cache_key(model, dataset, precision)
     path = None
     if cache_dir is not False:
         path = Path(default_cache_dir() if cache_dir in (None, True) else cache_dir) / f"{key}.safetensors"
@@ -104,11 +152,13 @@ def embed(
                 log.warning("ignoring unreadable cache entry %s: %s", path, err)
 
     start = time.perf_counter()
-    images = embed_images(model, dataset, batch_size=batch_size, progress=progress)
+    images = embed_images(
+        model, dataset, batch_size=batch_size, progress=progress, num_workers=num_workers, precision=precision
+    )
     captions = dataset.captions
     texts = t2i = None
     if captions:
-        texts = model.encode_texts(captions, batch_size=max(batch_size, 256), progress=progress)
+        texts = model.encode_texts(captions, batch_size=max(batch_size, 256), progress=progress, precision=precision)
         t2i = torch.as_tensor(dataset.text_to_image, dtype=torch.int64)
     labels = dataset.labels
     feats = Features(
@@ -128,6 +178,7 @@ def embed(
             "dataset": dataset.name,
             "dataset_fingerprint": dataset.fingerprint(),
             "preprocess": model.preprocess.fingerprint(),
+            "precision": precision,
             "n_images": len(dataset),
             "seconds": round(time.perf_counter() - start, 3),
             "cliplab_version": cliplab.__version__,
@@ -148,6 +199,8 @@ def embed_views(
     batch_size: int = 64,
     cache_dir: str | os.PathLike | None | bool = None,
     progress: bool = True,
+    num_workers: int | None = None,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """Image features of ``n_views`` augmented views (random resized crop + flip): ``[V, N, D]``.
 
@@ -160,5 +213,16 @@ def embed_views(
     transform = RandomResizedCrop(size=size, scale=scale)
     views = augmented_views(dataset, n_views, transform, seed)
     return torch.stack(
-        [embed(model, v, batch_size=batch_size, cache_dir=cache_dir, progress=progress).images for v in views]
+        [
+            embed(
+                model,
+                v,
+                batch_size=batch_size,
+                cache_dir=cache_dir,
+                progress=progress,
+                num_workers=num_workers,
+                precision=precision,
+            ).images
+            for v in views
+        ]
     )

@@ -155,8 +155,18 @@ class Model:
         *,
         batch_size: int = 64,
         progress: bool = False,
+        num_workers: int | None = None,
+        precision: str | None = None,
     ) -> torch.Tensor:
-        """Image features ``[N, D]`` (float32, CPU) from PIL images, paths or a preprocessed batch."""
+        """Image features ``[N, D]`` (float32, CPU) from PIL images, paths or a preprocessed batch.
+
+        Images are read by ``cliplab.data.make_loader`` with ``num_workers`` threads (None: the available
+        cores); ``precision`` ``fp32``/``bf16``/``fp16`` autocast (None: fp16 on CUDA, fp32 elsewhere).
+        """
+        from cliplab.models.precision import autocast, resolve_precision
+
+        precision = resolve_precision(precision, self.device)
+        cuda = self.device.type == "cuda"
         was_training = self.module.training
         self.module.eval()
         try:
@@ -169,29 +179,34 @@ class Model:
             else:
                 from cliplab.data.loader import ImageList, make_loader
 
-                loader = make_loader(ImageList(images), self.preprocess, batch_size)
+                loader = make_loader(
+                    ImageList(images), self.preprocess, batch_size, num_workers=num_workers, pin_memory=cuda
+                )
                 batches = (batch["pixel_values"] for batch in loader)
                 n_batches = len(loader)
             if n_batches == 0:
                 raise ValueError("no images to encode")
-            out = [
-                self.image_features(px.to(self.device)).float().cpu()
-                for px in tqdm(batches, total=n_batches, disable=not progress, desc="images", unit="batch")
-            ]
+            out = []
+            for px in tqdm(batches, total=n_batches, disable=not progress, desc="images", unit="batch"):
+                with autocast(precision, self.device):
+                    out.append(self.image_features(px.to(self.device, non_blocking=cuda)).float().cpu())
             return torch.cat(out)
         finally:
             self.module.train(was_training)
 
     @torch.inference_mode()
     def encode_texts(
-        self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False
+        self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False, precision: str | None = None
     ) -> torch.Tensor:
-        """Text features ``[M, D]`` (float32, CPU)."""
+        """Text features ``[M, D]`` (float32, CPU); ``precision`` as in ``encode_images``."""
+        from cliplab.models.precision import autocast, resolve_precision
+
         if isinstance(texts, str):
             raise TypeError("encode_texts takes a list of strings, got a single string")
         texts = list(texts)
         if not texts:
             raise ValueError("no texts to encode")
+        precision = resolve_precision(precision, self.device)
         was_training = self.module.training
         self.module.eval()
         try:
@@ -199,7 +214,8 @@ class Model:
             starts = range(0, len(texts), batch_size)
             for i in tqdm(starts, disable=not progress, desc="texts", unit="batch"):
                 tokens = {k: v.to(self.device) for k, v in self.tokenize(texts[i : i + batch_size]).items()}
-                out.append(self.text_features(tokens).float().cpu())
+                with autocast(precision, self.device):
+                    out.append(self.text_features(tokens).float().cpu())
             return torch.cat(out)
         finally:
             self.module.train(was_training)
