@@ -2,7 +2,9 @@
 
 A model qualifies when it has ``get_image_features`` and ``get_text_features`` and a ``logit_scale``
 parameter (``logit_bias`` optional). Architecture-specific behaviour is looked up by the checkpoint's
-``config.model_type`` (never by its name).
+``config.model_type`` (never by its name). The image input follows the checkpoint's own processor config:
+``[B, 3, H, W]`` pixels, or, for a processor with ``max_num_patches`` (SigLIP 2's NaFlex), patch sequences with
+``pixel_attention_mask`` and ``spatial_shapes`` (``PatchPreprocess``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import nn
 
 from cliplab._io import atomic_dir
 from cliplab.models.base import GEOMETRIES, Model
-from cliplab.models.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocess
+from cliplab.models.preprocess import OPENAI_MEAN, OPENAI_STD, PatchPreprocess, Preprocess, unpack_patches
 
 #: text padding each architecture was trained with ("longest" unless listed)
 TEXT_PADDING = {"siglip": "max_length", "siglip2": "max_length"}
@@ -119,6 +121,9 @@ class HFModel(Model):
         return {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
 
     def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``get_image_features`` of a pixel batch, or of a packed ``PatchPreprocess`` batch (NaFlex inputs)."""
+        if isinstance(self.preprocess, PatchPreprocess):
+            return _pooled(self.module.get_image_features(**unpack_patches(pixel_values)))
         return _pooled(self.module.get_image_features(pixel_values=pixel_values))
 
     def text_embeddings(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
