@@ -26,6 +26,30 @@ def add_common(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
             "--cache-dir", default=None, help="feature cache directory (default $CLIPLAB_HOME/features)"
         )
         parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+        add_encoding(parser)
+
+
+def add_encoding(parser: argparse.ArgumentParser) -> None:
+    """``--num-workers`` and ``--precision`` (``cliplab.features.encoding_options``; ``main`` applies them)."""
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="image decode/preprocess threads (default: available cores)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default=None,
+        help="inference precision (default fp16 on CUDA, fp32 on CPU); part of the feature cache key",
+    )
+
+
+def encoding(args: argparse.Namespace) -> Any:
+    """The ``encoding_options`` context of a command's ``--num-workers`` / ``--precision``."""
+    from cliplab.features.embedding import encoding_options
+
+    workers = getattr(args, "num_workers", None)
+    if workers is not None and workers < 0:
+        raise UsageError(f"--num-workers must be >= 0, got {workers}")
+    return encoding_options(num_workers=workers, precision=getattr(args, "precision", None))
 
 
 def cache_dir(args: argparse.Namespace) -> Any:

@@ -46,7 +46,8 @@ def encoding_options(*, num_workers: int | None = None, precision: str | None = 
         _OPTIONS.reset(token)
 
 
-def _option(name: str, value: Any) -> Any:
+def encoding_option(name: str, value: Any) -> Any:
+    """``value``, or when it is None the ``encoding_options`` default for ``name`` (None if none is set)."""
     return (_OPTIONS.get() or {}).get(name) if value is None else value
 
 
@@ -87,14 +88,14 @@ def embed_images(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    precision = resolve_precision(_option("precision", precision), model.device)
+    precision = resolve_precision(encoding_option("precision", precision), model.device)
     cuda = model.device.type == "cuda"
     loader = make_loader(
         dataset,
         model.preprocess,
         batch_size,
         indices=indices,
-        num_workers=_option("num_workers", num_workers),
+        num_workers=encoding_option("num_workers", num_workers),
         pin_memory=cuda,
     )
     was_training = model.module.training
@@ -138,7 +139,7 @@ def embed(
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a cliplab Dataset, got {type(dataset).__name__}")
     check_nonempty(dataset)
-    precision = resolve_precision(_option("precision", precision), model.device)
+    precision = resolve_precision(encoding_option("precision", precision), model.device)
     key = cache_key(model, dataset, precision)
     path = None
     if cache_dir is not False:

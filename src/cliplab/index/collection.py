@@ -34,9 +34,10 @@ from tqdm.auto import tqdm
 from cliplab._io import atomic_path
 from cliplab.data.base import stable_hash
 from cliplab.data.folders import IMAGE_EXTENSIONS, ImageFile, scan_images
+from cliplab.data.loader import ImageList, make_loader
 from cliplab.index.vector_index import MANIFEST, VectorIndex
-from cliplab.models.base import Model, prefetch
-from cliplab.models.preprocess import load_image
+from cliplab.models.base import Model
+from cliplab.models.precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -82,31 +83,37 @@ def _barrier(dist: Any) -> None:
 
 
 def _embed_chunk(
-    model: Model, root: Path, files: Sequence[ImageFile], batch_size: int, bar: tqdm
+    model: Model,
+    root: Path,
+    files: Sequence[ImageFile],
+    batch_size: int,
+    bar: tqdm,
+    num_workers: int | None = None,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, list[int], list[dict[str, str]]]:
-    """Features of the readable images of ``files``, their positions in ``files``, and the skipped ones."""
-    batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
+    """Features of the readable images of ``files``, their positions in ``files``, and the skipped ones.
 
-    def load(b: int) -> tuple[torch.Tensor | None, list[int], list[dict[str, str]]]:
-        images, ok, bad = [], [], []
-        for j in batches[b]:
-            try:
-                images.append(load_image(root / files[j].path))
-                ok.append(j)
-            except Exception as err:  # noqa: BLE001 - any unreadable file is skipped and reported
-                bad.append({"path": files[j].path, "error": str(err)})
-        return (model.preprocess.batch(images) if images else None), ok, bad
-
+    Images are read by ``cliplab.data.make_loader`` (``num_workers`` threads, ``on_error="skip"``).
+    """
+    cuda = model.device.type == "cuda"
+    images = ImageList([root / f.path for f in files])
+    loader = make_loader(
+        images, model.preprocess, batch_size, num_workers=num_workers, on_error="skip", pin_memory=cuda
+    )
     feats: list[torch.Tensor] = []
     rows: list[int] = []
-    skipped: list[dict[str, str]] = []
+    seen = 0
     with torch.inference_mode():
-        for pixels, ok, bad in prefetch(load, len(batches)):
-            if pixels is not None:
-                feats.append(model.image_features(pixels.to(model.device)).float().cpu())
-            rows += ok
-            skipped += bad
-            bar.update(len(ok) + len(bad))
+        for batch in loader:
+            with autocast(precision, model.device):
+                feats.append(
+                    model.image_features(batch["pixel_values"].to(model.device, non_blocking=cuda)).float().cpu()
+                )
+            rows += batch["index"].tolist()
+            bar.update(len(rows) + len(loader.skipped) - seen)
+            seen = len(rows) + len(loader.skipped)
+    skipped = [{"path": files[s["index"]].path, "error": s["error"]} for s in loader.skipped]
+    bar.update(len(files) - seen)
     out = torch.cat(feats) if feats else torch.zeros(0, model.embed_dim)
     return out, rows, skipped
 
@@ -172,13 +179,21 @@ def index_images(
     batch_size: int = 64,
     chunk_size: int = 1024,
     progress: bool = True,
+    num_workers: int | None = None,
+    precision: str | None = None,
 ) -> IndexSummary:
     """Embed the images under ``image_dir`` with ``model`` and write (or extend) the index ``output``.
 
     Resumable (finished chunks are kept in ``.<output>.partial`` until the index is saved), sharded across
     ``torch.distributed`` ranks when a process group is initialised (every rank must call this), incremental
     on an existing index. ``model_spec`` is stored in the manifest so that ``cliplab serve`` can load the model.
+    ``num_workers`` decode threads and ``precision`` autocast as in ``cliplab.features.embed`` (defaults:
+    ``cliplab.features.encoding_options``, else the available cores and fp16 on CUDA / fp32 elsewhere).
     """
+    from cliplab.features.embedding import encoding_option
+
+    num_workers = encoding_option("num_workers", num_workers)
+    precision = resolve_precision(encoding_option("precision", precision), model.device)
     start = time.perf_counter()
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size} and {chunk_size}")
@@ -210,6 +225,7 @@ def index_images(
             "root": str(root),
             "files": [(f.path, f.size, f.mtime_ns) for f in todo],
             "chunk_size": chunk_size,
+            **({} if precision == "fp32" else {"precision": precision}),
         }
     )
     work = output.parent / f".{output.name}.partial"
@@ -239,7 +255,9 @@ def index_images(
                     if c in done:
                         continue
                     lo, hi = bounds[c]
-                    feats, rows, skipped = _embed_chunk(model, root, todo[lo:hi], batch_size, bar)
+                    feats, rows, skipped = _embed_chunk(
+                        model, root, todo[lo:hi], batch_size, bar, num_workers, precision
+                    )
                     _save_chunk(work / f"chunk-{c:06d}.safetensors", feats, [lo + r for r in rows], skipped, key)
                     summary.embedded_here += hi - lo
         finally:
