@@ -74,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "quiet", False):
         silence_libraries()
     try:
-        return int(args.func(args) or 0)
+        from cliplab.cli.common import encoding
+
+        with encoding(args):  # --num-workers / --precision for every encode inside the command
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("cliplab: interrupted", file=sys.stderr)
         return 130
