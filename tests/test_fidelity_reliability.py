@@ -6,6 +6,7 @@ Every expected value is computed here, independently of cliplab, the way the off
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_curve
 
 from cliplab.metrics import ood_metrics
@@ -61,3 +62,48 @@ def test_fpr95_conventions_differ_where_the_references_do():
     assert m["fpr95_vim"] == pytest.approx(_fpr_vim_reference(id_s, ood_s)) == pytest.approx(2 / 4)  # t = 6
     assert m["fpr95"] == pytest.approx(4 / 4)  # t = 5
     assert m["fpr95_mcm"] == pytest.approx(_fpr_mcm_reference(id_s, ood_s))
+
+
+# -- item 11: ViM's principal dimension in the assess pipeline ------------------------------------------
+
+
+def _vim_reference_scores(train, W, test):
+    # haoqiwang/vim benchmark.py with b = 0: DIM = 1000 if D >= 2048 else 512; eig of the covariance about u
+    dim = 1000 if train.shape[1] >= 2048 else 512
+    u = np.zeros(train.shape[1])
+    cov = (train - u).T @ (train - u) / len(train)  # EmpiricalCovariance(assume_centered=True)
+    vals, vecs = np.linalg.eigh(cov)  # the reference's eig spans the same subspaces of this symmetric matrix
+    NS = np.ascontiguousarray(vecs.T[np.argsort(vals * -1)[dim:]].T)
+    alpha = (train @ W.T).max(1).mean() / np.linalg.norm((train - u) @ NS, axis=1).mean()
+    z = test @ W.T
+    energy = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    return energy - alpha * np.linalg.norm((test - u) @ NS, axis=1)
+
+
+def test_assess_vim_uses_the_official_dimension_for_768d_features():
+    from sklearn.metrics import roc_auc_score
+
+    from cliplab import Features
+    from cliplab.assess import ood_evaluation
+
+    rng = np.random.default_rng(0)
+    d, c = 768, 5
+    scales = np.r_[np.full(c, 3.0), np.linspace(1.0, 0.05, d - c)]
+    W = np.eye(d)[:c]
+    train = rng.normal(size=(1200, d)) * scales
+    test = rng.normal(size=(100, d)) * scales
+    ood = rng.normal(size=(100, d)) * scales[::-1]  # variance in the low-variance directions
+    norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    train, test, ood = norm(train), norm(test), norm(ood)
+    res = ood_evaluation(
+        Features(images=torch.tensor(test, dtype=torch.float32)),
+        {"ood": Features(images=torch.tensor(ood, dtype=torch.float32))},
+        torch.tensor(W, dtype=torch.float32),
+        100.0,
+        train_features=Features(images=torch.tensor(train, dtype=torch.float32)),
+        methods=["vim"],
+    )
+    assert res["vim_dim"] == 512  # not D/2 = 384
+    s_in, s_out = _vim_reference_scores(train, 100.0 * W, test), _vim_reference_scores(train, 100.0 * W, ood)
+    expected = roc_auc_score(np.r_[np.ones(100), np.zeros(100)], np.r_[s_in, s_out])
+    assert res["sets"]["ood"]["vim"]["auroc"] == pytest.approx(expected, abs=2e-3)

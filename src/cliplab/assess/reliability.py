@@ -101,9 +101,10 @@ def ood_evaluation(
             knn = ood.KNN(k=knn_k).fit(train_features.images, train_features.labels, W)
             scorers["knn"] = lambda n, f: knn.score(f.images)
         if "vim" in methods:
-            dim = min(ood.default_vim_dim(W.shape[1]), max(1, W.shape[1] // 2))
-            bias = torch.zeros(W.shape[0])
-            vim = ood.ViM(dim=dim).fit(train_features.images, text_weights=logit_scale * W, bias=bias)
+            bias = torch.zeros(W.shape[0])  # the official rule: 1000 / 512 / D // 2 (``default_vim_dim``)
+            vim = ood.ViM(dim=ood.default_vim_dim(W.shape[1])).fit(
+                train_features.images, text_weights=logit_scale * W, bias=bias
+            )
             scorers["vim"] = lambda n, f: vim.score(f.images)
         if "mahalanobis" in methods:
             if train_features.labels is None:
@@ -116,6 +117,8 @@ def ood_evaluation(
     results: dict[str, Any] = {"methods": methods, "skipped": skipped, "sets": {}, "mean": {}}
     if "knn" in scorers:
         results["knn_k"] = knn_k
+    if "vim" in scorers:
+        results["vim_dim"] = vim.dim_
     curve_data: dict[str, Any] = {}
     for m in methods:
         id_scores = scorers[m]("id", id_features)

@@ -13,10 +13,12 @@ _CHUNK = 8192
 
 
 def default_vim_dim(feature_dim: int) -> int:
-    """The ViM paper's principal-space size: 1000 if D ≥ 2048, 512 if D ≥ 768, else D // 2.
+    """ViM's principal-space size (Wang et al. 2022, Sec. 4): 1000 if D ≥ 2048, 512 if D ≥ 768, else D // 2.
 
-    (The official ``benchmark.py`` only has the first two branches; D // 2 is the paper's rule for
-    smaller features.) OpenOOD uses 256 for 768-d ViT features.
+    This is the official rule at every feature size: haoqiwang/vim's ``benchmark.py`` writes it as
+    ``1000 if D >= 2048 else 512`` for the BiT/ViT/DeiT/Swin features it benchmarks (all ≥ 768-d), and the
+    paper gives ``D/2`` for smaller features. The assess pipeline and the bench use this rule too. (OpenOOD
+    uses 256 for 768-d ViT features; pass ``ViM(dim=256)`` to match it.)
     """
     if feature_dim >= 2048:
         return 1000
