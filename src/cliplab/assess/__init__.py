@@ -1,5 +1,13 @@
-"""Assessment workflows on cached features: OOD tables, calibration reports, accuracy estimation."""
+"""Assessment workflows on cached features: OOD tables, calibration reports, accuracy estimation, embedding geometry."""
 
+from cliplab.assess.geometry import (
+    alignment,
+    center_modalities,
+    effective_rank,
+    embedding_geometry,
+    modality_gap,
+    uniformity,
+)
 from cliplab.assess.reliability import (
     OOD_METHODS,
     calibration_evaluation,
@@ -8,4 +16,16 @@ from cliplab.assess.reliability import (
     split_half,
 )
 
-__all__ = ["OOD_METHODS", "calibration_evaluation", "estimation_evaluation", "ood_evaluation", "split_half"]
+__all__ = [
+    "OOD_METHODS",
+    "alignment",
+    "calibration_evaluation",
+    "center_modalities",
+    "effective_rank",
+    "embedding_geometry",
+    "estimation_evaluation",
+    "modality_gap",
+    "ood_evaluation",
+    "split_half",
+    "uniformity",
+]

@@ -26,7 +26,7 @@ import numpy as np
 
 from cliplab.data.shapes_world import COLOURS, SHAPES, ShapesDataset, shapes
 
-__all__ = ["NEGATIVE_TYPES", "ShapesProbe", "shapes_probes", "true_caption"]
+__all__ = ["NEGATIVE_TYPES", "ShapesProbe", "ShapesProbes", "probes_of", "shapes_probes", "true_caption"]
 
 #: every negative type the built-in probes generate, in report order
 NEGATIVE_TYPES: tuple[str, ...] = ("swap_att", "swap_obj", "swap_rel", "replace_obj", "replace_att", "add_obj",
@@ -119,13 +119,19 @@ def shapes_probes(split: str = "test", n: int = 200, seed: int = 0, **options: A
     ``"mixed"`` (half the images with two objects, which the swap types need).
     """
     options.setdefault("objects", "mixed")
-    if options.get("held_out") is not None:
+    return probes_of(shapes(split, n=n, seed=seed, **options), seed)
+
+
+def probes_of(dataset: ShapesDataset, seed: int = 0) -> ShapesProbes:
+    """Probes for every image of an already rendered built-in dataset (e.g. a bench's test split)."""
+    if not isinstance(dataset, ShapesDataset):
+        raise TypeError(f"probes are generated on the built-in world (a ShapesDataset), got {type(dataset).__name__}")
+    if dataset.held_out is not None:
         raise ValueError("shapes probes use in-distribution shapes and colours (held_out must be None)")
-    ds = shapes(split, n=n, seed=seed, **options)
-    split_id = ("train", "val", "test").index(ds.split)
+    split_id = ("train", "val", "test").index(dataset.split)
     probes = []
-    for i in range(len(ds)):
-        objects = ds.describe(i)
+    for i in range(len(dataset)):
+        objects = dataset.describe(i)
         rng = np.random.default_rng([seed, split_id, i, 7717])
         probes.append(ShapesProbe(i, objects, true_caption(objects), _negatives(objects, rng)))
-    return ShapesProbes(ds, probes, seed)
+    return ShapesProbes(dataset, probes, seed)

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from cliplab.data.shapes_probes import NEGATIVE_TYPES, shapes_probes
+from cliplab.data.shapes_probes import NEGATIVE_TYPES, ShapesProbes, probes_of, shapes_probes
+from cliplab.data.shapes_world import ShapesDataset
 from cliplab.probes.base import SelectionProbe
 
 
-def builtin_probe(split: str = "test", n: int = 200, seed: int = 0, *, types: tuple[str, ...] = NEGATIVE_TYPES,
-                  **options: Any) -> SelectionProbe:  # fmt: skip
-    """``shapes_probes(split, n, seed, **options)`` flattened: item = (image, [true caption, negative]), kind = type."""
+def builtin_probe(
+    split: str = "test",
+    n: int = 200,
+    seed: int = 0,
+    *,
+    types: tuple[str, ...] = NEGATIVE_TYPES,
+    dataset: ShapesDataset | None = None,
+    **options: Any,
+) -> SelectionProbe:
+    """``shapes_probes(split, n, seed, **options)`` flattened: item = (image, [true caption, negative]), kind = type.
+
+    ``dataset``: generate on this rendered built-in dataset instead (``split``, ``n`` and ``options`` unused).
+    """
     unknown = [t for t in types if t not in NEGATIVE_TYPES]
     if unknown:
         raise ValueError(f"unknown negative type(s) {unknown}; accepted: {', '.join(NEGATIVE_TYPES)}")
-    probes = shapes_probes(split, n=n, seed=seed, **options)
+    probes: ShapesProbes = probes_of(dataset, seed) if dataset is not None else shapes_probes(split, n, seed, **options)
     image_index, captions, kinds = [], [], []
     for kind in types:
         for p in probes.probes:

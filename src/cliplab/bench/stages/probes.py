@@ -1,0 +1,118 @@
+"""Stage ``probes``: compositional probes — accuracy of the true caption over hard negatives, per negative type.
+
+On the built-in world the probes are generated on the retrieval test set (two objects per image in half of it):
+swapped attributes, shapes and relations, replaced shapes and colours, an added object and shuffled words. On a
+caption file, the captions' own words are rewritten (``cliplab.data.caption_negatives``). The released
+benchmarks (SugarCrepe, Winoground, ARO) run through ``cliplab probe``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cliplab.bench import html as H
+from cliplab.bench.figures import HALF, fmt, number, plt
+from cliplab.bench.stage import BenchContext, Metric, Stage, StageResult, register_stage
+
+
+def caption_probe(dataset: Any, seed: int = 0) -> Any:
+    """A :class:`~cliplab.probes.SelectionProbe` from a captioned dataset: each caption against its rewrites."""
+    from cliplab.data.caption_negatives import caption_negatives
+    from cliplab.probes import SelectionProbe
+
+    image_index, captions, kinds = [], [], []
+    for m, (caption, image) in enumerate(zip(dataset.captions, np.asarray(dataset.text_to_image).tolist())):
+        for kind, negative in caption_negatives(caption, np.random.default_rng([seed, m, 4093])).items():
+            image_index.append(image)
+            captions.append([caption, negative])
+            kinds.append(kind)
+    return SelectionProbe(getattr(dataset, "name", "captions"), dataset, image_index, captions, kinds)
+
+
+def run(ctx: BenchContext) -> dict[str, Any] | StageResult:
+    """Probe accuracy per negative type on the retrieval test set's images."""
+    from cliplab.data.shapes_world import ShapesDataset
+    from cliplab.probes import builtin_probe, evaluate_probe
+
+    ds = ctx.source.retrieval_set()
+    if isinstance(ds, ShapesDataset):
+        probe, generated = builtin_probe(dataset=ds, seed=ctx.seed), "built-in world"
+    elif ds.captions:
+        probe, generated = caption_probe(ds, ctx.seed), "rewritten captions"
+    else:
+        return {"skipped": f"dataset {ds.name!r} has no captions to probe"}
+    if not len(probe):
+        return {"skipped": f"no caption of {ds.name!r} has a word the hard negatives rewrite"}
+    feats = ctx.embed(ds)
+    out = evaluate_probe(ctx.model, probe, batch_size=ctx.batch_size, image_features=feats.images)
+    out.pop("info", None)
+    out.pop("probe", None)
+    return {**out, "source": generated, "n_images": len(ds)}
+
+
+def headline(r: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    if "by_type" not in r:
+        return []
+    worst = min(r["by_type"].items(), key=lambda kv: kv[1]["accuracy"])
+    detail = f"mean over {len(r['by_type'])} negative types · worst {worst[0]} {fmt(worst[1]['accuracy'])}"
+    return [("probe accuracy", number(r["macro_accuracy"]), detail)]
+
+
+def _figure(r: dict[str, Any], model: str) -> str:
+    pyplot = plt()
+    kinds = list(r["by_type"])
+    acc = [r["by_type"][k]["accuracy"] for k in kinds]
+    fig, ax = pyplot.subplots(figsize=HALF)
+    ax.barh(range(len(kinds)), acc, color="#0072B2")
+    ax.axvline(0.5, color="#7F7F7F", linestyle="--", linewidth=1.2, label="chance (1 of 2)")
+    ax.set_yticks(range(len(kinds)), [k.replace("_", " ") for k in kinds])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy (true caption over the negative)")
+    ax.set_title(model)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return H.figure_png(fig, "Accuracy per hard-negative type; the dashed line is chance.")
+
+
+def section(results: dict[str, Any], data: Any = None) -> str | None:
+    r = results["stages"].get("probes")
+    if not r:
+        return None
+    title = "Compositional probes"
+    if "skipped" in r:
+        return H.skipped("probes", title, r["skipped"])
+    rows = [[k.replace("_", " "), v["accuracy"], H.bar(v["accuracy"]), v["n"]] for k, v in r["by_type"].items()]
+    rows.append(["all items", r["accuracy"], H.bar(r["accuracy"]), r["n"]])
+    rows.append(["mean over types", r["macro_accuracy"], H.bar(r["macro_accuracy"]), None])
+    body = '<div class="cols"><div>' + H.table(["negative type", "accuracy", "", "items"], rows) + "</div>"
+    try:
+        body += "<div>" + _figure(r, results["model"]["spec"]) + "</div>"
+    except ImportError:  # matplotlib is optional
+        pass
+    body += "</div>"
+    lead = (
+        f"{r['n']} items on {r['n_images']} test images ({r['source']}): the share of images whose true caption "
+        "scores above a hard negative that reuses its words (SugarCrepe's metric; chance is 0.5). A bag-of-words "
+        "model fails the swaps and the shuffle."
+    )
+    return H.section("probes", title, lead, body)
+
+
+register_stage(
+    Stage(
+        "probes",
+        run,
+        title="compositional probes",
+        nav="Probes",
+        section=section,
+        headline=headline,
+        metrics=(
+            Metric("{}/accuracy", "by_type.*.accuracy"),
+            Metric("accuracy", "accuracy"),
+            Metric("macro_accuracy", "macro_accuracy"),
+        ),
+    )
+)
