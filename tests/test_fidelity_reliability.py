@@ -107,3 +107,46 @@ def test_assess_vim_uses_the_official_dimension_for_768d_features():
     s_in, s_out = _vim_reference_scores(train, 100.0 * W, test), _vim_reference_scores(train, 100.0 * W, ood)
     expected = roc_auc_score(np.r_[np.ones(100), np.zeros(100)], np.r_[s_in, s_out])
     assert res["sets"]["ood"]["vim"]["auroc"] == pytest.approx(expected, abs=2e-3)
+
+
+# -- item 13: MaNo's branch decided once ----------------------------------------------------------------
+
+
+def _mano_reference(q, use_softmax, p=4):
+    # Renchunzi-Xie/MaNo: softmax or the Taylor "softrun" 1 + q + q²/2 shifted to its row minimum, L1-normalised
+    if use_softmax:
+        e = np.exp(q - q.max(1, keepdims=True))
+        sigma = e / e.sum(1, keepdims=True)
+    else:
+        v = 1 + q + q**2 / 2
+        v = v - v.min(1, keepdims=True)
+        sigma = v / np.abs(v).sum(1, keepdims=True)
+    return np.mean(np.abs(sigma) ** p) ** (1 / p)
+
+
+def _phi(q):
+    return np.mean(-(q - q.max(1, keepdims=True) - np.log(np.exp(q - q.max(1, keepdims=True)).sum(1, keepdims=True))))
+
+
+def test_mano_branch_is_decided_on_validation_and_reused_for_every_set():
+    from cliplab.estimate import evaluate_estimators
+
+    rng = np.random.default_rng(0)
+    k, n = 10, 400
+    labels = rng.integers(0, k, n)
+
+    def logits(scale, noise):
+        q = rng.normal(size=(n, k)) * noise
+        q[np.arange(n), labels] += 1.0
+        return q * scale
+
+    val = logits(1.5, 1.0)
+    sets = [(f"s{i}", logits(scale, 1.0 + 0.2 * i), labels) for i, scale in enumerate((1.0, 2.0, 3.0, 5.0, 8.0))]
+    phis = [_phi(q) for _, q, _ in sets]
+    assert _phi(val) < 5 and min(phis) < 5 < max(phis)  # the sets straddle eta; validation is on the Taylor side
+    res = evaluate_estimators(sets, val, labels, ["mano"])
+    got = res["estimators"]["mano"]["estimates"]
+    for name, q, _ in sets:
+        assert got[name] == pytest.approx(_mano_reference(q, use_softmax=False), rel=1e-9), name
+    assert res["protocol"]["mano"]["branch"] == "taylor"
+    assert res["protocol"]["mano"]["phi_val"] == pytest.approx(_phi(val))

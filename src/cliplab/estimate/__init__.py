@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cliplab.estimate.baselines import atc, atc_threshold, average_confidence, doc, nuclear_norm
 from cliplab.estimate.evaluation import ACCURACY_ESTIMATORS, ESTIMATORS, evaluate_estimators
-from cliplab.estimate.mano_score import mano, mano_criterion
+from cliplab.estimate.mano_score import mano, mano_criterion, mano_uses_softmax
 
 __all__ = [
     "ACCURACY_ESTIMATORS",
@@ -20,5 +20,6 @@ __all__ = [
     "evaluate_estimators",
     "mano",
     "mano_criterion",
+    "mano_uses_softmax",
     "nuclear_norm",
 ]

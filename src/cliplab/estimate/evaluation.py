@@ -12,7 +12,7 @@ import torch
 
 from cliplab._validation import ArrayLike, as_labels
 from cliplab.estimate.baselines import atc, average_confidence, doc, nuclear_norm
-from cliplab.estimate.mano_score import mano
+from cliplab.estimate.mano_score import mano, mano_criterion, mano_uses_softmax
 from cliplab.ood.scores import as_logits
 
 # fn(logits, val_logits, val_labels) -> float
@@ -23,7 +23,8 @@ ESTIMATORS: dict[str, Estimator] = {
     "doc": lambda z, zv, yv: doc(zv, yv, z),
     "atc": lambda z, zv, yv: atc(zv, yv, z, score="maxconf"),
     "atc_entropy": lambda z, zv, yv: atc(zv, yv, z, score="entropy"),
-    "mano": lambda z, zv, yv: mano(z),
+    # the branch is decided on the ID validation set, hence the same for every shifted set
+    "mano": lambda z, zv, yv: mano(z, softmax=mano_uses_softmax(zv)),
     "nuclear_norm": lambda z, zv, yv: nuclear_norm(z),
 }
 #: Built-in estimators whose output is itself an accuracy (MAE is reported only for these).
@@ -66,8 +67,11 @@ def evaluate_estimators(
     DoC, ATC); score-type estimators (MaNo, nuclear norm) get ``mae = None``, since turning a score
     into an accuracy needs a fitted map that the shifted sets themselves must not provide.
 
+    MaNo's normalisation (softmax or Taylor) is decided once, on the validation logits, and reused for
+    every set (``mano_uses_softmax``); ``protocol["mano"]`` records ``Φ_val`` and the branch.
+
     Returns ``{"accuracy": {set: acc}, "estimators": {name: {"r2", "spearman", "mae", "estimates":
-    {set: value}}}}``. Needs at least 3 sets (two points always correlate perfectly).
+    {set: value}}}, "protocol": {...}}``. Needs at least 3 sets (two points always correlate perfectly).
     """
     if len(sets) < 3:
         raise ValueError(f"evaluate_estimators needs at least 3 sets to correlate over, got {len(sets)}")
@@ -110,4 +114,12 @@ def evaluate_estimators(
             "mae": float(np.abs(values - truth).mean()) if est in accuracy_estimators else None,
             "estimates": estimates,
         }
-    return {"accuracy": accuracy, "estimators": results}
+    protocol: dict[str, Any] = {}
+    if "mano" in fns and fns["mano"] is ESTIMATORS["mano"]:
+        phi = mano_criterion(zv)
+        protocol["mano"] = {
+            "phi_val": phi,
+            "branch": "softmax" if mano_uses_softmax(zv) else "taylor",
+            "decided_on": "validation",
+        }
+    return {"accuracy": accuracy, "estimators": results, "protocol": protocol}
