@@ -64,10 +64,14 @@ class ModelOptions:
 
 @dataclass
 class DataOptions:
-    """Training data: a ``cliplab.data.load_dataset`` spec with captions (caption file or ``shapes``).
+    """Training data: a ``cliplab.data.load_dataset`` spec with captions (caption file or ``shapes``), or
+    tar shards streamed from ``wds:<dir>/{000000..000999}.tar`` (``cliplab.train.streaming``).
 
     ``options`` are passed to ``load_dataset`` (dataset keyword arguments). ``cache_images`` keeps the
     preprocessed images in memory after their first use (None: when they fit in ``cache_limit_gb``).
+    ``num_workers``: threads decoding and preprocessing each batch (None: the available cores; the
+    batches do not depend on it). Streams only: ``shard_readers`` shards read at once per process
+    (interleaved; part of the sample order) and a ``shuffle_buffer`` of that many samples.
     """
 
     train: str = "shapes"
@@ -75,6 +79,15 @@ class DataOptions:
     options: dict[str, Any] = field(default_factory=dict)
     cache_images: bool | None = None
     cache_limit_gb: float = 1.0
+    num_workers: int | None = None
+    shard_readers: int = 2
+    shuffle_buffer: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.num_workers is not None:
+            _positive(self.num_workers, "data.num_workers", allow_zero=True)
+        _positive(self.shard_readers, "data.shard_readers")
+        _positive(self.shuffle_buffer, "data.shuffle_buffer", allow_zero=True)
 
 
 @dataclass
@@ -195,6 +208,10 @@ class TrainConfig:
     ``lock_image`` / ``lock_text``: LiT, freeze that tower (eval mode, no gradients).
     ``patch_dropout``: FLIP, fraction of image patches dropped while training (ViT towers).
     ``eval_every`` / ``checkpoint_every`` / ``log_every``: in optimizer steps, 0 = only at the end.
+    Memory and speed for big models (``cliplab.train.scaling``): ``grad_checkpointing`` recomputes the
+    towers' activations in the backward pass; ``compile`` runs the towers through ``torch.compile``;
+    ``fsdp`` shards parameters, gradients and optimizer state across ``torchrun`` processes (FSDP2
+    ``fully_shard``) instead of replicating them (DDP).
     """
 
     model: ModelOptions = field(default_factory=ModelOptions)
@@ -211,6 +228,9 @@ class TrainConfig:
     lock_image: bool = False
     lock_text: bool = False
     patch_dropout: float = 0.0
+    grad_checkpointing: bool = False
+    compile: bool = False
+    fsdp: bool = False
     eval_every: int = 0
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
