@@ -20,10 +20,10 @@ from cliplab.adapt.base import (
     Options,
     class_means,
     cosine_adamw,
+    epoch_view_batches,
     generator,
     mean_views,
     n_batches,
-    random_view_batches,
 )
 
 __all__ = ["AMU", "kurtosis_factor"]
@@ -64,14 +64,18 @@ class AMU(Adapter):
     ``fusion="none"`` (the default) uses ``φ = 1``, which is what the released scripts run (their
     ``uncent_type`` defaults to ``"none"``). ``alpha=0.5``, ``lambda_=0.35``: the released ``run.sh``.
 
-    Training: AdamW (weight decay 0.01, eps 1e-4, lr 1e-3) with a cosine schedule, as released.
+    Training: AdamW (weight decay 0.01, eps 1e-4, lr 1e-3) with a cosine schedule, as released. With
+    ``[V, N, ·]`` inputs, ``features`` and ``aux_features`` must be the *same* ``V`` augmented images (view
+    ``v`` of both encoders from the same crop, as the reference feeds one augmented batch to both
+    branches); epoch ``e`` trains on view ``e mod V``. A clean ``[N, D₂]`` ``aux_features`` with augmented
+    ``features`` (or different view counts) is refused.
     Deviations: the official code trains 50 epochs with batch size 8 on freshly augmented images and
-    reports the epoch with the best *test* accuracy; we train ``epochs`` passes of ``batch_size``
-    (one random view per image and epoch when the features are ``[V, N, ·]``) and keep the last head.
-    Its head is initialised with class sums divided by the average class size (= class means for
-    balanced shots); ours with the class means.
+    reports the epoch with the best *test* accuracy; we train ``epochs`` passes of ``batch_size`` and keep
+    the last head. Its head is initialised with class sums divided by the average class size (= class
+    means for balanced shots); ours with the class means of the view average.
     """
 
+    augmentation = "epochs"
     requires = frozenset({"aux_features"})
     _constraints = {
         "lambda_": UNIT,
@@ -127,18 +131,19 @@ class AMU(Adapter):
         A = A if A.ndim == 3 else A.unsqueeze(0)
         if A.shape[1] != X.shape[1]:
             raise ValueError(f"aux_features has {A.shape[1]} samples but features has {X.shape[1]}")
-        if A.shape[0] != X.shape[0] and 1 not in (A.shape[0], X.shape[0]):
-            raise ValueError(f"aux_features has {A.shape[0]} views but features has {X.shape[0]}")
+        if A.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"aux_features has {A.shape[0]} view(s) but features has {X.shape[0]}: both branches must see the "
+                "same augmented images (embed the auxiliary encoder on the same augmented passes)"
+            )
         A = l2_normalize(A)
         lam, alpha = float(self.lambda_), float(self.alpha)
         epochs, batch_size = int(self.epochs), int(self.batch_size)
         head = class_means(mean_views(A), y, self.n_classes_)[0].requires_grad_(True)
         steps = epochs * n_batches(X.shape[1], batch_size)
         opt, sched = cosine_adamw([head], self.lr, steps, weight_decay=self.weight_decay)
-        V = max(X.shape[0], A.shape[0])
-        for rows, views in random_view_batches(X.expand(V, -1, -1), epochs, batch_size, generator(self.seed)):
-            f = X[views if X.shape[0] > 1 else 0, rows]
-            a = A[views if A.shape[0] > 1 else 0, rows]
+        for rows, views in epoch_view_batches(X, epochs, batch_size, generator(self.seed)):
+            f, a = X[views, rows], A[views, rows]  # one augmented image through both encoders
             s0 = self._zero_shot(f)
             s_bias = _zscore(a @ head.T)
             fused = s0 + alpha * self._factor(s0) * s_bias

@@ -5,8 +5,10 @@ Every adapter: ``fit(features, labels, *, text_weights, logit_scale=100.0, **ext
 
 ``features`` are L2-normalised image features ``[N, D]``, or ``[V, N, D]`` for ``V`` augmented views of
 the same ``N`` support images (see ``cliplab.features.embed_views``); each adapter says how it combines
-views (Tip-Adapter averages them, GDA concatenates them, the trained adapters draw one random view per
-image and epoch). ``text_weights`` ``[C, D]`` are the zero-shot class weights, ``logit_scale`` the CLIP
+views (Tip-Adapter averages them, GDA concatenates them, the trained adapters cycle through them, epoch
+``e`` seeing view ``e mod V`` of every image: a fresh augmentation per epoch while ``V`` >= epochs).
+``Adapter.augmentation`` tells the few-shot protocol which augmented passes a method gets (see
+``cliplab.adapt.protocol``). ``text_weights`` ``[C, D]`` are the zero-shot class weights, ``logit_scale`` the CLIP
 multiplier, so the zero-shot logits are ``s0 = logit_scale · f·Wᵀ``. Inputs may be NumPy arrays or
 tensors; outputs are float32 tensors.
 """
@@ -51,6 +53,14 @@ class Adapter(Estimator):
 
     _post_fit_params: ClassVar[frozenset[str]] = frozenset()
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: which augmented passes of the support images the few-shot protocol passes to ``fit``: ``"none"``
+    #: (the clean features), ``"cache"`` (the cache passes: Tip-Adapter, GDA), ``"single"`` (one augmented
+    #: pass: LP++), ``"epochs"`` (the whole pool, one pass per epoch: Tip-Adapter-F, CLIP-Adapter, AMU)
+    augmentation: ClassVar[str] = "none"
+    #: True for an adapter that searches its own hyper-parameters inside ``fit`` given
+    #: ``val_features=``/``val_labels=`` (``LinearProbe``'s lpclip search); the protocol then passes its
+    #: validation set to ``fit`` instead of running ``grid_search``
+    validation_search: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- hyper-parameters
     @classmethod
@@ -183,17 +193,19 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-def random_view_batches(
+def epoch_view_batches(
     X: torch.Tensor, epochs: int, batch_size: int, gen: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Mini-batches ``(rows [B], views [B])`` for ``epochs`` shuffled passes over the ``N`` samples.
 
-    Each epoch draws one random view per sample, as a fresh augmentation of the image would be.
+    Epoch ``e`` reads view ``e mod V`` of every sample: with ``V`` augmented passes of the support images,
+    each epoch sees a fresh augmentation of every image (as the references re-augment each epoch) until the
+    pool is exhausted, then the passes repeat in order.
     """
     V, N = X.shape[0], X.shape[1]
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(N, generator=gen)
-        views = torch.randint(V, (N,), generator=gen) if V > 1 else torch.zeros(N, dtype=torch.int64)
+        views = torch.full((N,), epoch % V, dtype=torch.int64)
         for start in range(0, N, batch_size):
             rows = order[start : start + batch_size]
             yield rows, views[rows]

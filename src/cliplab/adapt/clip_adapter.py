@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cliplab._validation import l2_normalize
+from cliplab._validation import ArrayLike, as_features, l2_normalize
 from cliplab.adapt.base import (
     COUNT,
     NON_NEGATIVE,
@@ -17,9 +17,9 @@ from cliplab.adapt.base import (
     UNIT,
     Adapter,
     cosine_adamw,
+    epoch_view_batches,
     generator,
     n_batches,
-    random_view_batches,
 )
 
 __all__ = ["CLIPAdapter"]
@@ -34,11 +34,16 @@ class CLIPAdapter(Adapter):
     adapter with ratio 0.2 and reduction 4 as in the official code).
 
     Training: cross-entropy, AdamW (weight decay ``weight_decay``, eps 1e-4) with a cosine schedule,
-    ``epochs`` passes of mini-batches of ``batch_size`` (one random view per image and epoch for
-    ``[V, N, D]`` input), weights initialised like ``nn.Linear`` from ``seed``. Deviation: the
-    official code trains 200 epochs of SGD (batch 32) on freshly augmented images; on cached
-    features AdamW reaches the same regime in far fewer steps.
+    ``epochs`` passes of mini-batches of ``batch_size`` (epoch ``e`` on view ``e mod V`` for ``[V, N, D]``
+    input: a fresh augmented pass per epoch while the pool lasts), weights initialised like ``nn.Linear``
+    from ``seed``. Deviation: the official code trains 200 epochs of SGD (batch 32) on freshly augmented
+    images; on cached features AdamW reaches the same regime in far fewer steps.
+
+    The adapter transforms image features, so it applies to classes it never saw:
+    ``new_class_logits(features, new_text_weights)`` = ``logit_scale · norm(f')·Tᵀ`` (base-to-new).
     """
+
+    augmentation = "epochs"
 
     _constraints = {
         "ratio": UNIT,
@@ -84,7 +89,7 @@ class CLIPAdapter(Adapter):
         steps = epochs * n_batches(X.shape[1], batch_size)
         opt, sched = cosine_adamw([W1, W2], self.lr, steps, weight_decay=self.weight_decay)
         self.W1_, self.W2_ = W1, W2
-        for rows, views in random_view_batches(X, epochs, batch_size, gen):
+        for rows, views in epoch_view_batches(X, epochs, batch_size, gen):
             loss = F.cross_entropy(self._forward(X[views, rows], ratio), y[rows])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -99,3 +104,12 @@ class CLIPAdapter(Adapter):
     @torch.no_grad()
     def _logits(self, f: torch.Tensor) -> torch.Tensor:
         return self._forward(f, float(self.ratio))
+
+    @torch.no_grad()
+    def new_class_logits(self, features: ArrayLike, text_weights: ArrayLike) -> torch.Tensor:
+        """``logit_scale · norm(ratio·A(f) + (1 − ratio)·f)·Tᵀ`` over other classes' text weights ``T``."""
+        f = self._check_query(features)
+        T = as_features(text_weights, "text_weights", dim=self.n_features_in_)
+        ratio = float(self.ratio)
+        a = F.relu(F.relu(f @ self.W1_.T) @ self.W2_.T)
+        return self.logit_scale_ * l2_normalize(ratio * a + (1.0 - ratio) * f) @ T.T

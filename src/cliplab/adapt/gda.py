@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 
-from cliplab._validation import ArrayLike
+from cliplab._validation import ArrayLike, as_features, l2_normalize
 from cliplab.adapt.base import NON_NEGATIVE, Adapter, class_means, concat_views
 
 __all__ = ["GDA"]
@@ -31,10 +32,19 @@ class GDA(Adapter):
     definite whenever ``tr(Σ̂) > 0``, so it is inverted by a float64 Cholesky solve (identical to the
     pseudo-inverse there); when all centred features are zero (one sample per class, or identical
     views of it: a scatter below 1e-9 of the features' total energy counts as rounding residue)
-    ``P = 0`` and GDA reduces to zero-shot.
+    ``P = 0`` and GDA reduces to zero-shot: ``degenerate_`` is then True and ``fit`` warns, since every
+    ``alpha`` scores the same and a search would silently pick its first value (the few-shot protocol
+    avoids this by passing the augmented passes, as the reference does).
     Every class needs at least one support sample.
+
+    Base-to-new: ``new_class_logits(features, new_text_weights)`` synthesises a classifier for classes
+    without support images as the official ``main_base2new.py`` does (see there).
+
+    Deviation: the official few-shot script searches ``alpha`` on ImageNet's *test* set (it passes the
+    test features as validation); the few-shot protocol searches it on a validation split only.
     """
 
+    augmentation = "cache"
     _post_fit_params = frozenset({"alpha"})
     _constraints = {"alpha": NON_NEGATIVE}
 
@@ -65,6 +75,13 @@ class GDA(Adapter):
             Pmu = d * torch.cholesky_solve(mus64.T, L).T  # rows: P μ_k  (P symmetric)
         else:
             Pmu = torch.zeros_like(mus64)
+            warnings.warn(
+                "GDA: the class-centred covariance is zero (one support feature per class and no augmented "
+                "views), so GDA reduces to zero-shot and alpha has no effect; pass augmented views",
+                stacklevel=3,
+            )
+        self.degenerate_ = trace <= 0
+        self._support = X
         self.means_ = mus
         self.weights_ = Pmu.float()
         self.bias_ = (math.log(1.0 / C) - 0.5 * (Pmu * mus64).sum(dim=1)).float()
@@ -84,3 +101,38 @@ class GDA(Adapter):
         gda = torch.addmm(self.bias_, f, self.weights_.T)
         for i, s in enumerate(settings):
             yield i, s0 + float(s.get("alpha", self.alpha)) * gda
+
+    @torch.no_grad()
+    def new_class_logits(
+        self, features: ArrayLike, text_weights: ArrayLike, *, k: int = 64, text_copies: int = 16
+    ) -> torch.Tensor:
+        """Logits over classes with no support images (base-to-new), as the official ``main_base2new.py``.
+
+        For each new class with text weight ``t`` (L2-normalised): ``S_t`` = the ``k`` support rows (all
+        views) most similar to ``t``; ``μ_t`` = mean of ``S_t`` together with ``text_copies`` copies of ``t``;
+        ``Σ_t = (S_t − t)ᵀ(S_t − t) / (k − 1)`` (centred on ``t``); ``P = mean_t D·((k−1)·Σ_t + tr(Σ_t)·I)⁺``
+        (the KS estimator, averaged over the new classes); ``w_t = P μ_t``, ``b_t = log(1/C') − ½ μ_tᵀ P μ_t``;
+        ``s = logit_scale · f·Tᵀ + alpha · (f·wᵀ + b)`` with the ``alpha`` of the base classes.
+        ``k`` is capped at the number of support rows.
+        """
+        self._require_fitted()
+        f = self._check_query(features)
+        T = as_features(text_weights, "text_weights", dim=self.n_features_in_)
+        T = l2_normalize(T)
+        S = self._support.double()
+        d = S.shape[1]
+        k = max(2, min(int(k), S.shape[0]))
+        mus, precision = [], torch.zeros(d, d, dtype=torch.float64)
+        eye = torch.eye(d, dtype=torch.float64)
+        for t in T.double():
+            top = S[torch.topk(S @ t, k).indices]
+            mus.append(torch.cat([top, t.expand(int(text_copies), d)]).mean(dim=0))
+            centred = top - t
+            cov = centred.T @ centred / (k - 1)
+            precision += d * torch.linalg.pinv((k - 1) * cov + cov.trace() * eye, hermitian=True)
+        precision /= T.shape[0]
+        mu = torch.stack(mus)
+        Pmu = mu @ precision
+        bias = math.log(1.0 / T.shape[0]) - 0.5 * (Pmu * mu).sum(dim=1)
+        gda = (f.double() @ Pmu.T + bias).float()
+        return self.logit_scale_ * f @ T.T + float(self.alpha) * gda

@@ -25,7 +25,11 @@ class LPPlusPlus(Adapter):
       gradient summed over those iterations.
 
     ``t_k`` are the text weights as given: LP++ does not use ``logit_scale`` (α carries the scale).
-    ``[V, N, D]`` support features are concatenated as extra rows (``N`` counts rows).
+    ``[V, N, D]`` support features are concatenated as extra rows for training (``N`` counts rows), but
+    ``W`` starts at the class sums of *one* view (the first), as the reference's single augmented pass
+    gives: summing all ``V`` views would make ``W`` ``V`` times larger and shift the image/text balance.
+    The few-shot protocol passes LP++ one augmented pass (the reference extracts the support features
+    once through its random-crop transform) and validates on ``min(k, 4)`` clean images per class.
 
     Deviations from the official code: it trains 300 epochs and keeps the epoch with the best
     validation accuracy (the test set for ImageNet); we run ``epochs`` full-batch iterations (default
@@ -34,6 +38,7 @@ class LPPlusPlus(Adapter):
     the last ``alpha_every`` iterations (identical at the first α step).
     """
 
+    augmentation = "single"
     _constraints = {"epochs": COUNT, "alpha_every": SIZE}
 
     def __init__(self, epochs: int = 300, alpha_every: int = 10) -> None:
@@ -43,11 +48,12 @@ class LPPlusPlus(Adapter):
     @torch.no_grad()
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
         epochs, every = int(self.epochs), int(self.alpha_every)
+        C = self.n_classes_
+        means, counts = class_means(X[0], y, C)
+        W = means * counts.unsqueeze(1).to(X.dtype)  # class sums of one view
         X, y = concat_views(X, y)
-        n, C = X.shape[0], self.n_classes_
+        n = X.shape[0]
         T = X @ self.text_weights_.T  # f_i·t_k, [N, C]
-        means, counts = class_means(X, y, C)
-        W = means * counts.unsqueeze(1).to(X.dtype)  # class sums
         b = torch.zeros(C, device=X.device)
         present = counts > 0
         # mean over classes of mean_{i∈k} f_i·t_k (the official compute_centroids_alpha), times 250

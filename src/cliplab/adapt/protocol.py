@@ -1,21 +1,37 @@
 """The few-shot protocol (CoOp-style): methods × shots × seeds on cached features, mean ± std.
 
 For each seed and shot count ``k`` the support set is ``k`` images per class drawn from the training
-features (``cliplab.data.k_shot_indices``); each method's hyper-parameters are searched on a
-validation split *of the support set* (``search_and_fit``) — the test features are only ever passed
-to ``logits`` of the final fitted adapter. With one shot per class no validation split exists, so the
-methods' default hyper-parameters are used (recorded as ``"search": "defaults"``).
+features (``cliplab.data.k_shot_indices``, or the dataset's own sampler through ``draw``).
 
-Base-to-new generalisation: the first half of the classes is "base", the rest "new". Adapters are fit
-on base classes only and scored on base test images over base classes; logit-bias adapters carry no
-information about unseen classes, so new-class accuracy is zero-shot over the new classes. The
-harmonic mean ``HM = 2·base·new / (base + new)`` summarises both.
+Augmentation (``cliplab.adapt.views``): given a pool of augmented passes of the support images
+(``train_views``), each method gets the passes its reference uses — Tip-Adapter and GDA the 10 cache
+passes (averaged / concatenated, no clean view), LP++ one pass, the trained adapters one pass per epoch,
+the linear probe and zero-shot the clean features. ``cliplab adapt`` and the bench build a 10-pass pool by
+default.
+
+Validation (never the test split): when the dataset has a validation split (``val``), each run draws
+``min(k, 4)`` images per class from it (CoOp's few-shot val; lpclip's ``val_shot_list``), with the run's
+seed, and every method's hyper-parameters are searched there on single clean crops (``fit_with_validation``
+fits on the whole support set). Only data without a validation split falls back to carving 25% of each
+class out of the support set (``search_and_fit``, validated on the held-out images' clean features); with
+one shot per class and no validation split the defaults are used (recorded as ``"defaults"``).
+
+Tip-Adapter's search ranges and Tip-Adapter-F's initial alpha/beta and epochs follow the official
+per-dataset configs, selected by the dataset's name (``cliplab.adapt.tip_settings``); ``method_params`` and
+``param_grids`` override any method's parameters and grids.
+
+Base-to-new generalisation (``base_to_new``): the first ``ceil(C/2)`` classes are "base", the rest "new"
+(Dassl's ``subsample_classes``). Adapters are fit on the base classes and scored on base test images over the
+base classes; on the new classes, GDA synthesises a classifier from the support features nearest to each
+new class's text weight (``GDA.new_class_logits``, the official ``main_base2new.py``), CLIP-Adapter applies
+its feature adapter (``CLIPAdapter.new_class_logits``), and the logit-bias adapters, which carry nothing
+about unseen classes, fall back to zero-shot. ``HM = 2·base·new / (base + new)``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,8 +44,10 @@ from cliplab.adapt.clip_adapter import CLIPAdapter
 from cliplab.adapt.gda import GDA
 from cliplab.adapt.linear_probe import LinearProbe
 from cliplab.adapt.lpplusplus import LPPlusPlus
-from cliplab.adapt.search import search_and_fit
+from cliplab.adapt.search import fit_with_validation, grid_search, split_validation
 from cliplab.adapt.tip import TipAdapter, TipAdapterF
+from cliplab.adapt.tip_settings import dataset_key, tip_settings
+from cliplab.adapt.views import CACHE_PASSES, SupportViews, views_for
 from cliplab.adapt.zeroshot import ZeroShot
 from cliplab.data.sampling import k_shot_indices
 from cliplab.features import Features
@@ -59,12 +77,18 @@ def register_method(name: str, cls: type[Adapter], *, replace: bool = False) -> 
     return cls
 
 
+#: Draw of one run: ``draw(k, seed) -> (support rows of the training set, validation rows or None)``.
+Draw = Callable[[int, int], tuple[Any, Any]]
+#: an extra per-image input: (train rows, test rows) or (train rows, test rows, validation rows)
+ExtraInput = tuple[torch.Tensor, ...]
+
+
 def _requires(name: str) -> frozenset[str]:
     return frozenset(getattr(METHODS[name], "requires", frozenset()))
 
 
-def _accuracy(est: Adapter, feats: torch.Tensor, labels: torch.Tensor, **extra: Any) -> float:
-    return float((est.logits(feats, **extra).argmax(1) == labels).float().mean())
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
 
 
 def _zeroshot_accuracy(feats: torch.Tensor, labels: torch.Tensor, text_weights: torch.Tensor) -> float:
@@ -72,24 +96,253 @@ def _zeroshot_accuracy(feats: torch.Tensor, labels: torch.Tensor, text_weights: 
     return float(((feats @ text_weights.T).argmax(1) == labels).float().mean())
 
 
-def _fit(
+def val_shots(k: int) -> int:
+    """Validation images per class for a ``k``-shot run: ``min(k, 4)`` (CoOp/Dassl; lpclip's ``val_shot_list``)."""
+    return min(int(k), 4)
+
+
+def method_settings(
     name: str,
+    dataset: str | None,
+    *,
+    cache_passes: int = CACHE_PASSES,
+    method_params: Mapping[str, Mapping[str, Any]] | None = None,
+    param_grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """``(constructor params, search grid)`` of method ``name`` on ``dataset`` (a dataset name, or None).
+
+    Tip-Adapter(-F): the official per-dataset config (``tip_settings``: search range, Tip-Adapter-F's
+    initial alpha/beta and epochs; its keys from the first ``cache_passes`` passes); other methods: their
+    defaults and ``default_grid()``. ``method_params[name]`` / ``param_grids[name]`` override.
+    """
+    cls = METHODS[name]
+    params: dict[str, Any] = {}
+    grid: dict[str, list[Any]] = dict(cls.default_grid())
+    if issubclass(cls, TipAdapter):
+        row = tip_settings(dataset)
+        grid = row.grid()
+        if issubclass(cls, TipAdapterF):
+            params = {"alpha": row.init_alpha, "beta": row.init_beta, "epochs": row.epochs, "cache_views": cache_passes}
+    params.update((method_params or {}).get(name, {}))
+    if param_grids and name in param_grids:
+        grid = dict(param_grids[name])
+    return params, grid
+
+
+def _factory(cls: type[Adapter], seed: int, params: Mapping[str, Any]) -> Callable[..., Adapter]:
+    base = dict(params)
+    if "seed" in cls._param_names():
+        base.setdefault("seed", seed)
+    return lambda **kw: cls(**{**base, **kw})
+
+
+def _fit_method(
+    cls: type[Adapter],
+    factory: Callable[..., Adapter],
+    grid: Mapping[str, list[Any]],
     support: torch.Tensor,
-    labels: torch.Tensor,
+    y: torch.Tensor,
+    clean: torch.Tensor,
     W: torch.Tensor,
     scale: float,
-    seed: int,
+    val: tuple[torch.Tensor, torch.Tensor] | None,
     search: bool,
     extra: dict[str, Any],
+    clean_extra: dict[str, Any],
+    val_extra: dict[str, Any],
 ) -> tuple[Adapter, dict[str, Any] | str]:
-    cls = METHODS[name]
-    factory: Callable[..., Adapter] = (lambda **kw: cls(seed=seed, **kw)) if "seed" in cls._param_names() else cls
-    if name == "zeroshot":
-        return factory().fit(support, labels, text_weights=W, logit_scale=scale), "none"
-    if search and torch.bincount(labels).min() >= 2 and cls.default_grid():
-        est, best, _ = search_and_fit(factory, support, labels, text_weights=W, logit_scale=scale, seed=seed, **extra)
-        return est, best
-    return factory().fit(support, labels, text_weights=W, logit_scale=scale, **extra), "defaults"
+    """Fit one method on one support set, searching its hyper-parameters where it has any (see module doc)."""
+    kw = {"text_weights": W, "logit_scale": scale}
+    if cls is ZeroShot:
+        return factory().fit(support, y, **kw), "none"
+    if search and cls.validation_search:
+        vkw = {"val_features": val[0], "val_labels": val[1]} if val is not None else {}
+        est = factory().fit(support, y, **kw, **vkw, **extra)
+        chosen: dict[str, Any] | str = {"C": est.C_} if hasattr(est, "C_") else "own search"
+    elif search and grid and val is not None:
+        est, chosen, _ = fit_with_validation(
+            factory, support, y, *val, param_grid=grid, val_extra=val_extra, **kw, **extra
+        )
+    elif search and grid and int(torch.bincount(y).min()) >= 2:
+        est, chosen = _carve_and_fit(factory, grid, support, y, clean, kw, extra, clean_extra)
+    else:
+        return factory().fit(support, y, **kw, **extra), "defaults"
+    if getattr(est, "degenerate_", False) and isinstance(chosen, dict):
+        chosen = {**chosen, "degenerate": True}
+    return est, chosen
+
+
+def _carve_and_fit(
+    factory: Callable[..., Adapter],
+    grid: Mapping[str, list[Any]],
+    support: torch.Tensor,
+    y: torch.Tensor,
+    clean: torch.Tensor,
+    kw: dict[str, Any],
+    extra: dict[str, Any],
+    clean_extra: dict[str, Any],
+) -> tuple[Adapter, dict[str, Any]]:
+    """The fallback without a validation split: 25% of each class's support images (at least one, leaving
+    one) are held out; the grid is fitted on the rest (all their views) and scored on the held-out images'
+    clean features; the best setting is refitted on the whole support set."""
+    tr, va = split_validation(y, 0.25, seed=0)
+
+    def rows(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        return t[:, i] if t.ndim == 3 else t[i]
+
+    best, _ = grid_search(
+        factory,
+        grid,
+        rows(support, tr),
+        y[tr],
+        clean[va],
+        y[va],
+        val_extra={n: v[va] for n, v in clean_extra.items()},
+        **kw,
+        **{n: rows(v, tr) for n, v in extra.items()},
+    )
+    post = set(getattr(factory(**best), "_post_fit_params", ()))
+    est = factory(**{k: v for k, v in best.items() if k not in post}).fit(support, y, **kw, **extra)
+    est.set_params(**{k: v for k, v in best.items() if k in post})
+    return est, best
+
+
+class _Prepared:
+    """Validated inputs of one protocol run (shared by ``run_few_shot`` and ``base_to_new``)."""
+
+    def __init__(
+        self,
+        train: Features,
+        text_weights: torch.Tensor,
+        methods: Sequence[str] | None,
+        train_views: torch.Tensor | SupportViews | None,
+        val: Features | None,
+        inputs: dict[str, ExtraInput],
+        aux_views: torch.Tensor | SupportViews | None,
+    ) -> None:
+        if train.labels is None:
+            raise ValueError("the few-shot protocol needs labelled train features")
+        self.n_cls = text_weights.shape[0]
+        if int(train.labels.max()) >= self.n_cls:
+            raise ValueError(f"labels exceed the {self.n_cls} classes of the text weights")
+        if val is not None and (val.labels is None or int(val.labels.max()) >= self.n_cls):
+            raise ValueError("validation features need labels within the classes of the text weights")
+        self.inputs = inputs
+        self.methods = list(methods or [m for m in METHODS if _requires(m) <= inputs.keys()])
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        for m in self.methods:
+            missing = sorted(_requires(m) - inputs.keys())
+            if missing:
+                hint = " (aux_train and aux_test, from a second encoder)" if "aux_features" in missing else ""
+                raise ValueError(f"{m} needs {', '.join(missing)}{hint}: pass them in extra_inputs")
+        self.pool = _as_pool(train_views, train, "train_views")
+        self.aux_pool = _as_pool(aux_views, None, "aux_views")
+        self.train, self.val = train, val
+
+
+def _as_pool(views: torch.Tensor | SupportViews | None, train: Features | None, name: str) -> SupportViews | None:
+    if views is None or isinstance(views, SupportViews):
+        return views
+    t = torch.as_tensor(views)
+    if train is not None and (t.ndim != 3 or t.shape[1:] != train.images.shape):
+        raise ValueError(f"{name} must be [V, {len(train)}, {train.dim}], got {tuple(t.shape)}")
+    return SupportViews.full(t)
+
+
+def _default_draw(train_labels: torch.Tensor, val_labels: torch.Tensor | None, n_cls: int) -> Draw:
+    def draw(k: int, seed: int) -> tuple[Any, Any]:
+        idx = k_shot_indices(train_labels, k, seed, num_classes=n_cls)
+        if val_labels is None:
+            return idx, None
+        vk = min(val_shots(k), int(torch.bincount(val_labels, minlength=n_cls).min()))
+        return idx, (k_shot_indices(val_labels, vk, seed, num_classes=n_cls) if vk >= 1 else None)
+
+    return draw
+
+
+def _runs(
+    p: _Prepared,
+    W: torch.Tensor,
+    scale: float,
+    shots: Sequence[int],
+    seeds: Sequence[int],
+    draw: Draw,
+    search: bool,
+    cache_passes: int,
+    dataset: str | None,
+    method_params: Mapping[str, Mapping[str, Any]] | None,
+    param_grids: Mapping[str, Mapping[str, list[Any]]] | None,
+    progress: bool,
+) -> Iterator[tuple[int, int, str, Adapter, Any, float]]:
+    """``(k, seed, method, fitted estimator, chosen params, fit seconds)`` for every run."""
+    jobs = [(k, s) for k in shots for s in seeds]
+    settings = {
+        m: method_settings(m, dataset, cache_passes=cache_passes, method_params=method_params, param_grids=param_grids)
+        for m in p.methods
+    }
+    for k, seed in tqdm(jobs, disable=not progress, desc="few-shot", unit="run"):
+        idx, vidx = draw(k, seed)
+        idx = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
+        y = p.train.labels[idx]
+        clean = p.train.images[idx]
+        augmented = p.pool.take(idx) if p.pool is not None else None
+        val = None
+        if p.val is not None and vidx is not None:
+            vidx = torch.as_tensor(np.asarray(vidx), dtype=torch.int64)
+            val = (p.val.images[vidx], p.val.labels[vidx])
+        for m in p.methods:
+            cls = METHODS[m]
+            role = cls.augmentation
+            if _requires(m) and augmented is not None and p.aux_pool is None:
+                role = "none"  # no augmented passes of the extra inputs: both branches on the clean images
+            support = views_for(role, clean, augmented, cache_passes)
+            extra, clean_extra, val_extra = {}, {}, {}
+            for name in _requires(m):
+                rows = p.inputs[name]
+                clean_extra[name] = rows[0][idx]
+                if support.ndim == 3 and role != "none":
+                    extra[name] = views_for(role, clean_extra[name], p.aux_pool.take(idx), cache_passes)
+                else:
+                    extra[name] = clean_extra[name]
+                if val is not None and len(rows) > 2:
+                    val_extra[name] = rows[2][vidx]
+            m_val = val if (val is not None and val_extra.keys() >= _requires(m)) else None
+            params, grid = settings[m]
+            t0 = time.perf_counter()
+            est, chosen = _fit_method(
+                cls, _factory(cls, seed, params), grid, support, y, clean, W, scale, m_val, search,
+                extra, clean_extra, val_extra,
+            )  # fmt: skip
+            yield k, seed, m, est, chosen, time.perf_counter() - t0
+
+
+def protocol_note(
+    *, validation: str, passes: int, cache_passes: int, dataset: str | None, search: bool
+) -> dict[str, Any]:
+    """What produced the numbers: validation source, augmentation, per-dataset settings (for reports)."""
+    key = dataset_key(dataset)
+    aug = (
+        f"{passes} random-crop passes of the support images (Tip-Adapter/GDA: the first {min(passes, cache_passes)};"
+        " LP++: one; Tip-Adapter-F/CLIP-Adapter/AMU: one per epoch; linear probe: clean)"
+        if passes
+        else "none (clean support features)"
+    )
+    val = {
+        "dataset": "the dataset's validation split, min(k, 4) clean images per class per run",
+        "support": "carved from the support set (25% per class; data without a validation split)",
+    }[validation]
+    return {
+        "validation": validation,
+        "validation_note": val if search else "no search (default hyper-parameters)",
+        "augmentation": aug,
+        "passes": passes,
+        "cache_passes": cache_passes,
+        "tip_settings": key or "default (the ImageNet config)",
+        "text": f"Hyper-parameters: {val if search else 'defaults, no search'}; augmentation: {aug}; "
+        f"Tip-Adapter settings: {key or 'default (ImageNet config)'}. Never the test split.",
+    }
 
 
 def run_few_shot(
@@ -101,80 +354,90 @@ def run_few_shot(
     methods: Sequence[str] | None = None,
     shots: Sequence[int] = DEFAULT_SHOTS,
     seeds: Sequence[int] = (1, 2, 3),
-    train_views: torch.Tensor | None = None,
+    train_views: torch.Tensor | SupportViews | None = None,
+    val: Features | None = None,
     aux_train: torch.Tensor | None = None,
     aux_test: torch.Tensor | None = None,
-    extra_inputs: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    aux_val: torch.Tensor | None = None,
+    aux_views: torch.Tensor | SupportViews | None = None,
+    extra_inputs: Mapping[str, ExtraInput] | None = None,
+    dataset: str | None = None,
+    method_params: Mapping[str, Mapping[str, Any]] | None = None,
+    param_grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
+    cache_passes: int = CACHE_PASSES,
+    draw: Draw | None = None,
     search: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Accuracy of each method for each shot count, over ``seeds``: ``{"results": {method: {k: {mean, std,
-    runs}}}, "zeroshot": acc, "params": ..., "seconds": {method: s}}``.
+    runs}}}, "zeroshot": acc, "params": ..., "seconds": {method: s}, "protocol": {...}}``.
 
-    ``train_views`` ``[V, N, D]``: augmented views of the training images (Tip averages, GDA concatenates);
-    ``aux_train``/``aux_test``: a second encoder's features for ``amu`` (skipped without them), the same as
-    ``extra_inputs={"aux_features": (aux_train, aux_test)}``. ``extra_inputs`` maps an input name to its
-    ``(train rows, test rows)``; a method whose ``requires`` names an input not given is skipped by default
-    and refused when asked for.
+    ``train_views``: augmented passes of the training images, ``[P, N, D]`` or a ``SupportViews`` of only the
+    rows some support set uses (``cliplab.adapt.views.support_rows``); each method takes its share (module
+    docstring). ``val``: the dataset's validation split (clean features); without it the search falls back to
+    a split of the support set. ``aux_train``/``aux_test``/``aux_val``: a second encoder's features for
+    ``amu`` (skipped without them), ``aux_views`` its features of the *same* augmented passes; the same as
+    ``extra_inputs={"aux_features": (aux_train, aux_test[, aux_val])}``. A method whose ``requires`` names an
+    input not given is skipped by default and refused when asked for. ``dataset``: the dataset's name, which
+    selects Tip-Adapter's per-dataset settings. ``draw(k, seed) -> (support rows, val rows)`` replaces the
+    default sampler (``k_shot_indices`` on both, ``min(k, 4)`` per class for validation).
     """
-    if train.labels is None or test.labels is None:
+    if test.labels is None:
         raise ValueError("the few-shot protocol needs labelled train and test features")
-    n_cls = text_weights.shape[0]
-    if int(train.labels.max()) >= n_cls or int(test.labels.max()) >= n_cls:
-        raise ValueError(f"labels exceed the {n_cls} classes of the text weights")
-    inputs = dict(extra_inputs or {})
+    if int(test.labels.max()) >= text_weights.shape[0]:
+        raise ValueError(f"labels exceed the {text_weights.shape[0]} classes of the text weights")
+    inputs: dict[str, ExtraInput] = dict(extra_inputs or {})
     if aux_train is not None or aux_test is not None:
         if aux_train is None or aux_test is None:
             raise ValueError("aux_features need both aux_train and aux_test (from a second encoder)")
-        inputs.setdefault("aux_features", (aux_train, aux_test))
-    methods = list(methods or [m for m in METHODS if _requires(m) <= inputs.keys()])
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    for m in methods:
-        missing = sorted(_requires(m) - inputs.keys())
-        if missing:
-            hint = " (aux_train and aux_test, from a second encoder)" if "aux_features" in missing else ""
-            raise ValueError(f"{m} needs {', '.join(missing)}{hint}: pass them in extra_inputs")
-    if train_views is not None and train_views.shape[1:] != train.images.shape:
-        raise ValueError(f"train_views must be [V, {len(train)}, {train.dim}], got {tuple(train_views.shape)}")
-    counts = torch.bincount(train.labels, minlength=n_cls)
+        rows = (aux_train, aux_test) if aux_val is None else (aux_train, aux_test, aux_val)
+        inputs.setdefault("aux_features", rows)
+    if train.labels is None:
+        raise ValueError("the few-shot protocol needs labelled train and test features")
+    p = _Prepared(train, text_weights, methods, train_views, val, inputs, aux_views)
+    counts = torch.bincount(train.labels, minlength=p.n_cls)
     max_k = int(counts.min())
     if max(shots) > max_k:
         raise ValueError(f"asked for {max(shots)} shots but the smallest class has {max_k} training images")
-
-    results: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in methods}
-    params: dict[str, dict[int, list[Any]]] = {m: {} for m in methods}
-    seconds = dict.fromkeys(methods, 0.0)
-    jobs = [(k, s) for k in shots for s in seeds]
-    for k, seed in tqdm(jobs, disable=not progress, desc="few-shot", unit="run"):
-        idx = torch.as_tensor(k_shot_indices(train.labels, k, seed, num_classes=n_cls))
-        y = train.labels[idx]
-        support = (
-            train.images[idx] if train_views is None else torch.cat([train.images[idx][None], train_views[:, idx]])
-        )
-        for m in methods:
-            extra = {name: inputs[name][0][idx] for name in _requires(m)}
-            t0 = time.perf_counter()
-            est, chosen = _fit(m, support, y, text_weights, logit_scale, seed, search, extra)
-            test_extra = {name: inputs[name][1] for name in _requires(m)}
-            acc = _accuracy(est, test.images, test.labels, **test_extra)
-            seconds[m] += time.perf_counter() - t0
-            results[m].setdefault(k, {"runs": []})["runs"].append(acc)
-            params[m].setdefault(k, []).append(chosen)
-    for m in methods:
+    draw = draw or _default_draw(train.labels, None if val is None else val.labels, p.n_cls)
+    results: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in p.methods}
+    params: dict[str, dict[int, list[Any]]] = {m: {} for m in p.methods}
+    seconds = dict.fromkeys(p.methods, 0.0)
+    runs = _runs(
+        p, text_weights, logit_scale, shots, seeds, draw, search, cache_passes, dataset, method_params,
+        param_grids, progress,
+    )  # fmt: skip
+    for k, _seed, m, est, chosen, fit_s in runs:
+        t0 = time.perf_counter()
+        test_extra = {name: inputs[name][1] for name in _requires(m)}
+        acc = _accuracy(est.logits(test.images, **test_extra), test.labels)
+        seconds[m] += fit_s + time.perf_counter() - t0
+        results[m].setdefault(k, {"runs": []})["runs"].append(acc)
+        params[m].setdefault(k, []).append(chosen)
+    for m in p.methods:
         for r in results[m].values():
             r["mean"], r["std"] = float(np.mean(r["runs"])), float(np.std(r["runs"]))
-    zs = _zeroshot_accuracy(test.images, test.labels, text_weights)
     return {
         "results": results,
-        "zeroshot": zs,
+        "zeroshot": _zeroshot_accuracy(test.images, test.labels, text_weights),
         "params": params,
         "seconds": seconds,
         "shots": list(shots),
         "seeds": list(seeds),
-        "methods": methods,
+        "methods": p.methods,
+        "protocol": protocol_note(
+            validation="dataset" if val is not None else "support",
+            passes=0 if p.pool is None else p.pool.passes,
+            cache_passes=cache_passes,
+            dataset=dataset,
+            search=search,
+        ),
     }
+
+
+def _restrict(f: Features, lo: int, hi: int) -> tuple[Features, torch.Tensor]:
+    keep = torch.nonzero((f.labels >= lo) & (f.labels < hi)).flatten()
+    return Features(images=f.images[keep], labels=f.labels[keep] - lo), keep
 
 
 def base_to_new(
@@ -186,37 +449,52 @@ def base_to_new(
     methods: Sequence[str] | None = None,
     k: int = 16,
     seeds: Sequence[int] = (1, 2, 3),
+    train_views: torch.Tensor | SupportViews | None = None,
+    val: Features | None = None,
+    dataset: str | None = None,
+    method_params: Mapping[str, Mapping[str, Any]] | None = None,
+    param_grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
+    cache_passes: int = CACHE_PASSES,
+    search: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Base (first half of classes) and new (second half) accuracy and their harmonic mean per method."""
+    """Base (first ``ceil(C/2)`` classes) and new accuracy and their harmonic mean per method (module doc).
+
+    Adapters are fitted on the base classes' support sets (with ``train_views`` and ``val`` restricted to the
+    base classes, as ``run_few_shot``); ``new`` is each method's accuracy on the new classes' test images over
+    the new classes: ``new_class_logits`` where the method has one (GDA, CLIP-Adapter), else zero-shot.
+    """
     n_cls = text_weights.shape[0]
     if n_cls < 2:
         raise ValueError("base-to-new needs at least 2 classes")
+    if train.labels is None or test.labels is None:
+        raise ValueError("base-to-new needs labelled train and test features")
     n_base = (n_cls + 1) // 2
-
-    def restrict(f: Features, lo: int, hi: int) -> Features:
-        keep = torch.nonzero((f.labels >= lo) & (f.labels < hi)).flatten()
-        return Features(images=f.images[keep], labels=f.labels[keep] - lo)
-
-    base_train, base_test = restrict(train, 0, n_base), restrict(test, 0, n_base)
-    new_test = restrict(test, n_base, n_cls)
+    base_train, keep = _restrict(train, 0, n_base)
+    base_test, _ = _restrict(test, 0, n_base)
+    new_test, _ = _restrict(test, n_base, n_cls)
+    base_val = _restrict(val, 0, n_base)[0] if val is not None else None
+    pool = _as_pool(train_views, train, "train_views")
     methods = [m for m in (methods or METHODS) if not _requires(m)]  # no extra inputs for the new classes
-    fs = run_few_shot(
-        base_train,
-        base_test,
-        text_weights[:n_base],
-        logit_scale=logit_scale,
-        methods=methods,
-        shots=[k],
-        seeds=seeds,
-        progress=progress,
-    )
-    new_acc = (
-        _zeroshot_accuracy(new_test.images, new_test.labels, text_weights[n_base:]) if len(new_test) else float("nan")
-    )
+    p = _Prepared(base_train, text_weights[:n_base], methods, None if pool is None else pool.subset(keep),
+                  base_val, {}, None)  # fmt: skip
+    W_base, W_new = text_weights[:n_base], text_weights[n_base:]
+    draw = _default_draw(base_train.labels, None if base_val is None else base_val.labels, n_base)
+    zs_new = _zeroshot_accuracy(new_test.images, new_test.labels, W_new) if len(new_test) else float("nan")
+    base_acc: dict[str, list[float]] = {m: [] for m in methods}
+    new_acc: dict[str, list[float]] = {m: [] for m in methods}
+    runs = _runs(p, W_base, logit_scale, [k], seeds, draw, search, cache_passes, dataset, method_params,
+                 param_grids, progress)  # fmt: skip
+    for _k, _seed, m, est, _chosen, _s in runs:
+        base_acc[m].append(_accuracy(est.logits(base_test.images), base_test.labels))
+        if hasattr(est, "new_class_logits") and len(new_test):
+            new_acc[m].append(_accuracy(est.new_class_logits(new_test.images, W_new), new_test.labels))
+        else:
+            new_acc[m].append(zs_new)
     out = {}
     for m in methods:
-        base = fs["results"][m][k]["mean"]
-        hm = 2 * base * new_acc / (base + new_acc) if base + new_acc > 0 else 0.0
-        out[m] = {"base": base, "new": new_acc, "hm": hm}
-    return {"k": k, "n_base_classes": n_base, "n_new_classes": n_cls - n_base, "results": out}
+        base, new = float(np.mean(base_acc[m])), float(np.mean(new_acc[m]))
+        hm = 2 * base * new / (base + new) if base + new > 0 else 0.0
+        how = "own" if hasattr(METHODS[m], "new_class_logits") else "zero-shot"
+        out[m] = {"base": base, "new": new, "hm": hm, "new_classifier": how}
+    return {"k": k, "n_base_classes": n_base, "n_new_classes": n_cls - n_base, "zeroshot_new": zs_new, "results": out}

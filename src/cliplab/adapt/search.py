@@ -1,11 +1,15 @@
-"""Hyper-parameter search on a validation split of the support set — never on test data.
+"""Hyper-parameter search on a validation set — never on test data.
 
-``search_and_fit`` is the safe entry point: it receives only the support set, splits it with
-``split_validation``, scores every setting of the grid with ``grid_search`` and refits the best one on
-the whole support set. There is no argument through which test data could enter. ``grid_search``
-itself takes an explicit validation set, for callers who hold a separate validation split (the CoOp
-protocol's ``val``); it must never be given the test split. Several official repositories select
-hyper-parameters or epochs on the ImageNet test set; this module exists so that we never do.
+Two entry points. ``fit_with_validation`` takes the support set and a *separate* validation set (the
+dataset's own ``val`` split: CoOp's few-shot val of ``min(k, 4)`` images per class), scores the grid
+there and refits the best setting on the whole support set — the protocol of every reference. The
+fallback for data without a validation split is ``search_and_fit``: it receives only the support set,
+splits it by image with ``split_validation``, scores every setting with ``grid_search`` (fitting on the
+training part, all its views) and refits the best one on the whole support set; validation queries are
+the held-out images' clean features when ``clean_features`` is given (single clean crops, like test
+queries), else their view average. ``grid_search`` itself takes an explicit validation set; it must never
+be given the test split. Several official repositories select hyper-parameters or epochs on the ImageNet
+test set; this module exists so that we never do.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from cliplab._validation import ArrayLike, as_features, as_labels, as_tensor, l2_normalize
 from cliplab.adapt.base import Adapter, check_int, generator
 
-__all__ = ["grid_search", "search_and_fit", "split_validation"]
+__all__ = ["fit_with_validation", "grid_search", "search_and_fit", "split_validation"]
 
 EstimatorFactory = Callable[..., Adapter]
 
@@ -84,8 +88,11 @@ def grid_search(
     and ``extra`` (e.g. ``aux_features`` for ``AMU``) and scored on ``val_features`` (with
     ``val_extra``). Parameters in the estimator's ``_post_fit_params`` (Tip's alpha/beta, GDA's alpha)
     do not change what is fitted: one fit serves all their values. ``table`` lists every setting in
-    grid order with its ``val_accuracy``; ``best_params`` is the first setting with the highest one.
-    The validation set must come from the support (training) data, never from the test split.
+    grid order with its ``val_accuracy``; ``best_params`` is the first setting with the highest one (the
+    references' strict ``>`` on ties). A fit that reports ``degenerate_`` (GDA with a zero covariance,
+    whose ``alpha`` values all tie) is not scored (``val_accuracy`` None, ``degenerate`` True): when every
+    fit is degenerate, ``best_params`` are the estimator's defaults rather than the first value of the
+    grid. The validation set must never be the test split.
     """
     combos = _combos(param_grid) or [{}]
     yv = as_labels(val_labels, "val_labels")
@@ -97,14 +104,24 @@ def grid_search(
     for i, combo in enumerate(combos):
         groups.setdefault(tuple((k, v) for k, v in combo.items() if k not in post), []).append(i)
     accuracy: dict[int, float] = {}
+    degenerate: set[int] = set()
     for fit_key, members in groups.items():
         est = estimator_factory(**dict(fit_key))
         est.fit(train_features, train_labels, text_weights=text_weights, logit_scale=logit_scale, **extra)
+        if getattr(est, "degenerate_", False):  # e.g. GDA without covariance: its settings cannot differ
+            degenerate.update(members)
+            continue
         settings = [{k: combos[i][k] for k in post} for i in members]
         for j, logits in est._score_grid(fv, settings, **dict(val_extra or {})):
             accuracy[members[j]] = float((logits.argmax(dim=1) == yv).float().mean())
-    table = [{**combo, "val_accuracy": accuracy[i]} for i, combo in enumerate(combos)]
-    best = max(range(len(combos)), key=lambda i: (accuracy[i], -i))
+    table = [
+        {**combo, "val_accuracy": accuracy.get(i)} | ({"degenerate": True} if i in degenerate else {})
+        for i, combo in enumerate(combos)
+    ]
+    if not accuracy:  # every fit degenerate: the scores say nothing, keep the estimator's defaults
+        defaults = estimator_factory().get_params()
+        return {k: defaults[k] for k in param_grid}, table
+    best = max(accuracy, key=lambda i: (accuracy[i], -i))
     return dict(combos[best]), table
 
 
@@ -138,9 +155,11 @@ def search_and_fit(
     split by image with ``split_validation(labels, val_fraction, per_class=..., seed=...)``;
     ``grid_search`` scores ``param_grid`` (default: the estimator's ``default_grid()``) fitting on the
     training part (all its views) and validating on the held-out images (their view average,
-    renormalised). Per-sample arrays in ``extra`` (such as AMU's ``aux_features``) are split the same
-    way. Returns ``(estimator fitted on the whole support set with the best parameters, best_params,
-    table)``; post-fit parameters are set after the refit, exactly as they were scored.
+    renormalised; the few-shot protocol's fallback validates on their clean features instead, through
+    ``split_validation`` and ``fit_with_validation``). Per-sample arrays in ``extra`` (such as AMU's
+    ``aux_features``) are split the same way. Returns ``(estimator fitted on the whole support set
+    with the best parameters, best_params, table)``; post-fit parameters are set after the refit,
+    exactly as they were scored.
     """
     y = as_labels(labels, "labels")
     n = y.shape[0]
@@ -170,5 +189,46 @@ def search_and_fit(
     post = set(getattr(estimator_factory(**best), "_post_fit_params", ()))
     est = estimator_factory(**{k: v for k, v in best.items() if k not in post})
     est.fit(features, y, text_weights=text_weights, logit_scale=logit_scale, **extra)
+    est.set_params(**{k: v for k, v in best.items() if k in post})
+    return est, best, table
+
+
+def fit_with_validation(
+    estimator_factory: EstimatorFactory,
+    features: ArrayLike,
+    labels: ArrayLike,
+    val_features: ArrayLike,
+    val_labels: ArrayLike,
+    *,
+    text_weights: ArrayLike,
+    logit_scale: float = 100.0,
+    param_grid: Mapping[str, list[Any]] | None = None,
+    val_extra: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> tuple[Adapter, dict[str, Any], list[dict[str, Any]]]:
+    """Fit on the whole support set, score ``param_grid`` on a separate validation set, keep the best.
+
+    The references' protocol: the support set (all its views) trains every setting; the validation set
+    (clean features of images that are not in the support set, e.g. the dataset's ``val`` split) scores
+    them. ``grid_search`` fits once per setting of the fit-time parameters, so a training-free adapter is
+    fitted once. Returns ``(estimator with the best parameters, best_params, table)``.
+    """
+    if param_grid is None:
+        param_grid = type(estimator_factory()).default_grid()
+    best, table = grid_search(
+        estimator_factory,
+        param_grid,
+        features,
+        labels,
+        val_features,
+        val_labels,
+        text_weights=text_weights,
+        logit_scale=logit_scale,
+        val_extra=val_extra,
+        **extra,
+    )
+    post = set(getattr(estimator_factory(**best), "_post_fit_params", ()))
+    est = estimator_factory(**{k: v for k, v in best.items() if k not in post})
+    est.fit(features, labels, text_weights=text_weights, logit_scale=logit_scale, **extra)
     est.set_params(**{k: v for k, v in best.items() if k in post})
     return est, best, table

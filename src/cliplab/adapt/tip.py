@@ -16,12 +16,13 @@ from cliplab.adapt.base import (
     SEED,
     SIZE,
     Adapter,
+    Interval,
     check_positive,
     cosine_adamw,
+    epoch_view_batches,
     generator,
     mean_views,
     n_batches,
-    random_view_batches,
 )
 
 __all__ = ["TipAdapter", "TipAdapterF"]
@@ -30,7 +31,7 @@ __all__ = ["TipAdapter", "TipAdapterF"]
 _BLOCK = 1 << 24
 
 
-def _grid(top: float, steps: int) -> list[float]:
+def search_grid(top: float, steps: int) -> list[float]:
     """The official search grid ``[0.1 + i·(top − 0.1)/steps for i < steps]`` (``top`` excluded)."""
     return [round(0.1 + i * (top - 0.1) / steps, 6) for i in range(steps)]
 
@@ -46,12 +47,14 @@ class TipAdapter(Adapter):
     (the official code averages 10 augmented passes; it averages the unnormalised features, we average
     the normalised ones we are given). ``alpha`` (residual ratio) and ``beta`` (sharpness) only affect
     ``logits``; ``default_grid`` is the official ImageNet search range (beta in [0.1, 7), alpha in
-    [0.1, 3)) with fewer steps (50 × 20 instead of 200 × 20).
+    [0.1, 3), 200 × 20 steps); the per-dataset ranges of the official configs are in
+    ``cliplab.adapt.tip_settings``, which the few-shot protocol selects by the dataset's name.
 
     Queries are scored in blocks so the ``M × N`` affinity is never held whole; the one-hot product is
     a per-class sum of the (class-sorted) keys' columns.
     """
 
+    augmentation = "cache"
     _post_fit_params = frozenset({"alpha", "beta"})
     _constraints = {"alpha": NON_NEGATIVE, "beta": NON_NEGATIVE}
 
@@ -61,7 +64,7 @@ class TipAdapter(Adapter):
 
     @classmethod
     def default_grid(cls) -> dict[str, list[Any]]:
-        return {"beta": _grid(7.0, 50), "alpha": _grid(3.0, 20)}
+        return {"beta": search_grid(7.0, 200), "alpha": search_grid(3.0, 20)}
 
     # ----------------------------------------------------------------- fit
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
@@ -129,15 +132,28 @@ class TipAdapterF(TipAdapter):
     with AdamW (eps 1e-4, weight decay 0.01) and a cosine schedule over ``epochs`` passes of mini-batches
     of ``batch_size`` support images, as in the official repository (lr 1e-3, 20 epochs, batch 256).
     The ``alpha``/``beta`` set at ``fit`` time are used for training (the official ``init_alpha``/
-    ``init_beta``); changing them afterwards (or searching them with ``grid_search``) only changes the
-    logits, as the official code searches them after training.
+    ``init_beta``, per dataset in ``cliplab.adapt.tip_settings``, as are the epochs: EuroSAT 100);
+    changing them afterwards (or searching them with ``grid_search``) only changes the logits, as the
+    official code searches them after training.
 
-    Deviations from the official code: the official script keeps the epoch with the best *test*
-    accuracy; we train for ``epochs`` and keep the last keys. It re-augments the images every epoch; on
-    cached ``[V, N, D]`` features we draw one random view per image and epoch (keys: the view average).
+    With ``[V, N, D]`` support features the initial keys are the average of the first ``cache_views``
+    views (None: all; the protocol passes its 10 cache passes) and epoch ``e`` trains on view ``e mod V``
+    of every image: the official code re-augments the images every epoch, so a pool of ``V >= epochs``
+    cached augmented passes gives a fresh crop every epoch.
+
+    Deviation from the official code: the official script keeps the epoch with the best *test*
+    accuracy; we train for ``epochs`` and keep the last keys.
     """
 
-    _constraints = {**TipAdapter._constraints, "epochs": COUNT, "lr": POSITIVE, "batch_size": SIZE, "seed": SEED}
+    augmentation = "epochs"
+    _constraints = {
+        **TipAdapter._constraints,
+        "epochs": COUNT,
+        "lr": POSITIVE,
+        "batch_size": SIZE,
+        "seed": SEED,
+        "cache_views": Interval(1, None, closed="left", integer=True, allow_none=True),
+    }
 
     def __init__(
         self,
@@ -147,22 +163,24 @@ class TipAdapterF(TipAdapter):
         lr: float = 1e-3,
         batch_size: int = 256,
         seed: int = 0,
+        cache_views: int | None = None,
     ) -> None:
         super().__init__(alpha=alpha, beta=beta)
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size
         self.seed = seed
+        self.cache_views = cache_views
 
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
         alpha, beta = float(self.alpha), float(self.beta)
         epochs, batch_size = int(self.epochs), int(self.batch_size)
-        self._set_cache(mean_views(X), y)
+        self._set_cache(mean_views(X if self.cache_views is None else X[: int(self.cache_views)]), y)
         keys = torch.nn.Parameter(self.keys_.clone())
         steps = epochs * n_batches(X.shape[1], batch_size)
         opt, sched = cosine_adamw([keys], self.lr, steps)
         gen = generator(self.seed)
-        for rows, views in random_view_batches(X, epochs, batch_size, gen):
+        for rows, views in epoch_view_batches(X, epochs, batch_size, gen):
             f = X[views, rows]
             logits = self._zero_shot(f) + alpha * self._class_sum(torch.exp(beta * (f @ keys.T - 1.0)))
             loss = F.cross_entropy(logits, y[rows])
