@@ -7,7 +7,7 @@ Every expected value is computed here, independently of cliplab, the way the off
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_curve
+from sklearn.metrics import auc, roc_curve
 
 from cliplab.metrics import ood_metrics
 
@@ -150,3 +150,75 @@ def test_mano_branch_is_decided_on_validation_and_reused_for_every_set():
         assert got[name] == pytest.approx(_mano_reference(q, use_softmax=False), rel=1e-9), name
     assert res["protocol"]["mano"]["branch"] == "taylor"
     assert res["protocol"]["mano"]["phi_val"] == pytest.approx(_phi(val))
+
+
+# -- items 14-15: MaxLogit-pNorm and AURC as lfpc/FixSelectiveClassification ----------------------------
+
+
+def _aurc_reference(risk, confidence):
+    # utils/metrics.py RC_curve (coverages k/n, risks cumsum/k, the point (0, 0) prepended) + sklearn auc
+    order = np.argsort(-confidence, kind="stable")
+    loss = np.asarray(risk, dtype=np.float64)[order]
+    n = len(loss)
+    coverages = np.arange(1, n + 1) / n
+    risks = np.cumsum(loss) / n / coverages
+    return auc(np.r_[0.0, coverages], np.r_[0.0, risks])
+
+
+def _maxlogit_pnorm_reference(z, y, p_range=range(10)):
+    # post_hoc.py MaxLogit_p(p="optimal", msp_fallback=True, centralize_logits=True), in float64
+    z = torch.as_tensor(z, dtype=torch.float64)
+    zc = z - z.mean(-1).view(-1, 1)
+    risk = (z.argmax(1) != torch.as_tensor(y)).double().numpy()
+
+    def conf(x, p):
+        return (x if p == 0 else torch.nn.functional.normalize(x, p, -1)).max(-1).values.numpy()
+
+    vals = [_aurc_reference(risk, conf(zc, p)) for p in p_range]
+    p = list(p_range)[int(np.argmin(vals))]
+    msp = zc.softmax(-1).max(-1).values.numpy()
+    if vals[int(np.argmin(vals))] > _aurc_reference(risk, msp):
+        return None, vals
+    return p, vals
+
+
+def test_aurc_trapezoid_matches_the_reference_integration():
+    from cliplab.metrics.calibration import aurc
+
+    rng = np.random.default_rng(0)
+    conf = rng.random(500)
+    correct = rng.random(500) < conf
+    assert aurc(conf, correct, integration="trapezoid") == pytest.approx(_aurc_reference(~correct, conf), abs=1e-12)
+    with pytest.raises(ValueError, match="integration"):
+        aurc(conf, correct, integration="simpson")
+
+
+@pytest.mark.parametrize("case", ["broken", "msp_better"])
+def test_maxlogit_pnorm_matches_the_reference(case):
+    from cliplab.metrics.calibration import LogitNormConfidence
+
+    g = torch.Generator().manual_seed(3)
+    n, k = 800, 10
+    z = torch.randn(n, k, generator=g, dtype=torch.float64) + 3.0  # an offset the centring removes
+    y = torch.randint(0, k, (n,), generator=g)
+    if case == "broken":  # wrong predictions get large logit norms (label-smoothing-like)
+        z[z.argmax(1) != y] *= 4
+    else:  # confidence lives in the top-2 gap only, which MSP reads and the norms hardly see
+        top = z.argmax(1)
+        y = torch.where(torch.rand(n, generator=g, dtype=torch.float64) < 0.5, top, y)
+        gap = (z.topk(2, 1).values[:, 0] - z.topk(2, 1).values[:, 1])[:, None]
+        z = z + 6.0 * torch.nn.functional.one_hot(top, k) * (z.argmax(1) == y)[:, None] * gap
+    p_ref, vals = _maxlogit_pnorm_reference(z, y)
+    est = LogitNormConfidence().fit(z.float(), y)
+    assert est.p_ == p_ref
+    np.testing.assert_allclose([est.aurc_[float(p)] for p in range(10)], vals, rtol=1e-6, atol=1e-9)
+    assert est.method_ == ("msp" if p_ref is None else "maxlogit_pnorm")
+    assert (p_ref is None) == (case == "msp_better")  # each branch of the reference is exercised
+    test = torch.randn(50, k, generator=g, dtype=torch.float64) * 2
+    if p_ref is None:
+        expected = test.softmax(1).max(1).values
+    else:
+        tc = test - test.mean(1, keepdim=True)
+        expected = (tc if p_ref == 0 else torch.nn.functional.normalize(tc, p_ref, -1)).max(1).values
+    np.testing.assert_allclose(est.score(test).numpy(), expected.numpy(), rtol=1e-9)
+    assert est.score(test).dtype == torch.float64

@@ -150,7 +150,12 @@ def calibration_evaluation(
     val_logits: torch.Tensor, val_labels: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
 ) -> dict[str, Any]:
     """ECE and NLL before/after temperature scaling (fit on validation), AURC for MSP and the logit-norm
-    confidence (p chosen on validation), reliability bins and risk–coverage curves."""
+    confidence (MaxLogit-pNorm as lfpc/FixSelectiveClassification: centred logits, p ∈ {0..9} chosen on
+    validation, MSP when MSP has the lower validation AURC), reliability bins and risk–coverage curves.
+
+    AURCs use the reference's trapezoid integration (``aurc(..., integration="trapezoid")``), named in
+    ``aurc_integration``; ``logit_norm_method`` is ``"maxlogit_pnorm"`` or ``"msp"`` (then ``logit_norm_p``
+    is None)."""
     import torch.nn.functional as F
 
     from cliplab.metrics.calibration import (
@@ -179,9 +184,11 @@ def calibration_evaluation(
         "ece_scaled": ece(scaled, labels, n_bins),
         "nll": float(F.cross_entropy(logits, labels)),
         "nll_scaled": float(F.cross_entropy(scaled, labels)),
-        "aurc_msp": aurc(msp_conf, correct),
-        "aurc_logit_norm": aurc(ln_conf, correct),
-        "logit_norm_p": float(lnc.p_),
+        "aurc_msp": aurc(msp_conf, correct, integration="trapezoid"),
+        "aurc_logit_norm": aurc(ln_conf, correct, integration="trapezoid"),
+        "aurc_integration": "trapezoid",
+        "logit_norm_p": None if lnc.p_ is None else float(lnc.p_),
+        "logit_norm_method": lnc.method_,
         "reliability": {k: np.asarray(v).tolist() for k, v in reliability_diagram(logits, labels, n_bins).items()},
         "reliability_scaled": {
             k: np.asarray(v).tolist() for k, v in reliability_diagram(scaled, labels, n_bins).items()

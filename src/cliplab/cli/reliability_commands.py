@@ -174,7 +174,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
         ["NLL", res["nll"]],
         ["NLL after temperature scaling", res["nll_scaled"]],
         ["AURC (MSP)", res["aurc_msp"]],
-        [f"AURC (logit norm, p={res['logit_norm_p']:g})", res["aurc_logit_norm"]],
+        [
+            "AURC (MSP fallback chosen on val)"
+            if res["logit_norm_p"] is None
+            else f"AURC (logit norm, p={res['logit_norm_p']:g})",
+            res["aurc_logit_norm"],
+        ],
     ]
     print_table(rows, ["metric", "value"], title=f"calibration: {args.model} on {ds.name}")
     return 0

@@ -6,7 +6,8 @@
 * ``aurc`` / ``risk_coverage_curve``: area under the risk–coverage curve (Geifman & El-Yaniv 2017/2019).
 * ``logit_norm_confidence`` / ``LogitNormConfidence``: ``max_k z_k / ‖z‖_p`` with ``p`` chosen on
   validation data by AURC (Cattelan & Silva 2024, "How to fix a broken confidence estimator"),
-  which repairs selective classification after label smoothing and similar training tricks.
+  which repairs selective classification after label smoothing and similar training tricks; centred
+  logits, ``p ∈ {0, …, 9}``, MSP fallback and float64 as in lfpc/FixSelectiveClassification.
 """
 
 from __future__ import annotations
@@ -177,55 +178,106 @@ def risk_coverage_curve(confidence: ArrayLike, correct: ArrayLike) -> tuple[np.n
     return (k / c.numel()).numpy(), (errors / k).numpy()
 
 
-def aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
-    """Area under the risk–coverage curve: ``(1/n) Σ_{k=1..n} risk_k`` (lower is better).
+#: how ``aurc`` integrates the risk-coverage curve
+AURC_INTEGRATIONS = ("mean", "trapezoid")
+
+
+def aurc(confidence: ArrayLike, correct: ArrayLike, *, integration: str = "mean") -> float:
+    """Area under the risk–coverage curve (lower is better).
+
+    * ``integration="mean"`` (cliplab's contract, Geifman et al.): ``(1/n) Σ_{k=1..n} risk_k``.
+    * ``integration="trapezoid"`` (lfpc/FixSelectiveClassification ``utils/metrics.py``: ``RC_curve`` with
+      the point ``(0, 0)`` prepended, then ``sklearn.metrics.auc``): the trapezoid rule over
+      ``(0, 0), (1/n, risk_1), …, (1, risk_n)``, i.e. ``(1/n)·(Σ_k risk_k − risk_n/2)``.
 
     See ``risk_coverage_curve`` for the ordering (descending confidence, stable on ties).
     """
-    return float(risk_coverage_curve(confidence, correct)[1].mean())
+    if integration not in AURC_INTEGRATIONS:
+        raise ValueError(f"integration must be one of {AURC_INTEGRATIONS}, got {integration!r}")
+    coverage, risk = risk_coverage_curve(confidence, correct)
+    if integration == "mean":
+        return float(risk.mean())
+    x, y = np.r_[0.0, coverage], np.r_[0.0, risk]
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
 
 
 def logit_norm_confidence(logits: ArrayLike, p: float = 2.0, *, centralize: bool = False) -> torch.Tensor:
-    """``max_k z_k / ‖z‖_p`` per row → ``[N]`` (Cattelan & Silva, UAI 2024, "MaxLogit-pNorm").
+    """``max_k z_k / ‖z‖_p`` per row → ``[N]`` (Cattelan & Silva, UAI 2024, "MaxLogit-pNorm"), in float64.
 
-    ``p > 0`` (``math.inf`` allowed); rows with ``‖z‖_p = 0`` give 0. ``centralize=True`` first
-    subtracts each row's mean, ``max_k (z_k − z̄) / ‖z − z̄‖_p``, which is what the authors' code
-    (lfpc/FixSelectiveClassification) does by default; the plain form is cliplab's contract.
+    ``p > 0`` (``math.inf`` allowed) divides by the p-norm (clamped at 1e-12, as ``F.normalize``);
+    ``p = 0`` means no normalisation (plain MaxLogit), as in the authors' code. ``centralize=True`` first
+    subtracts each row's mean, ``max_k (z_k − z̄) / ‖z − z̄‖_p``, which the authors' code
+    (lfpc/FixSelectiveClassification ``post_hoc.MaxLogit_p``) does by default.
     """
     p = float(p)
-    if not p > 0:
-        raise ValueError(f"p must be positive, got {p}")
-    z = _logits(logits)
+    if not p >= 0:
+        raise ValueError(f"p must be non-negative (0 = no normalisation), got {p}")
+    z = _logits(logits, dtype=torch.float64)
     if centralize:
         z = z - z.mean(1, keepdim=True)
+    if p == 0:
+        return z.max(1).values
     return z.max(1).values / torch.linalg.vector_norm(z, ord=p, dim=1).clamp_min(1e-12)
 
 
-class LogitNormConfidence:
-    """MaxLogit-pNorm confidence with ``p`` chosen on validation data by the lowest AURC.
+def _msp64(logits: ArrayLike) -> torch.Tensor:
+    z = _logits(logits, dtype=torch.float64)
+    return torch.exp(z.max(1).values - torch.logsumexp(z, 1))
 
-    ``fit(val_logits, val_labels) -> self`` tries every ``p`` in ``ps`` (the grid 1..10 by default;
-    first one wins ties) on the validation predictions' correctness (argmax == label);
-    ``p_`` is the choice and ``aurc_`` maps each ``p`` to its validation AURC. ``score(logits) -> [N]``.
+
+class LogitNormConfidence:
+    """MaxLogit-pNorm confidence as lfpc/FixSelectiveClassification computes it (Cattelan & Silva 2024).
+
+    ``fit(val_logits, val_labels) -> self``, in float64: the logits are centred (``centralize=True``),
+    every ``p`` in ``ps`` (``{0, 1, …, 9}`` by default, the paper's grid; ``p = 0`` is plain MaxLogit) is
+    scored by its validation AURC with the reference's trapezoid integration, and the first minimum wins.
+    With ``msp_fallback`` (the reference's ``msp_fallback=True``), MSP is used instead when its validation
+    AURC is lower than the chosen ``p``'s. Fitted: ``p_`` (None when MSP is used), ``method_``
+    (``"maxlogit_pnorm"`` or ``"msp"``), ``aurc_`` (``p`` → validation AURC) and ``aurc_msp_``.
+    ``score(logits) -> [N]``. (The authors' ``optimize.p_range`` is ``torch.arange(9)``, i.e. 0..8;
+    pass ``ps=range(9)`` to reproduce it exactly.)
     """
 
-    def __init__(self, ps: Sequence[float] = tuple(range(1, 11)), *, centralize: bool = False) -> None:
+    def __init__(
+        self,
+        ps: Sequence[float] = tuple(range(10)),
+        *,
+        centralize: bool = True,
+        msp_fallback: bool = True,
+        integration: str = "trapezoid",
+    ) -> None:
+        ps = tuple(ps)
         if len(ps) == 0:
             raise ValueError("ps must hold at least one norm order")
-        if any(not float(p) > 0 for p in ps):
-            raise ValueError(f"every p must be positive, got {list(ps)}")
+        if any(not float(p) >= 0 for p in ps):
+            raise ValueError(f"every p must be non-negative, got {list(ps)}")
+        if integration not in AURC_INTEGRATIONS:
+            raise ValueError(f"integration must be one of {AURC_INTEGRATIONS}, got {integration!r}")
         self.ps = tuple(float(p) for p in ps)
         self.centralize = bool(centralize)
+        self.msp_fallback = bool(msp_fallback)
+        self.integration = integration
 
     def fit(self, val_logits: ArrayLike, val_labels: ArrayLike) -> LogitNormConfidence:
-        z = _logits(val_logits, "val_logits")
+        z = _logits(val_logits, "val_logits", dtype=torch.float64)
         y = as_labels(val_labels, "val_labels", n=z.shape[0], num_classes=z.shape[1])
         correct = z.argmax(1) == y
-        self.aurc_ = {p: aurc(logit_norm_confidence(z, p, centralize=self.centralize), correct) for p in self.ps}
-        self.p_ = min(self.ps, key=lambda p: self.aurc_[p])
+        integ = self.integration
+        self.aurc_ = {
+            p: aurc(logit_norm_confidence(z, p, centralize=self.centralize), correct, integration=integ)
+            for p in self.ps
+        }
+        best = min(self.ps, key=lambda p: self.aurc_[p])  # the first minimum, as np.argmin
+        self.aurc_msp_ = aurc(_msp64(z), correct, integration=integ)
+        if self.msp_fallback and self.aurc_[best] > self.aurc_msp_:
+            self.p_, self.method_ = None, "msp"
+        else:
+            self.p_, self.method_ = best, "maxlogit_pnorm"
         return self
 
     def score(self, logits: ArrayLike) -> torch.Tensor:
-        if not hasattr(self, "p_"):
+        if not hasattr(self, "method_"):
             raise RuntimeError("LogitNormConfidence is not fitted: call fit(val_logits, val_labels) first")
+        if self.p_ is None:
+            return _msp64(logits)
         return logit_norm_confidence(logits, self.p_, centralize=self.centralize)
