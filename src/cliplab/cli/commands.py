@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("reliability_commands:add_calibrate", "reliability_commands:run_calibrate"),
     "estimate": ("reliability_commands:add_estimate", "reliability_commands:run_estimate"),
     "probe": ("probe:add_probe", "probe:run"),
+    "curate": ("curate:add_curate", "curate:run"),
     "train": ("train:add_train", "train:run"),
     "index": ("index:add_index", "index:run_index"),
     "serve": ("serve:add_serve", "serve:run_serve"),
