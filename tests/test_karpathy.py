@@ -10,7 +10,6 @@ from cliplab.cli.commands import main
 from cliplab.data import check_data_spec, load_dataset
 from helpers import write_random_images
 
-
 COLOURS, SHAPES, PLACES = ["red", "blue", "green"], ["circle", "square", "star", "thing", "shape"], ["left", "right"]
 
 
