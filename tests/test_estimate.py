@@ -81,15 +81,16 @@ def test_atc_threshold_and_estimate():
     for score in ("maxconf", "entropy"):
         sv = softmax(zv, 1).max(1) if score == "maxconf" else (softmax(zv, 1) * log_softmax(zv, 1)).sum(1)
         st = softmax(z, 1).max(1) if score == "maxconf" else (softmax(z, 1) * log_softmax(z, 1)).sum(1)
-        t = atc_threshold(zv, yv, score)
-        # t is the k-th largest validation score, k = #correct. scipy and torch round softmax differently
-        # in the last bits, so compare against scipy's scores with a tolerance, never through a float tie.
+        t = atc_threshold(zv, yv, score, temperature=None)
+        # t is the (k+1)-th largest validation score, k = #correct (find_threshold_balance: the sample at t
+        # counts as above). scipy and torch round softmax differently in the last bits, so compare against
+        # scipy's scores with a tolerance, never through a float tie.
         k = int(round(acc_v * len(yv)))
         tol = 1e-9
-        assert np.sort(sv)[::-1][k - 1] == pytest.approx(t, rel=tol, abs=tol)
+        assert np.sort(sv)[::-1][k] == pytest.approx(t, rel=tol, abs=tol)
         # share above t on val = val accuracy, up to samples within tol of t
         assert np.mean(sv > t + tol) <= acc_v <= np.mean(sv >= t - tol)
-        est = atc(zv, yv, z, score=score)
+        est = atc(zv, yv, z, score=score, temperature=None)
         assert np.mean(st > t + tol) <= est <= np.mean(st >= t - tol)
         # Garg et al.'s find_ATC_threshold (loop minimising |#wrong above − #right below|) agrees within 1/n
         order = np.argsort(sv)
@@ -100,7 +101,7 @@ def test_atc_threshold_and_estimate():
             if abs(fp - fn) < best:
                 best, thres = abs(fp - fn), sv[order][i]
         assert abs(np.mean(st >= thres) - np.mean(st >= t)) <= 2 / len(sv) + 1e-12
-    assert atc(zv, yv, zv) == pytest.approx(acc_v)
+    assert atc(zv, yv, zv, temperature=None) == pytest.approx(acc_v + 1 / len(yv))
     with pytest.raises(ValueError, match="maxconf"):
         atc(zv, yv, z, score="margin")
 

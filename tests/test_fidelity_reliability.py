@@ -222,3 +222,68 @@ def test_maxlogit_pnorm_matches_the_reference(case):
         expected = (tc if p_ref == 0 else torch.nn.functional.normalize(tc, p_ref, -1)).max(1).values
     np.testing.assert_allclose(est.score(test).numpy(), expected.numpy(), rtol=1e-9)
     assert est.score(test).dtype == torch.float64
+
+
+# -- item 15: ATC as Garg et al.'s ATC_code ------------------------------------------------------------
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _nll_temperature(z, y):
+    from scipy.optimize import minimize_scalar
+
+    def nll(log_t):
+        logp = np.log(_softmax(z / np.exp(log_t)))
+        return -logp[np.arange(len(y)), y].mean()
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-5, 5), method="bounded", options={"xatol": 1e-10}).x))
+
+
+def _find_threshold_balance(scores, correct):
+    # ATC_code predictAcc_helper.find_threshold_balance (labels = correct), with a stable sort
+    order = np.argsort(scores, kind="stable")
+    s, lab = scores[order], correct[order]
+    fp, fn = np.sum(~correct), 0.0
+    best, thres = abs(fp - fn), 0.0
+    for i in range(len(lab)):
+        if not lab[i]:
+            fp -= 1
+        else:
+            fn += 1
+        if abs(fp - fn) < best:
+            best, thres = abs(fp - fn), s[i]
+    return thres
+
+
+def _atc_reference(zv, yv, z, score, T):
+    pv, pt = _softmax(zv / T), _softmax(z / T)
+    if score == "maxconf":
+        sv, st = pv.max(1), pt.max(1)
+    else:  # get_entropy: Σ p log(p + 1e-20)
+        sv, st = (pv * np.log(pv + 1e-20)).sum(1), (pt * np.log(pt + 1e-20)).sum(1)
+    thres = _find_threshold_balance(sv, pv.argmax(1) == yv)
+    return np.mean(st >= thres)
+
+
+@pytest.mark.parametrize("score", ["maxconf", "entropy"])
+def test_atc_threshold_on_temperature_scaled_logits_as_the_reference(score):
+    from cliplab.estimate import atc, atc_temperature
+
+    rng = np.random.default_rng(1)
+    k = 6
+    yv = rng.integers(0, k, 500)
+    zv = rng.normal(size=(500, k)) * 4  # over-confident: the fitted temperature is far from 1
+    zv[np.arange(500), yv] += 3.0
+    z = rng.normal(size=(300, k)) * 5
+    T = _nll_temperature(zv, yv)
+    assert abs(T - 1) > 0.3
+    assert atc_temperature(zv, yv) == pytest.approx(T, rel=1e-4)
+    # with the reference's temperature the share above the threshold is the reference's exactly
+    assert atc(zv, yv, z, score=score, temperature=T) == pytest.approx(_atc_reference(zv, yv, z, score, T), abs=1e-12)
+    # the default fits the temperature itself: equal up to a sample or two moved by the 1e-4 in T
+    assert atc(zv, yv, z, score=score) == pytest.approx(_atc_reference(zv, yv, z, score, T), abs=2.5 / 300)
+    # raw logits give a different estimate: the temperature matters
+    assert atc(zv, yv, z, score=score, temperature=None) != pytest.approx(_atc_reference(zv, yv, z, score, T), abs=0.02)

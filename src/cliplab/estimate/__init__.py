@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from cliplab.estimate.baselines import atc, atc_threshold, average_confidence, doc, nuclear_norm
+from cliplab.estimate.baselines import atc, atc_temperature, atc_threshold, average_confidence, doc, nuclear_norm
 from cliplab.estimate.evaluation import ACCURACY_ESTIMATORS, ESTIMATORS, evaluate_estimators
 from cliplab.estimate.mano_score import mano, mano_criterion, mano_uses_softmax
 
@@ -14,6 +14,7 @@ __all__ = [
     "ACCURACY_ESTIMATORS",
     "ESTIMATORS",
     "atc",
+    "atc_temperature",
     "atc_threshold",
     "average_confidence",
     "doc",

@@ -2,7 +2,8 @@
 
 * ``average_confidence``: mean max softmax probability (Hendrycks & Gimpel 2017).
 * ``doc``: Difference of Confidences (Guillory et al., ICCV 2021).
-* ``atc``: Average Thresholded Confidence (Garg et al., ICLR 2022).
+* ``atc``: Average Thresholded Confidence (Garg et al., ICLR 2022): threshold as ``find_threshold_balance``,
+  on temperature-scaled logits (the paper's protocol).
 * ``nuclear_norm``: normalised nuclear norm of the softmax matrix (Deng et al., ICML 2023).
 
 ``average_confidence``, ``doc`` and ``atc`` return accuracy estimates in [0, 1]; ``nuclear_norm`` (like
@@ -54,31 +55,77 @@ def _atc_score(z: torch.Tensor, score: str) -> torch.Tensor:
     raise ValueError(f"score must be 'maxconf' or 'entropy', got {score!r}")
 
 
-def atc_threshold(val_logits: ArrayLike, val_labels: ArrayLike, score: str = "maxconf") -> float:
-    """The ATC threshold ``t``: the k-th largest validation score, ``k = acc_val·n_val`` (the number correct).
+Temperature = float | str | None
 
-    Then exactly ``k`` validation samples (barring ties) have ``score ≥ t``, i.e. the share above the
-    threshold equals the validation accuracy (Garg et al.'s ``find_ATC_threshold`` minimises
-    |#errors above − #correct below|, which is the same condition). ``k = 0`` gives ``+inf``.
+
+def atc_temperature(val_logits: ArrayLike, val_labels: ArrayLike, temperature: Temperature = "fit") -> float:
+    """The temperature ATC divides the logits by: ``"fit"`` = NLL-optimal on the validation set
+    (``TemperatureScaling``, as Garg et al.'s ``getATC_acc.py`` calibrates with ``TempScaling`` first),
+    a positive number = that temperature, ``None`` = 1 (raw logits)."""
+    if temperature is None:
+        return 1.0
+    if isinstance(temperature, str):
+        if temperature != "fit":
+            raise ValueError(f"temperature must be 'fit', a positive number or None, got {temperature!r}")
+        from cliplab.metrics.calibration import TemperatureScaling
+
+        zv, yv = _val(val_logits, val_labels)
+        return float(TemperatureScaling().fit(zv, yv).temperature_)
+    t = float(temperature)
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(f"temperature must be positive and finite, got {temperature!r}")
+    return t
+
+
+def atc_threshold(
+    val_logits: ArrayLike, val_labels: ArrayLike, score: str = "maxconf", *, temperature: Temperature = "fit"
+) -> float:
+    """The ATC threshold ``t`` as Garg et al.'s ``find_threshold_balance`` computes it (ATC_code).
+
+    Validation scores (of the temperature-scaled logits, see ``atc_temperature``) are sorted ascending
+    (stable); moving them one by one below the threshold, ``fp`` = wrong predictions still above and
+    ``fn`` = right predictions already below; ``t`` is the score at which ``|fp − fn|`` first reaches its
+    minimum (strictly improving on the start, ``|#wrong − 0|``; otherwise ``t = 0``, as the reference).
+    The sample at ``t`` itself counts as above, so on the validation set the share with ``score ≥ t`` is
+    the validation accuracy plus ``1/n`` when the balance is exact.
     """
     zv, yv = _val(val_logits, val_labels)
-    s = _atc_score(zv, score)
-    k = int((zv.argmax(1) == yv).sum())  # = acc_val · n_val
-    if k == 0:
-        return math.inf
-    return float(torch.sort(s, descending=True).values[k - 1])
+    temp = atc_temperature(zv, yv, temperature)
+    s = _atc_score(zv / temp, score)
+    correct = (zv.argmax(1) == yv).double()
+    order = torch.sort(s, stable=True).indices
+    fn = torch.cumsum(correct[order], 0)  # right predictions at or below each position
+    fp = (1.0 - correct).sum() - torch.cumsum(1.0 - correct[order], 0)  # wrong predictions above it
+    gap = (fp - fn).abs()
+    start = float((1.0 - correct).sum())
+    best = int(torch.argmin(gap))  # the first minimum
+    if not float(gap[best]) < start:
+        return 0.0
+    return float(s[order][best])
 
 
-def atc(val_logits: ArrayLike, val_labels: ArrayLike, logits: ArrayLike, score: str = "maxconf") -> float:
-    """Average Thresholded Confidence: share of target samples with ``score ≥ t`` (``atc_threshold``).
+def atc(
+    val_logits: ArrayLike,
+    val_labels: ArrayLike,
+    logits: ArrayLike,
+    score: str = "maxconf",
+    *,
+    temperature: Temperature = "fit",
+) -> float:
+    """Average Thresholded Confidence (Garg et al., ICLR 2022): share of target samples with
+    ``score ≥ t`` (``atc_threshold``), the target logits divided by the same validation temperature.
 
-    ``score="maxconf"`` (max softmax) or ``"entropy"`` (negative entropy, the paper's ATC-NE).
+    ``score="maxconf"`` (ATC-MC, max softmax) or ``"entropy"`` (ATC-NE, negative entropy).
+    ``temperature="fit"`` (the paper's protocol: temperature scaling on the validation set first),
+    a number, or None for the raw logits.
     """
-    t = atc_threshold(val_logits, val_labels, score)
+    zv, yv = _val(val_logits, val_labels)
     z = as_logits(logits, dtype=torch.float64)
-    if z.shape[1] != as_logits(val_logits, "val_logits", dtype=torch.float64).shape[1]:
+    if z.shape[1] != zv.shape[1]:
         raise ValueError("logits and val_logits have a different number of classes")
-    return float((_atc_score(z, score) >= t).double().mean())
+    temp = atc_temperature(zv, yv, temperature)
+    t = atc_threshold(zv, yv, score, temperature=temp)
+    return float((_atc_score(z / temp, score) >= t).double().mean())
 
 
 def nuclear_norm(logits: ArrayLike) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cliplab._validation import ArrayLike, as_labels
-from cliplab.estimate.baselines import atc, average_confidence, doc, nuclear_norm
+from cliplab.estimate.baselines import atc, atc_temperature, average_confidence, doc, nuclear_norm
 from cliplab.estimate.mano_score import mano, mano_criterion, mano_uses_softmax
 from cliplab.ood.scores import as_logits
 
@@ -68,7 +68,8 @@ def evaluate_estimators(
     into an accuracy needs a fitted map that the shifted sets themselves must not provide.
 
     MaNo's normalisation (softmax or Taylor) is decided once, on the validation logits, and reused for
-    every set (``mano_uses_softmax``); ``protocol["mano"]`` records ``Φ_val`` and the branch.
+    every set (``mano_uses_softmax``); ``protocol["mano"]`` records ``Φ_val`` and the branch. ATC divides
+    every set's logits by the temperature fitted on the validation set (``protocol["atc"]``).
 
     Returns ``{"accuracy": {set: acc}, "estimators": {name: {"r2", "spearman", "mae", "estimates":
     {set: value}}}, "protocol": {...}}``. Needs at least 3 sets (two points always correlate perfectly).
@@ -122,4 +123,6 @@ def evaluate_estimators(
             "branch": "softmax" if mano_uses_softmax(zv) else "taylor",
             "decided_on": "validation",
         }
+    if any(fns.get(e) is ESTIMATORS[e] for e in ("atc", "atc_entropy")):
+        protocol["atc"] = {"temperature": atc_temperature(zv, yv), "fit_on": "validation", "threshold": "balance"}
     return {"accuracy": accuracy, "estimators": results, "protocol": protocol}
