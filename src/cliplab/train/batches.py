@@ -198,8 +198,10 @@ class BatchLoader:
         *,
         cache_images: bool = False,
         teacher: Model | None = None,
+        negatives: Any = None,
     ):
         self.dataset, self.captions, self.model, self.teacher = dataset, captions, model, teacher
+        self.negatives = negatives  # (texts, caption indices) -> hard-negative captions (HardNegativeSampler)
         self.cache: ImageCache | None = None
         if cache_images:
             size = model.preprocess.output_size
@@ -235,6 +237,10 @@ class BatchLoader:
             else:
                 batch["teacher_pixels"] = load_pixels(self.dataset, self.teacher.preprocess, images)
             batch["teacher_tokens"] = self.teacher.tokenize(texts)
+        if self.negatives is not None:
+            negatives = self.negatives(texts, captions)
+            if negatives:
+                batch["negative_tokens"] = self.model.tokenize(negatives)
         return batch
 
     def submit(self, images: np.ndarray, captions: np.ndarray) -> Future:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cliplab.models.factory import ModelConfig
+from cliplab.train.hard_negatives import HardNegativeOptions
 
 LOSSES = ("clip", "siglip", "infoloob")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -116,6 +117,7 @@ class LossOptions:
     siglip/infoloob). ``chunk_size``: tile size of the memory-efficient loss (same value and gradients).
     ``options``: extra keyword arguments of the loss (e.g. ``hopfield`` for infoloob, whose inverse
     temperature is the model's learnable logit scale).
+    ``hard_negatives``: add rewritten captions as extra negatives (clip loss; ``cliplab.train.hard_negatives``).
     """
 
     name: str = "clip"
@@ -123,9 +125,12 @@ class LossOptions:
     chunk_size: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     distill: DistillOptions | None = None
+    hard_negatives: HardNegativeOptions | None = None
 
     def __post_init__(self) -> None:
         _choice(self.name, LOSSES, "loss.name")
+        if self.hard_negatives is not None and self.name != "clip":
+            raise ValueError(f"loss.hard_negatives needs the clip loss, not {self.name!r}")
         if self.geometry is not None:
             _choice(self.geometry, ("cosine", "euclidean"), "loss.geometry")
         if self.chunk_size is not None:

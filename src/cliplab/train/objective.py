@@ -51,6 +51,9 @@ class Objective:
                 p.requires_grad_(False)
             self.teacher = teacher
         self._task = self._task_loss()
+        self.hard_negatives = options.hard_negatives
+        if self.hard_negatives is not None and (env.distributed or options.chunk_size is not None):
+            raise ValueError("loss.hard_negatives runs in one process without loss.chunk_size")
 
     def _task_loss(self) -> Callable[..., torch.Tensor]:
         opts, kw = self.options, dict(self.options.options)
@@ -82,11 +85,17 @@ class Objective:
         scale: torch.Tensor,
         bias: torch.Tensor | None,
         teacher: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+        negatives: torch.Tensor | None = None,
     ) -> torch.Tensor:
         image, text = _f32(image), _f32(text)
         if self.name == "siglip" and bias is None:
             raise ValueError("the siglip loss needs a trainable logit bias")
-        loss = self._task(image, text, scale, bias)
+        if negatives is not None:  # hard-negative captions: extra text columns (cliplab.losses.hard_negatives)
+            from cliplab.losses.hard_negatives import hard_negative_clip_loss
+
+            loss = hard_negative_clip_loss(image, text, _f32(negatives), scale, bias, geometry=self.geometry)
+        else:
+            loss = self._task(image, text, scale, bias)
         if teacher is not None and self.options.distill is not None:
             from cliplab.losses import clip_distill_loss
 

@@ -141,7 +141,16 @@ class Trainer:
         if cache is None:
             size = image_cache_size(model, len(dataset))
             cache = size is not None and size <= cfg.data.cache_limit_gb * 2**30
-        self.loader = BatchLoader(dataset, captions, model, cache_images=cache, teacher=self.objective.teacher)
+        negatives = None
+        if cfg.loss.hard_negatives is not None:
+            from cliplab.train.hard_negatives import HardNegativeSampler
+
+            if cfg.accum_steps > 1:
+                raise ValueError("loss.hard_negatives does not support accum_steps > 1")
+            negatives = HardNegativeSampler(cfg.loss.hard_negatives, cfg.seed)
+        self.loader = BatchLoader(
+            dataset, captions, model, cache_images=cache, teacher=self.objective.teacher, negatives=negatives
+        )
         self.evaluator = None
         if self.env.is_main and (cfg.eval.zeroshot or cfg.eval.retrieval):
             from cliplab.train.evaluation import PeriodicEval
@@ -184,15 +193,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         teacher = self.objective.teacher_features(batch, cfg.batch_size, self._autocast)
         inputs = {"pixels": batch["pixels"], "tokens": batch["tokens"]}
+        if "negative_tokens" in batch:  # hard negatives (one process, no accumulation: checked at set-up)
+            inputs["negative_tokens"] = batch["negative_tokens"]
         run = self.ddp or self.wrapper
 
         def forward(b: dict[str, Any], module: nn.Module = run) -> Any:
             with self._autocast():
-                return module(b["pixels"], b["tokens"])
+                out = module(b["pixels"], b["tokens"])
+                if "negative_tokens" in b:
+                    with torch.set_grad_enabled(torch.is_grad_enabled() and not cfg.lock_text):
+                        out = ((*out[0], self.model.text_features(b["negative_tokens"])), out[1])
+                return out
 
         def loss_fn(per: Any, shared: Any) -> torch.Tensor:
             try:
-                return self.objective(per[0], per[1], shared[0], shared[1], teacher)
+                negatives = per[2] if len(per) > 2 else None
+                return self.objective(per[0], per[1], shared[0], shared[1], teacher, negatives=negatives)
             except ValueError as err:  # the losses reject non-finite inputs: the model itself diverged
                 if all(bool(torch.isfinite(t.detach()).all()) for t in (*per, *shared) if t is not None):
                     raise
