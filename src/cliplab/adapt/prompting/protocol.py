@@ -1,0 +1,252 @@
+"""The few-shot protocol for prompt learners: methods × shots × seeds, and base-to-new (CoCoOp's setting).
+
+Results have the shape of :func:`cliplab.adapt.protocol.run_few_shot` (``{"results": {method: {k: {mean, std,
+runs}}}, "zeroshot", "params", "seconds", "shots", "seeds", "methods"}``), so the CLI, report and bench show
+them beside the feature adapters.
+
+Per seed and ``k``: the support set is ``k`` training images per class (``k_shot_indices``); a validation set
+of ``min(k, 4)`` further training images per class (Dassl's rule) selects the prompt state (the best
+evaluation epoch); the test set is only passed to ``logits`` of the final learner. Text-only methods get the
+cached training features; MaPLe gets the support images. TPT uses no training data: it runs once per seed
+and its accuracy is reported for every ``k``.
+
+Base-to-new: classes sorted by label, the first half is base. Learners are fit on base classes only and
+scored on base test images over base classes; the learned (class-independent) prompt is then moved to the
+new class names (``PromptLearner.for_classes``) and scored on new test images over new classes; the harmonic
+mean ``HM = 2·base·new / (base + new)`` summarises both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cliplab.adapt.prompting.cocoop import CoCoOp
+from cliplab.adapt.prompting.coop import CoOp, KgCoOp, ProGrad
+from cliplab.adapt.prompting.learner import PromptLearner
+from cliplab.adapt.prompting.maple import MaPLe
+from cliplab.adapt.prompting.tpt import TPT
+from cliplab.data.base import Dataset
+from cliplab.data.sampling import k_shot_indices
+from cliplab.models.base import Model
+
+#: name → prompt-learner class (``register_prompt_method`` adds one); ``cliplab adapt --methods`` accepts these
+PROMPT_METHODS: dict[str, type[PromptLearner]] = {
+    "coop": CoOp,
+    "cocoop": CoCoOp,
+    "kgcoop": KgCoOp,
+    "prograd": ProGrad,
+    "maple": MaPLe,
+    "tpt": TPT,
+}
+DEFAULT_SHOTS = (1, 2, 4, 8, 16)
+
+
+def register_prompt_method(name: str, cls: type[PromptLearner], *, replace: bool = False) -> type[PromptLearner]:
+    """Add ``cls`` (a ``PromptLearner`` subclass) to ``PROMPT_METHODS`` under ``name``."""
+    if not (isinstance(cls, type) and issubclass(cls, PromptLearner)):
+        raise TypeError(f"a prompt method must be a PromptLearner subclass, got {cls!r}")
+    if name in PROMPT_METHODS and PROMPT_METHODS[name] is not cls and not replace:
+        raise ValueError(f"prompt method {name!r} is already registered (pass replace=True to override)")
+    PROMPT_METHODS[name] = cls
+    return cls
+
+
+class _Data:
+    """A labelled dataset with its cached features and, when asked, its preprocessed pixels."""
+
+    def __init__(self, model: Model, dataset: Dataset, features: Any, embed_kw: dict[str, Any]):
+        from cliplab.features import embed
+
+        if dataset.labels is None:
+            raise ValueError(f"dataset {dataset.name!r} has no labels; prompt learning needs labelled data")
+        self.dataset = dataset
+        self.features = features if features is not None else embed(model, dataset, **embed_kw)
+        self.images = self.features.images
+        self.labels = torch.as_tensor(np.asarray(dataset.labels), dtype=torch.long)
+        self.model = model
+        self._pixels: dict[int, torch.Tensor] = {}
+
+    def pixels(self, idx: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        missing = [int(i) for i in idx if int(i) not in self._pixels]
+        if missing:
+            batch = self.model.preprocess.batch([self.dataset.image(i) for i in missing])
+            self._pixels.update(zip(missing, batch))
+        return torch.stack([self._pixels[int(i)] for i in idx])
+
+    def inputs(self, cls: type[PromptLearner], idx: torch.Tensor) -> torch.Tensor:
+        return self.pixels(idx) if cls.needs_pixels else self.images[idx]
+
+
+def _validation_indices(labels: torch.Tensor, support: np.ndarray, k: int, seed: int, n_cls: int) -> np.ndarray | None:
+    """``min(k, 4)`` images per class drawn from the training images outside the support set (or None)."""
+    rest = np.setdiff1d(np.arange(len(labels)), support)
+    counts = torch.bincount(labels[rest], minlength=n_cls)
+    kv = min(k, 4, int(counts.min())) if len(rest) else 0
+    if kv < 1:
+        return None
+    return rest[k_shot_indices(labels[rest], kv, seed + 1000, num_classes=n_cls)]
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def _make(name: str, seed: int, params: Mapping[str, Mapping[str, Any]] | None) -> PromptLearner:
+    cls = PROMPT_METHODS[name]
+    kw = dict((params or {}).get(name, {}))
+    if "seed" in cls._param_names():
+        kw.setdefault("seed", seed)
+    return cls(**kw)
+
+
+def _zeroshot(model: Model, test: _Data, classnames: list[str], templates: Any) -> float:
+    from cliplab.zeroshot import zeroshot_weights
+
+    W = zeroshot_weights(model, classnames, templates)
+    return _accuracy(test.images @ W.T, test.labels)
+
+
+def run_prompt_few_shot(
+    model: Model,
+    train: Dataset,
+    test: Dataset,
+    *,
+    methods: Sequence[str] | None = None,
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    seeds: Sequence[int] = (1, 2, 3),
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    templates: Any = None,
+    train_features: Any = None,
+    test_features: Any = None,
+    embed_kw: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Accuracy of each prompt method per shot count over ``seeds`` (see the module docstring).
+
+    ``params``: per method, constructor keyword arguments (``{"coop": {"epochs": 50}}``). ``templates``: the
+    zero-shot baseline's templates (default: the dataset's). ``train_features``/``test_features``: cached
+    ``Features`` of the two datasets (embedded here when absent, with ``embed_kw``).
+    """
+    methods = list(methods or PROMPT_METHODS)
+    unknown = [m for m in methods if m not in PROMPT_METHODS]
+    if unknown:
+        raise ValueError(f"unknown prompt method(s) {unknown}; choose from {list(PROMPT_METHODS)}")
+    kw = {"progress": False, **dict(embed_kw or {})}
+    tr, te = _Data(model, train, train_features, kw), _Data(model, test, test_features, kw)
+    classnames = list(train.classnames or [])
+    n_cls = len(classnames)
+    counts = torch.bincount(tr.labels, minlength=n_cls)
+    if max(shots) > int(counts.min()):
+        raise ValueError(f"asked for {max(shots)} shots but the smallest class has {int(counts.min())} training images")
+    results: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in methods}
+    chosen: dict[str, dict[int, list[Any]]] = {m: {} for m in methods}
+    seconds = dict.fromkeys(methods, 0.0)
+    test_all = torch.arange(len(te.labels))
+    tpt_runs: dict[int, float] = {}
+    jobs = [(k, s) for k in shots for s in seeds]
+    for k, seed in tqdm(jobs, disable=not progress, desc="prompt few-shot", unit="run"):
+        idx = k_shot_indices(tr.labels, k, seed, num_classes=n_cls)
+        val_idx = _validation_indices(tr.labels, idx, k, seed, n_cls)
+        support = torch.as_tensor(idx)
+        for m in methods:
+            cls = PROMPT_METHODS[m]
+            t0 = time.perf_counter()
+            if m == "tpt" or cls is TPT:
+                if seed not in tpt_runs:
+                    est = _make(m, seed, params).fit(model, None, None, classnames)
+                    tpt_runs[seed] = _accuracy(est.logits(te.pixels(test_all)), te.labels)
+                acc, note = tpt_runs[seed], "no training data (test-time tuning)"
+            else:
+                est = _make(m, seed, params)
+                val = (
+                    {}
+                    if val_idx is None
+                    else {"val": tr.inputs(cls, torch.as_tensor(val_idx)), "val_labels": tr.labels[val_idx]}
+                )
+                est.fit(model, tr.inputs(cls, support), tr.labels[support], classnames, **val)
+                acc = _accuracy(est.logits(te.inputs(cls, test_all)), te.labels)
+                note = {"val_accuracy": getattr(est, "val_accuracy_", None)}
+            seconds[m] += time.perf_counter() - t0
+            results[m].setdefault(k, {"runs": []})["runs"].append(acc)
+            chosen[m].setdefault(k, []).append(note)
+    for m in methods:
+        for r in results[m].values():
+            r["mean"], r["std"] = float(np.mean(r["runs"])), float(np.std(r["runs"]))
+    zs = _zeroshot(model, te, classnames, templates if templates is not None else train.templates)
+    return {
+        "results": results,
+        "zeroshot": zs,
+        "params": chosen,
+        "seconds": seconds,
+        "shots": list(shots),
+        "seeds": list(seeds),
+        "methods": methods,
+    }
+
+
+def prompt_base_to_new(
+    model: Model,
+    train: Dataset,
+    test: Dataset,
+    *,
+    methods: Sequence[str] | None = None,
+    k: int = 16,
+    seeds: Sequence[int] = (1, 2, 3),
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    templates: Any = None,
+    train_features: Any = None,
+    test_features: Any = None,
+    embed_kw: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Base / new accuracy and harmonic mean per method (and zero-shot), averaged over ``seeds``."""
+    methods = list(methods or PROMPT_METHODS)
+    kw = {"progress": False, **dict(embed_kw or {})}
+    tr, te = _Data(model, train, train_features, kw), _Data(model, test, test_features, kw)
+    classnames = list(train.classnames or [])
+    n_cls = len(classnames)
+    if n_cls < 2:
+        raise ValueError("base-to-new needs at least 2 classes")
+    n_base = (n_cls + 1) // 2
+    base_names, new_names = classnames[:n_base], classnames[n_base:]
+    base_train = torch.nonzero(tr.labels < n_base).flatten()
+    base_test = torch.nonzero(te.labels < n_base).flatten()
+    new_test = torch.nonzero(te.labels >= n_base).flatten()
+    tmpl = templates if templates is not None else train.templates
+    from cliplab.zeroshot import zeroshot_weights
+
+    def zs_acc(rows: torch.Tensor, names: list[str], offset: int) -> float:
+        W = zeroshot_weights(model, names, tmpl)
+        return _accuracy(te.images[rows] @ W.T, te.labels[rows] - offset)
+
+    out: dict[str, dict[str, float]] = {
+        "zeroshot": {"base": zs_acc(base_test, base_names, 0), "new": zs_acc(new_test, new_names, n_base)}
+    }
+    for m in tqdm(methods, disable=not progress, desc="base-to-new", unit="method"):
+        cls = PROMPT_METHODS[m]
+        base_runs, new_runs = [], []
+        for seed in seeds:
+            est = _make(m, seed, params)
+            if cls is TPT:
+                base_est = est.fit(model, None, None, base_names)
+            else:
+                rel = k_shot_indices(tr.labels[base_train], k, seed, num_classes=n_base)
+                idx = base_train[torch.as_tensor(rel)]
+                base_est = est.fit(model, tr.inputs(cls, idx), tr.labels[idx], base_names)
+            base_runs.append(_accuracy(base_est.logits(te.inputs(cls, base_test)), te.labels[base_test]))
+            new_est = base_est.for_classes(new_names)
+            new_runs.append(_accuracy(new_est.logits(te.inputs(cls, new_test)), te.labels[new_test] - n_base))
+        out[m] = {"base": float(np.mean(base_runs)), "new": float(np.mean(new_runs))}
+    for r in out.values():
+        b, n = r["base"], r["new"]
+        r["hm"] = 2 * b * n / (b + n) if b + n > 0 else 0.0
+    return {"k": k, "n_base_classes": n_base, "n_new_classes": n_cls - n_base, "results": out}
+
+
+__all__ = ["DEFAULT_SHOTS", "PROMPT_METHODS", "prompt_base_to_new", "register_prompt_method", "run_prompt_few_shot"]
