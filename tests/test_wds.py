@@ -316,3 +316,62 @@ def test_wds_hub_download_goes_into_the_cache(monkeypatch, tmp_path):
     assert not [p for p in (cache_home() / "datasets" / "wds").iterdir() if p.name.startswith(".")]
     mode = os.stat(cache_home() / "datasets" / "wds" / "clip-benchmark--wds_toy" / "test").st_mode & 0o777
     assert mode & 0o755 == 0o755
+
+
+# -- the CLI on a wds: fixture, against CLIP_benchmark's definitions computed here --------------------------
+
+VOCAB_CLASSES = ["red circle", "blue square", "green star", "red thing", "blue circle", "green square"]
+
+
+def _decoded_from_tars(root, split="test"):
+    """Images and labels read straight from the tars (tarfile + PIL), in CLIP_benchmark's order."""
+    n = int((root / split / "nshards.txt").read_text())
+    images, labels = [], []
+    for s in range(n):
+        with tarfile.open(root / split / f"{s}.tar") as tf:
+            members = {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+        for key in sorted({name.split(".")[0] for name in members}):
+            ext = next(e for e in ("webp", "png", "jpg", "jpeg") if f"{key}.{e}" in members)
+            images.append(Image.open(io.BytesIO(members[f"{key}.{ext}"])).convert("RGB"))
+            labels.append(int(members[f"{key}.cls"]))
+    return images, np.asarray(labels)
+
+
+def test_zeroshot_and_embed_cli_on_wds_match_clip_benchmark(tmp_path, tiny_model_dir, capsys):
+    import torch
+
+    from cliplab import Features
+    from cliplab.cli.commands import main
+    from cliplab.models import load_model
+
+    root = tmp_path / "wds_vocab"
+    write_wds(root, per_shard=(7, 5), classnames=VOCAB_CLASSES, templates=["a photo of a {c}.", "a small {c}."])
+    spec = f"wds:{root}"
+    assert main(["zeroshot", str(tiny_model_dir), spec, "--json", "--quiet", "--no-cache"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    out = tmp_path / "f.safetensors"
+    assert main(["embed", str(tiny_model_dir), spec, "-o", str(out), "--json", "--quiet", "--no-cache"]) == 0
+    capsys.readouterr()
+
+    model = load_model(str(tiny_model_dir))
+    images, y = _decoded_from_tars(root)
+    with torch.no_grad():
+        f = model.encode_images(images).numpy()
+        w = []
+        for c in VOCAB_CLASSES:
+            t = model.encode_texts([f"a photo of a {c}.", f"a small {c}."]).numpy()
+            t = t / np.linalg.norm(t, axis=1, keepdims=True)
+            m = t.mean(0)
+            w.append(m / np.linalg.norm(m))
+    logits = f @ np.stack(w).T
+    top = np.argsort(-logits, axis=1)
+    acc1 = float(np.mean(top[:, 0] == y))
+    acc5 = float(np.mean([y[i] in top[i, :5] for i in range(len(y))]))
+    recall = float(np.mean([np.mean(top[y == c, 0] == c) for c in np.unique(y)]))  # balanced accuracy
+    assert report["n"] == 12
+    assert report["acc1"] == pytest.approx(acc1, abs=1e-6)
+    assert report["acc5"] == pytest.approx(acc5, abs=1e-6)
+    assert report["mean_per_class_recall"] == pytest.approx(recall, abs=1e-6)
+    feats = Features.load(out)
+    assert feats.labels.tolist() == y.tolist()
+    assert np.allclose(feats.images.numpy(), f, atol=1e-5)
