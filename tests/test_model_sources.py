@@ -189,7 +189,7 @@ def test_capabilities_are_declared(tiny_model_dir):
     assert not toy.can_save and toy.can_train and not toy.has_token_embeddings
     with pytest.raises(NotImplementedError):
         toy.token_embeddings()
-    assert OpenCLIPModel.can_save is False and OpenCLIPModel.can_train is True
+    assert OpenCLIPModel.save is not Model.save and OpenCLIPModel.can_train is True  # saves open_clip's format
 
 
 @pytest.mark.parametrize("trainable, capability", [(True, "can_save"), (False, "can_train")])
