@@ -8,22 +8,26 @@ own slice.
 
 ``BatchLoader`` turns indices into tensors (pixels, tokens; and the teacher's when distilling) on a
 background thread while the model trains on the previous batch, optionally keeping preprocessed images
-in memory. Its pixels are read as every other path reads them (``cliplab.data.loader.load_pixels``); the
-order stays the sampler's, which ``make_loader``'s fixed index order cannot express.
+in memory. Its pixels are read as every other path reads them (``cliplab.data.loader.load_pixels``), each
+batch split into ``num_workers`` contiguous parts decoded in parallel threads (the pixels do not depend on
+the count); the order stays the sampler's, which ``make_loader``'s fixed index order cannot express.
+
+``build_batches`` picks the pair: ``PairSampler`` + ``BatchLoader`` for map-style data, or
+``cliplab.train.streaming``'s ``ShardStream`` + ``StreamBatchLoader`` for ``wds:`` tar shards.
 """
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from cliplab.data.base import Dataset
-from cliplab.data.loader import load_pixels
+from cliplab.data.loader import check_workers, load_pixels
 from cliplab.models.base import Model
 
 #: captions tokenised up front when there are at most this many; else each on its first use
@@ -38,6 +42,9 @@ class SamplerState:
 
     epoch: int = 0
     position: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def check_captions(dataset: Dataset) -> tuple[list[str], np.ndarray]:
@@ -84,6 +91,15 @@ class PairSampler:
             )
         self._perm_epoch: int | None = None
         self._perm = self.images
+
+    #: the state is the same on every rank (a checkpoint stores one)
+    per_rank = False
+
+    def initial_state(self) -> SamplerState:
+        return SamplerState()
+
+    def state_from_dict(self, data: dict[str, Any]) -> SamplerState:
+        return SamplerState(**data)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -199,8 +215,10 @@ class BatchLoader:
         cache_images: bool = False,
         teacher: Model | None = None,
         negatives: Any = None,
+        num_workers: int | None = None,
     ):
         self.dataset, self.captions, self.model, self.teacher = dataset, captions, model, teacher
+        self.num_workers = max(1, check_workers(num_workers))
         self.negatives = negatives  # (texts, caption indices) -> hard-negative captions (HardNegativeSampler)
         self.cache: ImageCache | None = None
         if cache_images:
@@ -215,14 +233,26 @@ class BatchLoader:
         if self.tokens is not None and len(captions) <= PREFILL_LIMIT:
             self.tokens.prefill()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cliplab-batches")
+        self._decode = (
+            ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="cliplab-decode")
+            if self.num_workers > 1
+            else None
+        )
+
+    def _load(self, model: Model, images: np.ndarray) -> torch.Tensor:
+        """``load_pixels`` of ``images``, split into ``num_workers`` contiguous parts read in parallel."""
+        if self._decode is None or images.size < 2:
+            return load_pixels(self.dataset, model.preprocess, images)
+        parts = np.array_split(images, min(self.num_workers, images.size))
+        return torch.cat(list(self._decode.map(lambda p: load_pixels(self.dataset, model.preprocess, p), parts)))
 
     def _pixels(self, images: np.ndarray) -> torch.Tensor:
         if self.cache is None:
-            return load_pixels(self.dataset, self.model.preprocess, images)
+            return self._load(self.model, images)
         missing = images[~self.cache.filled[images]]
         if missing.size:
             missing = np.unique(missing)
-            self.cache.pixels[torch.from_numpy(missing)] = load_pixels(self.dataset, self.model.preprocess, missing)
+            self.cache.pixels[torch.from_numpy(missing)] = self._load(self.model, missing)
             self.cache.filled[missing] = True
         return self.cache.pixels[torch.from_numpy(images)]
 
@@ -235,7 +265,7 @@ class BatchLoader:
             if self.teacher_shares_pixels:
                 batch["teacher_pixels"] = batch["pixels"]
             else:
-                batch["teacher_pixels"] = load_pixels(self.dataset, self.teacher.preprocess, images)
+                batch["teacher_pixels"] = self._load(self.teacher, images)
             batch["teacher_tokens"] = self.teacher.tokenize(texts)
         if self.negatives is not None:
             negatives = self.negatives(texts, captions)
@@ -249,6 +279,79 @@ class BatchLoader:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._decode is not None:
+            self._decode.shutdown(wait=True, cancel_futures=True)
 
 
-__all__ = ["BatchLoader", "PairSampler", "SamplerState", "TokenCache", "check_captions", "image_cache_size"]
+def load_training_data(spec: str, split: str, options: dict[str, Any]) -> Any:
+    """A map-style ``Dataset`` for ``spec``, or the list of shard paths of a ``wds:`` stream spec."""
+    from cliplab.train.streaming import is_stream_spec, resolve_shards
+
+    if is_stream_spec(spec):
+        if options:
+            raise ValueError(f"data.options are not used by a stream of shards ({spec}); remove them")
+        return resolve_shards(spec)
+    from cliplab.data import load_dataset
+
+    return load_dataset(spec, split=split, **options)
+
+
+def training_captions(data: Any, *, vocabulary: bool) -> list[str]:
+    """The captions of map-style ``data`` (checked); of a stream's shards only when a new model needs a
+    ``vocabulary`` (only their ``txt`` members are read)."""
+    if isinstance(data, list):
+        from cliplab.train.streaming import stream_captions
+
+        return stream_captions(data) if vocabulary else []
+    return check_captions(data)[0]
+
+
+def build_batches(config: Any, data: Any, model: Model, env: Any, teacher: Model | None = None) -> tuple[Any, Any]:
+    """``(sampler, loader)`` for ``data`` (``load_training_data``'s result) under ``config`` (a ``TrainConfig``)."""
+    per_rank = config.batch_size * config.accum_steps
+    workers = check_workers(config.data.num_workers)
+    negatives = None
+    if config.loss.hard_negatives is not None:
+        from cliplab.train.hard_negatives import HardNegativeSampler
+
+        if config.accum_steps > 1:
+            raise ValueError("loss.hard_negatives does not support accum_steps > 1")
+        negatives = HardNegativeSampler(config.loss.hard_negatives, config.seed)
+    if isinstance(data, list):
+        from cliplab.train.streaming import ShardStream, StreamBatchLoader
+
+        if negatives is not None:
+            raise ValueError("loss.hard_negatives is not supported with a stream of shards (wds:)")
+        sampler = ShardStream(
+            data,
+            per_rank,
+            config.seed,
+            env.rank,
+            env.world_size,
+            num_workers=config.data.shard_readers,
+            buffer_size=config.data.shuffle_buffer,
+        )
+        return sampler, StreamBatchLoader(model, teacher=teacher, num_workers=workers)
+    captions, t2i = check_captions(data)
+    sampler = PairSampler(t2i, len(data), per_rank, config.seed, env.rank, env.world_size)
+    cache = config.data.cache_images
+    if cache is None:
+        size = image_cache_size(model, len(data))
+        cache = size is not None and size <= config.data.cache_limit_gb * 2**30
+    loader = BatchLoader(
+        data, captions, model, cache_images=cache, teacher=teacher, negatives=negatives, num_workers=workers
+    )
+    return sampler, loader
+
+
+__all__ = [
+    "BatchLoader",
+    "PairSampler",
+    "SamplerState",
+    "TokenCache",
+    "build_batches",
+    "check_captions",
+    "image_cache_size",
+    "load_training_data",
+    "training_captions",
+]

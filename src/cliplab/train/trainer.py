@@ -30,11 +30,23 @@ from tqdm.auto import tqdm
 
 from cliplab.models.base import Model
 from cliplab.train import checkpoint as ckpt
-from cliplab.train.batches import BatchLoader, PairSampler, SamplerState, check_captions, image_cache_size
+from cliplab.train.batches import build_batches, load_training_data, training_captions
 from cliplab.train.config import TrainConfig
 from cliplab.train.gradcache import direct_backward, gradcache_backward, split_batch
 from cliplab.train.objective import Objective
 from cliplab.train.runlog import MetricsLog
+from cliplab.train.scaling import (
+    compile_module,
+    enable_grad_checkpointing,
+    full_model,
+    full_model_state,
+    full_optimizer_state,
+    load_model_state,
+    load_optimizer_state,
+    shard_fsdp,
+    sync_replicated_grads,
+)
+from cliplab.train.scaling import grad_norm as fsdp_grad_norm
 from cliplab.train.setup import (
     DistEnv,
     TwoTower,
@@ -107,12 +119,11 @@ class Trainer:
         self.output_dir = Path(cfg.output_dir)
         seed_everything(cfg.seed + self.env.rank)
         resume_from = ckpt.resume_point(self.output_dir, self.resume)
-        from cliplab.data import load_dataset
-
-        dataset = load_dataset(cfg.data.train, split=cfg.data.split, **cfg.data.options)
-        captions, t2i = check_captions(dataset)
+        data = load_training_data(cfg.data.train, cfg.data.split, cfg.data.options)
+        tok_dir = resume_from / ckpt.TOKENIZER_DIR if resume_from else None
+        new_vocabulary = self.model is None and cfg.model.spec is None and not (tok_dir and tok_dir.is_dir())
+        captions = training_captions(data, vocabulary=new_vocabulary)
         if self.model is None:
-            tok_dir = resume_from / ckpt.TOKENIZER_DIR if resume_from else None
             self.model, from_scratch = build_model(cfg, captions, self.device, tokenizer_dir=tok_dir)
         else:
             self.model.to(self.device)
@@ -132,33 +143,28 @@ class Trainer:
                 log.warning("patch_dropout has no effect on a locked (eval-mode) image tower")
             self.patch_dropout = PatchDropout(model.module, cfg.patch_dropout)
         self.objective = Objective(cfg.loss, model, self.env, self.device)
+        if cfg.grad_checkpointing:
+            enable_grad_checkpointing(model)
+        self.wrapper = TwoTower(model, lock_image=cfg.lock_image, lock_text=cfg.lock_text)
+        self.fsdp_twin, self.replicated = None, []
+        if cfg.fsdp:  # before the optimizer: sharding replaces the parameters
+            if cfg.grad_clip.mode != "none":
+                raise ValueError("fsdp: true supports grad_clip.mode none only")
+            self.fsdp_twin, self.replicated = shard_fsdp(self.wrapper, model)
         seed_everything(cfg.seed + self.env.rank)  # model creation re-seeds; the training stream starts here
         self.params, self.optimizer, self.scheduler, self.scaler = build_optimization(cfg, model.module, self.device)
         self.clipper = build_clipper(cfg)
-        per_rank = cfg.batch_size * cfg.accum_steps
-        self.sampler = PairSampler(t2i, len(dataset), per_rank, cfg.seed, self.env.rank, self.env.world_size)
-        cache = cfg.data.cache_images
-        if cache is None:
-            size = image_cache_size(model, len(dataset))
-            cache = size is not None and size <= cfg.data.cache_limit_gb * 2**30
-        negatives = None
-        if cfg.loss.hard_negatives is not None:
-            from cliplab.train.hard_negatives import HardNegativeSampler
-
-            if cfg.accum_steps > 1:
-                raise ValueError("loss.hard_negatives does not support accum_steps > 1")
-            negatives = HardNegativeSampler(cfg.loss.hard_negatives, cfg.seed)
-        self.loader = BatchLoader(
-            dataset, captions, model, cache_images=cache, teacher=self.objective.teacher, negatives=negatives
-        )
+        self.sampler, self.loader = build_batches(cfg, data, model, self.env, self.objective.teacher)
         self.evaluator = None
         if self.env.is_main and (cfg.eval.zeroshot or cfg.eval.retrieval):
             from cliplab.train.evaluation import PeriodicEval
 
             self.evaluator = PeriodicEval(cfg.eval, model)
-        self.wrapper = TwoTower(model, lock_image=cfg.lock_image, lock_text=cfg.lock_text)
-        self.ddp = wrap_ddp(self.wrapper, self.device) if self.env.distributed else None
-        self.sampler_state = SamplerState()
+        self.ddp = wrap_ddp(self.wrapper, self.device) if self.env.distributed and not cfg.fsdp else None
+        self.runner = self.ddp or self.wrapper
+        if cfg.compile:
+            self.runner = compile_module(self.runner)
+        self.sampler_state = self.sampler.initial_state()
         self.checkpoint_path: Path | None = None
         if resume_from is not None:
             self._restore(resume_from)
@@ -195,7 +201,7 @@ class Trainer:
         inputs = {"pixels": batch["pixels"], "tokens": batch["tokens"]}
         if "negative_tokens" in batch:  # hard negatives (one process, no accumulation: checked at set-up)
             inputs["negative_tokens"] = batch["negative_tokens"]
-        run = self.ddp or self.wrapper
+        run = self.runner
 
         def forward(b: dict[str, Any], module: nn.Module = run) -> Any:
             with self._autocast():
@@ -227,6 +233,8 @@ class Trainer:
                 no_sync=self.ddp.no_sync if self.ddp is not None else None,
                 device=self.device,
             )
+        if self.replicated:
+            sync_replicated_grads(self.replicated)
         if self.env.distributed:
             loss = loss.clone()
             dist.all_reduce(loss)
@@ -257,6 +265,8 @@ class Trainer:
         return None, None
 
     def _grad_norm(self) -> float:
+        if self.config.fsdp:
+            return fsdp_grad_norm(self.params)
         grads = [p.grad.detach().float().norm() for p in self.params if p.grad is not None]
         return float(torch.stack(grads).norm()) if grads else 0.0
 
@@ -276,7 +286,7 @@ class Trainer:
             self.setup()
             first = self.step
             self._loop()
-            model_dir = self.save_model() if self.env.is_main else None
+            model_dir = self.save_model()
         finally:
             self._teardown()
         return {
@@ -390,16 +400,32 @@ class Trainer:
         """The objects whose ``state_dict`` a checkpoint keeps."""
         return dict(optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, clipper=self.clipper)
 
+    def _gather(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order."""
+        if not self.env.distributed:
+            return [obj]
+        out = [obj] * self.env.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """The full model state dict (under FSDP gathered to rank 0: every rank must call this)."""
+        return full_model_state(self.wrapper) if self.config.fsdp else self.model.module.state_dict()
+
     def save_checkpoint(self) -> Path | None:
-        """Write a checkpoint of the current step (rank 0; every rank contributes its RNG state)."""
-        rngs = [ckpt.rng_state(self.device)]
-        if self.env.distributed:
-            rngs = rngs * self.env.world_size
-            dist.all_gather_object(rngs, rngs[0])
+        """Write a checkpoint of the current step (rank 0; every rank contributes its RNG and stream state)."""
+        rngs = self._gather(ckpt.rng_state(self.device))
+        sampler = self.sampler_state.to_dict()
+        samplers = self._gather(sampler) if self.sampler.per_rank else None
+        weights = self._weights()
+        optimizer = full_optimizer_state(self.wrapper, self.optimizer) if self.config.fsdp else None
         if self.env.is_main:
             state = {k: None if v is None else v.state_dict() for k, v in self._stateful().items()}
+            if optimizer is not None:
+                state["optimizer"] = optimizer
             state.update(
-                sampler={"epoch": self.sampler_state.epoch, "position": self.sampler_state.position},
+                sampler=sampler,
+                samplers=samplers,
                 rng=rngs,
                 config=self.config.to_dict(),
                 eval=self.last_eval,
@@ -407,7 +433,7 @@ class Trainer:
             self.checkpoint_path = ckpt.save_checkpoint(
                 self.output_dir,
                 self.step,
-                self.model.module.state_dict(),
+                weights,
                 state,
                 tokenizer=getattr(self.model, "tokenizer", None) if self.from_scratch else None,
                 keep=self.config.keep_checkpoints,
@@ -417,15 +443,27 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         weights, state = ckpt.load_checkpoint(path)
-        self.model.module.load_state_dict(weights, strict=True)
+        if self.config.fsdp:
+            load_model_state(self.wrapper, weights)
+        else:
+            self.model.module.load_state_dict(weights, strict=True)
         now = self.config.to_dict()
         changed = sorted(k for k, v in state["config"].items() if k not in _RESUME_FREE and now.get(k) != v)
         if changed:
             log.warning("resuming %s with a changed config (%s): the run will not be exact", path, ", ".join(changed))
         for key, obj in self._stateful().items():
             if obj is not None and state.get(key) is not None:
-                obj.load_state_dict(state[key])
-        self.sampler_state = SamplerState(**state["sampler"])
+                if key == "optimizer" and self.config.fsdp:
+                    load_optimizer_state(self.wrapper, obj, state[key])
+                else:
+                    obj.load_state_dict(state[key])
+        samplers = state.get("samplers")
+        if self.sampler.per_rank and (not samplers or len(samplers) != self.env.world_size):
+            raise ValueError(
+                f"{path}: a stream of shards resumes only with the number of processes that wrote the checkpoint "
+                f"({len(samplers or [])}), not {self.env.world_size}"
+            )
+        self.sampler_state = self.sampler.state_from_dict(samplers[self.env.rank] if samplers else state["sampler"])
         self.step = int(state["step"])
         rngs = state["rng"]
         if len(rngs) != self.env.world_size:
@@ -435,10 +473,19 @@ class Trainer:
         self.checkpoint_path = path
         log.info("resumed from %s (step %d)", path, self.step)
 
-    def save_model(self, directory: str | os.PathLike | None = None) -> Path:
-        """Save the model in Hugging Face format (default ``output_dir/model``; see ``checkpoint.save_hf_model``)."""
+    def save_model(self, directory: str | os.PathLike | None = None) -> Path | None:
+        """Save the model in Hugging Face format (default ``output_dir/model``; see ``checkpoint.save_hf_model``).
+
+        Rank 0 writes; under FSDP every rank must call it (the weights are gathered first).
+        """
         target = Path(directory) if directory is not None else self.output_dir / "model"
-        return ckpt.save_hf_model(self.model, target, bias_in_config=self.added_bias)
+        model = self.model
+        if self.config.fsdp:
+            weights = self._weights()
+            if not self.env.is_main:
+                return None
+            model = full_model(self.fsdp_twin, weights)
+        return ckpt.save_hf_model(model, target, bias_in_config=self.added_bias) if self.env.is_main else None
 
     def _teardown(self) -> None:
         if getattr(self, "loader", None) is not None:
