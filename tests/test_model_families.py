@@ -307,3 +307,23 @@ def test_patch_preprocess_matches_siglip2_processor_and_packs():
     assert Preprocess.from_hf_config(pp.to_hf_config()) == pp
     with pytest.raises(ValueError, match="shape"):
         unpack_patches(torch.zeros(2, 3, 8, 8))
+
+
+def test_siglip2_naflex_trains_saves_and_reloads(tmp_path):
+    """Packed patch batches go through the trainer (no fixed-size image cache) and the saved model keeps NaFlex."""
+    from cliplab.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    module, tok, proc, _ = build_siglip2(tmp_path)
+    src = tmp_path / "siglip2"
+    for part in (module, tok, proc):
+        part.save_pretrained(src)
+    cfg = {"model": {"spec": str(src)}, "data": {"train": "shapes:n=24,image_size=32"}, "steps": 2}
+    cfg |= {"batch_size": 8, "loss": {"name": "siglip"}, "output_dir": str(tmp_path / "run")}
+    summary = Trainer(TrainConfig.from_dict(cfg), progress=False).fit()
+    assert summary["status"] == "completed" and summary["step"] == 2
+    trained = cliplab.load_model(summary["model_dir"], device="cpu")
+    assert isinstance(trained.preprocess, PatchPreprocess) and trained.preprocess.max_num_patches == 24
+    before = cliplab.load_model(src, device="cpu")
+    ims = images(5)
+    assert not torch.allclose(trained.encode_images(ims), before.encode_images(ims), atol=1e-4)
