@@ -375,3 +375,43 @@ def test_zeroshot_and_embed_cli_on_wds_match_clip_benchmark(tmp_path, tiny_model
     feats = Features.load(out)
     assert feats.labels.tolist() == y.tolist()
     assert np.allclose(feats.images.numpy(), f, atol=1e-5)
+
+
+def test_retrieve_cli_on_a_wds_retrieval_set_matches_clip_benchmark(tmp_path, tiny_model_dir, capsys):
+    import torch
+
+    from cliplab.cli.commands import main
+    from cliplab.models import load_model
+
+    root = tmp_path / "wds_ret"
+    (root / "test").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    words = [("red", "circle"), ("blue", "square"), ("green", "star"), ("red", "thing"), ("blue", "star")]
+    caps = [
+        [f"a {size} {c} {s} on the {side}" for size, side in (("small", "left"), ("large", "right"))][: 1 + i % 2]
+        for i, (c, s) in enumerate(words)
+    ]
+    with tarfile.open(root / "test" / "0.tar", "w") as tf:
+        for i, c in enumerate(caps):
+            _add(tf, f"s{i:07d}.png", _encode(random_image(rng), "png"))
+            _add(tf, f"s{i:07d}.txt", "\n".join(c).encode())
+    (root / "test" / "nshards.txt").write_text("1\n")
+    (root / "dataset_type.txt").write_text("retrieval\n")
+    argv = ["retrieve", str(tiny_model_dir), f"wds:{root}", "--ks", "1,2", "--json", "--quiet", "--no-cache"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    flat = [c for cs in caps for c in cs]
+    t2i = np.asarray([i for i, cs in enumerate(caps) for _ in cs])
+    model = load_model(str(tiny_model_dir))
+    with tarfile.open(root / "test" / "0.tar") as tf:
+        images = [
+            Image.open(io.BytesIO(tf.extractfile(m).read())).convert("RGB") for m in tf if m.name.endswith(".png")
+        ]
+    with torch.no_grad():
+        sim = model.encode_images(images).numpy() @ model.encode_texts(flat).numpy().T
+    assert out["n_images"] == 5 and out["n_captions"] == len(flat)
+    for k in (1, 2):
+        t2i_recall = np.mean([t2i[m] in np.argsort(-sim[:, m])[:k] for m in range(len(flat))])
+        i2t_recall = np.mean([bool(set(np.argsort(-sim[n])[:k]) & set(np.nonzero(t2i == n)[0])) for n in range(5)])
+        assert out[f"image_retrieval_recall@{k}"] == pytest.approx(t2i_recall, abs=1e-6)
+        assert out[f"text_retrieval_recall@{k}"] == pytest.approx(i2t_recall, abs=1e-6)
