@@ -214,7 +214,8 @@ def test_train_save_load_with_open_clip_and_resume(tmp_path):
 
 
 def test_cli_train_openclip_model_from_a_config_directory(tmp_path):
-    """``cliplab train`` in a fresh process, from a directory holding only open_clip's config (random init)."""
+    """``cliplab train`` in a fresh process, from a directory holding only open_clip's config (random init), with
+    the SigLIP loss: the bias the trainer adds is saved in open_clip's format too."""
     arch_dir = tmp_path / "arch"
     arch_dir.mkdir()
     base, vision = TINY["cliplab-test-vit"]
@@ -227,6 +228,7 @@ def test_cli_train_openclip_model_from_a_config_directory(tmp_path):
                 "data": {"train": "shapes:n=24,image_size=32"},
                 "steps": 2,
                 "batch_size": 8,
+                "loss": {"name": "siglip"},  # adds a logit_bias, which the saved directory must keep
                 "output_dir": str(tmp_path / "run"),
             }
         )
@@ -244,3 +246,5 @@ def test_cli_train_openclip_model_from_a_config_directory(tmp_path):
     ims = images(4)
     _, ref_img, _ = reference(module, f"local-dir:{out}", ims, TEXTS)
     assert torch.allclose(model.encode_images(ims), ref_img, atol=1e-5)
+    assert model.logit_bias is not None and model.logit_bias == pytest.approx(float(module.logit_bias.detach()))
+    assert model.logit_bias == pytest.approx(-10.0, abs=0.1)  # SigLIP's init, after two small steps

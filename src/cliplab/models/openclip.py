@@ -90,6 +90,8 @@ class OpenCLIPModel(Model):
     """An open_clip model with its tokenizer; ``save`` writes open_clip's own directory format."""
 
     can_train = True
+    #: ``save`` keeps a ``logit_bias`` the trainer added (SigLIP loss) as ``model_cfg.init_logit_bias`` + weights
+    saves_logit_bias = True
 
     def __init__(self, arch: str, pretrained: str | None, *, spec: str, device: str | None = None):
         open_clip = _import_open_clip()

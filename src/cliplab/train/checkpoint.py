@@ -163,7 +163,8 @@ def save_hf_model(model: Any, target: str | Path, *, bias_in_config: bool = Fals
 
     target = Path(target)
     module = model.module
-    bias = module.logit_bias if bias_in_config else None
+    # a model class that stores such a bias in its own format (``saves_logit_bias``, e.g. open_clip's) keeps it
+    bias = module.logit_bias if bias_in_config and not getattr(model, "saves_logit_bias", False) else None
     if bias is not None:
         del module.logit_bias
     try:
