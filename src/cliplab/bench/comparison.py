@@ -1,5 +1,6 @@
-"""``cliplab bench --compare A.json B.json``: the metrics of two runs side by side (each registered stage's
-``Stage.metrics``), each difference marked better or worse by the metric's ``higher_is_better``."""
+"""``cliplab bench --compare A.json B.json [C.json ...]``: the metrics of runs side by side (each registered
+stage's ``Stage.metrics``). Two runs: each difference B − A marked better or worse by the metric's
+``higher_is_better``; more runs: the best run of every metric (:func:`compare_runs`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from cliplab.bench.stage import STAGES
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``results.json`` (or a run directory holding one); FileNotFoundError / ValueError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"results file not found: {path}")
     try:
@@ -61,4 +65,30 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[list[Any]]:
         va, vb = ha.get(key), hb.get(key)
         delta = vb - va if finite(va) and finite(vb) else None  # None (or NaN) on either side: no difference
         rows.append([key, va, vb, delta, direction(delta, higher[key])])
+    return rows
+
+
+def best_run(values: list[Any], higher_is_better: bool | None) -> int | None:
+    """Index of the best finite value (the first on a tie); None without a direction, with fewer than two finite
+    values, or when they are all equal."""
+    finite_at = [(i, v) for i, v in enumerate(values) if finite(v)]
+    if higher_is_better is None or len(finite_at) < 2 or len({v for _, v in finite_at}) == 1:
+        return None
+    pick = max if higher_is_better else min
+    return pick(finite_at, key=lambda iv: iv[1])[0]
+
+
+def compare_runs(runs: list[dict[str, Any]]) -> list[list[Any]]:
+    """Rows ``[metric, value of run 1, ..., value of run N, index of the best run or None]`` over the union of
+    every run's metrics, in order of first appearance."""
+    if len(runs) < 2:
+        raise ValueError(f"comparing needs at least two runs, got {len(runs)}")
+    per_run = [metrics(r) for r in runs]
+    values = [{k: v for k, v, _ in m} for m in per_run]
+    higher = {k: h for m in per_run for k, _, h in m}
+    keys = list(dict.fromkeys(k for m in per_run for k, _, _ in m))
+    rows = []
+    for key in keys:
+        row = [v.get(key) for v in values]
+        rows.append([key, *row, best_run(row, higher[key])])
     return rows

@@ -202,9 +202,16 @@ def skipped(anchor: str, title: str, reason: str) -> str:
     return section(anchor, title, "", f'<p class="note">Not run: {esc(reason)}</p>')
 
 
-def page(title: str, meta: str, sections: Sequence[tuple[str, str, str]], footer: str = "") -> str:
-    """A whole document; ``sections`` are (anchor, nav label, html)."""
+def page(
+    title: str,
+    meta: str,
+    sections: Sequence[tuple[str, str, str]],
+    footer: str = "",
+    links: Sequence[tuple[str, str]] = (),
+) -> str:
+    """A whole document; ``sections`` are (anchor, nav label, html); ``links`` (label, relative URL) end the nav."""
     nav = "".join(f'<a href="#{esc(a)}">{esc(label)}</a>' for a, label, _ in sections)
+    nav += "".join(f'<a href="{esc(url)}">{esc(label)}</a>' for label, url in links)
     body = "".join(s for _, _, s in sections)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"/>'

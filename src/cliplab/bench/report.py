@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +139,12 @@ def write_report(
     report_data: dict[str, Any] | None = None,
     *,
     rendered: dict[str, str] | None = None,
+    links: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write ``results`` (and each stage's in-memory ``report_data``, such as sample images) as one HTML file.
 
     ``rendered``: sections from :func:`render_sections` (the overview, with the final timings, is built here).
+    ``links``: ``(label, relative URL)`` pages linked from the navigation (a suite's leaderboard).
     """
     rendered = render_sections(results, report_data) if rendered is None else rendered
     rendered = {"overview": _overview(results), **rendered}
@@ -152,7 +155,7 @@ def write_report(
         f"{results['created'].replace('T', ' ').replace('+00:00', ' UTC')}"
     )
     footer = f"cliplab {results['cliplab_version']} · results.json schema version {results['schema_version']}"
-    doc = H.page("cliplab bench report", meta, parts, footer=footer)
+    doc = H.page("cliplab bench report", meta, parts, footer=footer, links=links)
     path = Path(path)
     write_text_atomic(path, doc)
     return path

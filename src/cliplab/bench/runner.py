@@ -8,6 +8,7 @@ in-memory data for its report section; the runner records it with its wall time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -29,6 +30,15 @@ __all__ = ["BUILTIN_TASKS", "SCHEMA_VERSION", "STAGES", "STYLE_SHIFTS", "BenchCo
 SCHEMA_VERSION = 1
 
 
+def templates_key(templates: Any) -> str | None:
+    """How ``results.json`` names a run's templates: None (each dataset's own), a set name, or ``sha256:<12 hex>``
+    of the templates as canonical JSON (a CuPL description file is too big to copy into every results file)."""
+    if templates is None or isinstance(templates, str):
+        return templates
+    text = json.dumps(to_jsonable(templates), sort_keys=True, ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def run_bench(
     model: Model,
     data_spec: str = "shapes",
@@ -44,13 +54,17 @@ def run_bench(
     shots: tuple[int, ...] = (1, 2, 4, 8, 16),
     ood_data: Sequence[str] = (),
     load_seconds: float | None = None,
+    templates: Any = None,
+    links: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Run the selected stages (all by default); write ``results.json`` and ``report.html`` in ``output_dir``.
 
     ``ood_data``: dataset specs of OOD images for the ``ood`` stage on data other than the built-in world.
     ``load_seconds``: how long loading (or, for ``builtin:shapes`` on first use, training) the model took;
     recorded as ``timings.load_model`` and counted in ``timings.total``. The schema of ``results.json`` is
-    documented in ``docs/bench-results.md``.
+    documented in ``docs/bench-results.md``. ``templates``: class-name templates for every zero-shot classifier
+    (see ``cliplab.zeroshot.class_prompts``; None: each dataset's own), recorded as ``config.templates`` (a set
+    name, or a hash of the templates given). ``links``: ``(label, relative URL)`` added to the report's navigation.
     """
     names = list(STAGES) if not only else only
     unknown = [s for s in names if s not in STAGES]
@@ -66,6 +80,7 @@ def run_bench(
         seeds=tuple(seeds),
         shots=tuple(shots),
         ood_specs=tuple(str(d) for d in ood_data),
+        templates=templates,
     )
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -80,7 +95,13 @@ def run_bench(
             "logit_bias": model.logit_bias,
         },
         "data": {"spec": str(data_spec), "n": n, "ood": [str(d) for d in ood_data]},
-        "config": {"stages": names, "batch_size": batch_size, "seeds": list(seeds), "shots": list(shots)},
+        "config": {
+            "stages": names,
+            "batch_size": batch_size,
+            "seeds": list(seeds),
+            "shots": list(shots),
+            "templates": templates_key(templates),
+        },
         "environment": {"python": platform.python_version(), "platform": platform.platform()},
         "stages": {},
         "timings": {} if load_seconds is None else {"load_model": round(load_seconds, 3)},
@@ -115,5 +136,5 @@ def run_bench(
     if report is not None:
         from cliplab.bench.report import write_report
 
-        write_report(to_jsonable(results), out / "report.html", report_data, rendered=report)
+        write_report(to_jsonable(results), out / "report.html", report_data, rendered=report, links=links)
     return results

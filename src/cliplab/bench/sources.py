@@ -132,7 +132,8 @@ class BenchSource:
         feats = self.ctx.embed(ds)
         if feats.labels is None or not feats.classnames:
             raise ValueError(f"dataset {ds.name!r} has no class labels")
-        return TaskSets(task, style, feats, zeroshot_weights(self.ctx.model, feats.classnames, ds.templates), ds)
+        templates = self.ctx.templates or ds.templates
+        return TaskSets(task, style, feats, zeroshot_weights(self.ctx.model, feats.classnames, templates), ds)
 
 
 def is_builtin_world(spec: str) -> bool:

@@ -34,6 +34,8 @@ class BenchContext:
     seeds: tuple[int, ...] = (1, 2, 3)
     shots: tuple[int, ...] = (1, 2, 4, 8, 16)
     ood_specs: tuple[str, ...] = ()
+    #: class-name templates for every zero-shot classifier of the run (None: each dataset's own)
+    templates: Any = None
     _source: BenchSource | None = field(default=None, init=False, repr=False)
 
     @property

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,54 +10,16 @@ from cliplab.cli import preflight
 from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
 
 
-def _template_file(path: Path) -> Any:
-    if not path.is_file():
-        raise UsageError(f"templates file not found: {path}")
-    if path.suffix == ".txt":  # CLIP_benchmark's zeroshot_classification_templates.txt: one template per line
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not lines:
-            raise UsageError(f"templates file {path} is empty")
-        return lines
-    try:
-        loaded = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UsageError(f"templates file {path} is not valid JSON: {err}") from err
-    if not isinstance(loaded, list | dict):
-        raise UsageError(
-            f"templates file {path} must hold a list of templates or a class → sentences dict, "
-            f"got {type(loaded).__name__}"
-        )
-    return loaded
-
-
 def load_templates(value: str | None) -> Any:
-    """A template set name, a file, or several joined by ``+`` (combined: each class gets every part's prompts).
-
-    Files: ``.json`` holding a list of templates (``{}`` or ``{c}``) or a class → sentences dict (CuPL's
-    descriptions), or ``.txt`` with one template per line (CLIP_benchmark's
-    ``zeroshot_classification_templates.txt``). ``imagenet80+cupl_imagenet.json`` is CuPL's combined ensemble.
-    """
+    """A template set name, a ``.json``/``.txt`` file, or several joined by ``+`` (see ``read_templates``)."""
     if value is None:
         return None
-    path = Path(value)
-    if path.is_file() or ("+" not in value and path.suffix in (".json", ".txt")):
-        return _template_file(path)
-    if "+" not in value:
-        return value
-    parts: list[Any] = []
-    for piece in value.split("+"):
-        if not piece:
-            raise UsageError(f"templates {value!r}: an empty part between '+'")
-        loaded = load_templates(piece)
-        if isinstance(loaded, str):  # a set name: checked here, where the option's name is known
-            from cliplab.zeroshot.templates import get_templates
+    from cliplab.zeroshot.templates import read_templates
 
-            try:
-                loaded = get_templates(loaded)
-            except ValueError as err:
-                raise UsageError(str(err)) from err
-        parts.extend(loaded if isinstance(loaded, list) else [loaded])
-    return parts
+    try:
+        return read_templates(value)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from err
 
 
 def load_classnames(value: str | None) -> list[str] | None:

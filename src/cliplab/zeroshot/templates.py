@@ -20,6 +20,8 @@ import json
 from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
 Templates = Sequence[str | Mapping[str, Sequence[str]]] | Mapping[str, Sequence[str]] | str | None
 
@@ -119,3 +121,50 @@ def class_prompts(classnames: Sequence[str], templates: Templates = None) -> lis
         for prompts, sentences in zip(out, _descriptions(classnames, table)):
             prompts.extend(sentences)
     return out
+
+
+def _template_file(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"templates file not found: {path}")
+    if path.suffix == ".txt":  # CLIP_benchmark's zeroshot_classification_templates.txt: one template per line
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"templates file {path} is empty")
+        return lines
+    try:
+        loaded = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"templates file {path} is not valid JSON: {err}") from err
+    if not isinstance(loaded, list | dict):
+        raise ValueError(
+            f"templates file {path} must hold a list of templates or a class → sentences dict, "
+            f"got {type(loaded).__name__}"
+        )
+    return loaded
+
+
+def read_templates(value: str, base: str | Path | None = None) -> Any:
+    """Templates named by text: a set name, a file, or several joined by ``+`` (combined, see ``class_prompts``).
+
+    Files: ``.json`` holding a list of templates (``{}`` or ``{c}``) or a class → sentences dict (CuPL's
+    descriptions), or ``.txt`` with one template per line (CLIP_benchmark's
+    ``zeroshot_classification_templates.txt``). ``imagenet80+cupl_imagenet.json`` is CuPL's combined ensemble.
+    ``base``: the directory relative file names are read from (default: the working directory). A single set
+    name is returned as is; in a combination it is expanded (and checked).
+    """
+    path = Path(value).expanduser()
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    if path.is_file() or ("+" not in value and path.suffix in (".json", ".txt")):
+        return _template_file(path)
+    if "+" not in value:
+        return value
+    parts: list[Any] = []
+    for piece in value.split("+"):
+        if not piece:
+            raise ValueError(f"templates {value!r}: an empty part between '+'")
+        loaded = read_templates(piece, base)
+        if isinstance(loaded, str):
+            loaded = get_templates(loaded)
+        parts.extend(loaded if isinstance(loaded, list) else [loaded])
+    return parts

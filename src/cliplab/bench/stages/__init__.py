@@ -3,7 +3,7 @@
 import importlib
 
 #: the built-in stages in run and page order
-ORDER = ("zeroshot", "adapt", "retrieval", "probes", "geometry", "ood", "calibration", "estimate")
+ORDER = ("zeroshot", "adapt", "linear_probe", "retrieval", "probes", "geometry", "ood", "calibration", "estimate")
 
 for _name in ORDER:
     importlib.import_module(f"{__name__}.{_name}")

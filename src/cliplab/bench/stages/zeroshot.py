@@ -42,7 +42,7 @@ def run(ctx: BenchContext) -> StageResult:
         if feats.labels is None or not feats.classnames:
             out[task] = {"skipped": f"dataset {ds.name!r} has no class labels"}
             continue
-        templates = getattr(ctx, "templates", None) or ds.templates
+        templates = ctx.templates or ds.templates
         weights = zeroshot_weights(ctx.model, feats.classnames, templates)
         m = ctx.model
         logits = zeroshot_logits(feats.images, weights, m.logit_scale, m.logit_bias, m.geometry)
