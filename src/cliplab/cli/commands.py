@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("probe:add_probe", "probe:run"),
     "curate": ("curate:add_curate", "curate:run"),
     "train": ("train:add_train", "train:run"),
+    "finetune": ("finetune:add_finetune", "finetune:run"),
     "index": ("index:add_index", "index:run_index"),
     "serve": ("serve:add_serve", "serve:run_serve"),
 }

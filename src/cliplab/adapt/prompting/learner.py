@@ -42,6 +42,13 @@ def _check_init(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be None or a non-empty phrase, got {value!r}")
 
 
+def inspect_default(cls: type, name: str) -> Any:
+    import inspect
+
+    param = inspect.signature(cls.__init__).parameters.get(name)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
 def is_image_input(x: Any) -> bool:
     return not (isinstance(x, torch.Tensor) and x.ndim == 2)
 
@@ -103,6 +110,13 @@ class PromptLearner(Estimator):
         "seed": SEED,
         "eval_every": SIZE,
     }
+
+    @classmethod
+    def default_grid(cls) -> dict[str, list[Any]]:
+        """Values the protocol tries on the validation set: the reference learning rate and 10× it (the
+        reference rates were tuned for ViT-B/16; small models often need larger steps)."""
+        lr = inspect_default(cls, "lr")
+        return {} if lr is None else {"lr": [lr, 10 * lr]}
 
     # -- inputs ---------------------------------------------------------------------------------
     def _inputs(self, model: Model, x: Any, what: str) -> torch.Tensor:

@@ -7,7 +7,9 @@ them beside the feature adapters.
 Per seed and ``k``: the support set is ``k`` training images per class (``k_shot_indices``); a validation set
 of ``min(k, 4)`` further training images per class (Dassl's rule) selects the prompt state (the best
 evaluation epoch); the test set is only passed to ``logits`` of the final learner. Text-only methods get the
-cached training features; MaPLe gets the support images. TPT uses no training data: it runs once per seed
+cached training features; MaPLe gets the support images. With ``search``, each
+method's ``default_grid()`` (its reference learning rate and 10×) is tried and the fit with the best
+validation accuracy is kept. TPT uses no training data: it runs once per seed
 and its accuracy is reported for every ``k``.
 
 Base-to-new: classes sorted by label, the first half is base. Learners are fit on base classes only and
@@ -18,6 +20,7 @@ mean ``HM = 2·base·new / (base + new)`` summarises both.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -105,6 +108,36 @@ def _make(name: str, seed: int, params: Mapping[str, Mapping[str, Any]] | None) 
     return cls(**kw)
 
 
+def _fit_selected(
+    name: str,
+    seed: int,
+    params: Mapping[str, Mapping[str, Any]] | None,
+    model: Model,
+    tr: _Data,
+    support: torch.Tensor,
+    val_idx: np.ndarray | None,
+    classnames: list[str],
+    search: bool,
+) -> tuple[PromptLearner, dict[str, Any]]:
+    """Fit ``name``; with a validation set, try its ``default_grid()`` (values not fixed in ``params``) and keep
+    the fit with the best validation accuracy (the first on ties)."""
+    cls = PROMPT_METHODS[name]
+    fixed = dict((params or {}).get(name, {}))
+    grid = {k: v for k, v in cls.default_grid().items() if k not in fixed} if search and val_idx is not None else {}
+    keys = list(grid)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*grid.values())] if keys else [{}]
+    val = {} if val_idx is None else {"val": tr.inputs(cls, torch.as_tensor(val_idx)), "val_labels": tr.labels[val_idx]}
+    best: tuple[float, PromptLearner, dict[str, Any]] | None = None
+    for combo in combos:
+        est = _make(name, seed, {name: {**fixed, **combo}})
+        est.fit(model, tr.inputs(cls, support), tr.labels[support], classnames, **val)
+        score = getattr(est, "val_accuracy_", None)
+        if best is None or (score is not None and score > best[0]):
+            best = (-1.0 if score is None else score, est, combo)
+    assert best is not None
+    return best[1], {"val_accuracy": best[0] if val_idx is not None else None, **best[2]}
+
+
 def _zeroshot(model: Model, test: _Data, classnames: list[str], templates: Any) -> float:
     from cliplab.zeroshot import zeroshot_weights
 
@@ -125,13 +158,15 @@ def run_prompt_few_shot(
     train_features: Any = None,
     test_features: Any = None,
     embed_kw: Mapping[str, Any] | None = None,
+    search: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Accuracy of each prompt method per shot count over ``seeds`` (see the module docstring).
 
     ``params``: per method, constructor keyword arguments (``{"coop": {"epochs": 50}}``). ``templates``: the
     zero-shot baseline's templates (default: the dataset's). ``train_features``/``test_features``: cached
-    ``Features`` of the two datasets (embedded here when absent, with ``embed_kw``).
+    ``Features`` of the two datasets (embedded here when absent, with ``embed_kw``). ``search``: pick the
+    values of each method's ``default_grid()`` on the validation images (never on the test set).
     """
     methods = list(methods or PROMPT_METHODS)
     unknown = [m for m in methods if m not in PROMPT_METHODS]
@@ -163,15 +198,8 @@ def run_prompt_few_shot(
                     tpt_runs[seed] = _accuracy(est.logits(te.pixels(test_all)), te.labels)
                 acc, note = tpt_runs[seed], "no training data (test-time tuning)"
             else:
-                est = _make(m, seed, params)
-                val = (
-                    {}
-                    if val_idx is None
-                    else {"val": tr.inputs(cls, torch.as_tensor(val_idx)), "val_labels": tr.labels[val_idx]}
-                )
-                est.fit(model, tr.inputs(cls, support), tr.labels[support], classnames, **val)
+                est, note = _fit_selected(m, seed, params, model, tr, support, val_idx, classnames, search)
                 acc = _accuracy(est.logits(te.inputs(cls, test_all)), te.labels)
-                note = {"val_accuracy": getattr(est, "val_accuracy_", None)}
             seconds[m] += time.perf_counter() - t0
             results[m].setdefault(k, {"runs": []})["runs"].append(acc)
             chosen[m].setdefault(k, []).append(note)
@@ -203,6 +231,7 @@ def prompt_base_to_new(
     train_features: Any = None,
     test_features: Any = None,
     embed_kw: Mapping[str, Any] | None = None,
+    search: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Base / new accuracy and harmonic mean per method (and zero-shot), averaged over ``seeds``."""
@@ -232,13 +261,15 @@ def prompt_base_to_new(
         cls = PROMPT_METHODS[m]
         base_runs, new_runs = [], []
         for seed in seeds:
-            est = _make(m, seed, params)
             if cls is TPT:
-                base_est = est.fit(model, None, None, base_names)
+                base_est = _make(m, seed, params).fit(model, None, None, base_names)
             else:
-                rel = k_shot_indices(tr.labels[base_train], k, seed, num_classes=n_base)
+                base_labels = tr.labels[base_train]
+                rel = k_shot_indices(base_labels, k, seed, num_classes=n_base)
+                rel_val = _validation_indices(base_labels, rel, k, seed, n_base)
                 idx = base_train[torch.as_tensor(rel)]
-                base_est = est.fit(model, tr.inputs(cls, idx), tr.labels[idx], base_names)
+                val_idx = None if rel_val is None else base_train[torch.as_tensor(rel_val)].numpy()
+                base_est, _ = _fit_selected(m, seed, params, model, tr, idx, val_idx, base_names, search)
             base_runs.append(_accuracy(base_est.logits(te.inputs(cls, base_test)), te.labels[base_test]))
             new_est = base_est.for_classes(new_names)
             new_runs.append(_accuracy(new_est.logits(te.inputs(cls, new_test)), te.labels[new_test] - n_base))

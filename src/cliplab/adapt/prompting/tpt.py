@@ -106,6 +106,10 @@ class TPT(PromptLearner):
         self.initial_ctx_ = self.prompt_.ctx.detach().clone()
         return self
 
+    @classmethod
+    def default_grid(cls) -> dict[str, list[Any]]:
+        return {}
+
     def for_classes(self, classnames: Any) -> Self:
         return type(self)(**self.get_params()).fit(self.model_, None, None, list(classnames))
 
