@@ -100,3 +100,15 @@ def test_hub_name_without_a_network_is_a_clear_error(tmp_path):
     (tmp_path / "junk").mkdir()
     with pytest.raises(ValueError, match="neither a save_to_disk directory"):
         load_dataset(f"hfds:{tmp_path / 'junk'}")
+
+
+def test_bare_saved_dirs_and_parquet_files_are_detected(tmp_path):
+    from cliplab.data.sources.hfds import HFDataset
+
+    _quiet()
+    hf, cols = make_hf(3, 7)
+    hf.save_to_disk(str(tmp_path / "saved"))
+    hf.to_parquet(str(tmp_path / "x.parquet"))
+    for target in (tmp_path / "saved", tmp_path / "x.parquet"):
+        ds = load_dataset(str(target))
+        assert isinstance(ds, HFDataset) and ds.labels.tolist() == cols["label"]

@@ -63,6 +63,7 @@ def test_flickr_without_filepath_and_default_root(tmp_path):
     write_random_images(tmp_path, files)  # images beside the JSON: root defaults to its folder
     ds = load_dataset(f"karpathy:{path}")
     assert [p.name for p in ds.paths] == ["1000.jpg", "1002.jpg", "1005.jpg"]
+    assert load_dataset(str(path)).captions == ds.captions  # a bare dataset_flickr30k.json is Karpathy's
     assert ds.fingerprint() == load_dataset(f"karpathy:{path}:split=test").fingerprint()
     assert ds.fingerprint() != load_dataset(f"karpathy:{path}:split=train").fingerprint()
 

@@ -415,3 +415,12 @@ def test_retrieve_cli_on_a_wds_retrieval_set_matches_clip_benchmark(tmp_path, ti
         i2t_recall = np.mean([bool(set(np.argsort(-sim[n])[:k]) & set(np.nonzero(t2i == n)[0])) for n in range(5)])
         assert out[f"image_retrieval_recall@{k}"] == pytest.approx(t2i_recall, abs=1e-6)
         assert out[f"text_retrieval_recall@{k}"] == pytest.approx(i2t_recall, abs=1e-6)
+
+
+def test_a_bare_directory_in_the_layout_is_detected(wds_dir):
+    from cliplab.data.sources.wds import WebDatasetDir
+
+    root, written = wds_dir
+    ds = load_dataset(str(root))
+    assert isinstance(ds, WebDatasetDir) and ds.labels.tolist() == [lab for _, _, lab in written]
+    check_data_spec(str(root))

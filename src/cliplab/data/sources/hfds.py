@@ -355,9 +355,16 @@ def check(target: str, split: str | None = "test", *, spec: str, **options: Any)
         )
 
 
+def detect(path: str) -> bool:
+    """A bare ``save_to_disk`` directory or ``.parquet`` file is an ``hfds:`` dataset."""
+    p = Path(path)
+    return (p.is_dir() and _is_saved(p)) or (p.is_file() and p.suffix == ".parquet")
+
+
 register_data_source(
     "hfds",
     load,
+    detect=detect,
     splits=SPLITS,
     check=check,
     description="hfds:<hub name | save_to_disk dir | parquet>[:split=...,image=...,label=...,caption=...]",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -133,9 +134,18 @@ def check(target: str, split: str | None = "test", *, spec: str, root: str | Non
         raise FileNotFoundError(f"dataset {spec!r}: image root not found: {root}")
 
 
+KARPATHY_FILE = re.compile(r"^dataset_(coco|flickr8k|flickr30k)\.json$")
+
+
+def detect(path: str) -> bool:
+    """A bare ``dataset_coco.json`` / ``dataset_flickr30k.json`` / ``dataset_flickr8k.json`` is Karpathy's."""
+    return os.path.isfile(path) and bool(KARPATHY_FILE.match(os.path.basename(path)))
+
+
 register_data_source(
     "karpathy",
     load,
+    detect=detect,
     splits=SPLITS,
     check=check,
     description="karpathy:<dataset_coco.json | dataset_flickr30k.json>[:root=<image dir>,split=test] (retrieval)",

@@ -360,9 +360,15 @@ def check(target: str, split: str | None = "test", *, spec: str, **options: Any)
         )
 
 
+def detect(path: str) -> bool:
+    """A bare directory in CLIP_benchmark's layout (a ``<split>/nshards.txt``) is a ``wds:`` dataset."""
+    return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, s, "nshards.txt")) for s in SPLITS)
+
+
 register_data_source(
     "wds",
     load,
+    detect=detect,
     splits=SPLITS,
     check=check,
     description="wds:<dir | hub id>[:split=test] (CLIP_benchmark webdatasets, e.g. wds:clip-benchmark/wds_cifar10)",
