@@ -94,6 +94,8 @@ def _read(data: str | os.PathLike) -> tuple[Any, list[Path], list[str], np.ndarr
     from cliplab.data.folders import CaptionDataset
 
     path = Path(data).expanduser()
+    if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json") and not path.is_file():
+        raise FileNotFoundError(f"caption file not found: {path}")
     if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
         ds = CaptionDataset(path, check_files=False)  # missing images are curated away, not an error
         return ds, list(ds.paths), list(ds.captions), np.asarray(ds.text_to_image), path
@@ -147,12 +149,9 @@ def _features(model: Any, dataset: Any, images: np.ndarray, captions: list[str],
     return img, torch.nn.functional.normalize(txt.float(), dim=1).numpy()
 
 
-def _write(output: Path, rows: list[tuple[Path, str]]) -> None:
-    from cliplab._io import atomic_path
-
+def _render(output: Path, rows: list[tuple[Path, str]]) -> str:
+    """The curated file's text: ``image,caption`` rows (JSONL objects), image paths relative to its folder."""
     suffix = output.suffix.lower()
-    if suffix not in OUTPUT_SUFFIXES:
-        raise ValueError(f"{output}: the curated file must be .csv, .tsv or .jsonl")
     base = output.parent.resolve()
 
     def rel(p: Path) -> str:
@@ -170,8 +169,7 @@ def _write(output: Path, rows: list[tuple[Path, str]]) -> None:
         w = csv.writer(buf, delimiter="\t" if suffix == ".tsv" else ",", lineterminator="\n")
         w.writerow(["image", "caption"])
         w.writerows([rel(p), c] for p, c in rows)
-    with atomic_path(output) as tmp:
-        tmp.write_text(buf.getvalue(), encoding="utf-8", newline="")
+    return buf.getvalue()
 
 
 def curate(
@@ -185,7 +183,7 @@ def curate(
 ) -> dict[str, Any]:
     """Curate ``data`` (a caption file or a captioned data spec with image files) into ``output``; returns the
     report (also written to :func:`report_path`). ``model``: a loaded model, or ``config.model`` is loaded."""
-    from cliplab._io import to_jsonable, write_text_atomic
+    from cliplab._io import atomic_path, to_jsonable
 
     config = config or CurateConfig()
     output = Path(output).expanduser()
@@ -254,14 +252,14 @@ def curate(
         resolved["concept_counts"] = counts
         drop("balance", found, rows)
     kept = alive()
-    _write(output, [(paths[int(t2i[m])], captions[m]) for m in kept])
+    text = _render(output, [(paths[int(t2i[m])], captions[m]) for m in kept])
     by_reason: dict[str, int] = {}
     for name, _ in removed.values():
         by_reason[name] = by_reason.get(name, 0) + 1
     report = {
         "input": str(data),
         "output": str(output),
-        "output_sha256": _sha256(output),
+        "output_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "model": getattr(model, "spec", None) if model is not None else None,
         "config": cfg,
         "resolved": resolved,
@@ -278,5 +276,9 @@ def curate(
             for m, (f, why) in sorted(removed.items())
         ],
     }
-    write_text_atomic(report_path(output), json.dumps(to_jsonable(report), indent=2, ensure_ascii=False) + "\n")
+    # both files appear together or not at all: each is written to a temporary sibling, then the report and
+    # the curated file replace their targets (the output last, so a report never describes a file not there)
+    with atomic_path(output) as tmp_out, atomic_path(report_path(output)) as tmp_report:
+        tmp_out.write_text(text, encoding="utf-8", newline="")
+        tmp_report.write_text(json.dumps(to_jsonable(report), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report
