@@ -9,14 +9,17 @@ The distributed versions (features gathered across ranks with gradients) are in
 
 from cliplab.losses.chunked import tiled_logsumexp, tiled_softplus_sum
 from cliplab.losses.clip import clip_loss
-from cliplab.losses.distill import clip_distill_loss, distill_loss
+from cliplab.losses.distill import DistillHead, clip_distill_loss, distill_loss
+from cliplab.losses.entailment import euclidean_entailment_loss
 from cliplab.losses.infoloob import infoloob_loss
 from cliplab.losses.siglip import siglip_loss
 
 __all__ = [
+    "DistillHead",
     "clip_distill_loss",
     "clip_loss",
     "distill_loss",
+    "euclidean_entailment_loss",
     "infoloob_loss",
     "siglip_loss",
     "tiled_logsumexp",

@@ -26,6 +26,7 @@ def clip_loss(
     *,
     geometry: str = "cosine",
     chunk_size: int | None = None,
+    squared: bool = True,
 ) -> torch.Tensor:
     """Symmetric contrastive (InfoNCE) loss of CLIP (Radford et al., 2021), mean over the batch.
 
@@ -41,6 +42,9 @@ def clip_loss(
             receives a gradient when it requires one.
         logit_bias: optional additive ``b`` (number or 0-d tensor).
         geometry: ``"cosine"`` or ``"euclidean"``.
+        squared: with ``"euclidean"``, False uses the plain distance, ``z_ij = −s·‖I_i − T_j‖`` (the
+            ``euclidean`` metric of EIFY's EuCLIP branch, ``loss.py``; materialised only). EuCLIP also
+            scales the features by ``1/√D`` before the loss (``cliplab.train.objective`` does).
         chunk_size: None materialises the ``B × B`` logits. An integer computes the same value and
             gradients (w.r.t. both feature matrices, the scale and the bias) from row tiles of
             ``chunk_size × B``: row and column log-sum-exp merged tile by tile, tiles recomputed in
@@ -56,6 +60,16 @@ def clip_loss(
     scale = as_scalar(logit_scale, "logit_scale", image)
     bias = as_scalar(logit_bias, "logit_bias", image) if logit_bias is not None else None
     n = image.shape[0]
+    if not squared:
+        if geometry != "euclidean":
+            raise ValueError("squared=False (the plain distance) needs geometry='euclidean'")
+        if chunk is not None:
+            raise ValueError("chunk_size is not supported with squared=False (the plain Euclidean distance)")
+        logits = -scale * euclidean_distances(image, text)
+        if bias is not None:
+            logits = logits + bias
+        labels = torch.arange(n, device=image.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
     if chunk is None:
         logits = pairwise_logits(image, text, scale, geometry)
         if bias is not None:
@@ -67,6 +81,13 @@ def clip_loss(
     if bias is not None:
         row_lse, col_lse, positives = row_lse + bias, col_lse + bias, positives + bias
     return (0.5 * (row_lse + col_lse) - positives).mean()
+
+
+def euclidean_distances(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``[N, M]`` distances ``‖a_i − b_j‖`` from ``‖a‖² + ‖b‖² − 2a·b``, clamped at ``eps`` before the
+    square root (a finite gradient where two features coincide)."""
+    sq = a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return sq.clamp_min(eps).sqrt()
 
 
 def clip_row_loss_sum(

@@ -152,7 +152,9 @@ class Trainer:
                 raise ValueError("fsdp: true supports grad_clip.mode none only")
             self.fsdp_twin, self.replicated = shard_fsdp(self.wrapper, model)
         seed_everything(cfg.seed + self.env.rank)  # model creation re-seeds; the training stream starts here
-        self.params, self.optimizer, self.scheduler, self.scaler = build_optimization(cfg, model.module, self.device)
+        self.params, self.optimizer, self.scheduler, self.scaler = build_optimization(
+            cfg, self.objective.optimized(model.module), self.device
+        )
         self.clipper = build_clipper(cfg)
         self.sampler, self.loader = build_batches(cfg, data, model, self.env, self.objective.teacher)
         self.evaluator = None
@@ -398,7 +400,13 @@ class Trainer:
 
     def _stateful(self) -> dict[str, Any]:
         """The objects whose ``state_dict`` a checkpoint keeps."""
-        return dict(optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, clipper=self.clipper)
+        return dict(
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            clipper=self.clipper,
+            distill_head=getattr(self.objective, "head", None),  # CLIP-KD's projections and ICL scale
+        )
 
     def _gather(self, obj: Any) -> list[Any]:
         """``obj`` of every rank, in rank order."""
