@@ -101,6 +101,26 @@ def test_features_and_preprocessing_match_open_clip(arch):
     assert model.has_token_embeddings and model.token_embeddings().weight.shape[0] == 49408
 
 
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"size": 32, "resize_mode": "shortest", "interpolation": "bicubic"},
+        {"size": [24, 40], "resize_mode": "shortest", "interpolation": "bilinear"},
+        {"size": 32, "resize_mode": "longest", "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]},
+        {"size": [40, 24], "resize_mode": "longest"},
+        {"size": [24, 40], "resize_mode": "squash"},
+    ],
+)
+def test_every_resize_mode_matches_open_clips_transform(cfg):
+    from cliplab.models.openclip import preprocess_from_cfg
+
+    ims = images(7) + [Image.new("RGB", (5, 60), (200, 10, 30))]
+    theirs = torch.stack([image_transform_v2(PreprocessCfg(**cfg), is_train=False)(im) for im in ims])
+    ours = preprocess_from_cfg(cfg).batch(ims)
+    assert ours.shape == theirs.shape
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+
+
 def test_local_checkpoint_file(tmp_path):
     arch = "cliplab-test-rn"
     torch.manual_seed(1)

@@ -10,7 +10,8 @@ Specs (target of ``openclip:``):
 - ``hf-hub:<org>/<repo>``: a Hub repository in that format.
 
 Preprocessing is rebuilt from the model's ``preprocess_cfg`` without torchvision: ``resize_mode`` "shortest"
-(resize the short side, centre crop rounded like torchvision's ``CenterCrop``) or "squash" (resize exactly).
+(resize the short side, centre crop rounded like torchvision's ``CenterCrop``), "longest" (fit the long side,
+zero-pad) or "squash" (resize exactly).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def is_open_clip_dir(path: str | os.PathLike) -> bool:
 def preprocess_from_cfg(cfg: dict[str, Any]) -> Preprocess:
     """open_clip's eval transform for ``preprocess_cfg`` (``open_clip.image_transform``), as a ``Preprocess``.
 
-    "shortest": ``Resize(size)`` of the short side then ``CenterCrop(size)``; "squash": ``Resize((h, w))``.
+    "shortest": ``Resize(size)`` of the short side (``ResizeKeepRatio`` for a non-square size) then
+    ``CenterCrop(size)``; "longest": ``ResizeKeepRatio(longest=1)`` then ``CenterCropOrPad`` with zeros;
+    "squash": ``Resize((h, w))``.
     """
     size = cfg.get("size", 224)
     h, w = (int(size), int(size)) if isinstance(size, int | float) else (int(size[0]), int(size[1]))
@@ -68,13 +71,18 @@ def preprocess_from_cfg(cfg: dict[str, Any]) -> Preprocess:
         "std": tuple(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
         "resample": _RESAMPLE[interpolation],
     }
+    if int(cfg.get("fill_color", 0)) != 0:
+        raise ValueError(f"open_clip preprocess_cfg: fill_color {cfg['fill_color']!r} is not supported (only 0)")
     if mode == "squash":
         return Preprocess(resize=(h, w), crop=None, **common)
     if mode == "shortest" and h == w:
         return Preprocess(resize=h, crop=(h, w), crop_round=True, **common)
+    if mode in ("shortest", "longest"):  # ResizeKeepRatio, then CenterCrop / CenterCropOrPad (zeros)
+        if mode == "shortest":  # open_clip builds this ResizeKeepRatio without its interpolation: bicubic
+            common["resample"] = Image.Resampling.BICUBIC
+        return Preprocess(resize=(h, w), crop=(h, w), crop_round=True, keep_ratio=mode, **common)
     raise ValueError(
-        f"open_clip preprocess_cfg: resize_mode {mode!r} with size {size!r} is not supported by cliplab "
-        "(supported: 'shortest' with a square size, 'squash')"
+        f"open_clip preprocess_cfg: unknown resize_mode {mode!r} (open_clip has 'shortest', 'longest', 'squash')"
     )
 
 

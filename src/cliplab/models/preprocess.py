@@ -63,6 +63,9 @@ class Preprocess:
     #: centre-crop offset ``round((H − ch) / 2)`` (torchvision's ``CenterCrop``, open_clip) instead of
     #: ``(H − ch) // 2`` (Hugging Face); the two differ by a pixel when ``H − ch`` is odd
     crop_round: bool = False
+    #: with a ``(h, w)`` ``resize``: keep the aspect ratio, scaling by ``min`` ("shortest") or ``max`` ("longest")
+    #: of ``H/h, W/w`` (open_clip's ``ResizeKeepRatio``); "" resizes exactly
+    keep_ratio: str = ""
 
     def __post_init__(self) -> None:  # canonical types, so equal recipes hash equally
         resize = self.resize
@@ -76,6 +79,8 @@ class Preprocess:
         object.__setattr__(self, "resample", int(self.resample))
         object.__setattr__(self, "rescale", float(self.rescale))
         object.__setattr__(self, "crop_round", bool(self.crop_round))
+        if self.keep_ratio not in ("", "shortest", "longest"):
+            raise ValueError(f"keep_ratio must be '', 'shortest' or 'longest', got {self.keep_ratio!r}")
 
     @property
     def output_size(self) -> tuple[int, int] | None:
@@ -89,7 +94,12 @@ class Preprocess:
         if self.resize is None:
             return w, h
         if isinstance(self.resize, tuple | list):
-            return int(self.resize[1]), int(self.resize[0])
+            th, tw = int(self.resize[0]), int(self.resize[1])
+            if self.keep_ratio:
+                ratios = (h / th, w / tw)
+                r = max(ratios) if self.keep_ratio == "longest" else min(ratios)
+                return round(w / r), round(h / r)
+            return tw, th
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = int(self.resize), int(int(self.resize) * long / short)
         return (new_short, new_long) if w <= h else (new_long, new_short)
@@ -191,8 +201,9 @@ class Preprocess:
     def fingerprint(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("extra")
-        if not d["crop_round"]:  # the default leaves the recipes (and cache keys) of earlier versions unchanged
-            d.pop("crop_round")
+        for key in ("crop_round", "keep_ratio"):  # defaults leave earlier recipes (and cache keys) unchanged
+            if not d[key]:
+                d.pop(key)
         return d
 
 
