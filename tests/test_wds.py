@@ -424,3 +424,28 @@ def test_a_bare_directory_in_the_layout_is_detected(wds_dir):
     ds = load_dataset(str(root))
     assert isinstance(ds, WebDatasetDir) and ds.labels.tolist() == [lab for _, _, lab in written]
     check_data_spec(str(root))
+
+
+def test_shards_named_by_a_pattern(tmp_path, wds_dir):
+    root, written = wds_dir
+    ds = load_dataset(f"wds:{root}/test/{{0..1}}.tar")  # CLIP_benchmark shards: class names found one folder up
+    assert ds.labels.tolist() == [lab for _, _, lab in written] and ds.classnames == CLASSNAMES
+    assert len(load_dataset(f"wds:{root}/test/1.tar")) == 3
+    pairs = tmp_path / "img2dataset"  # img2dataset's layout: {00000..}.tar of jpg + txt + json
+    pairs.mkdir()
+    rng = np.random.default_rng(9)
+    for s in range(2):
+        with tarfile.open(pairs / f"{s:05d}.tar", "w") as tf:
+            for i in range(3):
+                key = f"{s:05d}{i:04d}"
+                _add(tf, f"{key}.jpg", _encode(random_image(rng), "jpg"))
+                _add(tf, f"{key}.txt", f"caption {s} {i}".encode())
+                _add(tf, f"{key}.json", json.dumps({"key": key}).encode())
+    ds = load_dataset(f"wds:{pairs}/{{00000..00001}}.tar")
+    assert ds.captions == [f"caption {s} {i}" for s in range(2) for i in range(3)] and ds.labels is None
+    assert ds.text_to_image.tolist() == list(range(6)) and ds.image(5).mode == "RGB"
+    check_data_spec(f"wds:{pairs}/{{00000..00001}}.tar")
+    with pytest.raises(FileNotFoundError, match=r"1 of 3 shards not found, e.g. .*00002\.tar"):
+        check_data_spec(f"wds:{pairs}/{{00000..00002}}.tar")
+    with pytest.raises(ValueError, match="streamed by the trainer only"):
+        load_dataset("wds:hf://someone/shards/{000..009}.tar")

@@ -15,6 +15,12 @@ the samples in each shard in order, so features line up with CLIP_benchmark's; t
 (``cliplab.data.shards.ShardIndex``): nothing is unpacked. The header index is cached under
 ``<cliplab cache>/wds-index`` keyed by the shards' paths, sizes and modification times.
 
+A target that names shards directly (a brace pattern ``/data/{000000..000099}.tar``, a ``::`` list or one
+``.tar``, e.g. what ``img2dataset`` writes) is read the same way, in the order given: samples with ``cls`` are
+classified (``classnames.txt`` optional, looked up beside the shards or one folder up), samples with ``txt``
+and no ``cls`` are image–caption pairs, samples with neither are unlabelled images (``dataset_type.txt``, when
+present there, decides instead).
+
 A target that is no directory but reads ``owner/name`` is a Hugging Face Hub dataset: the split's shards and
 the metadata files are downloaded (``huggingface_hub.snapshot_download``) into
 ``<cliplab cache>/datasets/wds/<owner>--<name>`` when a network exists; the split appears there only once it
@@ -40,7 +46,7 @@ from PIL import Image, UnidentifiedImageError
 from cliplab._io import cache_home, write_text_atomic
 from cliplab.data.base import Dataset, stable_hash
 from cliplab.data.registry import register_data_source
-from cliplab.data.shards import ShardError, ShardIndex
+from cliplab.data.shards import ShardError, ShardIndex, expand_shards
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
 SPLITS = ("train", "val", "test")
@@ -190,22 +196,41 @@ class WebDatasetDir(Dataset):
     line) and ``text_to_image``. ``keys`` are the sample keys, ``index`` the shard index.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "test", *, progress: bool = False, spec: str = ""):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "test",
+        *,
+        progress: bool = False,
+        spec: str = "",
+        shards: list[str] | None = None,
+    ):
         self.root = Path(root).expanduser()
         self.split = split
         spec = spec or f"wds:{self.root}:split={split}"
-        shards = _shard_list(self.root, split, spec)
+        #: whether the shards were named directly (a pattern) rather than found through nshards.txt
+        self.from_pattern = shards is not None
+        if shards is None:
+            shards = _shard_list(self.root, split, spec)
         type_file = self.root / "dataset_type.txt"
         self.dataset_type = type_file.read_text(encoding="utf-8").strip().lower() if type_file.is_file() else ""
-        self.dataset_type = self.dataset_type or "classification"
-        if self.dataset_type not in ("classification", "retrieval"):
+        if self.dataset_type and self.dataset_type not in ("classification", "retrieval"):
             raise ValueError(
                 f"dataset {spec!r}: {type_file} says {self.dataset_type!r}; cliplab reads classification and "
                 "retrieval webdatasets (multi-label ones are not supported)"
             )
         self.index = load_index(shards, progress=progress)
         if not len(self.index):
-            raise ValueError(f"dataset {spec!r}: the shards of {self.root / split} hold no samples")
+            raise ValueError(
+                f"dataset {spec!r}: the shards {shards[0]}{' ...' if len(shards) > 1 else ''} hold no samples"
+            )
+        if not self.dataset_type:
+            has_cls = all("cls" in ref.members for ref in self.index.samples)
+            has_txt = all("txt" in ref.members for ref in self.index.samples)
+            # CLIP_benchmark's default is classification; shards named directly (img2dataset) are often captions
+            self.dataset_type = "classification"
+            if self.from_pattern and not has_cls:
+                self.dataset_type = "retrieval" if has_txt else "images"
         self.keys = [ref.key for ref in self.index.samples]
         self._image_ext = [self._image_extension(i) for i in range(len(self.index))]
         self._labels: np.ndarray | None = None
@@ -215,9 +240,9 @@ class WebDatasetDir(Dataset):
         self.templates = None
         if self.dataset_type == "retrieval":
             self._read_captions()
-        else:
+        elif self.dataset_type == "classification":
             self._read_labels(spec)
-        self.name = f"{self.root.name}/{split}"
+        self.name = f"{self.root.name}/{split}" if not self.from_pattern else Path(shards[0]).parent.name
 
     def _where(self, i: int) -> str:
         return f"sample {self.keys[i]!r} of shard {self.index.shards[self.index.samples[i].shard]}"
@@ -236,12 +261,12 @@ class WebDatasetDir(Dataset):
 
     def _read_labels(self, spec: str) -> None:
         names_file = self.root / "classnames.txt"
-        if not names_file.is_file():
+        if not names_file.is_file() and not self.from_pattern:
             raise FileNotFoundError(
                 f"dataset {spec!r}: {names_file} not found; a classification webdataset needs its class names, one "
                 "per line, in classnames.txt next to the split folders (CLIP_benchmark writes it)"
             )
-        self.classnames = _read_lines(names_file)
+        self.classnames = _read_lines(names_file) if names_file.is_file() else None
         templates_file = self.root / "zeroshot_classification_templates.txt"
         self.templates = _read_lines(templates_file) if templates_file.is_file() else None
         labels = np.empty(len(self.index), dtype=np.int64)
@@ -251,7 +276,7 @@ class WebDatasetDir(Dataset):
                 labels[i] = int(raw.decode("utf-8").strip())
             except ValueError as err:
                 raise ShardError(f"{self._where(i)}: its .cls is not an integer ({raw[:20]!r})") from err
-        bad = np.nonzero((labels < 0) | (labels >= len(self.classnames)))[0]
+        bad = np.nonzero((labels < 0) | (labels >= (len(self.classnames) if self.classnames else np.inf)))[0]
         if bad.size:
             i = int(bad[0])
             raise ValueError(
@@ -329,10 +354,37 @@ def _auto_progress(progress: bool | None) -> bool:
     return bool(progress) if progress is not None else log.isEnabledFor(logging.INFO)
 
 
+def is_shard_pattern(target: str) -> bool:
+    """Whether a target names shards directly: a brace pattern, a ``::`` list or a ``.tar`` path."""
+    return "{" in target or "::" in target or target.endswith(".tar")
+
+
+def _pattern_shards(target: str, spec: str) -> tuple[Path, list[str]]:
+    """The shards of a pattern and the folder whose metadata files apply (the shards', else its parent's)."""
+    if target.startswith("hf://"):
+        raise ValueError(
+            f"dataset {spec!r}: hf:// shard patterns are streamed by the trainer only; for evaluation give a local "
+            "pattern or a hub dataset id in CLIP_benchmark's layout (wds:<owner>/<name>)"
+        )
+    shards = expand_shards(target)
+    missing = [p for p in shards if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(
+            f"dataset {spec!r}: {len(missing)} of {len(shards)} shards not found, e.g. {missing[0]}"
+        )
+    folder = Path(shards[0]).parent
+    meta = ("classnames.txt", "dataset_type.txt")
+    root = next((d for d in (folder, folder.parent) if any((d / m).is_file() for m in meta)), folder)
+    return root, shards
+
+
 def load(target: str, split: str | None = "test", *, progress: bool | None = None) -> WebDatasetDir:
-    """A split of a webdataset directory or hub dataset (see the module docstring)."""
+    """A split of a webdataset directory or hub dataset, or shards named by a pattern (see the module docstring)."""
     split = split or "test"
     spec = f"wds:{target}" + (f":split={split}" if split != "test" else "")
+    if is_shard_pattern(target) and not Path(target).expanduser().is_dir():
+        root, shards = _pattern_shards(target, spec)
+        return WebDatasetDir(root, split, progress=_auto_progress(progress), spec=spec, shards=shards)
     root = resolve_root(target, split, spec=spec)
     return WebDatasetDir(root, split, progress=_auto_progress(progress), spec=spec)
 
@@ -344,6 +396,9 @@ def check(target: str, split: str | None = "test", *, spec: str, **options: Any)
     """
     split = split or "test"
     path = Path(target).expanduser()
+    if is_shard_pattern(target) and not path.is_dir():
+        _pattern_shards(target, spec)
+        return
     if not path.is_dir():
         if path.exists() or not HUB_ID.match(target):
             resolve_root(target, split, spec=spec)  # raises the loader's error
