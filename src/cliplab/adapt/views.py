@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ import torch
 from cliplab._validation import ArrayLike, as_labels
 from cliplab.data.sampling import k_shot_indices
 
-__all__ = ["CACHE_PASSES", "ROLES", "SupportViews", "support_rows", "views_for"]
+__all__ = ["CACHE_PASSES", "ROLES", "SupportViews", "embed_support_views", "support_rows", "views_for"]
 
 #: Tip-Adapter's and GDA's ``augment_epoch``
 CACHE_PASSES = 10
@@ -117,3 +118,27 @@ def views_for(
     if role == "single":
         return augmented[:1]
     return augmented
+
+
+def embed_support_views(
+    model: Any,
+    dataset: Any,
+    labels: ArrayLike,
+    shots: Iterable[int],
+    seeds: Iterable[int],
+    passes: int,
+    *,
+    num_classes: int | None = None,
+    seed: int = 0,
+    sampler: Sampler | None = None,
+    **embed_kw: Any,
+) -> SupportViews:
+    """``passes`` augmented passes (random resized crop, scale (0.5, 1), + flip) of the images any support set
+    of ``shots`` × ``seeds`` uses, encoded by ``model`` through ``cliplab.features.embed_views`` (each pass is
+    cached on disk, keyed by the augmentation ``seed``, the pass and the rows, so a rerun encodes nothing).
+    Use the same arguments for a second encoder (AMU): its passes are the same crops of the same images."""
+    from cliplab.features import embed_views
+
+    rows = support_rows(labels, shots, seeds, num_classes=num_classes, sampler=sampler)
+    views = embed_views(model, dataset.subset(rows), int(passes), seed=seed, **embed_kw)
+    return SupportViews(torch.as_tensor(rows), views)

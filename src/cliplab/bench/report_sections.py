@@ -137,16 +137,18 @@ def adapt_section(results: dict[str, Any], data: Any = None) -> str | None:
         )
         body += f"<h3>Base-to-new generalisation ({b2n['k']} shots; {split})</h3>"
         body += (
-            '<p class="lead">Each method is fitted on the base classes only; the new classes are classified '
-            "zero-shot, so the new-class accuracy is the same for every method and the harmonic mean (HM) shows "
-            "what adapting the base classes costs or gains overall.</p>"
+            '<p class="lead">Each method is fitted on the base classes only. On the new classes GDA synthesises a '
+            "classifier from the support features nearest each new class's text (as its reference's "
+            "main_base2new.py), CLIP-Adapter applies its feature adapter, and the other methods fall back to "
+            "zero-shot; the harmonic mean (HM) shows what adapting the base classes costs or gains overall.</p>"
         )
         body += f'<div class="cols">{_base_to_new_figure(plt, b2n)}<div>{table}</div></div>'
     where = source_class_attr(results["data"]["spec"], "support_note")
+    protocol = (res.get("protocol") or {}).get("text") or "hyper-parameters searched on a split of each support set"
     lead = (
         f"Support sets{_on_task(res)} of {shots[0]}–{shots[-1]} images per class {where}, seeds "
-        f"{', '.join(str(s) for s in res['seeds'])}; hyper-parameters searched on a split of each support set "
-        "(never the test set). Every method is a logit bias over the zero-shot logits."
+        f"{', '.join(str(s) for s in res['seeds'])}. Protocol: {protocol} "
+        "Every method is a logit bias over the zero-shot logits."
     )
     return H.section("adapt", "Few-shot adaptation", lead, body)
 

@@ -116,6 +116,15 @@ class BenchSource:
         """``(test sets, validation features)``, e.g. to fit a temperature."""
         raise NotImplementedError
 
+    def support_dataset(self, stage: str) -> Dataset | None:
+        """The dataset whose features ``support(stage)`` returns, row for row (to embed augmented passes)."""
+        return None
+
+    def separate_validation(self, stage: str) -> tuple[Any, Dataset] | None:
+        """``(features, dataset)`` of a validation split disjoint from ``support`` and the test set, or None
+        (few-shot hyper-parameters are then searched on a split of each support set)."""
+        return None
+
     def ood(self) -> list[OODTask] | str:
         """The OOD evaluations, or why there are none (a ``skipped`` reason)."""
         raise NotImplementedError
@@ -160,7 +169,10 @@ class BuiltinWorldSource(BenchSource):
         return BUILTIN_TASKS.get(stage, ("shape", {}))
 
     def _train(self, task: str, **options: Any) -> Any:
-        return self.ctx.embed(self.dataset("train", task=task, n=max(self.ctx.n, 400), **options))
+        return self.ctx.embed(self._train_dataset(task, **options))
+
+    def _train_dataset(self, task: str, **options: Any) -> Dataset:
+        return self.dataset("train", task=task, n=max(self.ctx.n, 400), **options)
 
     def zeroshot_sets(self) -> list[tuple[str, Dataset]]:
         return [(t, self.dataset("test", task=t)) for t in ("shape", "colour", "shape_colour", "pattern")]
@@ -179,6 +191,15 @@ class BuiltinWorldSource(BenchSource):
     def validation(self, stage: str) -> tuple[TaskSets, Any]:
         task, opts = self._task(stage)
         return self.main(stage), self.ctx.embed(self.dataset("val", task=task, **opts))
+
+    def support_dataset(self, stage: str) -> Dataset:
+        task, opts = self._task(stage)
+        return self._train_dataset(task, **opts)
+
+    def separate_validation(self, stage: str) -> tuple[Any, Dataset]:
+        task, opts = self._task(stage)
+        ds = self.dataset("val", task=task, **opts)
+        return self.ctx.embed(ds), ds
 
     def ood(self) -> list[OODTask]:
         out = []
@@ -240,6 +261,10 @@ class FilesSource(BenchSource):
         sets, tr, te = self._halves(stage)
         train, sets.test = sets.test.subset(tr), sets.test.subset(te)
         return sets, train
+
+    def support_dataset(self, stage: str) -> Dataset:
+        sets, tr, _ = self._halves(stage)
+        return sets.dataset.subset(tr)
 
     def validation(self, stage: str) -> tuple[TaskSets, Any]:
         sets, vi, ti = self._halves(stage)

@@ -1,4 +1,11 @@
-"""``cliplab adapt MODEL DATA``: the few-shot protocol — methods × shots × seeds, mean ± std."""
+"""``cliplab adapt MODEL DATA``: the few-shot protocol — methods × shots × seeds, mean ± std.
+
+Protocol (``cliplab.adapt.protocol``): support sets from DATA's train split; ``--views`` (default 10)
+random-crop passes of the support images, each method taking its reference's share; hyper-parameters
+searched on DATA's own validation split when it has one (``min(k, 4)`` clean images per class per run),
+or on ``--val-data``, else on a split of the support set; Tip-Adapter's per-dataset settings by the
+dataset's name (``--settings-for`` picks another); the dataset's own templates unless ``--templates``.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +30,24 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--shots", default="1,2,4,8,16", help="shots per class (default 1,2,4,8,16)")
     p.add_argument("--seeds", default="1,2,3", help="seeds (default 1,2,3)")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: all that apply)")
-    p.add_argument("--views", type=int, default=0, help="augmented views of the support images (default 0)")
+    p.add_argument(
+        "--views",
+        type=int,
+        default=10,
+        help="random-crop passes of the support images (default 10, as Tip-Adapter/GDA; 0: clean features only)",
+    )
+    p.add_argument(
+        "--val-data",
+        default=None,
+        help="validation data for the hyper-parameter search (default: DATA's val split when it has one, "
+        "else a split of each support set)",
+    )
+    p.add_argument(
+        "--settings-for",
+        default=None,
+        metavar="NAME",
+        help="use the Tip-Adapter settings of this dataset (default: chosen by DATA's name; see docs/settings.md)",
+    )
     p.add_argument("--aux-model", default=None, help="second encoder for AMU's auxiliary features")
     p.add_argument("--base-to-new", action="store_true", help="also report base-to-new generalisation (16 shots)")
     p.add_argument("--no-search", action="store_true", help="use default hyper-parameters (no validation search)")
@@ -32,11 +56,20 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def _has_val_split(spec: str) -> bool:
+    """Whether ``spec``'s data source declares a ``val`` split (CoOp datasets, the built-in world)."""
+    from cliplab.data.registry import prepare
+
+    source = prepare(spec, split="train")[0]
+    return bool(source.splits) and "val" in source.splits
+
+
 def run(args: argparse.Namespace) -> int:
     from cliplab.adapt.protocol import METHODS, base_to_new, run_few_shot
+    from cliplab.adapt.views import embed_support_views
     from cliplab.assess import split_half
     from cliplab.data import load_dataset
-    from cliplab.features import embed, embed_views
+    from cliplab.features import embed
     from cliplab.models import load_model
     from cliplab.zeroshot import zeroshot_weights
 
@@ -48,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
     preflight.templates(args.templates)
     preflight.data(args.data, split="train")
     builtin = is_builtin_world(args.data)
-    if args.test_data or builtin:
+    separate_test = bool(args.test_data or builtin)
+    if separate_test:
         preflight.data(args.test_data or args.data, "--test-data" if args.test_data else "DATA", split="test")
+    if args.val_data:
+        preflight.data(args.val_data, "--val-data", split="val")
     preflight.model(args.model)
     preflight.model(args.aux_model, "--aux-model")
     model = load_model(args.model, device=args.device)
@@ -58,21 +94,37 @@ def run(args: argparse.Namespace) -> int:
     train = embed(model, train_ds, **kw)
     if train.labels is None or not train.classnames:
         raise UsageError(f"dataset {train_ds.name!r} has no labels; few-shot adaptation needs labelled data")
-    views = embed_views(model, train_ds, args.views, **kw) if args.views > 0 else None
-    if args.test_data or builtin:
+    support_ds = train_ds
+    if separate_test:
         test_ds = load_dataset(args.test_data or args.data, split="test")
         test = embed(model, test_ds, **kw)
     else:  # one folder: support from one stratified half, test on the other
         tr, te = split_half(train.labels)
         test, train = train.subset(te), train.subset(tr)
-        views = None if views is None else views[:, tr]
-    aux_train = aux_test = None
+        support_ds, test_ds = train_ds.subset(tr), train_ds.subset(te)
+    val_ds = None
+    if args.val_data:
+        val_ds = load_dataset(args.val_data, split="val")
+    elif _has_val_split(args.data):
+        val_ds = load_dataset(args.data, split="val")
+    val = embed(model, val_ds, **kw) if val_ds is not None else None
+    n_cls = len(train.classnames)
+    views_kw = {"num_classes": n_cls, **kw}
+    views = (
+        embed_support_views(model, support_ds, train.labels, shots, seeds, args.views, **views_kw)
+        if args.views > 0
+        else None
+    )
+    aux_train = aux_test = aux_val = aux_views = None
     if args.aux_model:
         aux = load_model(args.aux_model, device=args.device)
-        aux_train_f = embed(aux, train_ds, **kw).images
-        aux_train = aux_train_f if (args.test_data or builtin) else aux_train_f[tr]
-        aux_test = embed(aux, test_ds, **kw).images if (args.test_data or builtin) else aux_train_f[te]
+        aux_train = embed(aux, support_ds, **kw).images
+        aux_test = embed(aux, test_ds, **kw).images
+        aux_val = embed(aux, val_ds, **kw).images if val_ds is not None else None
+        if args.views > 0:  # the same crops of the same images, through the second encoder
+            aux_views = embed_support_views(aux, support_ds, train.labels, shots, seeds, args.views, **views_kw)
     W = zeroshot_weights(model, train.classnames, load_templates(args.templates) or train_ds.templates)
+    dataset_name = args.settings_for or train_ds.name
     res = run_few_shot(
         train,
         test,
@@ -82,14 +134,29 @@ def run(args: argparse.Namespace) -> int:
         shots=shots,
         seeds=seeds,
         train_views=views,
+        val=val,
         aux_train=aux_train,
         aux_test=aux_test,
+        aux_val=aux_val,
+        aux_views=aux_views,
+        dataset=dataset_name,
         search=not args.no_search,
         progress=not args.quiet,
     )
+    res["templates"] = "--templates" if args.templates else ("dataset" if train_ds.templates else "default")
     if args.base_to_new:
         res["base_to_new"] = base_to_new(
-            train, test, W, logit_scale=model.logit_scale, methods=res["methods"], k=min(16, max(shots)), seeds=seeds
+            train,
+            test,
+            W,
+            logit_scale=model.logit_scale,
+            methods=res["methods"],
+            k=min(16, max(shots)),
+            seeds=seeds,
+            train_views=views,
+            val=val,
+            dataset=dataset_name,
+            search=not args.no_search,
         )
     if args.json:
         print_json(res)
@@ -102,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         ["method", *(f"{k}-shot" for k in shots)],
         title=f"few-shot accuracy (%) over seeds {seeds}; zero-shot {100 * res['zeroshot']:.1f}",
     )
+    print(res["protocol"]["text"])
     if "base_to_new" in res:
         b2n = res["base_to_new"]["results"]
         print_table(

@@ -11,10 +11,19 @@ from cliplab.bench.figures import MISSING, finite, fmt, name, number, rank
 from cliplab.bench.report_sections import adapt_section
 from cliplab.bench.stage import BenchContext, Metric, Stage, register_stage
 
+#: random-crop passes of the support images the bench encodes (Tip-Adapter's and GDA's ``augment_epoch``)
+BENCH_PASSES = 10
+
 
 def run(ctx: BenchContext) -> dict[str, Any]:
-    """Few-shot adaptation: every method × shots × seeds (support sets from the source's support role)."""
+    """Few-shot adaptation: every method × shots × seeds (support sets from the source's support role).
+
+    The reference protocol (``cliplab.adapt.protocol``): ``BENCH_PASSES`` augmented passes of the support
+    images, hyper-parameters searched on the source's own validation split where it has one (the built-in
+    world's val split), else on a split of each support set; ``results.protocol`` records which.
+    """
     from cliplab.adapt.protocol import base_to_new, run_few_shot
+    from cliplab.adapt.views import embed_support_views
 
     sets, train = ctx.source.support("adapt")
     test, W = sets.test, sets.weights
@@ -22,15 +31,30 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     shots = [k for k in ctx.shots if k <= max_k]
     if not shots:
         return {"skipped": "a class has no training image"}
+    support_ds = ctx.source.support_dataset("adapt")
+    validation = ctx.source.separate_validation("adapt")
+    val = validation[0] if validation is not None else None
+    views = None
+    if support_ds is not None:
+        views = embed_support_views(
+            ctx.model,
+            support_ds,
+            train.labels,
+            shots,
+            ctx.seeds,
+            BENCH_PASSES,
+            num_classes=W.shape[0],
+            batch_size=ctx.batch_size,
+            cache_dir=ctx.cache_dir,
+            progress=ctx.progress,
+        )
+    name = support_ds.name if support_ds is not None else None
     with warnings.catch_warnings():
-        # 1-shot support sets leave the linear probe no validation split; its fallback C is the documented choice
+        # 1-shot support sets without a validation split leave the linear probe none; its fallback C is documented
         warnings.filterwarnings("ignore", message=".*no validation split possible")
-        res = run_few_shot(
-            train, test, W, logit_scale=ctx.model.logit_scale, shots=shots, seeds=ctx.seeds, progress=ctx.progress
-        )
-        res["base_to_new"] = base_to_new(
-            train, test, W, logit_scale=ctx.model.logit_scale, methods=res["methods"], k=shots[-1], seeds=ctx.seeds[:1]
-        )
+        kw = {"logit_scale": ctx.model.logit_scale, "train_views": views, "val": val, "dataset": name}
+        res = run_few_shot(train, test, W, shots=shots, seeds=ctx.seeds, progress=ctx.progress, **kw)
+        res["base_to_new"] = base_to_new(train, test, W, methods=res["methods"], k=shots[-1], seeds=ctx.seeds[:1], **kw)
     res["task"] = sets.task
     res["style"] = sets.style
     return res
