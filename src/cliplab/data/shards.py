@@ -287,7 +287,10 @@ class ShardIndex:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             except OSError as err:
                 raise _open_error(path, err) from err
-            self._fds[shard] = fd
+            kept = self._fds.setdefault(shard, fd)  # another thread may have opened it meanwhile
+            if kept != fd:
+                os.close(fd)
+            fd = kept
         return fd
 
     def read(self, index: int, extensions: Iterable[str] | None = None) -> dict[str, bytes]:
