@@ -231,3 +231,29 @@ def test_cli_finetune(tiny, tmp_path, capsys):
     bad.write_text(json.dumps({**cfg, "learning_rate": 1}))
     assert main(["finetune", str(bad), "-q"]) == 2
     assert "learning_rate" in capsys.readouterr().err
+
+
+# -- bench stage ----------------------------------------------------------------------------------
+def test_robustness_stage_runs_and_reports(tiny, monkeypatch):
+    from cliplab.bench import STAGES, register_stage, unregister_stage
+    from cliplab.bench.stage import BenchContext
+    from cliplab.bench.stages import ORDER
+    from cliplab.bench.stages import robustness as stage
+
+    if "robustness" not in STAGES:
+        register_stage(stage.STAGE)
+    try:
+        assert "robustness" not in ORDER  # opt-in: not part of the default run
+        monkeypatch.setattr(stage, "SETTINGS", {**stage.SETTINGS, "steps": 2, "batch_size": 8})
+        ctx = BenchContext(tiny, "shapes:image_size=32", n=24, progress=False, cache_dir=False)
+        r = stage.run(ctx)
+        assert r["task"] == "pattern" and r["alphas"] == list(stage.ALPHAS)
+        assert set(r["ood"]) == set(stage.BUILTIN_SHIFTS)
+        values = dict((k, v) for k, v, _ in stage.STAGE.values(r))
+        assert values["robustness/alpha=0/id"] == r["id"][0]
+        assert values["robustness/alpha=1/shifted"] == r["ood_mean"][-1]
+        html = stage.section({"stages": {"robustness": r}}, None)
+        assert "Robust fine-tuning" in html and "<img" in html
+        assert stage.headline(r)[0][1] == pytest.approx(r["ood_mean"][2])
+    finally:
+        unregister_stage("robustness")
