@@ -171,6 +171,33 @@ def test_save_is_open_clips_format(arch, tmp_path):
     cliplab.models.check_model_spec(out)
 
 
+def test_save_keeps_a_hugging_face_tokenizer(tmp_path):
+    """A config naming ``hf_tokenizer_name``: the saved directory carries the tokenizer's files, which open_clip's
+    ``local-dir:`` loader reads (the original tokenizer directory is gone by then)."""
+    import shutil
+
+    from cliplab.models.factory import build_tokenizer
+
+    arch = tmp_path / "arch"  # open_clip reads a local-dir's HF tokenizer from the directory itself
+    tok = build_tokenizer(["a photo of a cat", "a diagram", "two dogs playing in the snow"], context_length=16)
+    tok.save_pretrained(arch)
+    cfg = shrunk("ViT-B-32", TINY["cliplab-test-vit"][1])
+    cfg["text_cfg"].update({"hf_tokenizer_name": "word-level", "vocab_size": len(tok), "context_length": 16})
+    (arch / CONFIG_FILE).write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    model = cliplab.load_model(f"openclip:{arch}", device="cpu")
+    assert model.can_save and type(model.tokenizer).__name__ == "HFTokenizer"
+    out = tmp_path / "saved"
+    model.save(out)
+    shutil.rmtree(arch)
+    assert (out / "tokenizer.json").is_file()
+    module, _ = open_clip.create_model_from_pretrained(f"local-dir:{out}")
+    _, _, ref_txt = reference(module, f"local-dir:{out}", images(), TEXTS)
+    assert torch.allclose(model.encode_texts(TEXTS), ref_txt, atol=1e-5)
+    back = cliplab.load_model(out, device="cpu")
+    assert torch.equal(back.tokenize(TEXTS)["input_ids"], model.tokenize(TEXTS)["input_ids"])
+    assert torch.allclose(back.encode_texts(TEXTS), ref_txt, atol=1e-5)
+
+
 def test_bad_directories_say_what_is_wrong(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
