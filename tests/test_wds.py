@@ -246,9 +246,13 @@ def test_wds_bad_inputs_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="lists 1 classes"):
         load_dataset(f"wds:{root}")
     (root / "classnames.txt").write_text("\n".join(CLASSNAMES))
+    from cliplab._io import cache_home
+
+    before = sorted((cache_home() / "wds-index").iterdir())
     (root / "test" / "1.tar").write_bytes(b"\0garbage" * 300)
     with pytest.raises(ValueError, match=r"1\.tar"):
         load_dataset(f"wds:{root}")
+    assert sorted((cache_home() / "wds-index").iterdir()) == before  # no index of a bad shard, no temporary file
     (root / "test" / "nshards.txt").write_text("zero")
     with pytest.raises(ValueError, match="nshards.txt"):
         load_dataset(f"wds:{root}")
