@@ -177,3 +177,47 @@ def test_cli_curate_json(noisy, tmp_path, tiny_model_dir, capsys):
     assert summary["kept_pairs"] == len(_rows(out)) and summary["report"].endswith("cli.report.json")
     assert set(summary["by_filter"]) <= {"unreadable", "length", "language", "clip_score", "balance"}
     assert main(["curate", str(path), "-o", str(out), "--dedup", "images", "--quiet"]) == 2  # needs --model
+
+
+def _write_wds(root, n=12, seed=0):
+    """A retrieval webdataset in CLIP_benchmark's layout: test/0.tar with sNNN.png + sNNN.txt, nshards.txt."""
+    import io
+    import tarfile
+
+    from cliplab.data import shapes
+
+    ds = shapes("test", n=n, seed=seed, image_size=32, objects="mixed")
+    (root / "test").mkdir(parents=True)
+    with tarfile.open(root / "test" / "0.tar", "w") as tf:
+        for i in range(n):
+            buf = io.BytesIO()
+            ds.image(i).save(buf, format="PNG")
+            caps = ds.captions[3 * i : 3 * i + 3] + (["x"] if i % 4 == 0 else [])  # some one-word captions
+            for name, data in ((f"s{i:07d}.png", buf.getvalue()), (f"s{i:07d}.txt", "\n".join(caps).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    (root / "test" / "nshards.txt").write_text("1\n")
+    (root / "dataset_type.txt").write_text("retrieval\n")
+    return root
+
+
+def test_webdataset_input_gives_shards_and_is_idempotent(tmp_path):
+    from cliplab.curate import CurateConfig, curate, report_path
+    from cliplab.data import load_dataset
+
+    src = _write_wds(tmp_path / "wds")
+    cfg = CurateConfig(min_words=2, concepts=list(SHAPES), balance_t=3, seed=0)
+    report = curate(f"wds:{src}", tmp_path / "out", cfg, progress=False)
+    assert report["counts"]["by_filter"]["length"] == 3  # the "x" captions
+    out = load_dataset(f"wds:{tmp_path / 'out'}")
+    assert len(out.captions) == report["counts"]["kept_pairs"] and len(out) == report["counts"]["kept_images"]
+    assert report_path(tmp_path / "out").is_file()
+    original = load_dataset(f"wds:{src}")
+    first = original.keys.index(out.keys[0])
+    assert np.array_equal(np.asarray(out.image(0)), np.asarray(original.image(first)))  # the image bytes, untouched
+    again = curate(f"wds:{tmp_path / 'out'}", tmp_path / "out2", cfg, progress=False)
+    assert again["counts"]["removed_pairs"] == 0
+    assert (tmp_path / "out2" / "test" / "0.tar").read_bytes() == (tmp_path / "out" / "test" / "0.tar").read_bytes()
+    with pytest.raises(ValueError, match="written as shards into a directory"):
+        curate(f"wds:{src}", tmp_path / "out.csv", cfg, progress=False)

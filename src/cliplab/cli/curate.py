@@ -1,4 +1,5 @@
-"""``cliplab curate DATA -o OUT.csv``: filter a caption dataset; writes the curated file and its JSON report."""
+"""``cliplab curate DATA -o OUT.csv``: filter a caption dataset (or ``wds:`` shards into ``-o DIR``); writes the
+curated data and its JSON report."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ def add_curate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "curate",
         help="filter image-caption data: CLIP score, near-duplicates, MetaCLIP balancing, length/language rules",
     )
-    p.add_argument("data", help="caption data: a .csv/.tsv/.jsonl caption file")
-    p.add_argument("-o", "--output", required=True, help="curated caption file (.csv, .tsv or .jsonl)")
+    p.add_argument("data", help="caption data: a .csv/.tsv/.jsonl caption file, or wds:<dir> retrieval shards")
+    p.add_argument(
+        "-o", "--output", required=True, help="curated caption file (.csv, .tsv or .jsonl); a directory for wds: input"
+    )
     p.add_argument("--model", default=None, help="model spec for CLIP-score filtering and deduplication")
     p.add_argument("--min-words", type=int, default=0, help="drop captions with fewer words")
     p.add_argument("--max-words", type=int, default=None, help="drop captions with more words")
@@ -53,10 +56,14 @@ def run(args: argparse.Namespace) -> int:
     from cliplab.curate import CurateConfig, curate, report_path
 
     preflight.common(args)
-    preflight.existing_file(args.data, "DATA", "caption file")
-    preflight.output_file(args.output, "--output")
-    if Path(args.output).suffix.lower() not in (".csv", ".tsv", ".jsonl"):
-        raise UsageError(f"--output {args.output}: the curated file must be .csv, .tsv or .jsonl")
+    if Path(args.data).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
+        preflight.existing_file(args.data, "DATA", "caption file")
+    else:
+        preflight.data(args.data)
+    suffix = Path(args.output).suffix.lower()
+    if suffix and suffix not in (".csv", ".tsv", ".jsonl"):
+        raise UsageError(f"--output {args.output}: the curated file must be .csv, .tsv or .jsonl (a directory: shards)")
+    (preflight.output_file if suffix else preflight.output_dir)(args.output, "--output")
     config = CurateConfig(
         min_words=args.min_words,
         max_words=args.max_words,

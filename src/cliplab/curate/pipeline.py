@@ -76,9 +76,32 @@ class CurateConfig:
 
 
 def report_path(output: str | os.PathLike) -> Path:
-    """Where the report of a curated file goes: ``<stem>.report.json`` beside it."""
+    """Where the report of a curated file goes: ``<stem>.report.json`` beside it; inside a shard directory,
+    ``curation.report.json``."""
     out = Path(output)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES + (".json",):
+        return out / "curation.report.json"
     return out.with_name(out.stem + ".report.json")
+
+
+@dataclass
+class _Input:
+    dataset: Any
+    names: list[str]  # per image: its path, or its shard key
+    paths: list[Path] | None  # image files (caption files), None for webdataset shards
+    captions: list[str]
+    t2i: np.ndarray
+    source: Path | None  # the caption file or the shard root (its report makes a re-run idempotent)
+    split: str = "test"
+
+    def digest(self) -> str:
+        if self.source is None:
+            return ""
+        if self.paths is None:
+            from cliplab.curate.shard_output import shards_digest
+
+            return shards_digest(self.source, self.split)
+        return _sha256(self.source)
 
 
 def _sha256(path: Path) -> str:
@@ -89,8 +112,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read(data: str | os.PathLike) -> tuple[Any, list[Path], list[str], np.ndarray, Path | None]:
-    """``(dataset, image paths, captions, caption → image, caption file or None)``."""
+def _read(data: str | os.PathLike) -> _Input:
     from cliplab.data.folders import CaptionDataset
 
     path = Path(data).expanduser()
@@ -98,41 +120,51 @@ def _read(data: str | os.PathLike) -> tuple[Any, list[Path], list[str], np.ndarr
         raise FileNotFoundError(f"caption file not found: {path}")
     if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
         ds = CaptionDataset(path, check_files=False)  # missing images are curated away, not an error
-        return ds, list(ds.paths), list(ds.captions), np.asarray(ds.text_to_image), path
+        paths = list(ds.paths)
+        return _Input(ds, [str(p) for p in paths], paths, list(ds.captions), np.asarray(ds.text_to_image), path)
     from cliplab.data import load_dataset
 
     ds = load_dataset(str(data))
-    paths = getattr(ds, "paths", None)
-    if not ds.captions or paths is None:
-        raise ValueError(f"{data}: curate needs image files with captions (a .csv/.tsv/.jsonl caption file)")
-    return ds, [Path(p) for p in paths], list(ds.captions), np.asarray(ds.text_to_image), None
+    if not ds.captions:
+        raise ValueError(f"{data}: curate needs captioned data (a caption file or captioned wds: shards)")
+    t2i = np.asarray(ds.text_to_image)
+    if getattr(ds, "paths", None) is not None:
+        paths = [Path(p) for p in ds.paths]
+        return _Input(ds, [str(p) for p in paths], paths, list(ds.captions), t2i, None)
+    if hasattr(ds, "index") and hasattr(ds, "keys"):  # webdataset shards (cliplab.data.sources.wds)
+        root = None if getattr(ds, "from_pattern", True) else Path(ds.root)
+        return _Input(ds, list(ds.keys), None, list(ds.captions), t2i, root, getattr(ds, "split", "test"))
+    raise ValueError(f"{data}: curate reads caption files and wds: shards, not {type(ds).__name__}")
 
 
-def _previous(source: Path | None, config: dict[str, Any]) -> dict[str, Any]:
+def _previous(source: _Input, config: dict[str, Any]) -> dict[str, Any]:
     """The ``resolved`` values of the report that describes ``source``, when it was written with ``config``."""
-    if source is None or not report_path(source).is_file():
+    if source.source is None or not report_path(source.source).is_file():
         return {}
     try:
-        rep = json.loads(report_path(source).read_text(encoding="utf-8"))
+        rep = json.loads(report_path(source.source).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
-    if rep.get("config") != config or rep.get("output_sha256") != _sha256(source):
+    if rep.get("config") != config or rep.get("output_sha256") != source.digest():
         return {}
     return rep.get("resolved") or {}
 
 
-def _readable(paths: list[Path], progress: bool) -> dict[int, str]:
+def _readable(inp: _Input, progress: bool) -> dict[int, str]:
     from PIL import Image
 
     bad = {}
-    for i, p in enumerate(tqdm(paths, disable=not progress, desc="check images", unit="img")):
+    for i in tqdm(range(len(inp.names)), disable=not progress, desc="check images", unit="img"):
         try:
-            with Image.open(p) as im:
+            if inp.paths is None:
+                inp.dataset.image(i)
+                continue
+            with Image.open(inp.paths[i]) as im:
                 im.convert("RGB").load()
         except FileNotFoundError:
-            bad[i] = f"image file not found: {p}"
+            bad[i] = f"image file not found: {inp.names[i]}"
         except Exception as err:  # noqa: BLE001 - any unreadable image is removed with its error
-            bad[i] = f"unreadable image {p}: {err}"
+            bad[i] = f"unreadable image {inp.names[i]}: {err}"
     return bad
 
 
@@ -172,6 +204,10 @@ def _render(output: Path, rows: list[tuple[Path, str]]) -> str:
     return buf.getvalue()
 
 
+def _dump(report: dict[str, Any], to_jsonable: Any) -> str:
+    return json.dumps(to_jsonable(report), indent=2, ensure_ascii=False) + "\n"
+
+
 def curate(
     data: str | os.PathLike,
     output: str | os.PathLike,
@@ -187,11 +223,17 @@ def curate(
 
     config = config or CurateConfig()
     output = Path(output).expanduser()
-    if output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise ValueError(f"{output}: the curated file must be .csv, .tsv or .jsonl")
+    shards = output.suffix == ""
+    if not shards and output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ValueError(f"{output}: the curated file must be .csv, .tsv or .jsonl (or a directory for shards)")
     cfg = {k: v for k, v in asdict(config).items() if k != "model"}
-    dataset, paths, captions, t2i, source = _read(data)
-    resolved_before = _previous(source, cfg)
+    inp = _read(data)
+    if shards != (inp.paths is None):
+        raise ValueError(
+            f"{output}: wds: input is written as shards into a directory, a caption file as a .csv/.tsv/.jsonl"
+        )
+    dataset, captions, t2i, names = inp.dataset, inp.captions, inp.t2i, inp.names
+    resolved_before = _previous(inp, cfg)
     if config.needs_model and model is None:
         if config.model is None:
             raise ValueError("CLIP-score filtering and deduplication need a model (config.model or model=)")
@@ -208,7 +250,7 @@ def curate(
     def alive() -> np.ndarray:
         return np.array([m for m in range(len(captions)) if m not in removed], dtype=np.int64)
 
-    bad_images = _readable(paths, progress)
+    bad_images = _readable(inp, progress)
     drop("unreadable", {m: bad_images[int(t2i[m])] for m in range(len(captions)) if int(t2i[m]) in bad_images})
     drop("length", F.length_filter(captions, config.min_words, config.max_words))
     if config.min_latin > 0 or (config.vocabulary and config.min_known > 0):
@@ -244,7 +286,7 @@ def curate(
             drop("dedup", found)
     if config.balance_t is not None:
         rows = alive()
-        keys = [f"{paths[int(t2i[m])].name}\x00{captions[m]}" for m in rows]
+        keys = [f"{Path(names[int(t2i[m])]).name}\x00{captions[m]}" for m in rows]
         counts = resolved_before.get("concept_counts")
         found, counts = F.balance(
             [captions[m] for m in rows], keys, config.concepts or [], config.balance_t, seed=config.seed, counts=counts
@@ -252,14 +294,14 @@ def curate(
         resolved["concept_counts"] = counts
         drop("balance", found, rows)
     kept = alive()
-    text = _render(output, [(paths[int(t2i[m])], captions[m]) for m in kept])
+    text = "" if shards else _render(output, [(inp.paths[int(t2i[m])], captions[m]) for m in kept])
     by_reason: dict[str, int] = {}
     for name, _ in removed.values():
         by_reason[name] = by_reason.get(name, 0) + 1
     report = {
         "input": str(data),
         "output": str(output),
-        "output_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "output_sha256": None if shards else hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "model": getattr(model, "spec", None) if model is not None else None,
         "config": cfg,
         "resolved": resolved,
@@ -267,18 +309,32 @@ def curate(
             "input_pairs": len(captions),
             "kept_pairs": int(kept.size),
             "removed_pairs": len(removed),
-            "input_images": len(paths),
+            "input_images": len(names),
             "kept_images": int(np.unique(t2i[kept]).size) if kept.size else 0,
             "by_filter": by_reason,
         },
         "removed": [
-            {"row": m, "image": str(paths[int(t2i[m])]), "caption": captions[m], "filter": f, "reason": why}
+            {"row": m, "image": names[int(t2i[m])], "caption": captions[m], "filter": f, "reason": why}
             for m, (f, why) in sorted(removed.items())
         ],
     }
     # both files appear together or not at all: each is written to a temporary sibling, then the report and
     # the curated file replace their targets (the output last, so a report never describes a file not there)
+    if shards:  # the whole directory (shards and report) is swapped in at once
+        from cliplab._io import atomic_dir
+        from cliplab.curate.shard_output import shards_digest, write_shards
+
+        samples: dict[int, list[str]] = {}
+        for m in kept:
+            samples.setdefault(int(t2i[m]), []).append(captions[m])
+        with atomic_dir(output) as tmp:
+            write_shards(tmp, dataset, sorted(samples.items()), inp.split)
+            report["output_sha256"] = shards_digest(tmp, inp.split)
+            (tmp / report_path(output).name).write_text(_dump(report, to_jsonable), encoding="utf-8")
+        return report
+    # both files appear together or not at all: each is written to a temporary sibling, then the report and
+    # the curated file replace their targets (the output last, so a report never describes a file not there)
     with atomic_path(output) as tmp_out, atomic_path(report_path(output)) as tmp_report:
         tmp_out.write_text(text, encoding="utf-8", newline="")
-        tmp_report.write_text(json.dumps(to_jsonable(report), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp_report.write_text(_dump(report, to_jsonable), encoding="utf-8")
     return report
