@@ -19,7 +19,7 @@ MODEL = {"image_size": 32, "patch_size": 8, "vision_width": 64, "vision_layers":
          "text_width": 64, "text_layers": 2, "text_heads": 2, "context_length": 16, "embed_dim": 64}  # fmt: skip
 
 
-def train_and_probe(out: Path, steps: int, hard: bool, n_train: int, seed: int) -> dict:
+def train_and_probe(out: Path, steps: int, hard: dict | None, n_train: int, seed: int) -> dict:
     from cliplab.models import load_model
     from cliplab.probes import builtin_probe, evaluate_probe
     from cliplab.train import train
@@ -27,7 +27,7 @@ def train_and_probe(out: Path, steps: int, hard: bool, n_train: int, seed: int) 
     config = {
         "model": {"config": MODEL},
         "data": f"shapes:n={n_train},objects=mixed,image_size=32",
-        "loss": {"name": "clip", **({"hard_negatives": {"per_caption": 2}} if hard else {})},
+        "loss": {"name": "clip", **({"hard_negatives": hard} if hard else {})},
         "optimizer": {"lr": 1e-3, "weight_decay": 0.1},
         "schedule": {"name": "cosine", "warmup_steps": min(50, steps // 5)},
         "eval": {"zeroshot": "shapes:n=300,image_size=32", "retrieval": "shapes:n=200,objects=mixed,image_size=32"},
@@ -50,11 +50,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--n-train", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-caption", type=int, default=2, help="hard negatives per caption")
+    parser.add_argument("--types", default=None, help="comma-separated rewrite types (default: all)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    hard = {"per_caption": args.per_caption, **({"types": args.types.split(",")} if args.types else {})}
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {name: train_and_probe(Path(tmp) / name, args.steps, name == "hard_negatives", args.n_train, args.seed)
-                for name in ("plain", "hard_negatives")}  # fmt: skip
+        runs = {name: train_and_probe(Path(tmp) / name, args.steps, options, args.n_train, args.seed)
+                for name, options in (("plain", None), ("hard_negatives", hard))}  # fmt: skip
     if args.json:
         print(json.dumps(runs, indent=2))
         return
