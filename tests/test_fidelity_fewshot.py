@@ -426,3 +426,32 @@ def test_cli_adapt_uses_the_datasets_templates_and_reports_its_protocol(monkeypa
     assert seen[-1] == load_dataset(spec, split="train").templates
     assert res["templates"] == "dataset"
     assert res["protocol"]["validation"] == "dataset" and res["protocol"]["passes"] == 2
+
+
+def test_cli_uses_the_datasets_dassl_draw_for_support_and_validation():
+    """coop: data declares Dassl's sampler; the CLI then draws support and val as Dassl: random.seed(seed), per
+    label in order of first appearance random.sample(items, k) for train, then min(k, 4) for val."""
+    import random
+
+    from cliplab.cli.adapt import _draw
+    from cliplab.data.sampling import dassl_k_shot_indices
+
+    class CoopLike:
+        k_shot_sampler = staticmethod(dassl_k_shot_indices)
+
+    rng = np.random.default_rng(0)
+    train_y, val_y = rng.integers(0, 5, 200), rng.integers(0, 5, 60)
+
+    def reference(labels, k):
+        groups = {}
+        for i, y in enumerate(labels.tolist()):
+            groups.setdefault(y, []).append(i)
+        return [i for items in groups.values() for i in random.sample(items, k)]
+
+    draw = _draw(CoopLike(), train_y, val_y)
+    for k, seed in [(1, 1), (4, 2), (16, 3)]:
+        random.seed(seed)
+        want_train, want_val = reference(train_y, k), reference(val_y, min(k, 4))
+        got_train, got_val = draw(k, seed)
+        assert list(got_train) == want_train and list(got_val) == want_val
+    assert _draw(object(), train_y, val_y) is None  # other data: cliplab's sampler

@@ -440,6 +440,16 @@ def _restrict(f: Features, lo: int, hi: int) -> tuple[Features, torch.Tensor]:
     return Features(images=f.images[keep], labels=f.labels[keep] - lo), keep
 
 
+def _positions(keep: torch.Tensor, rows: Any) -> torch.Tensor:
+    """Positions in ``keep`` of those ``rows`` that are kept (in the order of ``rows``)."""
+    where = torch.full((int(keep.max()) + 1 if keep.numel() else 1,), -1, dtype=torch.int64)
+    where[keep] = torch.arange(keep.numel())
+    rows = torch.as_tensor(np.asarray(rows), dtype=torch.int64)
+    rows = rows[rows < where.numel()]
+    pos = where[rows]
+    return pos[pos >= 0]
+
+
 def base_to_new(
     train: Features,
     test: Features,
@@ -455,6 +465,7 @@ def base_to_new(
     method_params: Mapping[str, Mapping[str, Any]] | None = None,
     param_grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
     cache_passes: int = CACHE_PASSES,
+    draw: Draw | None = None,
     search: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -463,6 +474,8 @@ def base_to_new(
     Adapters are fitted on the base classes' support sets (with ``train_views`` and ``val`` restricted to the
     base classes, as ``run_few_shot``); ``new`` is each method's accuracy on the new classes' test images over
     the new classes: ``new_class_logits`` where the method has one (GDA, CLIP-Adapter), else zero-shot.
+    The support (and validation) images are the base-class part of the draw over all classes (``draw``, as
+    ``run_few_shot``'s), as Dassl draws the few-shot set before ``subsample_classes``.
     """
     n_cls = text_weights.shape[0]
     if n_cls < 2:
@@ -479,11 +492,17 @@ def base_to_new(
     p = _Prepared(base_train, text_weights[:n_base], methods, None if pool is None else pool.subset(keep),
                   base_val, {}, None)  # fmt: skip
     W_base, W_new = text_weights[:n_base], text_weights[n_base:]
-    draw = _default_draw(base_train.labels, None if base_val is None else base_val.labels, n_base)
+    full_draw = draw or _default_draw(train.labels, None if val is None else val.labels, n_cls)
+    val_keep = _restrict(val, 0, n_base)[1] if val is not None else None
+
+    def base_draw(k: int, seed: int) -> tuple[Any, Any]:
+        idx, vidx = full_draw(k, seed)
+        return _positions(keep, idx), (None if vidx is None or val_keep is None else _positions(val_keep, vidx))
+
     zs_new = _zeroshot_accuracy(new_test.images, new_test.labels, W_new) if len(new_test) else float("nan")
     base_acc: dict[str, list[float]] = {m: [] for m in methods}
     new_acc: dict[str, list[float]] = {m: [] for m in methods}
-    runs = _runs(p, W_base, logit_scale, [k], seeds, draw, search, cache_passes, dataset, method_params,
+    runs = _runs(p, W_base, logit_scale, [k], seeds, base_draw, search, cache_passes, dataset, method_params,
                  param_grids, progress)  # fmt: skip
     for _k, _seed, m, est, _chosen, _s in runs:
         base_acc[m].append(_accuracy(est.logits(base_test.images), base_test.labels))

@@ -10,6 +10,7 @@ dataset's name (``--settings-for`` picks another); the dataset's own templates u
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from cliplab.cli import preflight
 from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
@@ -56,12 +57,32 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _has_val_split(spec: str) -> bool:
-    """Whether ``spec``'s data source declares a ``val`` split (CoOp datasets, the built-in world)."""
+def _splits(spec: str) -> tuple[str, ...]:
+    """The splits ``spec``'s data source declares (``()`` for data without splits, e.g. a folder)."""
     from cliplab.data.registry import prepare
 
-    source = prepare(spec, split="train")[0]
-    return bool(source.splits) and "val" in source.splits
+    return tuple(prepare(spec, split="train")[0].splits or ())
+
+
+def _has_val_split(spec: str) -> bool:
+    """Whether ``spec``'s data source declares a ``val`` split (CoOp datasets, the built-in world)."""
+    return "val" in _splits(spec)
+
+
+def _draw(train_ds: object, train_labels: Any, val_labels: Any) -> Any:
+    """The dataset's own few-shot draw for the protocol, or None (cliplab's): ``coop:`` data declares Dassl's
+    (``k_shot_sampler``), whose validation draw follows the training draw from the same random state."""
+    from cliplab.data.sampling import dassl_few_shot, dassl_k_shot_indices
+
+    own = getattr(train_ds, "k_shot_sampler", None)
+    if own is None:
+        return None
+    if own is dassl_k_shot_indices:
+        return lambda k, seed: dassl_few_shot(train_labels, k, seed, val_labels)
+    return lambda k, seed: (
+        own(train_labels, k, seed),
+        None if val_labels is None else own(val_labels, min(k, 4), seed),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     preflight.templates(args.templates)
     preflight.data(args.data, split="train")
     builtin = is_builtin_world(args.data)
-    separate_test = bool(args.test_data or builtin)
+    separate_test = bool(args.test_data or builtin or "test" in _splits(args.data))
     if separate_test:
         preflight.data(args.test_data or args.data, "--test-data" if args.test_data else "DATA", split="test")
     if args.val_data:
@@ -109,9 +130,15 @@ def run(args: argparse.Namespace) -> int:
         val_ds = load_dataset(args.data, split="val")
     val = embed(model, val_ds, **kw) if val_ds is not None else None
     n_cls = len(train.classnames)
-    views_kw = {"num_classes": n_cls, **kw}
+    draw = _draw(train_ds, train.labels, None if val is None else val.labels) if separate_test else None
+    sampler = None if draw is None else (lambda labels, k, seed: draw(k, seed)[0])
+    views_kw = {"num_classes": n_cls, "sampler": sampler, **kw}
+    if args.base_to_new:
+        shots_for_views = sorted({*shots, min(16, max(shots))})
+    else:
+        shots_for_views = shots
     views = (
-        embed_support_views(model, support_ds, train.labels, shots, seeds, args.views, **views_kw)
+        embed_support_views(model, support_ds, train.labels, shots_for_views, seeds, args.views, **views_kw)
         if args.views > 0
         else None
     )
@@ -122,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
         aux_test = embed(aux, test_ds, **kw).images
         aux_val = embed(aux, val_ds, **kw).images if val_ds is not None else None
         if args.views > 0:  # the same crops of the same images, through the second encoder
-            aux_views = embed_support_views(aux, support_ds, train.labels, shots, seeds, args.views, **views_kw)
+            aux_views = embed_support_views(
+                aux, support_ds, train.labels, shots_for_views, seeds, args.views, **views_kw
+            )
     W = zeroshot_weights(model, train.classnames, load_templates(args.templates) or train_ds.templates)
     dataset_name = args.settings_for or train_ds.name
     res = run_few_shot(
@@ -140,9 +169,11 @@ def run(args: argparse.Namespace) -> int:
         aux_val=aux_val,
         aux_views=aux_views,
         dataset=dataset_name,
+        draw=draw,
         search=not args.no_search,
         progress=not args.quiet,
     )
+    res["sampler"] = "dataset" if draw is not None else "cliplab"
     res["templates"] = "--templates" if args.templates else ("dataset" if train_ds.templates else "default")
     if args.base_to_new:
         res["base_to_new"] = base_to_new(
@@ -156,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
             train_views=views,
             val=val,
             dataset=dataset_name,
+            draw=draw,
             search=not args.no_search,
         )
     if args.json:
