@@ -6,7 +6,8 @@ CLIP_benchmark webdataset shards (``test/{0..k-1}.tar`` of ``--per-shard`` sampl
 (``dataset.image(i)``: bytes → decoded RGB PIL image) from each, in dataset order and in a random order (what
 a shuffling trainer asks for), and prints images/s and the ratio wds / folder (baseline: the class folder,
 measured in the same run). The wds numbers exclude opening the dataset (indexing the tar headers); that time
-is printed on its own line, with the index cached and not.
+is printed on its own line, with the index cached and not, and the header scan is timed against ``tarfile``
+(the baseline) on the same shards.
 
     python benchmarks/wds_read.py [--n 2000] [--size 160] [--per-shard 500] [--repeat 3]
 """
@@ -54,6 +55,12 @@ def write_both(root: Path, n: int, size: int, per_shard: int, classes: int = 10,
     return f"wds:{wds}", f"folder:{folder}"
 
 
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def read_all(ds, order: np.ndarray) -> float:
     t0 = time.perf_counter()
     for i in order:
@@ -86,6 +93,16 @@ def main() -> None:
         print(
             f"open: wds {t_open * 1e3:.0f} ms (index built), {t_open_cached * 1e3:.0f} ms (index cached); "
             f"folder {t_folder_open * 1e3:.0f} ms"
+        )
+        from cliplab.data.shards import _scan_headers, _tarfile_members
+
+        shards = wds.index.shards
+        sizes = [os.path.getsize(p) for p in shards]
+        t_scan = min(_timed(lambda: [_scan_headers(p, n) for p, n in zip(shards, sizes)]) for _ in range(args.repeat))
+        t_tar = min(_timed(lambda: [_tarfile_members(p, n) for p, n in zip(shards, sizes)]) for _ in range(args.repeat))
+        print(
+            f"header index: scan {t_scan * 1e3:.0f} ms, tarfile {t_tar * 1e3:.0f} ms "
+            f"(ratio scan/tarfile {t_scan / t_tar:.2f})"
         )
         rng = np.random.default_rng(0)
         print(f"{'order':<12}{'wds img/s':>12}{'folder img/s':>14}{'ratio wds/folder':>18}")

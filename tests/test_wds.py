@@ -453,3 +453,40 @@ def test_shards_named_by_a_pattern(tmp_path, wds_dir):
         check_data_spec(f"wds:{pairs}/{{00000..00002}}.tar")
     with pytest.raises(ValueError, match="streamed by the trainer only"):
         load_dataset("wds:hf://someone/shards/{000..009}.tar")
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_header_scan_equals_tarfile(tmp_path, fmt):
+    from cliplab.data.shards import _scan_headers, _tarfile_members
+
+    path = tmp_path / "x.tar"
+    (tmp_path / "f.txt").write_text("hello")
+    with tarfile.open(path, "w", format=fmt) as tf:
+        tf.add(tmp_path / "f.txt", arcname="dir/f.txt")
+        info = tarfile.TarInfo("dir")
+        info.type = tarfile.DIRTYPE
+        tf.addfile(info)
+        link = tarfile.TarInfo("dir/link.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, "f.txt"
+        tf.addfile(link)
+        for i, n in enumerate((0, 1, 511, 512, 513, 5000)):
+            _add(tf, f"{'p' * 60}/{'q' * 60}/s{i}.bin", bytes([i]) * n)  # 100+ chars: USTAR prefix field
+    size = path.stat().st_size
+    expected = _tarfile_members(str(path), size)
+    assert len(expected) == 7
+    try:
+        assert _scan_headers(str(path), size) == expected
+    except Exception as err:  # GNU/PAX long-name headers are left to tarfile: the index must still be the same
+        assert type(err).__name__ == "_NeedsTarfile" and fmt != tarfile.USTAR_FORMAT
+    short = tmp_path / "short.tar"  # short names (webdataset's s0000000.webp) are plain headers in every format
+    with tarfile.open(short, "w", format=fmt) as tf:
+        for i in range(3):
+            _add(tf, f"s{i:07d}.webp", b"x" * (300 * i))
+    assert _scan_headers(str(short), short.stat().st_size) == _tarfile_members(str(short), short.stat().st_size)
+    assert [m for r in ShardIndex.build(str(path)).samples for m in r.members.values()] == [v for _, v in expected]
+    if fmt == tarfile.USTAR_FORMAT:
+        return  # USTAR cannot store a long name without a '/'
+    long = tmp_path / "long.tar"
+    with tarfile.open(long, "w", format=fmt) as tf:
+        _add(tf, "x" * 120 + ".bin", b"data")  # no '/' to split on: GNU longname or PAX header
+    assert ShardIndex.build(str(long)).read(0) == {"bin": b"data"}
