@@ -53,7 +53,7 @@ def _train(
     batch_size: int,
     seed: int,
 ) -> torch.nn.Linear:
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():  # also when called under no_grad
         torch.manual_seed(seed)
         probe = torch.nn.Linear(x.shape[1], n_classes)
         # batches of indices: the same random stream as a DataLoader over the features, without per-item collation
