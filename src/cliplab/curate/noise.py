@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
+from cliplab._io import write_text_atomic
 from cliplab.data.shapes_world import SHAPES, shapes
 
 _FOREIGN = ("красный круг слева.", "一个蓝色的正方形。", "مربع أخضر.", "κόκκινο αστέρι.")
@@ -63,7 +65,7 @@ def write_noisy_world(
     rows: list[tuple[str, str]] = []
     noise: dict[str, list[int]] = {k: [] for k in ("mismatched", "duplicate", "short", "foreign", "unreadable")}
     files = []
-    for k, i in enumerate(chosen):
+    for k, i in enumerate(tqdm(chosen, disable=not progress, desc="noisy world", unit="img")):
         name = f"images/{k:05d}.png"
         Image.fromarray(pool.render(int(i))).save(root / name)
         files.append((name, int(i)))
@@ -102,8 +104,8 @@ def write_noisy_world(
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["image", "caption"])
     w.writerows(rows)
-    (root / "captions.csv").write_text(buf.getvalue(), encoding="utf-8")
+    write_text_atomic(root / "captions.csv", buf.getvalue())
     info: dict[str, Any] = {"n_images": len(files), "n_pairs": len(rows), "concept": concept,
                             "concept_images": int(n_c), "rows": noise}  # fmt: skip
-    (root / "noise.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    write_text_atomic(root / "noise.json", json.dumps(info, indent=1))
     return root / "captions.csv"
