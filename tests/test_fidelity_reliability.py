@@ -287,3 +287,113 @@ def test_atc_threshold_on_temperature_scaled_logits_as_the_reference(score):
     assert atc(zv, yv, z, score=score) == pytest.approx(_atc_reference(zv, yv, z, score, T), abs=2.5 / 300)
     # raw logits give a different estimate: the temperature matters
     assert atc(zv, yv, z, score=score, temperature=None) != pytest.approx(_atc_reference(zv, yv, z, score, T), abs=0.02)
+
+
+# -- item 10: NegLabel's full recipe ---------------------------------------------------------------------
+
+_LICENCE = "  1 This software and database is being provided to you, the LICENSEE, by\n  2 Princeton University\n"
+
+
+def _write_wordnet(root, nouns, adjectives):
+    root.mkdir()
+    for pos, words, tag in (("noun", nouns, "n"), ("adj", adjectives, "a")):
+        lines = [f"{w} {tag} 1 1 @ 1 0 00000000  " for w in sorted(words)]
+        (root / f"index.{pos}").write_text(_LICENCE + "\n".join(lines) + "\n")
+    return root
+
+
+def _hash_encoder(dim=12):
+    def encode(texts):
+        seeds = [sum((i + 1) * b for i, b in enumerate(t.encode())) for t in texts]
+        return torch.tensor(np.array([np.random.default_rng(s).normal(size=dim) for s in seeds]), dtype=torch.float32)
+
+    return encode
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/wordnet/index.noun").is_file(), reason="no wordnet-base")
+def test_wordnet_pool_is_the_single_word_nouns_and_adjectives():
+    from cliplab.ood.wordnet import find_wordnet, wordnet_words
+
+    def single_words(path):  # every non-licence line's first field, without the '_' collocations
+        return {ln.split(" ", 1)[0] for ln in open(path) if not ln.startswith(" ") and "_" not in ln.split(" ", 1)[0]}
+
+    nouns, adjectives = wordnet_words("noun", "/usr/share/wordnet"), wordnet_words("adj", "/usr/share/wordnet")
+    assert set(nouns) == single_words("/usr/share/wordnet/index.noun") and len(nouns) == 57506
+    assert set(adjectives) == single_words("/usr/share/wordnet/index.adj") and len(adjectives) == 20983
+    assert len(nouns) + len(adjectives) == 78489  # "about 79k words" (issue #14)
+    assert find_wordnet() is not None
+    with pytest.raises(FileNotFoundError, match="not a WordNet dict directory"):
+        find_wordnet("/nonexistent")
+
+
+def test_neglabel_mines_nouns_and_adjectives_separately_with_their_templates(tmp_path):
+    from cliplab.ood import NegLabel
+
+    nouns = [f"noun{i}" for i in range(60)] + ["bright"]
+    adjectives = [f"adj{i}" for i in range(40)] + ["bright"]  # listed as both: kept once, as a noun
+    root = _write_wordnet(tmp_path / "dict", nouns, adjectives)
+    seen = []
+    enc = _hash_encoder()
+
+    def encode(texts):
+        seen.extend(texts)
+        return enc(texts)
+
+    rng = np.random.default_rng(0)
+    id_w = rng.normal(size=(4, 12))
+    nl = NegLabel(wordnet_root=str(root), ngroup=2).fit(id_w, encode)
+    noun_prompts = [f"The nice {w}." for w in sorted(nouns)]
+    adj_prompts = [f"This is a {w} photo" for w in sorted(adjectives) if w != "bright"]
+    assert seen == noun_prompts + adj_prompts
+    assert nl.source_ == f"WordNet ({root})" and nl.n_candidates_ == 101
+    # the reference: 95th-percentile cosine to the ID labels; the lowest 15% of each part of speech, nouns first
+    idn = id_w / np.linalg.norm(id_w, axis=1, keepdims=True)
+    chosen = []
+    adj_words = [w for w in sorted(adjectives) if w != "bright"]
+    for prompts, words in ((noun_prompts, sorted(nouns)), (adj_prompts, adj_words)):
+        emb = enc(prompts).numpy()
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        affinity = np.quantile(emb @ idn.T, 0.95, axis=1)
+        chosen += [words[i] for i in np.argsort(affinity, kind="stable")[: int(len(words) * 0.15)]]
+    assert len(chosen) == 9 + 6
+    expected = chosen[: len(chosen) - len(chosen) % 2]  # ngroup = 2: the last one dropped, as the reference
+    assert nl.negative_words_ == expected
+
+
+def test_neglabel_offline_fallback_is_named_in_the_results(monkeypatch):
+    from cliplab import Features
+    from cliplab.assess import ood_evaluation
+    from cliplab.ood import BUILTIN_SOURCE
+    from cliplab.ood import wordnet as wn
+
+    monkeypatch.delenv("CLIPLAB_WORDNET", raising=False)
+    monkeypatch.setattr(wn, "_candidates", lambda: [])  # no WordNet installed
+    enc = _hash_encoder()
+    seen = []
+
+    def encode(texts):
+        seen.extend(texts)
+        return enc(texts)
+
+    g = torch.Generator().manual_seed(0)
+    res = ood_evaluation(
+        Features(images=torch.randn(20, 12, generator=g), labels=torch.arange(20) % 3, classnames=["cat", "dog", "ow"]),
+        {"far": Features(images=torch.randn(20, 12, generator=g))},
+        torch.randn(3, 12, generator=g),
+        100.0,
+        encode_texts=encode,
+        methods=["neglabel"],
+    )
+    assert res["neglabel"]["source"] == BUILTIN_SOURCE
+    assert res["neglabel"]["id_prompts"] == "The nice {}."
+    assert seen[:3] == ["The nice cat.", "The nice dog.", "The nice ow."]  # the ID classes, the reference's template
+    with pytest.raises(FileNotFoundError, match="WordNet not found"):
+        ood_evaluation(
+            Features(images=torch.randn(4, 12, generator=g)),
+            {"far": Features(images=torch.randn(4, 12, generator=g))},
+            torch.randn(3, 12, generator=g),
+            100.0,
+            encode_texts=encode,
+            methods=["neglabel"],
+            neglabel_options={"source": "wordnet"},
+        )

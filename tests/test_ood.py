@@ -18,6 +18,7 @@ from cliplab.ood import (
     mcm,
     msp,
 )
+from cliplab.ood.neglabel import BUILTIN_SOURCE
 
 
 @pytest.fixture
@@ -216,8 +217,10 @@ def test_builtin_wordlist_and_exclude():
         seen.extend(texts)
         return _fake_encoder(8)(texts)
 
-    NegLabel(exclude=["Forest", "river"], batch_size=128).fit(torch.randn(3, 8), enc)
+    nl = NegLabel(source="builtin", template="a photo of a {}.", exclude=["Forest", "river"], batch_size=128)
+    nl.fit(torch.randn(3, 8), enc)
     assert len(seen) == len(words) - 2 and "a photo of a forest." not in seen and "a photo of a abbey." in seen
+    assert nl.source_ == BUILTIN_SOURCE  # the fallback is named as such
 
 
 @pytest.mark.parametrize(

@@ -56,11 +56,16 @@ def ood_evaluation(
     encode_texts: Callable[[list[str]], torch.Tensor] | None = None,
     methods: Sequence[str] | None = None,
     curves: bool = False,
+    neglabel_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """OOD metrics (AUROC, AUPR-In/Out, both FPR95 conventions) per OOD set and method, plus the mean.
+    """OOD metrics (AUROC, AUPR-In/Out, the FPR95 conventions) per OOD set and method, plus the mean.
 
     Methods needing ID training features (KNN, ViM, Mahalanobis) run only when ``train_features`` (labelled
-    for Mahalanobis) are given; NegLabel needs ``encode_texts`` to embed its word list.
+    for Mahalanobis) are given; NegLabel needs ``encode_texts`` to embed its word list. NegLabel follows the
+    official recipe (``cliplab.ood.NegLabel``: WordNet nouns and adjectives when WordNet is installed, else
+    the built-in list), its ID labels embedded with its own template (``"The nice {}."``) when the ID
+    features carry class names; ``neglabel_options`` are keyword arguments of ``NegLabel`` (e.g.
+    ``source="builtin"``). ``results["neglabel"]`` names the candidate source and sizes.
     """
     from cliplab import ood
     from cliplab.metrics import ood_metrics
@@ -92,9 +97,23 @@ def ood_evaluation(
         "energy": lambda n, f: ood.energy(logits_of[n]),
         "mcm": lambda n, f: ood.mcm(f.images, W),
     }
+    neglabel_info: dict[str, Any] | None = None
     if "neglabel" in methods:
-        neg = ood.NegLabel(exclude=[]).fit(text_weights=W, encode_texts=encode_texts)
+        neg = ood.NegLabel(**{"exclude": [], **(neglabel_options or {})})
+        classnames = list(id_features.classnames or [])
+        pos, id_prompts = W, "the given text weights"
+        if len(classnames) == W.shape[0]:  # the reference embeds the ID classes with its noun template
+            pos = torch.as_tensor(encode_texts([neg.template.format(c) for c in classnames])).float()
+            id_prompts = neg.template
+        neg.fit(text_weights=pos, encode_texts=encode_texts)
         scorers["neglabel"] = lambda n, f: neg.score(f.images)
+        neglabel_info = {
+            "source": neg.source_,
+            "n_candidates": int(neg.n_candidates_),
+            "n_negatives": int(neg.negative_embeddings_.shape[0]),
+            "ngroup": int(neg.ngroup_),
+            "id_prompts": id_prompts,
+        }
     if train_features is not None:
         if "knn" in methods:
             knn_k = min(KNN_K, len(train_features))  # the paper's k = 50, fewer for a small training set
@@ -119,6 +138,8 @@ def ood_evaluation(
         results["knn_k"] = knn_k
     if "vim" in scorers:
         results["vim_dim"] = vim.dim_
+    if neglabel_info is not None:
+        results["neglabel"] = neglabel_info
     curve_data: dict[str, Any] = {}
     for m in methods:
         id_scores = scorers[m]("id", id_features)

@@ -24,6 +24,15 @@ def add_ood(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--methods", default=None, help="comma-separated subset of methods")
     p.add_argument("--templates", default=None, help="template set or JSON file")
+    p.add_argument(
+        "--neglabel-words",
+        choices=("auto", "wordnet", "builtin"),
+        default="auto",
+        help="NegLabel's candidates: WordNet nouns+adjectives (the paper's; auto uses them when WordNet is "
+        "installed) or the small built-in list (the offline fallback)",
+    )
+    p.add_argument("--wordnet", default=None, help="WordNet dict directory (default: nltk's data path, then "
+                   "/usr/share/wordnet)")
     _shared(p)
     return p
 
@@ -131,6 +140,7 @@ def run_ood(args: argparse.Namespace) -> int:
         train_features=train,
         encode_texts=s.model.encode_texts,
         methods=methods,
+        neglabel_options={"source": args.neglabel_words, "wordnet_root": args.wordnet},
     )
     if args.json:
         print_json(res)
@@ -142,6 +152,9 @@ def run_ood(args: argparse.Namespace) -> int:
         )
     for m, why in res["skipped"].items():
         print(f"(skipped {m}: {why})")
+    if "neglabel" in res:
+        n = res["neglabel"]
+        print(f"(neglabel: {n['n_negatives']} negatives of {n['n_candidates']} candidates from {n['source']})")
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from cliplab.ood.base import OOD_SCORERS, OODScorer, register_ood_scorer
 from cliplab.ood.mahalanobis import Mahalanobis
-from cliplab.ood.neglabel import NegLabel, builtin_words
+from cliplab.ood.neglabel import BUILTIN_SOURCE, NegLabel, builtin_words
 from cliplab.ood.scores import KNN, energy, knn_score, max_logit, mcm, msp
 from cliplab.ood.vim import ViM, default_vim_dim
 
@@ -19,6 +19,7 @@ for _name, _cls in (("knn", KNN), ("vim", ViM), ("mahalanobis", Mahalanobis), ("
     register_ood_scorer(_name, _cls)
 
 __all__ = [
+    "BUILTIN_SOURCE",
     "KNN",
     "OOD_SCORERS",
     "Mahalanobis",

@@ -23,7 +23,12 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     tasks = ctx.source.ood()
     if isinstance(tasks, str):
         return {"skipped": tasks}
-    kw = {"encode_texts": ctx.model.encode_texts, "curves": True}
+    from cliplab.bench.sources import BuiltinWorldSource
+
+    # NegLabel: WordNet where installed; the built-in world's models read only the world's vocabulary, so
+    # there the small built-in list is used (named as the fallback in the results: "neglabel.source")
+    words = "builtin" if isinstance(ctx.source, BuiltinWorldSource) else "auto"
+    kw = {"encode_texts": ctx.model.encode_texts, "curves": True, "neglabel_options": {"source": words}}
     return {
         t.task: ood_evaluation(t.test, t.sets, t.weights, ctx.model.logit_scale, train_features=t.train, **kw)
         for t in tasks
