@@ -291,3 +291,39 @@ def test_prompt_protocol_has_the_few_shot_shape(tiny, world):
     r = b2n["results"]["coop"]
     assert r["hm"] == pytest.approx(2 * r["base"] * r["new"] / (r["base"] + r["new"]) if r["base"] + r["new"] else 0)
     assert "zeroshot" in b2n["results"] and b2n["n_base_classes"] + b2n["n_new_classes"] == len(train.classnames)
+
+
+def test_cli_dispatch_merges_prompt_methods_into_the_adapter_table(tiny, world):
+    from cliplab.adapt.protocol import run_few_shot
+    from cliplab.cli.common import UsageError
+    from cliplab.cli.prompt_methods import add_prompt_methods, split_methods
+    from cliplab.features import embed
+    from cliplab.zeroshot import zeroshot_weights
+
+    assert split_methods(None) == (None, [])
+    assert split_methods("gda,coop") == (["gda"], ["coop"])
+    assert split_methods("coop,tpt") == (["zeroshot"], ["coop", "tpt"])
+    with pytest.raises(UsageError, match="unknown"):
+        split_methods("coop,lora")
+    train, test = world
+    tr, te = embed(tiny, train, cache_dir=False, progress=False), embed(tiny, test, cache_dir=False, progress=False)
+    W = zeroshot_weights(tiny, train.classnames, train.templates)
+    res = run_few_shot(
+        tr, te, W, logit_scale=tiny.logit_scale, methods=["zeroshot"], shots=[1], seeds=[1], progress=False
+    )
+    add_prompt_methods(
+        res,
+        tiny,
+        train,
+        test,
+        tr,
+        te,
+        ["coop"],
+        shots=[1],
+        seeds=[1],
+        progress=False,
+        search=False,
+        params={"coop": {"epochs": 2}},
+    )
+    assert res["methods"] == ["zeroshot", "coop"]
+    assert set(res["results"]) == {"zeroshot", "coop"} and set(res["results"]["coop"]) == {1}
