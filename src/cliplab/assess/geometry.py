@@ -64,7 +64,7 @@ def alignment(x: Any, y: Any, alpha: float = 2.0) -> float:
     return float((a - b).norm(dim=1).pow(alpha).mean())
 
 
-def uniformity(x: Any, t: float = 2.0, *, max_samples: int = 2000, seed: int = 0) -> float:
+def uniformity(x: Any, t: float = 2.0, *, max_samples: int = 1000, seed: int = 0) -> float:
     """Wang & Isola's uniformity ``log E_{i≠j} exp(−t ‖x_i − x_j‖²)`` of normalised features.
 
     Above ``max_samples`` rows a fixed random subset (``seed``) is used (the pairwise cost is quadratic).
