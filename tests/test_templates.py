@@ -100,3 +100,22 @@ def test_zeroshot_command_with_descriptions(tmp_path, capsys):
     assert main([*argv, "--no-cache"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["classnames"] == names and 0 <= report["acc1"] <= 1
+
+
+def test_bench_templates_option_reaches_the_zero_shot_stage(tmp_path, capsys):
+    """``cliplab bench --templates``: every zero-shot classifier uses them, recorded as ``config.templates``."""
+    from cliplab.cli.commands import main
+    from helpers import write_shapes_folder
+
+    model_dir = tmp_path / "m"
+    make_tiny_model().save(model_dir)
+    data = write_shapes_folder(tmp_path / "imgs", 12, seed=0)
+    names = sorted(p.name for p in data.iterdir())
+    (tmp_path / "d.json").write_text(json.dumps({n: [f"a {n} shape."] for n in names}))
+    argv = ["bench", "--model", str(model_dir), "--data", str(data), "--only", "zeroshot", "-o", str(tmp_path / "o")]
+    argv += ["--templates", f"simple+{tmp_path / 'd.json'}", "--no-cache", "--json", "-q"]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["config"]["templates"].startswith("sha256:") and res["stages"]["zeroshot"]["classes"]["n"] == 12
+    assert main([*argv[:-3], "--templates", "imagenet81", "-q"]) == 2
+    assert "imagenet81" in capsys.readouterr().err

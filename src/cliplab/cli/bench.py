@@ -38,6 +38,12 @@ def add_bench(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="a suite file (YAML: models, datasets with their task, stages) or a shipped suite's name "
         "(clip_benchmark, coop_fewshot); --model replaces its models",
     )
+    p.add_argument(
+        "--templates",
+        default=None,
+        help="class-name templates for every zero-shot classifier: a set name, a .json/.txt file (a dict class → "
+        "sentences: CuPL descriptions), or several joined by '+' (default: each dataset's own)",
+    )
     p.add_argument("-o", "--output", default="cliplab-bench", help="output directory (default ./cliplab-bench)")
     p.add_argument("--only", default=None, help="comma-separated stages to run")
     p.add_argument("--n", type=int, default=None, help=f"test images per built-in set (default {DEFAULT_N})")
@@ -83,6 +89,7 @@ def _common_options(args: argparse.Namespace, stages: Any) -> tuple[list[str] | 
     if n <= 0:
         raise UsageError(f"--n must be a positive number of images, got {n}")
     preflight.common(args)
+    preflight.templates(args.templates)
     preflight.output_dir(args.output, "--output")
     return only, seeds, n
 
@@ -122,6 +129,13 @@ def build_suite(args: argparse.Namespace) -> Any:
         except ValueError as err:
             raise UsageError(str(err)) from err
         suite = Suite("suite", models, datasets, stages=tuple(only) if only else None, n=n, seeds=seeds)
+    if args.templates:  # for every dataset without its own
+        from dataclasses import replace
+
+        from cliplab.cli.zeroshot import load_templates
+
+        templates = load_templates(args.templates)
+        suite.datasets = [d if d.templates is not None else replace(d, templates=templates) for d in suite.datasets]
     for d in suite.datasets:
         preflight.data(d.spec, f"dataset {d.name!r}", **source_class_attr(d.spec, "load_options")(suite.n))
     for spec in args.ood_data:
@@ -162,6 +176,7 @@ def _log(args: argparse.Namespace) -> Any:
 
 def run_single(args: argparse.Namespace) -> int:
     from cliplab.bench import run_bench
+    from cliplab.cli.zeroshot import load_templates
     from cliplab.models import load_model
 
     only, seeds = check(args)
@@ -184,6 +199,7 @@ def run_single(args: argparse.Namespace) -> int:
         seeds=seeds,
         ood_data=args.ood_data,
         load_seconds=load_seconds,
+        templates=load_templates(args.templates),
     )
     if args.json:
         print_json(results)
