@@ -105,7 +105,8 @@ def main() -> None:
     add("aurc", f"{n}", timed(lambda: aurc(s_id, correct), r)[0])
     add("logit_norm_confidence", nc, timed(lambda: logit_norm_confidence(logits, 2.0), r)[0])
     add("TemperatureScaling fit", nc, timed(lambda: TemperatureScaling().fit(logits, y), 1)[0], None)
-    add("LogitNormConfidence fit (p=0..9, MSP fallback)", nc, timed(lambda: LogitNormConfidence().fit(logits, y), 1)[0], None)
+    fit_lnc = timed(lambda: LogitNormConfidence().fit(logits, y), 1)[0]
+    add("LogitNormConfidence fit (p=0..9, MSP fallback)", nc, fit_lnc, None)
 
     half = n // 2
     add("mano", nc, timed(lambda: mano(logits), r)[0])
