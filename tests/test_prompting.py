@@ -327,3 +327,80 @@ def test_cli_dispatch_merges_prompt_methods_into_the_adapter_table(tiny, world):
     )
     assert res["methods"] == ["zeroshot", "coop"]
     assert set(res["results"]) == {"zeroshot", "coop"} and set(res["results"]["coop"]) == {1}
+
+
+class _OpenCLIPStyle(torch.nn.Module):
+    """An open_clip-shaped text tower: token_embedding, positional_embedding, causal transformer, ln_final,
+    text_projection, EOT pooling at the highest token id (OpenAI's tokenizer convention)."""
+
+    def __init__(self, vocab: int = 20, width: int = 16, length: int = 10):
+        super().__init__()
+        torch.manual_seed(0)
+        self.context_length = length
+        self.token_embedding = torch.nn.Embedding(vocab, width)
+        self.positional_embedding = torch.nn.Parameter(torch.randn(length, width) * 0.1)
+        self.block = torch.nn.TransformerEncoderLayer(width, 2, 32, dropout=0.0, batch_first=True)
+        self.ln_final = torch.nn.LayerNorm(width)
+        self.text_projection = torch.nn.Parameter(torch.randn(width, 8) * 0.2)
+        self.visual = torch.nn.Linear(12, 8)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(2.0))
+
+    def encode_text(self, ids):
+        x = self.token_embedding(ids) + self.positional_embedding[: ids.shape[1]]
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(ids.shape[1])
+        x = self.ln_final(self.block(x, src_mask=mask, is_causal=True))
+        return x[torch.arange(len(ids)), ids.argmax(-1)] @ self.text_projection
+
+
+def _openclip_style_model():
+    from cliplab.models.base import Model
+
+    words = ["<pad>", "a", "photo", "of", "red", "blue", "green", "circle", "square", "x", "."]
+    vocab = {w: i for i, w in enumerate(words)} | {"<sot>": 18, "<eot>": 19}
+
+    class Tiny(Model):
+        spec = "openclip-style"
+
+        def __init__(self):
+            self.module = _OpenCLIPStyle()
+
+        @property
+        def has_token_embeddings(self):
+            return True
+
+        def token_embeddings(self):
+            return self.module.token_embedding
+
+        def tokenize(self, texts):
+            rows = []
+            for t in texts:
+                toks = t.lower().replace(".", " .").split()
+                rows.append([18, *(vocab[w] for w in toks), 19][: self.module.context_length])
+            out = torch.zeros(len(rows), self.module.context_length, dtype=torch.long)  # fixed length, 0-padded
+            for i, r in enumerate(rows):
+                out[i, : len(r)] = torch.tensor(r)
+            return {"input_ids": out}
+
+        def image_embeddings(self, pixel_values):
+            return self.module.visual(pixel_values)
+
+        def text_embeddings(self, tokens):
+            return self.module.encode_text(tokens["input_ids"])
+
+    return Tiny()
+
+
+def test_coop_on_an_open_clip_style_text_tower():
+    model = _openclip_style_model()
+    classes = ["red circle", "blue square"]
+    f = F.normalize(torch.randn(6, 8), dim=-1)
+    y = torch.tensor([0, 1] * 3)
+    coop = CoOp(ctx_init="a photo of", epochs=0).fit(model, f, y, classes)
+    assert coop.prompt_.layout.slots.tolist() == [[1, 2, 3], [1, 2, 3]]
+    ref = plain_logits(model, f, [f"a photo of {c}." for c in classes])
+    torch.testing.assert_close(coop.logits(f), ref, atol=1e-5, rtol=1e-5)
+    before = snapshot(model)
+    CoOp(n_ctx=2, epochs=3, lr=0.1).fit(model, f, y, classes)
+    assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
+    with pytest.raises(ValueError, match="too long"):  # the 10-token context: sot + 2 ctx + 6 + . + eot = 11
+        CoOp(n_ctx=2, epochs=0).fit(model, f, y, ["red blue red blue red circle", "square"])
