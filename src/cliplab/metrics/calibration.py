@@ -229,7 +229,7 @@ class LogitNormConfidence:
     """MaxLogit-pNorm confidence as lfpc/FixSelectiveClassification computes it (Cattelan & Silva 2024).
 
     ``fit(val_logits, val_labels) -> self``, in float64: the logits are centred (``centralize=True``),
-    every ``p`` in ``ps`` (``{0, 1, …, 9}`` by default, the paper's grid; ``p = 0`` is plain MaxLogit) is
+    every ``p`` in ``ps`` (``{0, 1, …, 9}`` by default, as issue #14 asks; ``p = 0`` is plain MaxLogit) is
     scored by its validation AURC with the reference's trapezoid integration, and the first minimum wins.
     With ``msp_fallback`` (the reference's ``msp_fallback=True``), MSP is used instead when its validation
     AURC is lower than the chosen ``p``'s. Fitted: ``p_`` (None when MSP is used), ``method_``
