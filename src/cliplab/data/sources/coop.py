@@ -5,7 +5,8 @@ up (``<root>/oxford_pets/split_zhou_OxfordPets.json`` + ``images/``, ...). A ``s
 ``{"train" | "val" | "test": [[image path relative to the image folder, label, class name], ...]}``.
 FGVCAircraft has no such file (``variants.txt`` + ``images_variant_<split>.txt``), nor has ImageNet
 (``images/train/<wnid>/``, ``images/val/<wnid>/``, ``classnames.txt`` of ``<wnid> <name>`` lines; cliplab's
-copy of CLIP's names when absent); as in CoOp, ImageNet's val split is its test set (the official val images).
+copy of CLIP's names when absent). ImageNet's test split is the official val images; it has no ``val`` split
+(CoOp validates on the test set, which cliplab never selects hyper-parameters on), so ``split=val`` is refused.
 
 Class names get CoOp's clean-up (``_`` → space, as its trainers do before prompting) and ``templates`` is
 CoOp's one prompt for the dataset (``CUSTOM_TEMPLATES`` in ``trainers/zsclip.py``, e.g. "a photo of a {}, a
@@ -179,7 +180,7 @@ def _read_imagenet(folder: Path, image_dir: Path) -> dict[str, list[Item]]:
             files = sorted(f for f in os.listdir(split_dir / wnid) if not f.startswith("."))
             items.extend((str(split_dir / wnid / f), label, names[wnid]) for f in files)
         out[split] = items
-    out["val"] = out["test"]  # CoOp: "Also used as the val set"
+    out["val"] = []  # CoOp validates on the test set ("Also used as the val set"); cliplab never does
     return out
 
 
@@ -213,6 +214,12 @@ class CoopDataset(Dataset):
         else:
             self.split_file = None
             self.splits = _read_imagenet(folder, image_dir)
+        if split == "val" and not info.fewshot_val:
+            raise ValueError(
+                f"coop:{info.folder}: {info.name} has no validation split: CoOp validates it on its test set (the "
+                "official val images), and cliplab never selects hyper-parameters on test data; use split=train or "
+                "test (validation then comes from the support set)"
+            )
         items = self.splits[split]
         if not items:
             raise ValueError(f"coop:{info.folder}: the {split} split of {self.split_file or folder} is empty")
