@@ -48,7 +48,7 @@ def train_on(data: Path, out: Path, steps: int, seed: int) -> dict:
 
 
 def main() -> None:
-    from cliplab.curate import CurateConfig, curate, write_noisy_world
+    from cliplab.curate import CurateConfig, curate_dataset, write_noisy_world
     from cliplab.data.shapes_world import SHAPES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -66,7 +66,7 @@ def main() -> None:
         config = CurateConfig(min_words=2, min_latin=0.9, clip_top_fraction=0.65, dedup="images",
                               dedup_threshold=0.97, concepts=list(SHAPES), balance_t=args.n // 4,
                               model="builtin:shapes")  # fmt: skip
-        report = curate(raw, root / "curated.csv", config, progress=False)
+        report = curate_dataset(raw, root / "curated.csv", config, progress=False)
         curate_s = time.perf_counter() - t0
         removed = {r["row"] for r in report["removed"]}
         found = {k: (sum(i in removed for i in rows), len(rows)) for k, rows in noise["rows"].items() if rows}

@@ -35,11 +35,11 @@ def test_noisy_world_writer(noisy):
 
 
 def test_rule_filters_report_every_removed_pair_and_are_idempotent(noisy, tmp_path):
-    from cliplab.curate import CurateConfig, curate, report_path
+    from cliplab.curate import CurateConfig, curate_dataset, report_path
 
     path, noise = noisy
     cfg = CurateConfig(min_words=2, min_latin=0.9, concepts=list(SHAPES), balance_t=10, seed=1)
-    report = curate(path, tmp_path / "out.csv", cfg, progress=False)
+    report = curate_dataset(path, tmp_path / "out.csv", cfg, progress=False)
     rows = _rows(path)
     removed = {r["row"]: r for r in report["removed"]}
     kept = _rows(tmp_path / "out.csv")
@@ -60,11 +60,11 @@ def test_rule_filters_report_every_removed_pair_and_are_idempotent(noisy, tmp_pa
     assert all((tmp_path / p).resolve() == (path.parent / q).resolve() for (p, _), (q, _) in zip(kept, expected))
     assert json.loads(report_path(tmp_path / "out.csv").read_text())["counts"] == report["counts"]
 
-    again = curate(tmp_path / "out.csv", tmp_path / "out2.csv", cfg, progress=False)
+    again = curate_dataset(tmp_path / "out.csv", tmp_path / "out2.csv", cfg, progress=False)
     assert again["counts"]["removed_pairs"] == 0
     assert (tmp_path / "out2.csv").read_text() == (tmp_path / "out.csv").read_text()
     # in place, too
-    curate(tmp_path / "out.csv", tmp_path / "out.csv", cfg, progress=False)
+    curate_dataset(tmp_path / "out.csv", tmp_path / "out.csv", cfg, progress=False)
     assert (tmp_path / "out.csv").read_text() == (tmp_path / "out2.csv").read_text()
 
 
@@ -85,11 +85,11 @@ def test_balancing_follows_metaclip_probabilities(tmp_path):
 
 
 def test_model_filters_clip_score_and_dedup(noisy, tmp_path, tiny_model):
-    from cliplab.curate import CurateConfig, curate
+    from cliplab.curate import CurateConfig, curate_dataset
 
     path, noise = noisy
     cfg = CurateConfig(clip_top_fraction=0.8, dedup="images", dedup_threshold=0.995)
-    report = curate(path, tmp_path / "out.jsonl", cfg, model=tiny_model, progress=False)
+    report = curate_dataset(path, tmp_path / "out.jsonl", cfg, model=tiny_model, progress=False)
     removed = {r["row"]: r for r in report["removed"]}
     by = report["counts"]["by_filter"]
     alive = report["counts"]["input_pairs"] - by.get("unreadable", 0)
@@ -104,7 +104,7 @@ def test_model_filters_clip_score_and_dedup(noisy, tmp_path, tiny_model):
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert len(lines) == report["counts"]["kept_pairs"] and set(json.loads(lines[0])) == {"image", "caption"}
 
-    again = curate(tmp_path / "out.jsonl", tmp_path / "out2.jsonl", cfg, model=tiny_model, progress=False)
+    again = curate_dataset(tmp_path / "out.jsonl", tmp_path / "out2.jsonl", cfg, model=tiny_model, progress=False)
     assert again["counts"]["removed_pairs"] == 0  # the recorded threshold is reused: idempotent
     assert (tmp_path / "out2.jsonl").read_text() == (tmp_path / "out.jsonl").read_text()
 
@@ -123,11 +123,11 @@ def test_near_duplicates_finds_every_copy_beyond_k():
 
 
 def test_nothing_half_written(noisy, tmp_path, monkeypatch):
-    from cliplab.curate import CurateConfig, curate, pipeline, report_path
+    from cliplab.curate import CurateConfig, curate_dataset, pipeline, report_path
 
     path, _ = noisy
     out = tmp_path / "out.csv"
-    curate(path, out, CurateConfig(min_words=2), progress=False)
+    curate_dataset(path, out, CurateConfig(min_words=2), progress=False)
     before, report_before = out.read_text(), report_path(out).read_text()
     listing = sorted(p.name for p in tmp_path.iterdir())
 
@@ -137,27 +137,27 @@ def test_nothing_half_written(noisy, tmp_path, monkeypatch):
     # fails after the curated text went to its temporary file, while the report is being written
     monkeypatch.setattr("cliplab._io.to_jsonable", boom)
     with pytest.raises(RuntimeError, match="disk full"):
-        curate(path, out, CurateConfig(min_words=3), progress=False)
+        curate_dataset(path, out, CurateConfig(min_words=3), progress=False)
     monkeypatch.undo()
     assert out.read_text() == before and report_path(out).read_text() == report_before
 
     monkeypatch.setattr(pipeline, "_features", lambda *a, **k: boom())
     with pytest.raises(RuntimeError, match="disk full"):
-        curate(path, tmp_path / "new.csv", CurateConfig(clip_threshold=0.1), model=object(), progress=False)
+        curate_dataset(path, tmp_path / "new.csv", CurateConfig(clip_threshold=0.1), model=object(), progress=False)
     assert not (tmp_path / "new.csv").exists() and not report_path(tmp_path / "new.csv").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == listing  # no temporary files left behind
 
 
 def test_curate_errors(noisy, tmp_path):
-    from cliplab.curate import CurateConfig, curate
+    from cliplab.curate import CurateConfig, curate_dataset
 
     path, _ = noisy
     with pytest.raises(ValueError, match="must be .csv, .tsv or .jsonl"):
-        curate(path, tmp_path / "out.txt", CurateConfig(), progress=False)
+        curate_dataset(path, tmp_path / "out.txt", CurateConfig(), progress=False)
     with pytest.raises(FileNotFoundError, match="caption file not found"):
-        curate(tmp_path / "nope.csv", tmp_path / "out.csv", CurateConfig(), progress=False)
+        curate_dataset(tmp_path / "nope.csv", tmp_path / "out.csv", CurateConfig(), progress=False)
     with pytest.raises(ValueError, match="need a model"):
-        curate(path, tmp_path / "out.csv", CurateConfig(dedup="pairs"), progress=False)
+        curate_dataset(path, tmp_path / "out.csv", CurateConfig(dedup="pairs"), progress=False)
     with pytest.raises(ValueError, match="not both"):
         CurateConfig(clip_threshold=0.2, clip_top_fraction=0.3)
     with pytest.raises(ValueError, match="concept list and its threshold"):
@@ -203,12 +203,12 @@ def _write_wds(root, n=12, seed=0):
 
 
 def test_webdataset_input_gives_shards_and_is_idempotent(tmp_path):
-    from cliplab.curate import CurateConfig, curate, report_path
+    from cliplab.curate import CurateConfig, curate_dataset, report_path
     from cliplab.data import load_dataset
 
     src = _write_wds(tmp_path / "wds")
     cfg = CurateConfig(min_words=2, concepts=list(SHAPES), balance_t=3, seed=0)
-    report = curate(f"wds:{src}", tmp_path / "out", cfg, progress=False)
+    report = curate_dataset(f"wds:{src}", tmp_path / "out", cfg, progress=False)
     assert report["counts"]["by_filter"]["length"] == 3  # the "x" captions
     out = load_dataset(f"wds:{tmp_path / 'out'}")
     assert len(out.captions) == report["counts"]["kept_pairs"] and len(out) == report["counts"]["kept_images"]
@@ -216,8 +216,8 @@ def test_webdataset_input_gives_shards_and_is_idempotent(tmp_path):
     original = load_dataset(f"wds:{src}")
     first = original.keys.index(out.keys[0])
     assert np.array_equal(np.asarray(out.image(0)), np.asarray(original.image(first)))  # the image bytes, untouched
-    again = curate(f"wds:{tmp_path / 'out'}", tmp_path / "out2", cfg, progress=False)
+    again = curate_dataset(f"wds:{tmp_path / 'out'}", tmp_path / "out2", cfg, progress=False)
     assert again["counts"]["removed_pairs"] == 0
     assert (tmp_path / "out2" / "test" / "0.tar").read_bytes() == (tmp_path / "out" / "test" / "0.tar").read_bytes()
     with pytest.raises(ValueError, match="written as shards into a directory"):
-        curate(f"wds:{src}", tmp_path / "out.csv", cfg, progress=False)
+        curate_dataset(f"wds:{src}", tmp_path / "out.csv", cfg, progress=False)

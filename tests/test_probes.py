@@ -153,20 +153,20 @@ def _words(caption):
 
 
 def test_builtin_probes_deterministic_per_seed_and_independent_of_n():
-    from cliplab.data.shapes_probes import shapes_probes
+    from cliplab.data.shapes_probes import generate_probes
 
-    a, b = shapes_probes(n=40, seed=1, image_size=16), shapes_probes(n=40, seed=1, image_size=16)
+    a, b = generate_probes(n=40, seed=1, image_size=16), generate_probes(n=40, seed=1, image_size=16)
     assert [(p.positive, p.negatives) for p in a.probes] == [(p.positive, p.negatives) for p in b.probes]
-    c = shapes_probes(n=20, seed=1, image_size=16)
+    c = generate_probes(n=20, seed=1, image_size=16)
     assert [p.negatives for p in c.probes] == [p.negatives for p in a.probes[:20]]
-    d = shapes_probes(n=40, seed=2, image_size=16)
+    d = generate_probes(n=40, seed=2, image_size=16)
     assert [p.negatives for p in d.probes] != [p.negatives for p in a.probes]
 
 
 def test_each_negative_type_differs_from_the_true_caption_in_exactly_the_intended_way():
-    from cliplab.data.shapes_probes import NEGATIVE_TYPES, shapes_probes
+    from cliplab.data.shapes_probes import NEGATIVE_TYPES, generate_probes
 
-    probes = shapes_probes(n=120, seed=0, image_size=16)
+    probes = generate_probes(n=120, seed=0, image_size=16)
     seen = set()
     for p in probes.probes:
         t = _words(p.positive)

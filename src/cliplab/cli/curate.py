@@ -53,7 +53,7 @@ def add_curate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cliplab.curate import CurateConfig, curate, report_path
+    from cliplab.curate import CurateConfig, curate_dataset, report_path
 
     preflight.common(args)
     if Path(args.data).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
         preflight.model(args.model, "--model")
         model = load_model(args.model, device=args.device)
-    report = curate(args.data, args.output, config, model=model, batch_size=args.batch_size, progress=not args.quiet)
+    report = curate_dataset(
+        args.data, args.output, config, model=model, batch_size=args.batch_size, progress=not args.quiet
+    )
     summary = {**report["counts"], "output": report["output"], "report": str(report_path(args.output))}
     if args.json:
         print_json({**summary, "resolved": report["resolved"]})

@@ -1,4 +1,4 @@
-"""``curate(data, output, config)``: filter a caption dataset into a new caption file and a JSON report.
+"""``curate_dataset(data, output, config)``: filter a caption dataset into a new caption file and a JSON report.
 
 Order: unreadable images, caption length, language, CLIP score, near-duplicates, MetaCLIP balancing; a pair is
 removed by the first filter that rejects it, and the report lists every removed pair with its filter and reason.
@@ -208,7 +208,7 @@ def _dump(report: dict[str, Any], to_jsonable: Any) -> str:
     return json.dumps(to_jsonable(report), indent=2, ensure_ascii=False) + "\n"
 
 
-def curate(
+def curate_dataset(
     data: str | os.PathLike,
     output: str | os.PathLike,
     config: CurateConfig | None = None,

@@ -26,7 +26,7 @@ import numpy as np
 
 from cliplab.data.shapes_world import COLOURS, SHAPES, ShapesDataset, shapes
 
-__all__ = ["NEGATIVE_TYPES", "ShapesProbe", "ShapesProbes", "probes_of", "shapes_probes", "true_caption"]
+__all__ = ["NEGATIVE_TYPES", "ShapesProbe", "ShapesProbes", "generate_probes", "probes_of", "true_caption"]
 
 #: every negative type the built-in probes generate, in report order
 NEGATIVE_TYPES: tuple[str, ...] = ("swap_att", "swap_obj", "swap_rel", "replace_obj", "replace_att", "add_obj",
@@ -112,7 +112,7 @@ class ShapesProbes:
         return {**self.dataset.options(), "probes_seed": self.seed}
 
 
-def shapes_probes(split: str = "test", n: int = 200, seed: int = 0, **options: Any) -> ShapesProbes:
+def generate_probes(split: str = "test", n: int = 200, seed: int = 0, **options: Any) -> ShapesProbes:
     """Probes on ``shapes(split, n, seed, objects="mixed", **options)``; see the module docstring.
 
     ``options`` are the world's (``image_size``, ``style``, ``corruption``, ...); ``objects`` defaults to

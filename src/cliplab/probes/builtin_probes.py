@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cliplab.data.shapes_probes import NEGATIVE_TYPES, ShapesProbes, probes_of, shapes_probes
+from cliplab.data.shapes_probes import NEGATIVE_TYPES, ShapesProbes, generate_probes, probes_of
 from cliplab.data.shapes_world import ShapesDataset
 from cliplab.probes.base import SelectionProbe
 
@@ -18,14 +18,16 @@ def builtin_probe(
     dataset: ShapesDataset | None = None,
     **options: Any,
 ) -> SelectionProbe:
-    """``shapes_probes(split, n, seed, **options)`` flattened: item = (image, [true caption, negative]), kind = type.
+    """``generate_probes(split, n, seed, **options)`` flattened: item = (image, [true caption, negative]), kind = type.
 
     ``dataset``: generate on this rendered built-in dataset instead (``split``, ``n`` and ``options`` unused).
     """
     unknown = [t for t in types if t not in NEGATIVE_TYPES]
     if unknown:
         raise ValueError(f"unknown negative type(s) {unknown}; accepted: {', '.join(NEGATIVE_TYPES)}")
-    probes: ShapesProbes = probes_of(dataset, seed) if dataset is not None else shapes_probes(split, n, seed, **options)
+    probes: ShapesProbes = (
+        probes_of(dataset, seed) if dataset is not None else generate_probes(split, n, seed, **options)
+    )
     image_index, captions, kinds = [], [], []
     for kind in types:
         for p in probes.probes:
