@@ -143,6 +143,7 @@ def test_imagenet_layout_with_and_without_classnames_txt(tmp_path):
     assert test.classnames == ["tench", "goldfish", "great white shark"]  # the shipped CLIP names
     assert test.labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert [p.parent.parent.name for p in test.paths] == ["val"] * 6
+    assert not test.has_validation_split
     with pytest.raises(ValueError, match="has no validation split"):  # CoOp's val is the test set: refused
         load_dataset(f"coop:imagenet:root={tmp_path},split=val")
     (folder / "classnames.txt").write_text("n01440764 tench fish\nn01443537 goldfish\nn01484850 white shark\n")

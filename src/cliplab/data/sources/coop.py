@@ -191,6 +191,8 @@ class CoopDataset(Dataset):
         if split not in SPLITS:
             raise ValueError(f"coop:{info.folder}: unknown split {split!r}; choose from {', '.join(SPLITS)}")
         self.info = info
+        #: whether the dataset has a val split to select hyper-parameters on (not ImageNet: see the module)
+        self.has_validation_split = info.fewshot_val
         self.root = Path(root).expanduser()
         self.split = split
         folder = self.root / info.folder
