@@ -20,6 +20,7 @@ from cliplab.adapt.clip_adapter import CLIPAdapter
 from cliplab.adapt.gda import GDA
 from cliplab.adapt.linear_probe import LinearProbe
 from cliplab.adapt.lpplusplus import LPPlusPlus
+from cliplab.adapt.prompting import PROMPT_METHODS, TPT, CoCoOp, CoOp, KgCoOp, MaPLe, ProGrad
 from cliplab.adapt.protocol import METHODS, register_method
 from cliplab.adapt.search import grid_search, search_and_fit, split_validation
 from cliplab.adapt.tip import TipAdapter, TipAdapterF
@@ -33,6 +34,13 @@ __all__ = [
     "LPPlusPlus",
     "LinearProbe",
     "METHODS",
+    "PROMPT_METHODS",
+    "TPT",
+    "CoCoOp",
+    "CoOp",
+    "KgCoOp",
+    "MaPLe",
+    "ProGrad",
     "TipAdapter",
     "TipAdapterF",
     "ZeroShot",
