@@ -218,6 +218,8 @@ def test_family_loads_encodes_and_matches_its_own_processor(family):
         ref_txt = l2(pooled(module.get_text_features(**enc)))
     img = model.encode_images(ims, batch_size=3)
     txt = model.encode_texts(TEXTS)
+    # a batch preprocessed beforehand (pixels, or packed NaFlex patches) encodes the same
+    assert torch.allclose(model.encode_images(model.preprocess.batch(ims[:2])), img[:2], atol=1e-6)
     d = ref_img.shape[1]
     assert img.shape == (len(ims), d) and txt.shape == (len(TEXTS), d)
     assert torch.allclose(img.norm(dim=1), torch.ones(len(ims)), atol=1e-5)

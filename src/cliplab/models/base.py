@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cliplab._validation import l2_normalize
-from cliplab.models.preprocess import ImageInput, Preprocess
+from cliplab.models.preprocess import ImageInput, PatchPreprocess, Preprocess
 
 GEOMETRIES = ("cosine", "euclidean")
 T = TypeVar("T")
@@ -171,7 +171,8 @@ class Model:
         self.module.eval()
         try:
             if isinstance(images, torch.Tensor):
-                if images.ndim != 4 or images.shape[1] != 3:
+                patches = images.ndim == 3 and isinstance(self.preprocess, PatchPreprocess)  # packed NaFlex batch
+                if not patches and (images.ndim != 4 or images.shape[1] != 3):
                     raise ValueError(f"a pixel tensor must have shape [B, 3, H, W], got {tuple(images.shape)}")
                 chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
                 batches: Iterator[torch.Tensor] = iter(chunks)
