@@ -2,8 +2,9 @@
 
 - ``enable_grad_checkpointing``: the towers' layers keep no activations; the backward pass recomputes them
   (Chen et al. 2016, "Training deep nets with sublinear memory cost"): about one more forward per step for
-  activation memory ``O(√L)`` instead of ``O(L)``. Hugging Face models: ``gradient_checkpointing_enable``
-  (non-reentrant); open_clip models: ``set_grad_checkpointing``. Chosen by what the module offers.
+  activation memory ``O(√L)`` instead of ``O(L)``. Hugging Face models: ``activation_checkpointing_enable``
+  (transformers 5; ``gradient_checkpointing_enable`` before), non-reentrant; open_clip models:
+  ``set_grad_checkpointing``. Chosen by what the module offers.
 - ``compile_module``: ``torch.compile`` of the two-tower forward (inductor; the first steps compile).
 - FSDP2 (``torch.distributed.fsdp.fully_shard``, Zhao et al. 2023): every ``nn.ModuleList`` entry (the towers'
   transformer layers) is one unit and the rest one root unit; parameters, gradients and AdamW state are
@@ -32,10 +33,13 @@ log = logging.getLogger(__name__)
 def enable_grad_checkpointing(model: Model) -> str:
     """Turn on activation checkpointing in ``model.module``; returns which API did it (``hf``/``open_clip``)."""
     module = model.module
-    if hasattr(module, "gradient_checkpointing_enable"):
+    if hasattr(module, "activation_checkpointing_enable") or hasattr(module, "gradient_checkpointing_enable"):
         if getattr(module, "supports_gradient_checkpointing", True) is False:
             raise ValueError(f"{type(module).__name__} does not support gradient checkpointing")
-        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(module, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated)
+            module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return "hf"
     if hasattr(module, "set_grad_checkpointing"):
         module.set_grad_checkpointing(True)

@@ -163,7 +163,8 @@ def _read_refs(refs: list[list[Any]]) -> list[dict[str, Any]]:
                 break
     missing = [r for r in refs if (r[0], int(r[1])) not in found]
     if missing:
-        raise ShardError(f"webdataset shard {missing[0][0]} changed since the checkpoint: sample {missing[0][1]} is gone")
+        shard, offset = missing[0]
+        raise ShardError(f"webdataset shard {shard} changed since the checkpoint: its sample {offset} is gone")
     return [found[(shard, int(offset))] for shard, offset in refs]
 
 

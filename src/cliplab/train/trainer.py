@@ -116,6 +116,8 @@ class Trainer:
         if self.model is not None:
             require_trainable(self.model)  # before anything is loaded
         self.env, self.device = init_distributed(cfg.device)
+        if cfg.fsdp and not self.env.distributed:
+            raise ValueError("fsdp: true shards the model over torchrun processes: launch with torchrun")
         self.output_dir = Path(cfg.output_dir)
         seed_everything(cfg.seed + self.env.rank)
         resume_from = ckpt.resume_point(self.output_dir, self.resume)
