@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     val_ds = None
     if args.val_data:
         val_ds = load_dataset(args.val_data, split="val")
-    elif _has_val_split(args.data):
+    elif _has_val_split(args.data) and getattr(train_ds, "has_validation_split", True):  # coop ImageNet: none
         val_ds = load_dataset(args.data, split="val")
     val = embed(model, val_ds, **kw) if val_ds is not None else None
     n_cls = len(train.classnames)
