@@ -34,15 +34,13 @@ from cliplab.train.batches import build_batches, load_training_data, training_ca
 from cliplab.train.config import TrainConfig
 from cliplab.train.gradcache import direct_backward, gradcache_backward, split_batch
 from cliplab.train.objective import Objective
+from cliplab.train.run_state import restore_checkpoint, write_checkpoint
 from cliplab.train.runlog import MetricsLog
 from cliplab.train.scaling import (
     compile_module,
     enable_grad_checkpointing,
     full_model,
     full_model_state,
-    full_optimizer_state,
-    load_model_state,
-    load_optimizer_state,
     shard_fsdp,
     sync_replicated_grads,
 )
@@ -410,78 +408,18 @@ class Trainer:
             distill_head=getattr(self.objective, "head", None),  # CLIP-KD's projections and ICL scale
         )
 
-    def _gather(self, obj: Any) -> list[Any]:
-        """``obj`` of every rank, in rank order."""
-        if not self.env.distributed:
-            return [obj]
-        out = [obj] * self.env.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
     def _weights(self) -> dict[str, torch.Tensor]:
         """The full model state dict (under FSDP gathered to rank 0: every rank must call this)."""
         return full_model_state(self.wrapper) if self.config.fsdp else self.model.module.state_dict()
 
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current step (rank 0; every rank contributes its RNG and stream state)."""
-        rngs = self._gather(ckpt.rng_state(self.device))
-        sampler = self.sampler_state.to_dict()
-        samplers = self._gather(sampler) if self.sampler.per_rank else None
-        weights = self._weights()
-        optimizer = full_optimizer_state(self.wrapper, self.optimizer) if self.config.fsdp else None
-        if self.env.is_main:
-            state = {k: None if v is None else v.state_dict() for k, v in self._stateful().items()}
-            if optimizer is not None:
-                state["optimizer"] = optimizer
-            state.update(
-                sampler=sampler,
-                samplers=samplers,
-                rng=rngs,
-                config=self.config.to_dict(),
-                eval=self.last_eval,
-            )
-            self.checkpoint_path = ckpt.save_checkpoint(
-                self.output_dir,
-                self.step,
-                weights,
-                state,
-                tokenizer=getattr(self.model, "tokenizer", None) if self.from_scratch else None,
-                keep=self.config.keep_checkpoints,
-            )
+        self.checkpoint_path = write_checkpoint(self)
         self._barrier()
         return self.checkpoint_path
 
     def _restore(self, path: Path) -> None:
-        weights, state = ckpt.load_checkpoint(path)
-        if self.config.fsdp:
-            load_model_state(self.wrapper, weights)
-        else:
-            self.model.module.load_state_dict(weights, strict=True)
-        now = self.config.to_dict()
-        changed = sorted(k for k, v in state["config"].items() if k not in _RESUME_FREE and now.get(k) != v)
-        if changed:
-            log.warning("resuming %s with a changed config (%s): the run will not be exact", path, ", ".join(changed))
-        for key, obj in self._stateful().items():
-            if obj is not None and state.get(key) is not None:
-                if key == "optimizer" and self.config.fsdp:
-                    load_optimizer_state(self.wrapper, obj, state[key])
-                else:
-                    obj.load_state_dict(state[key])
-        samplers = state.get("samplers")
-        if self.sampler.per_rank and (not samplers or len(samplers) != self.env.world_size):
-            raise ValueError(
-                f"{path}: a stream of shards resumes only with the number of processes that wrote the checkpoint "
-                f"({len(samplers or [])}), not {self.env.world_size}"
-            )
-        self.sampler_state = self.sampler.state_from_dict(samplers[self.env.rank] if samplers else state["sampler"])
-        self.step = int(state["step"])
-        rngs = state["rng"]
-        if len(rngs) != self.env.world_size:
-            log.warning("checkpoint written by %d processes, resuming with %d", len(rngs), self.env.world_size)
-        ckpt.set_rng_state(rngs[min(self.env.rank, len(rngs) - 1)], self.device)
-        self.last_eval = state.get("eval") or {}
-        self.checkpoint_path = path
-        log.info("resumed from %s (step %d)", path, self.step)
+        restore_checkpoint(self, path, resume_free=_RESUME_FREE)
 
     def save_model(self, directory: str | os.PathLike | None = None) -> Path | None:
         """Save the model in Hugging Face format (default ``output_dir/model``; see ``checkpoint.save_hf_model``).
