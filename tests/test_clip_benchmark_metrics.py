@@ -186,12 +186,12 @@ def _png(image):
     return buf.getvalue()
 
 
-def _write_wds(root, samples, captions=False):
-    """``root/test/{0,1}.tar`` + ``nshards.txt`` (+ classnames and {c} templates): clip_benchmark's layout."""
-    (root / "test").mkdir(parents=True)
+def _write_wds(root, samples, captions=False, split="test"):
+    """``root/<split>/{0,1}.tar`` + ``nshards.txt`` (+ classnames and {c} templates): clip_benchmark's layout."""
+    (root / split).mkdir(parents=True)
     half = len(samples) // 2
     for s, part in enumerate([samples[:half], samples[half:]]):
-        with tarfile.open(root / "test" / f"{s}.tar", "w") as tf:
+        with tarfile.open(root / split / f"{s}.tar", "w") as tf:
             for j, (image, target) in enumerate(part):
                 key = f"s{s * 1000 + j:07d}"
                 _member(tf, f"{key}.png", _png(image))
@@ -199,7 +199,7 @@ def _write_wds(root, samples, captions=False):
                     _member(tf, f"{key}.txt", "\n".join(target).encode())
                 else:
                     _member(tf, f"{key}.cls", str(target).encode())
-    (root / "test" / "nshards.txt").write_text("2\n")
+    (root / split / "nshards.txt").write_text("2\n")
     if captions:
         (root / "dataset_type.txt").write_text("retrieval\n")
     else:
@@ -263,3 +263,26 @@ def test_bench_on_a_webdataset_equals_clip_benchmarks_definitions(tmp_path):
         assert ret[f"image_retrieval_recall@{k}"] == pytest.approx(t2i_r)
         assert ret[f"text_retrieval_recall@{k}"] == pytest.approx(i2t_r)
     assert ret["n_images"] == 24 and ret["n_captions"] == len(flat)
+
+
+def test_linear_probe_stage_trains_on_the_train_split_of_a_webdataset(tmp_path):
+    """Data with a train split: the probe trains on it and tests on the whole test split; without one, the test
+    split is halved per class (as on a folder)."""
+    from cliplab.bench import run_bench
+
+    model = make_tiny_model()
+    rng = np.random.default_rng(3)
+    images, _ = _images(40, seed=11)
+    labels = np.tile(np.arange(len(CLASSES)), 7)[:40].tolist()
+    _write_wds(tmp_path / "d", list(zip(images[:16], labels[:16])))
+    _write_wds(tmp_path / "d", list(zip(images[16:], labels[16:])), split="train")
+    res = run_bench(model, f"wds:{tmp_path / 'd'}", tmp_path / "o", only=["linear_probe"], progress=False,
+                    cache_dir=False)  # fmt: skip
+    lp = res["stages"]["linear_probe"]
+    # a fifth held out: floor(24 · 0.2) = 4 (random_split gives the remainder to the first part)
+    assert (lp["n_train"], lp["n_test"], lp["n_val"]) == (24, 16, 4) and lp["n_classes"] == len(CLASSES)
+    assert 0 <= lp["lp_acc1"] <= 1 and lp["weight_decay"] >= 0
+    _write_wds(tmp_path / "t", list(zip(images[:24], rng.permutation(labels[:24]).tolist())))
+    only_test = run_bench(model, f"wds:{tmp_path / 't'}", tmp_path / "o2", only=["linear_probe"], progress=False,
+                          cache_dir=False)["stages"]["linear_probe"]  # fmt: skip
+    assert only_test["n_train"] + only_test["n_test"] == 24

@@ -3,7 +3,8 @@
 
 * zero-shot, retrieval, calibration's test set: the ``test`` split (as :class:`FilesSource`);
 * few-shot support and the linear probe's training set: the ``train`` split, tested on the whole test split
-  (CoOp's and CLIP_benchmark's protocols);
+  (CoOp's and CLIP_benchmark's protocols); data published without one (most CLIP_benchmark webdatasets
+  hold only ``test``) fall back to halving the test set per class, as :class:`FilesSource`;
 * validation: the ``val`` split where the data have one, else half of the test set (as :class:`FilesSource`).
 
 Splits are loaded only when a stage asks for them, so a zero-shot suite over hub datasets downloads no train
@@ -36,17 +37,28 @@ class SplitsSource(FilesSource):
 
     support_note = "the train split (the test split is the test set)"
 
+    def _split(self, split: str) -> Any:
+        """The split, or None where the data lack it (a wds set published with its test split only)."""
+        try:
+            return self.dataset(split)
+        except (ValueError, FileNotFoundError):
+            return None
+
     def support(self, stage: str) -> tuple[TaskSets, Any]:
-        return self.main(stage), self.ctx.embed(self.dataset("train"))
+        train = self._split("train")
+        if train is None:  # no train split: half of each class of the test set, as FilesSource
+            return super().support(stage)
+        return self.main(stage), self.ctx.embed(train)
 
     def support_dataset(self, stage: str) -> Any:
-        return self.dataset("train")
+        train = self._split("train")
+        if train is not None:
+            return train
+        fallback = getattr(super(), "support_dataset", None)
+        return fallback(stage) if fallback is not None else None
 
     def _val(self) -> Any:
-        try:
-            return self.dataset("val")
-        except (ValueError, FileNotFoundError):  # no val split: the caller falls back to half the test set
-            return None
+        return self._split("val")
 
     def validation(self, stage: str) -> tuple[TaskSets, Any]:
         val = self._val()
