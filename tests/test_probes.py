@@ -273,6 +273,13 @@ def test_cli_probe_json(tmp_path, tiny_model_dir, capsys):
     assert set(r["by_type"]) >= {"replace_obj", "replace_att", "add_obj", "shuffle"}
     assert json.loads(out.read_text()) == printed
     assert main(["probe", str(tiny_model_dir), "nope:/x", "--quiet"]) == 2
+    # several models side by side: a bar chart per probe
+    plot = tmp_path / "bars.png"
+    args = ["probe", str(tiny_model_dir), "shapes:n=8,image_size=32", "--compare", str(tiny_model_dir)]
+    assert main([*args, "--plot", str(plot), "--quiet", "--no-cache"]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = capsys.readouterr().out
+    assert text.count("mean over types") == 2
 
 
 def test_hard_negative_loss_matches_an_independent_computation():

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from cliplab.bench import html as H
-from cliplab.bench.figures import HALF, fmt, number, plt
+from cliplab.bench.figures import fmt, number
 from cliplab.bench.stage import BenchContext, Metric, Stage, StageResult, register_stage
 
 
@@ -61,19 +61,9 @@ def headline(r: dict[str, Any]) -> list[tuple[str, Any, str]]:
 
 
 def _figure(r: dict[str, Any], model: str) -> str:
-    pyplot = plt()
-    kinds = list(r["by_type"])
-    acc = [r["by_type"][k]["accuracy"] for k in kinds]
-    fig, ax = pyplot.subplots(figsize=HALF)
-    ax.barh(range(len(kinds)), acc, color="#0072B2")
-    ax.axvline(0.5, color="#7F7F7F", linestyle="--", linewidth=1.2, label="chance (1 of 2)")
-    ax.set_yticks(range(len(kinds)), [k.replace("_", " ") for k in kinds])
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("accuracy (true caption over the negative)")
-    ax.set_title(model)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
+    from cliplab.probes.figures import probe_bar_chart
+
+    fig = probe_bar_chart({model: {k: v["accuracy"] for k, v in r["by_type"].items()}})
     return H.figure_png(fig, "Accuracy per hard-negative type; the dashed line is chance.")
 
 
