@@ -169,6 +169,9 @@ def test_save_is_open_clips_format(arch, tmp_path):
         assert back.fingerprint() == model.fingerprint()
         assert torch.allclose(back.encode_images(ims), ref_img, atol=1e-5)
     cliplab.models.check_model_spec(out)
+    model.geometry = "euclidean"  # cliplab's own setting rides along in open_clip_config.json
+    model.save(out)
+    assert cliplab.load_model(out, device="cpu").geometry == "euclidean"
 
 
 def test_save_keeps_a_hugging_face_tokenizer(tmp_path):
