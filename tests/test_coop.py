@@ -193,3 +193,35 @@ def test_every_coop_dataset_has_its_prompt():
         assert coop_dataset(info.folder) is info and coop_dataset(info.name.upper()) is info
     assert prompts["DescribableTextures"] == "{} texture." and prompts["EuroSAT"] == "a centered satellite photo of {}."
     assert np.array_equal(dassl_few_shot([1, 1, 0], 5, 0)[0], [0, 1, 2])  # fewer than k: all of them
+
+
+def test_adapt_cli_on_coop_imagenet_never_validates_on_test(tmp_path, tiny_model_dir, capsys):
+    import json as _json
+
+    from cliplab.cli.commands import main
+
+    wnids = ["n01440764", "n01443537", "n01484850"]
+    write_random_images(
+        tmp_path / "imagenet" / "images",
+        [f"{s}/{w}/{i}.JPEG" for s in ("train", "val") for w in wnids for i in range(2)],
+    )
+    argv = [
+        "adapt",
+        str(tiny_model_dir),
+        f"coop:imagenet:root={tmp_path}",
+        "--shots",
+        "1",
+        "--seeds",
+        "1",
+        "--views",
+        "0",
+        "--methods",
+        "tip_adapter",
+        "--json",
+        "--quiet",
+        "--no-cache",
+    ]
+    assert main(argv) == 0
+    out = _json.loads(capsys.readouterr().out)
+    assert out["sampler"] == "dataset"  # Dassl's draw
+    assert out["protocol"]["validation"] == "support"  # not CoOp's val (= the test images)
