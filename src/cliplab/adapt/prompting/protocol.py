@@ -86,11 +86,13 @@ class _Data:
         return self.pixels(idx) if cls.needs_pixels else self.images[idx]
 
 
-def _validation_indices(labels: torch.Tensor, support: np.ndarray, k: int, seed: int, n_cls: int) -> np.ndarray | None:
-    """``min(k, 4)`` images per class drawn from the training images outside the support set (or None)."""
+def _validation_indices(
+    labels: torch.Tensor, support: np.ndarray, k: int, seed: int, n_cls: int, val_shots: int = 4
+) -> np.ndarray | None:
+    """``min(k, val_shots)`` images per class drawn from the training images outside the support set (or None)."""
     rest = np.setdiff1d(np.arange(len(labels)), support)
     counts = torch.bincount(labels[rest], minlength=n_cls)
-    kv = min(k, 4, int(counts.min())) if len(rest) else 0
+    kv = min(k, val_shots, int(counts.min())) if len(rest) else 0
     if kv < 1:
         return None
     return rest[k_shot_indices(labels[rest], kv, seed + 1000, num_classes=n_cls)]
@@ -159,6 +161,7 @@ def run_prompt_few_shot(
     test_features: Any = None,
     embed_kw: Mapping[str, Any] | None = None,
     search: bool = True,
+    val_shots: int = 4,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Accuracy of each prompt method per shot count over ``seeds`` (see the module docstring).
@@ -167,6 +170,7 @@ def run_prompt_few_shot(
     zero-shot baseline's templates (default: the dataset's). ``train_features``/``test_features``: cached
     ``Features`` of the two datasets (embedded here when absent, with ``embed_kw``). ``search``: pick the
     values of each method's ``default_grid()`` on the validation images (never on the test set).
+    ``val_shots``: validation images per class, ``min(k, val_shots)`` (4: Dassl's rule).
     """
     methods = list(methods or PROMPT_METHODS)
     unknown = [m for m in methods if m not in PROMPT_METHODS]
@@ -187,7 +191,7 @@ def run_prompt_few_shot(
     jobs = [(k, s) for k in shots for s in seeds]
     for k, seed in tqdm(jobs, disable=not progress, desc="prompt few-shot", unit="run"):
         idx = k_shot_indices(tr.labels, k, seed, num_classes=n_cls)
-        val_idx = _validation_indices(tr.labels, idx, k, seed, n_cls)
+        val_idx = _validation_indices(tr.labels, idx, k, seed, n_cls, val_shots)
         support = torch.as_tensor(idx)
         for m in methods:
             cls = PROMPT_METHODS[m]
@@ -232,6 +236,7 @@ def prompt_base_to_new(
     test_features: Any = None,
     embed_kw: Mapping[str, Any] | None = None,
     search: bool = True,
+    val_shots: int = 4,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Base / new accuracy and harmonic mean per method (and zero-shot), averaged over ``seeds``."""
@@ -266,7 +271,7 @@ def prompt_base_to_new(
             else:
                 base_labels = tr.labels[base_train]
                 rel = k_shot_indices(base_labels, k, seed, num_classes=n_base)
-                rel_val = _validation_indices(base_labels, rel, k, seed, n_base)
+                rel_val = _validation_indices(base_labels, rel, k, seed, n_base, val_shots)
                 idx = base_train[torch.as_tensor(rel)]
                 val_idx = None if rel_val is None else base_train[torch.as_tensor(rel_val)].numpy()
                 base_est, _ = _fit_selected(m, seed, params, model, tr, idx, val_idx, base_names, search)
