@@ -145,7 +145,7 @@ def run_ood(args: argparse.Namespace) -> int:
     if args.json:
         print_json(res)
         return 0
-    cols = ["auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood"]
+    cols = ["auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_vim", "fpr95_mcm", "fpr95_openood"]
     for name, table in [*res["sets"].items(), ("mean over OOD sets", res["mean"])]:
         print_table(
             [[m, *(table[m][c] for c in cols)] for m in res["methods"]], ["method", *cols], title=f"\nOOD: {name}"
