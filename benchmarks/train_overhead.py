@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import tempfile
 import time
@@ -77,6 +78,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--grad-clip", choices=["none", "norm", "zclip", "autoclip"], default="none")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--num-workers", type=int, default=None, help="data.num_workers (default: available cores)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,7 +99,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             config = TrainConfig.from_dict(
                 {
-                    "data": {"train": spec},
+                    "data": {"train": spec, "num_workers": args.num_workers},
                     "steps": 2 * args.steps,
                     "batch_size": args.batch_size,
                     "log_every": args.steps,
@@ -112,7 +114,8 @@ def main() -> None:
 
     b, t = statistics.median(bare), statistics.median(trained)
     print(
-        f"\narch={args.arch} batch={args.batch_size} grad_clip={args.grad_clip} threads={torch.get_num_threads()}\n"
+        f"\narch={args.arch} batch={args.batch_size} grad_clip={args.grad_clip} threads={torch.get_num_threads()} "
+        f"num_workers={args.num_workers} load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n"
         f"bare loop : {b * 1e3:8.1f} ms/step (median of {args.repeats})\n"
         f"trainer   : {t * 1e3:8.1f} ms/step\n"
         f"ratio vs 'bare loop': {t / b:.3f}x (goal <= 1.05x)"
