@@ -67,19 +67,24 @@ def rate(fn, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def run_setting(name: str, n: int, batch_size: int, tmp: Path) -> None:
+def run_setting(name: str, n: int, batch_size: int, tmp: Path, device: str = "cpu") -> None:
     arch, side, fmt = SETTINGS[name]
     cfg = ARCHS[arch]
-    model = create_model(cfg, build_tokenizer(VOCABULARY, context_length=cfg.context_length))
+    model = create_model(cfg, build_tokenizer(VOCABULARY, context_length=cfg.context_length)).to(device)
     model.module.eval()
+    cuda = device.startswith("cuda")
     data = write_images(tmp / name, n, side, fmt)
-    pixels = model.preprocess.batch(data.images(range(min(n, batch_size))))
+    pixels = model.preprocess.batch(data.images(range(min(n, batch_size)))).to(device)
     n_batches = -(-n // batch_size)
 
     def forward_only() -> None:
-        with torch.inference_mode():
+        from cliplab.models.precision import autocast, resolve_precision
+
+        with torch.inference_mode(), autocast(resolve_precision(None, device), device):
             for b in range(n_batches):
-                model.image_features(pixels[: min(batch_size, n - b * batch_size)])
+                model.image_features(pixels[: min(batch_size, n - b * batch_size)]).float().cpu()
+        if cuda:
+            torch.cuda.synchronize()
 
     with torch.inference_mode():
         model.image_features(pixels[:4])  # warm-up
@@ -100,7 +105,7 @@ def run_setting(name: str, n: int, batch_size: int, tmp: Path) -> None:
             )
         )
     fwd = rows[0][1]
-    print(f"\n{name}: {arch} on {n} {side}-px {fmt}s, batch {batch_size}, threads {torch.get_num_threads()}")
+    print(f"\n{name}: {arch} on {n} {side}-px {fmt}s, batch {batch_size}, threads {torch.get_num_threads()}, {device}")
     print(f"{'variant':<30}{'images/s':>10}{'/ forward':>11}")
     for label, r in rows:
         print(f"{label:<30}{r:>10.1f}{r / fwd:>11.2f}")
@@ -126,13 +131,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512, help="images per setting (jpg224 uses n/8: its forward is slow)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--setting", nargs="+", choices=sorted(SETTINGS), default=["png64", "jpg224"])
+    ap.add_argument("--device", default="cpu", help="cuda: default precision fp16, pinned memory")
     args = ap.parse_args()
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {len(os.sched_getaffinity(0))} cores")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.setting:
             n = args.n if name == "png64" else max(args.batch_size, args.n // 8)
-            run_setting(name, n, args.batch_size, Path(tmp))
+            run_setting(name, n, args.batch_size, Path(tmp), args.device)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,8 @@ def open_clip_cmd(args, init: Path, data: str, kind: str, n: int, logs: Path, na
         cmd += ["--dataset-type", "webdataset", "--train-num-samples", str(n)]
     cmd += ["--batch-size", str(args.batch_size), "--epochs", "1", "--lr", str(args.lr), "--wd", "0.2"]
     cmd += ["--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6", "--warmup", str(args.warmup)]
-    cmd += ["--workers", str(args.workers), "--precision", "fp32", "--device", "cpu", "--seed", "0"]
+    precision = {"fp32": "fp32", "bf16": "amp_bf16", "fp16": "amp"}[args.precision]
+    cmd += ["--workers", str(args.workers), "--precision", precision, "--device", args.device, "--seed", "0"]
     cmd += ["--logs", str(logs), "--name", name, "--save-frequency", "1", "--log-every-n-steps", "5"]
     return cmd
 
@@ -132,6 +133,8 @@ def cliplab_cmd(args, init: Path, data: str, out: Path, root: Path) -> list[str]
         "optimizer": {"lr": args.lr, "betas": [0.9, 0.98], "eps": 1e-6, "weight_decay": 0.2},
         "schedule": {"name": "cosine", "warmup_steps": args.warmup},
         "log_every": 5,
+        "precision": args.precision,
+        "device": args.device,
         "output_dir": str(out),
     }
     path = root / f"{out.name}.json"
@@ -162,6 +165,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--inputs", nargs="+", choices=["csv", "wds"], default=["csv", "wds"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     args = ap.parse_args()
     from cliplab.train.config import EvalOptions
     from cliplab.train.evaluation import PeriodicEval
