@@ -187,14 +187,14 @@ def ood_section(results: dict[str, Any], data: Any = None) -> str | None:
     if "skipped" in res:
         return H.skipped("ood", "OOD detection", res["skipped"])
     plt = figures.plt()
-    cols = ["auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood"]
+    cols = ["auroc", "aupr_in", "aupr_out", "fpr95_mcm", "fpr95_openood"]  # each named after its reference
     body, figs = "", []
     for task, r in res.items():
         for set_name, table in r["sets"].items():
             body += f"<h3>{H.esc(name(task))} task · OOD = {H.esc(set_name)}</h3>"
             body += H.table(
                 ["method", "AUROC ↑", "AUPR-In ↑", "AUPR-Out ↑", "FPR95 (MCM) ↓", "FPR95 (OpenOOD) ↓"],
-                [numbers([name(m), *(table[m][c] for c in cols)]) for m in r["methods"] if m in table],
+                [numbers([name(m), *(table[m].get(c) for c in cols)]) for m in r["methods"] if m in table],
                 best={1: "max", 2: "max", 3: "max", 4: "min", 5: "min"},
             )
             if r.get("roc", {}).get(set_name):
@@ -202,6 +202,12 @@ def ood_section(results: dict[str, Any], data: Any = None) -> str | None:
         if r.get("skipped"):
             notes = "; ".join(f"{name(m)}: {w}" for m, w in r["skipped"].items())
             body += f'<p class="note">Not run: {H.esc(notes)}</p>'
+        protocol = [f"ViM principal dimension {r['vim_dim']}"] if r.get("vim_dim") is not None else []
+        if r.get("neglabel"):
+            n = r["neglabel"]
+            protocol.append(f"NegLabel: {n['n_negatives']} negatives of {n['n_candidates']} from the {n['source']}")
+        if protocol:
+            body += f'<p class="note">Protocol: {H.esc("; ".join(protocol))}</p>'
     body += H.figs(figs)
     lead = (
         "Scores where higher = more in-distribution. FPR95 (MCM): share of OOD images accepted at the threshold "
@@ -356,6 +362,17 @@ def estimate_section(results: dict[str, Any], data: Any = None) -> str | None:
         axes[0, 0].legend(loc="upper left")
     caption = "Estimate (or score) vs true accuracy, one point per shifted test set; dotted: estimate = truth"
     body += H.figs([H.figure_png(fig, caption, layout="wide")])
+    protocol = r.get("protocol") or {}
+    notes = []
+    if "mano" in protocol:
+        mano = protocol["mano"]
+        phi = fmt(mano["phi_val"], ".2f")
+        notes.append(f"MaNo uses the {mano['branch']} normalisation for every set, decided on validation (Φ = {phi})")
+    if "atc" in protocol:
+        temperature = fmt(protocol["atc"]["temperature"], ".3f")
+        notes.append(f"ATC on logits divided by the validation temperature {temperature}")
+    if notes:
+        body += f'<p class="note">Protocol: {H.esc("; ".join(notes))}.</p>'
     return H.section(
         "estimate",
         "Label-free accuracy estimation",
