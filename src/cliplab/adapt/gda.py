@@ -129,7 +129,9 @@ class GDA(Adapter):
             mus.append(torch.cat([top, t.expand(int(text_copies), d)]).mean(dim=0))
             centred = top - t
             cov = centred.T @ centred / (k - 1)
-            precision += d * torch.linalg.pinv((k - 1) * cov + cov.trace() * eye, hermitian=True)
+            A = (k - 1) * cov + cov.trace() * eye  # positive definite when tr > 0: Cholesky, else pinv
+            L, info = torch.linalg.cholesky_ex(A)
+            precision += d * (torch.cholesky_inverse(L) if int(info) == 0 else torch.linalg.pinv(A, hermitian=True))
         precision /= T.shape[0]
         mu = torch.stack(mus)
         Pmu = mu @ precision
