@@ -358,8 +358,7 @@ def fit_locked_text(model: HFModel, dataset: Any, recipe: LitRecipe, *, progress
     import numpy as np
     from tqdm.auto import tqdm
 
-    from cliplab.losses import clip_loss
-    from cliplab.train.loop import MAX_LOG_SCALE, param_groups, render_all, warmup_cosine
+    from cliplab.train.loop import contrastive_step, param_groups, render_all, show_progress, warmup_cosine
 
     module = model.module
     lock_text_tower(module)
@@ -389,21 +388,8 @@ def fit_locked_text(model: HFModel, dataset: Any, recipe: LitRecipe, *, progress
         cap = order[starts[img] + rng.integers(0, counts[img])]
         image_features = model.image_features(pixels[img].to(model.device))
         text_features = model.normalize(module.text_projection(cached[caption_ids[cap]].to(model.device)))
-        loss = clip_loss(image_features, text_features, module.logit_scale.exp(), geometry=model.geometry)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {len(losses)}; training stopped")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            module.logit_scale.clamp_(max=MAX_LOG_SCALE)
-        losses.append(loss.item())
-        if len(losses) % 10 == 0:
-            bar.set_postfix(
-                loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{float(module.logit_scale.detach().exp()):.1f}"
-            )
+        losses.append(contrastive_step(model, image_features, text_features, opt, sched, trainable, step=len(losses)))
+        show_progress(bar, losses, module)
     module.eval()
     return losses
 

@@ -66,6 +66,46 @@ def render_all(model: Model, dataset: Dataset, batch: int = 512, progress: bool 
     return torch.cat(chunks)
 
 
+def contrastive_step(
+    model: Model,
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    params: list[torch.nn.Parameter] | None = None,
+    *,
+    step: int = 0,
+    max_norm: float = 1.0,
+) -> float:
+    """One optimizer step of the symmetric CLIP loss on ready features (Radford et al. 2021).
+
+    ``L = ½·[CE(s·I·Tᵀ, diag) + CE(s·T·Iᵀ, diag)]`` with ``s = exp(module.logit_scale)``; then backward, clip
+    the gradient norm of ``params`` (default: all of ``model.module``'s) to ``max_norm``, AdamW and schedule
+    step, and clamp ``log s ≤ ln 100``. A non-finite loss raises ``FloatingPointError`` before any update.
+    Shared by ``fit_contrastive`` and ``cliplab.models.builtin_lit.fit_locked_text``. Returns the loss.
+    """
+    from cliplab.losses import clip_loss
+
+    module = model.module
+    loss = clip_loss(image_features, text_features, module.logit_scale.exp(), geometry=model.geometry)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss.item()} at step {step}; training stopped")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters() if params is None else params, max_norm)
+    optimizer.step()
+    scheduler.step()
+    with torch.no_grad():
+        module.logit_scale.clamp_(max=MAX_LOG_SCALE)
+    return loss.item()
+
+
+def show_progress(bar: tqdm, losses: list[float], module: torch.nn.Module) -> None:
+    """Every 10 steps: the mean loss of the last 10 and the logit scale on the progress bar."""
+    if len(losses) % 10 == 0:
+        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{float(module.logit_scale.detach().exp()):.1f}")
+
+
 def fit_contrastive(
     model: Model, dataset: Dataset, config: ContrastiveLoopConfig, *, progress: bool = True
 ) -> list[float]:
@@ -73,8 +113,6 @@ def fit_contrastive(
 
     Returns the per-step losses.
     """
-    from cliplab.losses import clip_loss
-
     captions, t2i = dataset.captions, dataset.text_to_image
     if not captions:
         raise ValueError(f"dataset {dataset.name!r} has no captions to train on")
@@ -109,20 +147,7 @@ def fit_contrastive(
         batch_tokens = {k: v[cap] for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         image_features = model.image_features(pixels[img].to(model.device))
         text_features = model.text_features({k: v.to(model.device) for k, v in batch_tokens.items()})
-        loss = clip_loss(image_features, text_features, module.logit_scale.exp(), geometry=model.geometry)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {len(losses)}; training stopped")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            module.logit_scale.clamp_(max=MAX_LOG_SCALE)
-        losses.append(loss.item())
-        if len(losses) % 10 == 0:
-            bar.set_postfix(
-                loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{float(module.logit_scale.detach().exp()):.1f}"
-            )
+        losses.append(contrastive_step(model, image_features, text_features, opt, sched, step=len(losses)))
+        show_progress(bar, losses, module)
     module.eval()
     return losses
