@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -93,15 +92,19 @@ def make_init(root: Path) -> Path:
     return root / "init"
 
 
-def run(cmd: list[str], log: Path) -> tuple[float, float]:
-    """Run ``cmd``; returns (wall seconds, peak RSS MiB of that process)."""
-    t0 = time.perf_counter()
+def run(cmd: list[str], log: Path, pythonpath: str | None = None) -> float | None:
+    """Run ``cmd``; returns the peak RSS (MiB) of that process, or None (and prints the log's end) if it failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "2"})
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])} ... failed; see {log}:\n{log.read_text()[-3000:]}")
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024
+        tail = [x for x in log.read_text().splitlines() if not x.startswith(("I1", "W1"))][-12:]
+        print(f"FAILED: {' '.join(cmd[:4])} ...:\n  " + "\n  ".join(tail))
+        return None
+    return usage.ru_maxrss / 1024
 
 
 def open_clip_cmd(args, init: Path, data: str, kind: str, n: int, logs: Path, name: str) -> list[str]:
@@ -166,6 +169,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--inputs", nargs="+", choices=["csv", "wds"], default=["csv", "wds"])
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--oc-pythonpath",
+        default=None,
+        help="prepended to open_clip_train's PYTHONPATH (e.g. a --target install of webdataset<=0.2.86, which "
+        "open_clip_train needs: webdataset 1.x breaks its tar reader)",
+    )
     ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     args = ap.parse_args()
     from cliplab.train.config import EvalOptions
@@ -189,35 +198,29 @@ def main() -> None:
             data = str(csv_path) if kind == "csv" else shards
             name = f"oc-{kind}"
             log = root / f"{name}.log"
-            _, rss = run(open_clip_cmd(args, init, data, kind, n, root / "logs", name), log)
-            ckpts = sorted((root / "logs" / name / "checkpoints").glob("epoch_*.pt"))
-            sd = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["state_dict"]
-            rows.append(
-                ("open_clip_train (baseline)", kind, open_clip_step_time(log), rss, zeroshot(evaluator, init, sd))
-            )
+            rss = run(open_clip_cmd(args, init, data, kind, n, root / "logs", name), log, args.oc_pythonpath)
+            if rss is not None:
+                ckpts = sorted((root / "logs" / name / "checkpoints").glob("epoch_*.pt"))
+                sd = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["state_dict"]
+                acc = zeroshot(evaluator, init, sd)
+                rows.append(("open_clip_train (baseline)", kind, open_clip_step_time(log), rss, acc))
+                print(rows[-1], flush=True)
             out = root / f"cl-{kind}"
-            _, rss = run(
-                cliplab_cmd(args, init, str(csv_path) if kind == "csv" else f"wds:{shards}", out, root),
-                root / f"cl-{kind}.log",
-            )
-            rows.append(
-                (
-                    "cliplab train",
-                    kind,
-                    cliplab_step_time(out),
-                    rss,
-                    zeroshot(evaluator, init, spec=f"openclip:{out / 'model'}"),
-                )
-            )
+            spec = str(csv_path) if kind == "csv" else f"wds:{shards}"
+            rss = run(cliplab_cmd(args, init, spec, out, root), root / f"cl-{kind}.log")
+            if rss is not None:
+                acc = zeroshot(evaluator, init, spec=f"openclip:{out / 'model'}")
+                rows.append(("cliplab train", kind, cliplab_step_time(out), rss, acc))
+                print(rows[-1], flush=True)
     print(f"\n{'trainer':<28}{'input':<7}{'steps/s':>9}{'peak MiB':>10}{'zero-shot':>11}")
     for label, kind, step, rss, acc in rows:
         sps = "-" if step is None else f"{1 / step:.2f}"
         mem = "-" if rss is None else f"{rss:.0f}"
         print(f"{label:<28}{kind:<7}{sps:>9}{mem:>10}{acc:>11.3f}")
     for kind in args.inputs:
-        oc = next(r for r in rows if r[0].startswith("open_clip") and r[1] == kind)
-        cl = next(r for r in rows if r[0].startswith("cliplab") and r[1] == kind)
-        if oc[2] and cl[2]:
+        oc = next((r for r in rows if r[0].startswith("open_clip") and r[1] == kind), None)
+        cl = next((r for r in rows if r[0].startswith("cliplab") and r[1] == kind), None)
+        if oc and cl and oc[2] and cl[2]:
             print(
                 f"{kind}: cliplab steps/s / open_clip_train: {oc[2] / cl[2]:.2f}x (goal >= 1); "
                 f"peak memory ratio {cl[3] / oc[3]:.2f}; zero-shot {cl[4]:.3f} vs {oc[4]:.3f}"
