@@ -30,7 +30,12 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--shots", default="1,2,4,8,16", help="shots per class (default 1,2,4,8,16)")
     p.add_argument("--seeds", default="1,2,3", help="seeds (default 1,2,3)")
-    p.add_argument("--methods", default=None, help="comma-separated methods (default: all that apply)")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated methods (default: all feature adapters that apply); prompt learners: "
+        "coop, cocoop, kgcoop, prograd, maple, tpt",
+    )
     p.add_argument(
         "--views",
         type=int,
@@ -86,7 +91,7 @@ def _draw(train_ds: object, train_labels: Any, val_labels: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cliplab.adapt.protocol import METHODS, base_to_new, run_few_shot
+    from cliplab.adapt.protocol import base_to_new, run_few_shot
     from cliplab.adapt.views import embed_support_views
     from cliplab.assess import split_half
     from cliplab.data import load_dataset
@@ -95,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     from cliplab.zeroshot import zeroshot_weights
 
     shots, seeds = preflight.ints(args.shots, "--shots"), preflight.ints(args.seeds, "--seeds")
-    methods = preflight.names(args.methods, "--methods", METHODS) or None
+    from cliplab.cli.prompt_methods import add_prompt_methods, split_methods
+
+    methods, prompt_methods = split_methods(args.methods)
     if args.views < 0:
         raise UsageError(f"--views must be >= 0, got {args.views}")
     preflight.common(args)
@@ -190,6 +197,21 @@ def run(args: argparse.Namespace) -> int:
             draw=draw,
             search=not args.no_search,
         )
+    add_prompt_methods(
+        res,
+        model,
+        support_ds,
+        test_ds,
+        train,
+        test,
+        prompt_methods,
+        shots=shots,
+        seeds=seeds,
+        base_to_new=args.base_to_new,
+        templates=load_templates(args.templates) or train_ds.templates,
+        search=not args.no_search,
+        progress=not args.quiet,
+    )
     if args.json:
         print_json(res)
         return 0
