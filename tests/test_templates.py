@@ -44,7 +44,7 @@ def test_template_without_placeholder_is_refused():
 
 def test_descriptions_and_missing_classes():
     assert class_prompts(NAMES, CUPL) == [CUPL[n] for n in NAMES]
-    with pytest.raises(ValueError, match="no sentences for 1 class"):
+    with pytest.raises(ValueError, match=r"no sentences for classes \['yellow thing'\] \(1 in all"):
         class_prompts([*NAMES, "yellow thing"], CUPL)
 
 

@@ -136,12 +136,14 @@ def build_suite(args: argparse.Namespace) -> Any:
 
         templates = load_templates(args.templates)
         suite.datasets = [d if d.templates is not None else replace(d, templates=templates) for d in suite.datasets]
+    in_file = f" of suite {suite.path}" if args.suite else ""
     for d in suite.datasets:
-        preflight.data(d.spec, f"dataset {d.name!r}", **source_class_attr(d.spec, "load_options")(suite.n))
+        option = f"dataset {d.name!r}{in_file}" if args.suite else "--data"
+        preflight.data(d.spec, option, **source_class_attr(d.spec, "load_options")(suite.n))
     for spec in args.ood_data:
         preflight.data(spec, "--ood-data")
     for m in suite.models:
-        preflight.model(m.spec, f"model {m.name!r}")
+        preflight.model(m.spec, "--model" if args.model else f"model {m.name!r}{in_file}")
     return suite
 
 

@@ -71,8 +71,8 @@ def _descriptions(classnames: list[str], table: Mapping[str, Sequence[str]]) -> 
     missing = [c for c in classnames if not table.get(c)]
     if missing:
         raise ValueError(
-            f"the description dict has no sentences for {len(missing)} class(es): {missing[:10]} "
-            f"(its keys must be the class names; it has {len(table)} keys, e.g. {list(table)[:5]})"
+            f"the description dict has no sentences for classes {missing[:10]} ({len(missing)} in all; "
+            f"its keys must be the class names; it has {len(table)} keys, e.g. {list(table)[:5]})"
         )
     out = []
     for c in classnames:
