@@ -18,15 +18,13 @@ def split_methods(arg: str | None) -> tuple[list[str] | None, list[str]]:
     """``(feature methods or None for all, prompt methods)``; only prompt methods → ``(["zeroshot"], ...)``."""
     from cliplab.adapt.prompting import PROMPT_METHODS
     from cliplab.adapt.protocol import METHODS
+    from cliplab.cli import preflight
 
-    if arg is None:
+    names = preflight.names(arg, "--methods", [*METHODS, *PROMPT_METHODS])
+    if names is None:
         return None, []
-    names = [n.strip() for n in arg.split(",") if n.strip()]
     if not names:
         raise UsageError("--methods is empty")
-    unknown = [n for n in names if n not in METHODS and n not in PROMPT_METHODS]
-    if unknown:
-        raise UsageError(f"--methods: unknown method(s) {unknown}; choose from {[*METHODS, *PROMPT_METHODS]}")
     prompt = [n for n in names if n in PROMPT_METHODS]
     feature = [n for n in names if n not in PROMPT_METHODS]
     return (feature or ["zeroshot"]), prompt
