@@ -406,6 +406,19 @@ def test_amu_feeds_the_same_augmented_image_to_both_branches(world):
     torch.testing.assert_close(est.head_, head.detach(), rtol=1e-4, atol=1e-5)
 
 
+def test_protocol_passes_amu_the_aux_encoders_passes_of_the_same_crops(monkeypatch, world):
+    t, train, val, test, W = world["t"], world["train"], world["val"], world["test"], world["W"]
+    pool, aux_pool = augment(t["X"], 3, seed=4), augment(t["A"], 3, seed=5)
+    rec = _Recorder(monkeypatch, ["amu"])
+    res = run_few_shot(train, test, W, methods=["amu"], shots=(2,), seeds=(1,), train_views=pool, val=val,
+                       aux_train=t["A"], aux_test=t["At"][240:], aux_val=t["At"][:240], aux_views=aux_pool,
+                       method_params={"amu": {"epochs": 1}}, progress=False)  # fmt: skip
+    idx = k_shot_indices(train.labels, 2, 1, num_classes=8)
+    got, kw = rec.seen["amu"][-1]  # the refit after the search on the validation split
+    assert torch.equal(got, pool[:, idx]) and torch.equal(kw["aux_features"], aux_pool[:, idx])
+    assert isinstance(res["params"]["amu"][2][0], dict)  # alpha searched on the val split's aux features too
+
+
 # ------------------------------------------------------------------ item 9: the dataset's own templates
 def test_cli_adapt_uses_the_datasets_templates_and_reports_its_protocol(monkeypatch, tiny_model_dir, capsys):
     import json
