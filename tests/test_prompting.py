@@ -406,3 +406,30 @@ def test_coop_on_an_open_clip_style_text_tower():
     assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
     with pytest.raises(ValueError, match="too long"):  # the 10-token context: sot + 2 ctx + 6 + . + eot = 11
         CoOp(n_ctx=2, epochs=0).fit(model, f, y, ["red blue red blue red circle", "square"])
+
+
+def test_prompt_protocol_resumes_from_its_file(tiny, world, tmp_path, monkeypatch):
+    from cliplab.adapt.prompting import protocol
+
+    train, test = world
+    kw = {
+        "methods": ["coop"],
+        "shots": [1],
+        "seeds": [1, 2],
+        "params": {"coop": {"epochs": 1}},
+        "search": False,
+        "embed_kw": {"cache_dir": False},
+        "progress": False,
+    }
+    path = tmp_path / "runs.json"
+    first = run_prompt_few_shot(tiny, train, test, resume_file=path, **kw)
+    assert path.is_file()
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a finished run was fitted again")
+
+    monkeypatch.setattr(protocol, "_fit_selected", no_fit)
+    again = run_prompt_few_shot(tiny, train, test, resume_file=path, **kw)
+    assert again["results"] == first["results"]
+    with pytest.raises(ValueError, match="another run"):
+        run_prompt_few_shot(tiny, train, test, resume_file=path, **{**kw, "seeds": [3]})

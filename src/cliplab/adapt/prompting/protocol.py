@@ -21,8 +21,10 @@ mean ``HM = 2·base·new / (base + new)`` summarises both.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,6 +142,40 @@ def _fit_selected(
     return best[1], {"val_accuracy": best[0] if val_idx is not None else None, **best[2]}
 
 
+def _run_key(model: Model, train: Dataset, test: Dataset, *settings: Any) -> str:
+    from cliplab.data.base import stable_hash
+
+    return stable_hash(
+        {
+            "model": model.fingerprint(),
+            "train": train.fingerprint(),
+            "test": test.fingerprint(),
+            "settings": json.loads(json.dumps(settings, default=str)),
+        }
+    )
+
+
+def _load_done(path: str | Path | None, key: str) -> dict[str, Any]:
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"cannot read the resume file {path}: {err}") from err
+    if data.get("key") != key:
+        raise ValueError(
+            f"the resume file {path} belongs to another run (model, data or settings differ); "
+            "delete it or choose another file"
+        )
+    return dict(data.get("done", {}))
+
+
+def _save_done(path: str | Path, key: str, done: dict[str, Any]) -> None:
+    from cliplab._io import to_jsonable, write_text_atomic
+
+    write_text_atomic(path, json.dumps(to_jsonable({"key": key, "done": done}), indent=1) + "\n")
+
+
 def _zeroshot(model: Model, test: _Data, classnames: list[str], templates: Any) -> float:
     from cliplab.zeroshot import zeroshot_weights
 
@@ -162,6 +198,7 @@ def run_prompt_few_shot(
     embed_kw: Mapping[str, Any] | None = None,
     search: bool = True,
     val_shots: int = 4,
+    resume_file: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Accuracy of each prompt method per shot count over ``seeds`` (see the module docstring).
@@ -170,7 +207,9 @@ def run_prompt_few_shot(
     zero-shot baseline's templates (default: the dataset's). ``train_features``/``test_features``: cached
     ``Features`` of the two datasets (embedded here when absent, with ``embed_kw``). ``search``: pick the
     values of each method's ``default_grid()`` on the validation images (never on the test set).
-    ``val_shots``: validation images per class, ``min(k, val_shots)`` (4: Dassl's rule).
+    ``val_shots``: validation images per class, ``min(k, val_shots)`` (4: Dassl's rule). ``resume_file``: a JSON
+    file written atomically after every (method, k, seed) run; a later call with the same file, model, data and
+    settings skips the runs it holds (other settings: ``ValueError`` naming the file).
     """
     methods = list(methods or PROMPT_METHODS)
     unknown = [m for m in methods if m not in PROMPT_METHODS]
@@ -188,6 +227,8 @@ def run_prompt_few_shot(
     seconds = dict.fromkeys(methods, 0.0)
     test_all = torch.arange(len(te.labels))
     tpt_runs: dict[int, float] = {}
+    key = _run_key(model, train, test, methods, shots, seeds, params, search, val_shots)
+    done = _load_done(resume_file, key)
     jobs = [(k, s) for k in shots for s in seeds]
     for k, seed in tqdm(jobs, disable=not progress, desc="prompt few-shot", unit="run"):
         idx = k_shot_indices(tr.labels, k, seed, num_classes=n_cls)
@@ -196,6 +237,13 @@ def run_prompt_few_shot(
         for m in methods:
             cls = PROMPT_METHODS[m]
             t0 = time.perf_counter()
+            job = f"{m}|{k}|{seed}"
+            if job in done:
+                acc, note, secs = done[job]["accuracy"], done[job]["params"], done[job]["seconds"]
+                results[m].setdefault(k, {"runs": []})["runs"].append(acc)
+                chosen[m].setdefault(k, []).append(note)
+                seconds[m] += secs
+                continue
             if m == "tpt" or cls is TPT:
                 if seed not in tpt_runs:
                     est = _make(m, seed, params).fit(model, None, None, classnames)
@@ -204,9 +252,13 @@ def run_prompt_few_shot(
             else:
                 est, note = _fit_selected(m, seed, params, model, tr, support, val_idx, classnames, search)
                 acc = _accuracy(est.logits(te.inputs(cls, test_all)), te.labels)
-            seconds[m] += time.perf_counter() - t0
+            secs = time.perf_counter() - t0
+            seconds[m] += secs
             results[m].setdefault(k, {"runs": []})["runs"].append(acc)
             chosen[m].setdefault(k, []).append(note)
+            if resume_file is not None:
+                done[job] = {"accuracy": acc, "params": note, "seconds": secs}
+                _save_done(resume_file, key, done)
     for m in methods:
         for r in results[m].values():
             r["mean"], r["std"] = float(np.mean(r["runs"])), float(np.std(r["runs"]))
