@@ -11,7 +11,10 @@ every method together in < 60 s. The trained methods run with reduced epochs/ite
 
     python benchmarks/adapt.py [--classes 1000] [--shots 16] [--dim 1024] [--queries 50000]
                                [--methods ZeroShot,GDA,...] [--tipf-epochs 1] [--sk-iter 30] [--repeat 1]
-                               [--no-baseline]
+                               [--no-baseline] [--base-to-new]
+
+``--base-to-new`` adds one row: GDA fitted on the first half of the classes and ``GDA.new_class_logits`` on
+the other half (the official ``main_base2new.py`` classifier: one shrunk covariance per new class, inverted).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def main() -> None:
     ap.add_argument("--sk-iter", type=int, default=30, help="scikit-learn LogisticRegression max_iter")
     ap.add_argument("--repeat", type=int, default=1, help="report the fastest of this many runs per method")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--base-to-new", action="store_true", help="also time GDA's new-class classifier")
     args = ap.parse_args()
 
     X, A, y, Xq, Aq, yq, W = synthetic(args.classes, args.shots, args.dim, args.queries, args.aux_dim)
@@ -118,6 +122,16 @@ def main() -> None:
             pred, pred_s, pred_c = timed(lambda est=est, kw=pred_kw: est.predict(Xq, **kw))
             runs.append((repr(est), fit_s, pred_s, fit_c + pred_c, float((pred == yq).float().mean())))
         rows.append(min(runs, key=lambda r: r[1] + r[2]))
+
+    if args.base_to_new:
+        half = args.classes // 2
+        keep = y < half
+        gda = GDA().fit(X[keep], y[keep], text_weights=W[:half])
+        _, fit_s, fit_c = timed(lambda: gda.fit(X[keep], y[keep], text_weights=W[:half]))
+        logits, pred_s, pred_c = timed(lambda: gda.new_class_logits(Xq, W[half:]))
+        new = yq >= half
+        acc = float((logits[new].argmax(1) == yq[new] - half).float().mean())
+        rows.append((f"GDA base {half} -> new {args.classes - half} classes", fit_s, pred_s, fit_c + pred_c, acc))
 
     base = rows[0][1] + rows[0][2] if not args.no_baseline else None
     print(f"\n{'method':<64} {'fit s':>7} {'pred s':>7} {'total s':>8} {'cpu s':>7} {'vs base':>8} {'acc':>6}")
