@@ -433,3 +433,36 @@ def test_prompt_protocol_resumes_from_its_file(tiny, world, tmp_path, monkeypatc
     assert again["results"] == first["results"]
     with pytest.raises(ValueError, match="another run"):
         run_prompt_few_shot(tiny, train, test, resume_file=path, **{**kw, "seeds": [3]})
+
+
+def test_cli_adapt_runs_prompt_methods(tiny, tmp_path, capsys):
+    import json
+
+    from cliplab.cli.commands import main
+
+    model_dir = tmp_path / "tiny"
+    tiny.save(model_dir)
+    resume = tmp_path / "runs.json"
+    argv = [
+        "adapt",
+        str(model_dir),
+        "shapes:task=colour,n=24,image_size=32",
+        "--methods",
+        "zeroshot,coop",
+        "--shots",
+        "1",
+        "--seeds",
+        "1",
+        "--views",
+        "0",
+        "--no-search",
+        "--no-cache",
+        "--json",
+        "-q",
+        "--resume-file",
+        str(resume),
+    ]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["methods"] == ["zeroshot", "coop"] and "1" in res["results"]["coop"]
+    assert resume.is_file()

@@ -37,6 +37,11 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "coop, cocoop, kgcoop, prograd, maple, tpt",
     )
     p.add_argument(
+        "--resume-file",
+        default=None,
+        help="JSON file recording each finished prompt-learner run; a rerun with it skips them",
+    )
+    p.add_argument(
         "--views",
         type=int,
         default=10,
@@ -210,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         base_to_new=args.base_to_new,
         templates=load_templates(args.templates) or train_ds.templates,
         search=not args.no_search,
+        resume_file=args.resume_file,
         progress=not args.quiet,
     )
     if args.json:

@@ -45,6 +45,7 @@ def add_prompt_methods(
     templates: Any = None,
     search: bool = True,
     params: Any = None,
+    resume_file: Any = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the prompt learners on ``support_ds``/``test_ds`` (with their cached ``train``/``test`` features) and
@@ -55,7 +56,15 @@ def add_prompt_methods(
         return res
     kw = {"templates": templates, "train_features": train, "test_features": test, "search": search, "params": params}
     out = run_prompt_few_shot(
-        model, support_ds, test_ds, methods=methods, shots=shots, seeds=seeds, progress=progress, **kw
+        model,
+        support_ds,
+        test_ds,
+        methods=methods,
+        shots=shots,
+        seeds=seeds,
+        progress=progress,
+        resume_file=resume_file,
+        **kw,
     )
     for key in ("results", "params", "seconds"):
         res.setdefault(key, {}).update(out[key])
