@@ -8,9 +8,9 @@ Layout of the output directory::
     DIR/<model>/<data>/        one cell: results.json + report.html (run_bench), or error.json
 
 A cell whose ``results.json`` is complete (it is written atomically, last) and was made with the same settings
-(model and data spec, stages, ``n``, seeds, shots, templates: :func:`cell_settings`) is not run again: its
-model is not even loaded. A cell that raises is recorded in ``error.json`` and the suite goes on; a rerun
-retries it.
+(model and data spec, stages, ``n``, seeds, shots, templates, ``--ood-data``: :func:`cell_settings`) is not
+run again: its model is not even loaded. A cell that raises is recorded in ``error.json`` and the suite goes
+on; a rerun retries it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def cell_dir(output_dir: str | os.PathLike, model: SuiteModel, data: SuiteData) 
     return Path(output_dir) / model.name / data.name
 
 
-def cell_settings(suite: Suite, model: SuiteModel, data: SuiteData) -> dict[str, Any]:
+def cell_settings(
+    suite: Suite, model: SuiteModel, data: SuiteData, ood_data: Sequence[str] = ()
+) -> dict[str, Any]:
     """What makes two runs of a cell the same, as ``results.json`` records it."""
     from cliplab.bench.runner import templates_key
 
@@ -46,6 +48,7 @@ def cell_settings(suite: Suite, model: SuiteModel, data: SuiteData) -> dict[str,
         "seeds": list(suite.seeds),
         "shots": list(suite.shots),
         "templates": templates_key(data.templates),
+        "ood": [str(o) for o in ood_data],
     }
 
 
@@ -60,6 +63,7 @@ def recorded_settings(results: dict[str, Any]) -> dict[str, Any]:
         "seeds": config.get("seeds"),
         "shots": config.get("shots"),
         "templates": config.get("templates"),
+        "ood": data.get("ood"),
     }
 
 
@@ -120,7 +124,7 @@ def run_suite(
         load_seconds: float | None = None
         for data in suite.datasets:
             where = cell_dir(out, model, data)
-            settings = cell_settings(suite, model, data)
+            settings = cell_settings(suite, model, data, ood_data)
             cell = {"model": model.name, "data": data.name, "dir": str(where.relative_to(out))}
             cell.update(model_spec=model.spec, data_spec=data.spec)
             prefix = f"[suite {len(cells) + 1}/{total}] {model.name} × {data.name}"
