@@ -154,7 +154,7 @@ def test_suite_file_tasks_templates_and_variables(world, tmp_path, monkeypatch):
         f"name: mine\nmodels: [{models[0]}]\nstages: [zeroshot]\noptions: {{n: 16, seeds: [1]}}\n"
         "datasets:\n"
         "  - {name: folder, data: '${SUITE_FOLDER}', templates: [simple, desc.json]}\n"
-        f"  - {{name: world, data: '{SHAPES}', task: zeroshot_retrieval}}\n"
+        "  - {name: world, data: shapes, task: zeroshot_retrieval, options: {image_size: 32}}\n"
     )
     suite = load_suite(tmp_path / "s.yaml")
     assert [d.spec for d in suite.datasets] == [folder, SHAPES]

@@ -13,6 +13,7 @@ of a shipped one: :func:`shipped_suites`, files in ``cliplab/bench/suites/``)::
         data: wds:clip-benchmark/wds_vtab-cifar10
         task: zeroshot_classification   # or stages: [...]; tasks: TASK_STAGES
         templates: cifar18       # optional: a set name, a .json/.txt file (relative to the suite file), a list
+        options: {image: img}    # optional: data-spec options (the same as writing ``...:image=img``)
 
 ``${VAR}`` in a data spec or templates path is replaced by the environment variable (an unset one is an
 error naming it): ``root=${COOP_ROOT}``.
@@ -37,7 +38,7 @@ TASK_STAGES: dict[str, tuple[str, ...]] = {
 }
 
 _KEYS = {"name", "about", "models", "stages", "options", "datasets"}
-_DATA_KEYS = {"name", "data", "task", "stages", "templates", "about"}
+_DATA_KEYS = {"name", "data", "task", "stages", "templates", "options", "about"}
 _OPTION_KEYS = {"n", "seeds", "shots"}
 
 
@@ -211,6 +212,12 @@ def parse_suite(raw: Any, where: str, base: Path | None = None) -> Suite:
         elif "stages" in d:
             own = _check_stages(d["stages"], f"{at}: stages")
         spec = _expand(d["data"], at)
+        if d.get("options"):  # data-spec options, as if written after the spec (``:key=value,...``)
+            from cliplab.data.spec import DataSpec
+
+            if not isinstance(d["options"], dict):
+                raise ValueError(f"{at}: options must be a mapping of data-spec options, got {d['options']!r}")
+            spec = str(DataSpec.parse(spec).with_options(**d["options"]))
         templates = _templates(d.get("templates"), base, at)
         datasets.append(SuiteData(slug(str(d.get("name") or spec)), spec, own, templates))
     _unique([d.name for d in datasets], "datasets", where)
