@@ -86,7 +86,8 @@ def _record_failure(directory: Path, err: BaseException, settings: dict[str, Any
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"error": message, "settings": settings, "traceback": traceback.format_exc()}
     write_text_atomic(directory / "error.json", json.dumps(to_jsonable(payload), indent=2))
-    return message
+    first = message.strip().splitlines()[0] if message.strip() else message
+    return first if len(first) <= 300 else first[:299] + "…"  # tables get one line; error.json has it all
 
 
 def run_suite(
