@@ -105,7 +105,7 @@ class _Recorder:
             seen = self.seen[name]
 
             def fit(self, features, labels, __base=base, __seen=seen, **kw):
-                __seen.append((torch.as_tensor(features).clone(), kw))
+                __seen.append((torch.as_tensor(features).clone(), kw, self.get_params()))
                 return __base.fit(self, features, labels, **kw)
 
             monkeypatch.setitem(protocol.METHODS, name, type(f"Rec{base.__name__}", (base,), {"fit": fit}))
@@ -130,10 +130,10 @@ def test_each_method_gets_its_reference_share_of_the_augmented_passes(monkeypatc
         "linear_probe": train.images[idx],  # lpclip: clean features
     }
     for name, want in expected.items():
-        (got, _), *_ = rec.seen[name]
+        (got, _, params), *_ = rec.seen[name]
         assert torch.equal(got, want), name
     # Tip-Adapter-F's keys start from the cache (the first 10 passes), not from the whole pool
-    assert rec.seen["tip_adapter_f"][0][0].shape[0] == 12
+    assert rec.seen["tip_adapter_f"][0][0].shape[0] == 12 and rec.seen["tip_adapter_f"][0][2]["cache_views"] == 10
 
 
 def test_trained_adapters_see_one_augmented_pass_per_epoch():
@@ -292,6 +292,20 @@ def test_gda_new_class_classifier_matches_main_base2new(world):
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
 
 
+def test_gda_base_classifier_of_main_base2new(world):
+    """main_base2new.py's base classes: P = pinv(mean over classes of each class's covariance), no shrinkage."""
+    t, views = world["t"], world["views"]
+    X, y, W = views.reshape(-1, 24), t["y"].repeat(10), t["W"]
+    est = GDA(alpha=0.5, covariance="class_mean").fit(views, t["y"], text_weights=W)
+    Xn, yn = X.double().numpy(), y.numpy()
+    mus = np.stack([Xn[yn == c].mean(0) for c in range(8)])
+    inv = np.linalg.pinv(np.mean([np.cov(Xn[yn == c], rowvar=False) for c in range(8)], axis=0))
+    b = np.log(1 / 8) - 0.5 * np.einsum("nd,dc,nc->n", mus, inv, mus)
+    f = t["Xt"].double().numpy()
+    ref = 100.0 * f @ W.double().numpy().T + 0.5 * (f @ (mus @ inv).T + b)
+    np.testing.assert_allclose(est.logits(t["Xt"]).numpy(), ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+
+
 def test_clip_adapter_applies_to_new_classes(world):
     t = world["t"]
     est = CLIPAdapter(epochs=2).fit(t["X"], t["y"], text_weights=t["W"][:4].repeat(2, 1)[:8])
@@ -312,7 +326,8 @@ def test_base_to_new_uses_each_methods_new_class_classifier_and_the_views(monkey
     r = res["results"]
     assert r["zeroshot"]["new"] == pytest.approx(res["zeroshot_new"])
     assert r["gda"]["new_classifier"] == "own" and r["clip_adapter"]["new_classifier"] == "own"
-    (got, _), *_ = rec.seen["gda"]
+    (got, _, params), *_ = rec.seen["gda"]
+    assert params["covariance"] == "class_mean"  # main_base2new.py's base classifier
     keep = torch.nonzero(train.labels < 4).flatten()
     idx = keep[k_shot_indices(train.labels[keep], 4, 1, num_classes=4)]
     assert torch.equal(got, views[:10, idx])  # the base-class support set's augmented passes
@@ -414,7 +429,7 @@ def test_protocol_passes_amu_the_aux_encoders_passes_of_the_same_crops(monkeypat
                        aux_train=t["A"], aux_test=t["At"][240:], aux_val=t["At"][:240], aux_views=aux_pool,
                        method_params={"amu": {"epochs": 1}}, progress=False)  # fmt: skip
     idx = k_shot_indices(train.labels, 2, 1, num_classes=8)
-    got, kw = rec.seen["amu"][-1]  # the refit after the search on the validation split
+    got, kw, _ = rec.seen["amu"][-1]  # the refit after the search on the validation split
     assert torch.equal(got, pool[:, idx]) and torch.equal(kw["aux_features"], aux_pool[:, idx])
     assert isinstance(res["params"]["amu"][2][0], dict)  # alpha searched on the val split's aux features too
 

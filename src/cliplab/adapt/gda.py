@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from cliplab._validation import ArrayLike, as_features, l2_normalize
-from cliplab.adapt.base import NON_NEGATIVE, Adapter, class_means, concat_views
+from cliplab.adapt.base import NON_NEGATIVE, Adapter, Options, class_means, concat_views
 
 __all__ = ["GDA"]
 
@@ -37,6 +37,10 @@ class GDA(Adapter):
     avoids this by passing the augmented passes, as the reference does).
     Every class needs at least one support sample.
 
+    ``covariance="class_mean"`` replaces the KS estimator by ``P = (mean_k Σ̂_k)⁺``, the mean of the per-class
+    covariances (each with denominator ``N_k − 1``), which is what the official ``main_base2new.py`` fits on the
+    base classes (the few-shot protocol's ``base_to_new`` uses it there).
+
     Base-to-new: ``new_class_logits(features, new_text_weights)`` synthesises a classifier for classes
     without support images as the official ``main_base2new.py`` does (see there).
 
@@ -46,10 +50,11 @@ class GDA(Adapter):
 
     augmentation = "cache"
     _post_fit_params = frozenset({"alpha"})
-    _constraints = {"alpha": NON_NEGATIVE}
+    _constraints = {"alpha": NON_NEGATIVE, "covariance": Options("shrunk", "class_mean")}
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: float = 1.0, covariance: str = "shrunk") -> None:
         self.alpha = alpha
+        self.covariance = covariance
 
     @classmethod
     def default_grid(cls) -> dict[str, list[Any]]:
@@ -69,7 +74,14 @@ class GDA(Adapter):
         if trace * (n - 1) <= 1e-9 * float(X.double().pow(2).sum()):
             trace = 0.0  # only rounding residue (e.g. identical views of one image): no covariance
         mus64 = mus.double()
-        if trace > 0:
+        if self.covariance == "class_mean" and trace > 0:
+            per_class = torch.zeros(d, d, dtype=torch.float64, device=X.device)
+            for k in range(C):
+                rows = (X[y == k] - mus[k]).double()
+                if rows.shape[0] > 1:
+                    per_class += rows.T @ rows / (rows.shape[0] - 1)
+            Pmu = mus64 @ torch.linalg.pinv(per_class / C, hermitian=True)  # rows: P μ_k
+        elif trace > 0:
             A = scatter + trace * torch.eye(d, dtype=torch.float64, device=X.device)
             L = torch.linalg.cholesky(A)
             Pmu = d * torch.cholesky_solve(mus64.T, L).T  # rows: P μ_k  (P symmetric)

@@ -475,7 +475,8 @@ def base_to_new(
     base classes, as ``run_few_shot``); ``new`` is each method's accuracy on the new classes' test images over
     the new classes: ``new_class_logits`` where the method has one (GDA, CLIP-Adapter), else zero-shot.
     The support (and validation) images are the base-class part of the draw over all classes (``draw``, as
-    ``run_few_shot``'s), as Dassl draws the few-shot set before ``subsample_classes``.
+    ``run_few_shot``'s), as Dassl draws the few-shot set before ``subsample_classes``. GDA's base classifier
+    uses ``covariance="class_mean"`` as ``main_base2new.py`` (``method_params`` overrides).
     """
     n_cls = text_weights.shape[0]
     if n_cls < 2:
@@ -488,6 +489,8 @@ def base_to_new(
     new_test, _ = _restrict(test, n_base, n_cls)
     base_val = _restrict(val, 0, n_base)[0] if val is not None else None
     pool = _as_pool(train_views, train, "train_views")
+    # main_base2new.py fits GDA's base classes with the mean of the per-class covariances
+    method_params = {"gda": {"covariance": "class_mean"}} | dict(method_params or {})
     methods = [m for m in (methods or METHODS) if not _requires(m)]  # no extra inputs for the new classes
     p = _Prepared(base_train, text_weights[:n_base], methods, None if pool is None else pool.subset(keep),
                   base_val, {}, None)  # fmt: skip
