@@ -1,9 +1,14 @@
 """Image augmentation without torchvision: random resized crop and horizontal flip.
 
-Used to embed several augmented views of a few-shot support set (Tip-Adapter averages the views,
-GDA concatenates them). Parameters follow torchvision's ``RandomResizedCrop`` defaults
-(scale (0.08, 1), ratio (3/4, 4/3), 10 attempts, centre-crop fallback); Tip-Adapter uses scale
-(0.5, 1).
+Used to embed several augmented passes of a few-shot support set (``cliplab.adapt.views``: Tip-Adapter
+averages 10 passes, GDA concatenates them, the trained adapters read one pass per epoch, LP++ one pass).
+The sampling follows torchvision's ``RandomResizedCrop`` (ratio (3/4, 4/3), 10 attempts, centre-crop
+fallback); the default scale is the references' (0.5, 1) (torchvision's own default is (0.08, 1)), with a
+horizontal flip at p = 0.5 and bicubic resizing, as Tip-Adapter's and GDA's ``train_tranform``.
+
+Each pass is its own dataset (``AugmentedView``) whose crops are deterministic in (seed, pass, image) and
+whose fingerprint covers the parent, the pass, the seed and the transform, so the feature cache keeps every
+pass separately and a rerun encodes nothing; two encoders given the same pass see the same crops.
 """
 
 from __future__ import annotations
