@@ -3,7 +3,7 @@
 A random-init ViT-B-32 shrunk to one layer per tower (open_clip's own modules, tokenizer and 77-token context):
 CoOp from "a photo of a" untrained equals the zero-shot template, training leaves the weights bit-identical,
 MaPLe's deep prompts go through ``transformer.resblocks`` / ``visual.ln_pre`` / ``visual.transformer.resblocks``
-and with zero-length prompts equal the plain model.
+and with zero-length prompts equal the plain model; CE, FLYP and CLIPood fine-tuning and WiSE-FT run on it too.
 """
 
 import copy
@@ -84,3 +84,18 @@ def test_tpt_on_open_clip(model, data):
     start = tpt.prompt_.ctx.detach().clone()
     assert tpt.logits(px[:2]).shape == (2, 3)
     assert torch.equal(tpt.prompt_.ctx.detach(), start)
+
+
+def test_finetune_and_wise_ft_on_open_clip(model):
+    from cliplab.data import shapes
+    from cliplab.finetune import ImageClassifier, finetune, wise_ft_classifier
+
+    train = shapes("train", n=12, seed=1, image_size=32, task="colour")
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    for method in ("ce", "flyp", "clipood"):
+        clf = finetune(model, train, method=method, steps=2, lr=1e-3, batch_size=4, progress=False)
+        zs = ImageClassifier.zero_shot(model, train.classnames, train.templates)
+        end = wise_ft_classifier(zs, clf, 1.0)
+        assert all(torch.equal(v, clf.model.module.state_dict()[k]) for k, v in end.model.module.state_dict().items())
+        assert 0 <= wise_ft_classifier(zs, clf, 0.5).accuracy(train) <= 1
+    assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
