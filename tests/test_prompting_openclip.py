@@ -1,6 +1,6 @@
 """Prompt learning on real open_clip models (runs where open_clip imports: ``.ci/run``'s open_clip venv).
 
-A random-init ViT-B-32 shrunk to one layer per tower (open_clip's own modules, tokenizer and 77-token context):
+A random-init ViT-B-32 shrunk to two 32-wide layers per tower (open_clip's own modules, tokenizer and 77-token context):
 CoOp from "a photo of a" untrained equals the zero-shot template, training leaves the weights bit-identical,
 MaPLe's deep prompts go through ``transformer.resblocks`` / ``visual.ln_pre`` / ``visual.transformer.resblocks``
 and with zero-length prompts equal the plain model; CE, FLYP and CLIPood fine-tuning and WiSE-FT run on it too.
