@@ -67,7 +67,7 @@ def run_bench(
     (see ``cliplab.zeroshot.class_prompts``; None: each dataset's own), recorded as ``config.templates`` (a set
     name, or a hash of the templates given). ``links``: ``(label, relative URL)`` added to the report's navigation.
     """
-    names = list(STAGES) if not only else only
+    names = [n for n in STAGES if STAGES[n].default] if not only else only
     unknown = [s for s in names if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown bench stage(s) {unknown}; available: {', '.join(STAGES)}")

@@ -115,7 +115,8 @@ class Stage:
 
     ``title``: display name (the time table of the report); ``nav``: the report's navigation label (default
     ``title``); ``section``: renders the stage's report section (default: a table of its ``metrics``);
-    ``headline``: the overview cards; ``metrics``: what ``--compare`` compares.
+    ``headline``: the overview cards; ``metrics``: what ``--compare`` compares; ``default``: whether a run
+    without ``--only`` includes it (an opt-in stage, e.g. one that fine-tunes the model, sets False).
     """
 
     name: str
@@ -125,6 +126,7 @@ class Stage:
     section: Section | None = None
     headline: Headline | None = None
     metrics: tuple[Metric, ...] = ()
+    default: bool = True
 
     def __post_init__(self) -> None:
         self.title = self.title or self.name

@@ -7,3 +7,6 @@ ORDER = ("zeroshot", "adapt", "linear_probe", "retrieval", "probes", "geometry",
 
 for _name in ORDER:
     importlib.import_module(f"{__name__}.{_name}")
+
+#: opt-in stages (``Stage.default`` is False: run with ``--only``), after the default ones
+importlib.import_module(f"{__name__}.robustness")

@@ -145,6 +145,7 @@ STAGE = register_stage(
         run,
         title="robust fine-tuning",
         nav="Robustness",
+        default=False,
         section=section,
         headline=headline,
         metrics=(
