@@ -240,7 +240,8 @@ def test_robustness_stage_runs_and_reports(tiny, monkeypatch):
     from cliplab.bench.stages import ORDER
     from cliplab.bench.stages import robustness as stage
 
-    if "robustness" not in STAGES:
+    registered_here = "robustness" not in STAGES
+    if registered_here:
         register_stage(stage.STAGE)
     try:
         assert "robustness" not in ORDER  # opt-in: not part of the default run
@@ -256,4 +257,5 @@ def test_robustness_stage_runs_and_reports(tiny, monkeypatch):
         assert "Robust fine-tuning" in html and "<img" in html
         assert stage.headline(r)[0][1] == pytest.approx(r["ood_mean"][2])
     finally:
-        unregister_stage("robustness")
+        if registered_here:
+            unregister_stage("robustness")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,8 +80,8 @@ class Raw(str):
 
 
 def fmt_cell(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "–"
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"  # missing (null in results.json, NaN in memory)
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
@@ -126,8 +127,10 @@ def table(
     return f"<table{cls}>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 
-def bar(share: float) -> Raw:
-    """A horizontal bar cell, ``share`` in [0, 1]."""
+def bar(share: float | None) -> Raw:
+    """A horizontal bar cell, ``share`` in [0, 1]; an empty cell for a missing number (None or NaN)."""
+    if share is None or share != share:
+        return Raw("")
     return Raw(f'<span class="bar" style="width:{100 * max(0.0, min(1.0, share)):.1f}%"></span>')
 
 

@@ -22,7 +22,7 @@ def probe_bar_chart(by_model: Mapping[str, Mapping[str, float]], title: str = ""
     fig, ax = pyplot.subplots(figsize=(HALF[0], max(HALF[1], 0.45 * len(kinds) * max(1, len(models) / 2))))
     y = np.arange(len(kinds))
     for j, m in enumerate(models):
-        values = [by_model[m].get(k, np.nan) for k in kinds]
+        values = [np.nan if by_model[m].get(k) is None else float(by_model[m][k]) for k in kinds]  # missing: no bar
         offset = (j - (len(models) - 1) / 2) * height
         ax.barh(y + offset, values, height=height, color=PALETTE[j % len(PALETTE)], label=m)
     if chance is not None:

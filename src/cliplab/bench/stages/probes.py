@@ -61,8 +61,15 @@ def run(ctx: BenchContext) -> dict[str, Any] | StageResult:
 def headline(r: dict[str, Any]) -> list[tuple[str, Any, str]]:
     if "by_type" not in r:
         return []
-    worst = min(r["by_type"].items(), key=lambda kv: kv[1]["accuracy"])
-    detail = f"mean over {len(r['by_type'])} negative types · worst {worst[0]} {fmt(worst[1]['accuracy'])}"
+    known = [
+        (k, v["accuracy"])
+        for k, v in r["by_type"].items()
+        if v["accuracy"] is not None and v["accuracy"] == v["accuracy"]
+    ]
+    detail = f"mean over {len(r['by_type'])} negative types"
+    if known:
+        worst = min(known, key=lambda kv: kv[1])
+        detail += f" · worst {worst[0]} {fmt(worst[1])}"
     return [("probe accuracy", number(r["macro_accuracy"]), detail)]
 
 
