@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from cliplab.adapt import AMU, GDA, CLIPAdapter, LinearProbe, LPPlusPlus, TipAdapter, TipAdapterF, protocol
-from cliplab.adapt.protocol import base_to_new, run_few_shot
+from cliplab.adapt.base_new_protocol import base_to_new
+from cliplab.adapt.protocol import run_few_shot
 from cliplab.data import k_shot_indices
 from cliplab.features import Features
 from test_adapt import make_task

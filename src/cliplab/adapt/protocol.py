@@ -20,7 +20,7 @@ Tip-Adapter's search ranges and Tip-Adapter-F's initial alpha/beta and epochs fo
 per-dataset configs, selected by the dataset's name (``cliplab.adapt.tip_settings``); ``method_params`` and
 ``param_grids`` override any method's parameters and grids.
 
-Base-to-new generalisation (``base_to_new``): the first ``ceil(C/2)`` classes are "base", the rest "new"
+Base-to-new generalisation (``cliplab.adapt.base_new_protocol.base_to_new``): the first ``ceil(C/2)`` classes are "base", the rest "new"
 (Dassl's ``subsample_classes``). Adapters are fit on the base classes and scored on base test images over the
 base classes; on the new classes, GDA synthesises a classifier from the support features nearest to each
 new class's text weight (``GDA.new_class_logits``, the official ``main_base2new.py``), CLIP-Adapter applies
@@ -433,90 +433,3 @@ def run_few_shot(
             search=search,
         ),
     }
-
-
-def _restrict(f: Features, lo: int, hi: int) -> tuple[Features, torch.Tensor]:
-    keep = torch.nonzero((f.labels >= lo) & (f.labels < hi)).flatten()
-    return Features(images=f.images[keep], labels=f.labels[keep] - lo), keep
-
-
-def _positions(keep: torch.Tensor, rows: Any) -> torch.Tensor:
-    """Positions in ``keep`` of those ``rows`` that are kept (in the order of ``rows``)."""
-    where = torch.full((int(keep.max()) + 1 if keep.numel() else 1,), -1, dtype=torch.int64)
-    where[keep] = torch.arange(keep.numel())
-    rows = torch.as_tensor(np.asarray(rows), dtype=torch.int64)
-    rows = rows[rows < where.numel()]
-    pos = where[rows]
-    return pos[pos >= 0]
-
-
-def base_to_new(
-    train: Features,
-    test: Features,
-    text_weights: torch.Tensor,
-    *,
-    logit_scale: float = 100.0,
-    methods: Sequence[str] | None = None,
-    k: int = 16,
-    seeds: Sequence[int] = (1, 2, 3),
-    train_views: torch.Tensor | SupportViews | None = None,
-    val: Features | None = None,
-    dataset: str | None = None,
-    method_params: Mapping[str, Mapping[str, Any]] | None = None,
-    param_grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
-    cache_passes: int = CACHE_PASSES,
-    draw: Draw | None = None,
-    search: bool = True,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Base (first ``ceil(C/2)`` classes) and new accuracy and their harmonic mean per method (module doc).
-
-    Adapters are fitted on the base classes' support sets (with ``train_views`` and ``val`` restricted to the
-    base classes, as ``run_few_shot``); ``new`` is each method's accuracy on the new classes' test images over
-    the new classes: ``new_class_logits`` where the method has one (GDA, CLIP-Adapter), else zero-shot.
-    The support (and validation) images are the base-class part of the draw over all classes (``draw``, as
-    ``run_few_shot``'s), as Dassl draws the few-shot set before ``subsample_classes``. GDA's base classifier
-    uses ``covariance="class_mean"`` as ``main_base2new.py`` (``method_params`` overrides).
-    """
-    n_cls = text_weights.shape[0]
-    if n_cls < 2:
-        raise ValueError("base-to-new needs at least 2 classes")
-    if train.labels is None or test.labels is None:
-        raise ValueError("base-to-new needs labelled train and test features")
-    n_base = (n_cls + 1) // 2
-    base_train, keep = _restrict(train, 0, n_base)
-    base_test, _ = _restrict(test, 0, n_base)
-    new_test, _ = _restrict(test, n_base, n_cls)
-    base_val = _restrict(val, 0, n_base)[0] if val is not None else None
-    pool = _as_pool(train_views, train, "train_views")
-    # main_base2new.py fits GDA's base classes with the mean of the per-class covariances
-    method_params = {"gda": {"covariance": "class_mean"}} | dict(method_params or {})
-    methods = [m for m in (methods or METHODS) if not _requires(m)]  # no extra inputs for the new classes
-    p = _Prepared(base_train, text_weights[:n_base], methods, None if pool is None else pool.subset(keep),
-                  base_val, {}, None)  # fmt: skip
-    W_base, W_new = text_weights[:n_base], text_weights[n_base:]
-    full_draw = draw or _default_draw(train.labels, None if val is None else val.labels, n_cls)
-    val_keep = _restrict(val, 0, n_base)[1] if val is not None else None
-
-    def base_draw(k: int, seed: int) -> tuple[Any, Any]:
-        idx, vidx = full_draw(k, seed)
-        return _positions(keep, idx), (None if vidx is None or val_keep is None else _positions(val_keep, vidx))
-
-    zs_new = _zeroshot_accuracy(new_test.images, new_test.labels, W_new) if len(new_test) else float("nan")
-    base_acc: dict[str, list[float]] = {m: [] for m in methods}
-    new_acc: dict[str, list[float]] = {m: [] for m in methods}
-    runs = _runs(p, W_base, logit_scale, [k], seeds, base_draw, search, cache_passes, dataset, method_params,
-                 param_grids, progress)  # fmt: skip
-    for _k, _seed, m, est, _chosen, _s in runs:
-        base_acc[m].append(_accuracy(est.logits(base_test.images), base_test.labels))
-        if hasattr(est, "new_class_logits") and len(new_test):
-            new_acc[m].append(_accuracy(est.new_class_logits(new_test.images, W_new), new_test.labels))
-        else:
-            new_acc[m].append(zs_new)
-    out = {}
-    for m in methods:
-        base, new = float(np.mean(base_acc[m])), float(np.mean(new_acc[m]))
-        hm = 2 * base * new / (base + new) if base + new > 0 else 0.0
-        how = "own" if hasattr(METHODS[m], "new_class_logits") else "zero-shot"
-        out[m] = {"base": base, "new": new, "hm": hm, "new_classifier": how}
-    return {"k": k, "n_base_classes": n_base, "n_new_classes": n_cls - n_base, "zeroshot_new": zs_new, "results": out}

@@ -96,7 +96,8 @@ def _draw(train_ds: object, train_labels: Any, val_labels: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cliplab.adapt.protocol import base_to_new, run_few_shot
+    from cliplab.adapt.base_new_protocol import base_to_new
+    from cliplab.adapt.protocol import run_few_shot
     from cliplab.adapt.views import embed_support_views
     from cliplab.assess import split_half
     from cliplab.data import load_dataset

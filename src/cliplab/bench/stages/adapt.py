@@ -25,7 +25,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     images, hyper-parameters searched on the source's own validation split where it has one (the built-in
     world's val split), else on a split of each support set; ``results.protocol`` records which.
     """
-    from cliplab.adapt.protocol import base_to_new, run_few_shot
+    from cliplab.adapt.base_new_protocol import base_to_new
+    from cliplab.adapt.protocol import run_few_shot
     from cliplab.adapt.views import embed_support_views
 
     sets, train = ctx.source.support("adapt")
