@@ -20,8 +20,8 @@ Tip-Adapter's search ranges and Tip-Adapter-F's initial alpha/beta and epochs fo
 per-dataset configs, selected by the dataset's name (``cliplab.adapt.tip_settings``); ``method_params`` and
 ``param_grids`` override any method's parameters and grids.
 
-Base-to-new generalisation (``cliplab.adapt.base_new_protocol.base_to_new``): the first ``ceil(C/2)`` classes are "base", the rest "new"
-(Dassl's ``subsample_classes``). Adapters are fit on the base classes and scored on base test images over the
+Base-to-new generalisation (``base_to_new`` in ``cliplab.adapt.base_new_protocol``): the first ``ceil(C/2)``
+classes are "base", the rest "new" (Dassl's ``subsample_classes``). Adapters are fit on the base classes and scored on base test images over the
 base classes; on the new classes, GDA synthesises a classifier from the support features nearest to each
 new class's text weight (``GDA.new_class_logits``, the official ``main_base2new.py``), CLIP-Adapter applies
 its feature adapter (``CLIPAdapter.new_class_logits``), and the logit-bias adapters, which carry nothing
