@@ -22,10 +22,11 @@ per-dataset configs, selected by the dataset's name (``cliplab.adapt.tip_setting
 
 Base-to-new generalisation (``base_to_new`` in ``cliplab.adapt.base_new_protocol``): the first ``ceil(C/2)``
 classes are "base", the rest "new" (Dassl's ``subsample_classes``). Adapters are fit on the base classes and
-scored on base test images over the base classes; on the new classes, GDA synthesises a classifier from the support features nearest to each
-new class's text weight (``GDA.new_class_logits``, the official ``main_base2new.py``), CLIP-Adapter applies
-its feature adapter (``CLIPAdapter.new_class_logits``), and the logit-bias adapters, which carry nothing
-about unseen classes, fall back to zero-shot. ``HM = 2·base·new / (base + new)``.
+scored on base test images over the base classes; on the new classes, GDA synthesises a classifier from the
+support features nearest to each new class's text weight (``GDA.new_class_logits``, the official
+``main_base2new.py``), CLIP-Adapter applies its feature adapter (``CLIPAdapter.new_class_logits``), and the
+logit-bias adapters, which carry nothing about unseen classes, fall back to zero-shot.
+``HM = 2·base·new / (base + new)``.
 """
 
 from __future__ import annotations
