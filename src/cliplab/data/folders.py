@@ -77,7 +77,34 @@ def classname_from_folder(name: str) -> str:
     return name.replace("_", " ").strip()
 
 
-class ImageFolder(Dataset):
+class ImageFileDataset(Dataset):
+    """A dataset whose images are files: the subclass sets ``paths`` (one per image, in order)."""
+
+    paths: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> Image.Image:
+        return load_image(self.paths[index])
+
+
+class CaptionFileDataset(ImageFileDataset):
+    """Image files with captions: the subclass sets ``paths``, ``_captions`` and ``_t2i`` (caption → image)."""
+
+    _captions: list[str]
+    _t2i: np.ndarray
+
+    @property
+    def captions(self) -> list[str]:
+        return self._captions
+
+    @property
+    def text_to_image(self) -> np.ndarray:
+        return self._t2i
+
+
+class ImageFolder(ImageFileDataset):
     """``root/<class>/<image>``: classes are the sorted sub-folder names (underscores become spaces)."""
 
     def __init__(self, root: str | os.PathLike, *, classnames: list[str] | None = None, templates=None):
@@ -106,12 +133,6 @@ class ImageFolder(Dataset):
         self._labels = np.asarray(labels, dtype=np.int64)
         self.name = self.root.name
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def image(self, index: int) -> Image.Image:
-        return load_image(self.paths[index])
-
     @property
     def labels(self) -> np.ndarray:
         return self._labels
@@ -127,7 +148,7 @@ class ImageFolder(Dataset):
         )
 
 
-class ImageFiles(Dataset):
+class ImageFiles(ImageFileDataset):
     """Every image file under ``root`` (recursively, hidden files skipped), sorted, without labels.
 
     For unlabelled collections such as OOD sets; ``load_dataset`` returns one for a folder whose images are
@@ -143,19 +164,13 @@ class ImageFiles(Dataset):
             raise ValueError(f"{self.root} contains no image files ({', '.join(IMAGE_EXTENSIONS)})")
         self.name = self.root.name
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def image(self, index: int) -> Image.Image:
-        return load_image(self.paths[index])
-
     def fingerprint(self) -> str:
         return stable_hash(
             {"kind": "image_files", "root": str(self.root.resolve()), "files": _files_fingerprint(self.paths)}
         )
 
 
-class CaptionDataset(Dataset):
+class CaptionDataset(CaptionFileDataset):
     """Image–caption pairs from a CSV (header with ``image`` and ``caption`` columns) or JSONL file.
 
     JSONL rows: ``{"image": path, "caption": str}`` or ``{"image": path, "captions": [str, ...]}``.
@@ -237,20 +252,6 @@ class CaptionDataset(Dataset):
         else:
             raise ValueError(f"{self.path}: unsupported caption file type {suffix!r} (use .csv, .tsv or .jsonl)")
         return rows
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def image(self, index: int) -> Image.Image:
-        return load_image(self.paths[index])
-
-    @property
-    def captions(self) -> list[str]:
-        return self._captions
-
-    @property
-    def text_to_image(self) -> np.ndarray:
-        return self._t2i
 
     def fingerprint(self) -> str:
         caps = hashlib.sha256("\n".join(self._captions).encode()).hexdigest()[:16]

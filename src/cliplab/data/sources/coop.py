@@ -27,13 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from cliplab.data.base import Dataset, stable_hash
-from cliplab.data.folders import _files_fingerprint
+from cliplab.data.base import stable_hash
+from cliplab.data.folders import ImageFileDataset, _files_fingerprint
 from cliplab.data.registry import register_data_source
 from cliplab.data.sampling import dassl_few_shot, dassl_k_shot_indices
-from cliplab.models.preprocess import load_image
 
 SPLITS = ("train", "val", "test")
 
@@ -184,7 +182,7 @@ def _read_imagenet(folder: Path, image_dir: Path) -> dict[str, list[Item]]:
     return out
 
 
-class CoopDataset(Dataset):
+class CoopDataset(ImageFileDataset):
     """One split of a CoOp dataset (see the module docstring); ``splits`` holds all three splits' items."""
 
     def __init__(self, info: CoopInfo, root: str | os.PathLike, split: str = "test", *, check_files: bool = True):
@@ -249,12 +247,6 @@ class CoopDataset(Dataset):
         if sorted(names) != list(range(len(names))):
             raise ValueError(f"{self.split_file}: labels must be 0..{len(names) - 1}, got {sorted(names)[:10]}...")
         return [clean_classname(names[i]) for i in range(len(names))]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def image(self, index: int) -> Image.Image:
-        return load_image(self.paths[index])
 
     @property
     def labels(self) -> np.ndarray:

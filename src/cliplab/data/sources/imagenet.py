@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from cliplab.data.base import Dataset, stable_hash
-from cliplab.data.folders import IMAGE_EXTENSIONS, _files_fingerprint
+from cliplab.data.base import stable_hash
+from cliplab.data.folders import IMAGE_EXTENSIONS, ImageFileDataset, _files_fingerprint
 from cliplab.data.registry import register_data_source
-from cliplab.models.preprocess import load_image
 
 VARIANTS = ("val", "v2", "sketch", "a", "r")
 
@@ -73,7 +71,7 @@ def guess_variant(folders: list[str]) -> str:
     return "v2" if folders and all(f.isdigit() for f in folders) else "val"
 
 
-class ImageNetFolder(Dataset):
+class ImageNetFolder(ImageFileDataset):
     """ImageNet or a variant read from its class folders (see the module docstring).
 
     ``wnids`` are the dataset's classes (1000, or the 200 of A/R), ``class_subset`` their indices among the
@@ -126,12 +124,6 @@ class ImageNetFolder(Dataset):
             raise ValueError(f"{self.root} contains no image files ({', '.join(IMAGE_EXTENSIONS)})")
         self._labels = np.asarray(labels, dtype=np.int64)
         self.name = f"imagenet-{variant}"
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def image(self, index: int) -> Image.Image:
-        return load_image(self.paths[index])
 
     @property
     def labels(self) -> np.ndarray:

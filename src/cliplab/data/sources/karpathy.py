@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from cliplab.data.base import Dataset, stable_hash
-from cliplab.data.folders import _files_fingerprint
+from cliplab.data.base import stable_hash
+from cliplab.data.folders import CaptionFileDataset, _files_fingerprint
 from cliplab.data.registry import register_data_source
-from cliplab.models.preprocess import load_image
 
 SPLITS = ("train", "val", "test", "restval")
 
@@ -44,7 +42,7 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return images
 
 
-class KarpathyCaptions(Dataset):
+class KarpathyCaptions(CaptionFileDataset):
     """One split of a Karpathy split file as image–captions pairs (see the module docstring)."""
 
     def __init__(
@@ -87,20 +85,6 @@ class KarpathyCaptions(Dataset):
         self._captions = captions
         self._t2i = np.asarray(t2i, dtype=np.int64)
         self.name = f"{self.path.stem}/{split}"
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def image(self, index: int) -> Image.Image:
-        return load_image(self.paths[index])
-
-    @property
-    def captions(self) -> list[str]:
-        return self._captions
-
-    @property
-    def text_to_image(self) -> np.ndarray:
-        return self._t2i
 
     @cached_property
     def _fingerprint(self) -> str:
