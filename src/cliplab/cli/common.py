@@ -77,3 +77,18 @@ def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], title: st
     print("  ".join("-" * w for w in widths))
     for r in cells:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def load_config(cls: Any, args: Any, what: str) -> Any:
+    """``cls.from_file(args.config)`` with the command line's ``--output-dir``, ``--steps`` and ``--device``
+    applied (``cls``: a config dataclass with ``from_file`` and ``replace``; ``what`` names it in errors)."""
+    from cliplab.cli import preflight
+
+    preflight.existing_file(args.config, "CONFIG", what)
+    config = cls.from_file(args.config)
+    overrides = {
+        k: v
+        for k, v in (("output_dir", args.output_dir), ("steps", args.steps), ("device", args.device))
+        if v is not None
+    }
+    return config.replace(**overrides) if overrides else config

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import print_json, print_table
+from cliplab.cli.common import load_config, print_json, print_table
 
 
 def add_finetune(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -72,17 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from cliplab.finetune.config import FinetuneConfig
     from cliplab.models import load_model
 
-    preflight.existing_file(args.config, "CONFIG", "fine-tuning config")
-    config = FinetuneConfig.from_file(args.config)
-    overrides = {
-        k: v
-        for k, v in (("output_dir", args.output_dir), ("steps", args.steps), ("device", args.device))
-        if v is not None
-    }
+    config = load_config(FinetuneConfig, args, "fine-tuning config")
     if args.shift_data:
-        overrides["eval"] = type(config.eval)(**{**config.eval.__dict__, "shift": list(args.shift_data)})
-    if overrides:
-        config = config.replace(**overrides)
+        config = config.replace(eval=type(config.eval)(**{**config.eval.__dict__, "shift": list(args.shift_data)}))
     check(config)
     progress = not args.quiet
     model = load_model(config.model, device=config.device)

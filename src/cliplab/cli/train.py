@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from cliplab.cli import preflight
-from cliplab.cli.common import print_json, print_table
+from cliplab.cli.common import load_config, print_json, print_table
 
 if TYPE_CHECKING:
     from cliplab.train.config import TrainConfig
@@ -50,15 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from cliplab.train.config import TrainConfig
     from cliplab.train.trainer import Trainer, TrainingDiverged
 
-    preflight.existing_file(args.config, "CONFIG", "training config")
-    config = TrainConfig.from_file(args.config)
-    overrides = {
-        k: v
-        for k, v in (("output_dir", args.output_dir), ("steps", args.steps), ("device", args.device))
-        if v is not None
-    }
-    if overrides:
-        config = config.replace(**overrides)
+    config = load_config(TrainConfig, args, "training config")
     check(config)
     trainer = Trainer(config, progress=not args.quiet, resume=bool(args.resume))
     try:
