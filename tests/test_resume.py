@@ -126,3 +126,14 @@ def test_token_cache_pads_like_the_tokenizer(padding, side):
     idx = np.array([3, 0, 2, 0, 1])
     ours, theirs = cache(idx), model.tokenize([captions[i] for i in idx])
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_resume_warns_only_for_settings_that_change_the_run():
+    from cliplab.train.run_state import changed_config_keys
+    from cliplab.train.trainer import _RESUME_FREE
+
+    old = {"steps": 5, "lr": 1e-3, "data": {"train": "shapes", "num_workers": 1, "shuffle_buffer": 10}}
+    workers = {"steps": 9, "lr": 1e-3, "data": {"train": "shapes", "num_workers": 2, "shuffle_buffer": 10}}
+    assert changed_config_keys(old, workers, _RESUME_FREE) == []
+    both = {"steps": 5, "lr": 1e-2, "data": {"train": "shapes", "num_workers": 2, "shuffle_buffer": 20}}
+    assert changed_config_keys(old, both, _RESUME_FREE) == ["data.shuffle_buffer", "lr"]

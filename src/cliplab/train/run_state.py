@@ -53,10 +53,26 @@ def write_checkpoint(trainer: Any) -> Path | None:
     )
 
 
+def changed_config_keys(old: dict[str, Any], new: dict[str, Any], free: set[str], prefix: str = "") -> list[str]:
+    """Keys (dotted for nested sections) whose value differs between ``old`` and ``new``, except ``free`` ones."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        name = prefix + key
+        if name in free:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and any(f.startswith(name + ".") for f in free):
+            out += changed_config_keys(a, b, free, name + ".")
+        elif a != b:
+            out.append(name)
+    return out
+
+
 def restore_checkpoint(trainer: Any, path: Path, *, resume_free: set[str]) -> None:
     """Load ``path`` into the trainer: weights, optimizer and friends, sampler position, step, RNG states.
 
-    Config keys outside ``resume_free`` that changed since the checkpoint are named in a warning.
+    Config keys outside ``resume_free`` that changed since the checkpoint are named in a warning
+    (nested keys as ``section.key``: ``data.num_workers`` in ``resume_free`` frees that one setting only).
     """
     env, cfg = trainer.env, trainer.config
     weights, state = ckpt.load_checkpoint(path)
@@ -65,7 +81,7 @@ def restore_checkpoint(trainer: Any, path: Path, *, resume_free: set[str]) -> No
     else:
         trainer.model.module.load_state_dict(weights, strict=True)
     now = cfg.to_dict()
-    changed = sorted(k for k, v in state["config"].items() if k not in resume_free and now.get(k) != v)
+    changed = changed_config_keys(state["config"], now, resume_free)
     if changed:
         log.warning("resuming %s with a changed config (%s): the run will not be exact", path, ", ".join(changed))
     for key, obj in trainer._stateful().items():
@@ -91,4 +107,4 @@ def restore_checkpoint(trainer: Any, path: Path, *, resume_free: set[str]) -> No
     log.info("resumed from %s (step %d)", path, trainer.step)
 
 
-__all__ = ["gather_objects", "restore_checkpoint", "write_checkpoint"]
+__all__ = ["changed_config_keys", "gather_objects", "restore_checkpoint", "write_checkpoint"]

@@ -63,8 +63,12 @@ from cliplab.train.setup import (
 
 log = logging.getLogger(__name__)
 
-#: config keys that may change when resuming without breaking the run's exactness
-_RESUME_FREE = {"steps", "output_dir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval"}
+#: config keys that may change when resuming without breaking the run's exactness (``data.num_workers``:
+#: decode threads, not part of the sample order)
+_RESUME_FREE = {
+    "steps", "output_dir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval",
+    "data.num_workers",
+}
 
 
 class TrainingDiverged(RuntimeError):
