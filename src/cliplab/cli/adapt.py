@@ -34,7 +34,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--methods",
         default=None,
         help="comma-separated methods (default: all feature adapters that apply); prompt learners: "
-        "coop, cocoop, kgcoop, prograd, maple, tpt",
+        "coop, cocoop, kgcoop, prograd, maple, tpt, coop_tpt (CoOp, then TPT from its context)",
     )
     p.add_argument(
         "--resume-file",

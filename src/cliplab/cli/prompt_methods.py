@@ -1,4 +1,4 @@
-"""``cliplab adapt --methods coop,cocoop,kgcoop,prograd,maple,tpt``: the prompt learners beside the feature adapters.
+"""``cliplab adapt --methods coop,cocoop,kgcoop,prograd,maple,tpt,coop_tpt``: prompt learners beside the adapters.
 
 ``split_methods`` sorts ``--methods`` into feature adapters (``cliplab.adapt.METHODS``) and prompt learners
 (``cliplab.adapt.prompting.PROMPT_METHODS``); ``add_prompt_methods`` runs the prompt learners' protocol

@@ -11,6 +11,7 @@ Dataset or a list of images.
 * ``ProGrad`` — gradients projected off the direction that conflicts with the zero-shot KL gradient.
 * ``MaPLe`` — deep prompts in both towers, coupled language → vision (ViT towers; needs images).
 * ``TPT`` — test-time prompt tuning on augmented views of each test image, reset after each.
+* ``CoOpTPT`` (``coop_tpt``) — CoOp trained on the support set, then TPT from its learned context.
 
 ``PromptedText`` is the text-tower adapter layer they share (a forward hook on ``Model.token_embeddings()``);
 ``run_prompt_few_shot`` / ``prompt_base_to_new`` are the protocol (``PROMPT_METHODS`` registry).
@@ -18,6 +19,7 @@ Dataset or a list of images.
 
 from cliplab.adapt.prompting.cocoop import CoCoOp
 from cliplab.adapt.prompting.coop import CoOp, KgCoOp, ProGrad
+from cliplab.adapt.prompting.coop_tpt import CoOpTPT
 from cliplab.adapt.prompting.learner import PromptLearner
 from cliplab.adapt.prompting.maple import MaPLe
 from cliplab.adapt.prompting.protocol import (
@@ -34,6 +36,7 @@ __all__ = [
     "TPT",
     "CoCoOp",
     "CoOp",
+    "CoOpTPT",
     "KgCoOp",
     "MaPLe",
     "ProGrad",

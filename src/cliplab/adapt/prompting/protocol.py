@@ -10,7 +10,8 @@ evaluation epoch); the test set is only passed to ``logits`` of the final learne
 cached training features; MaPLe gets the support images. With ``search``, each
 method's ``default_grid()`` (its reference learning rate and 10×) is tried and the fit with the best
 validation accuracy is kept. TPT uses no training data: it runs once per seed
-and its accuracy is reported for every ``k``.
+and its accuracy is reported for every ``k``; it gets the test images themselves (a ``Subset``, so its views
+are cut from the original images), as does ``coop_tpt`` (CoOp on the k shots, then TPT from its context).
 
 Base-to-new: classes sorted by label, the first half is base. Learners are fit on base classes only and
 scored on base test images over base classes; the learned (class-independent) prompt is then moved to the
@@ -86,6 +87,12 @@ class _Data:
 
     def inputs(self, cls: type[PromptLearner], idx: torch.Tensor) -> torch.Tensor:
         return self.pixels(idx) if cls.needs_pixels else self.images[idx]
+
+    def test_inputs(self, cls: type[PromptLearner], idx: torch.Tensor) -> Any:
+        """What ``cls.logits`` gets: the images themselves (a Subset) for test-time methods, else ``inputs``."""
+        if getattr(cls, "predicts_on_images", False):
+            return self.dataset.subset([int(i) for i in idx])
+        return self.inputs(cls, idx)
 
 
 def _validation_indices(
@@ -247,11 +254,11 @@ def run_prompt_few_shot(
             if m == "tpt" or cls is TPT:
                 if seed not in tpt_runs:
                     est = _make(m, seed, params).fit(model, None, None, classnames)
-                    tpt_runs[seed] = _accuracy(est.logits(te.pixels(test_all)), te.labels)
+                    tpt_runs[seed] = _accuracy(est.logits(te.test_inputs(cls, test_all)), te.labels)
                 acc, note = tpt_runs[seed], "no training data (test-time tuning)"
             else:
                 est, note = _fit_selected(m, seed, params, model, tr, support, val_idx, classnames, search)
-                acc = _accuracy(est.logits(te.inputs(cls, test_all)), te.labels)
+                acc = _accuracy(est.logits(te.test_inputs(cls, test_all)), te.labels)
             secs = time.perf_counter() - t0
             seconds[m] += secs
             results[m].setdefault(k, {"runs": []})["runs"].append(acc)
@@ -327,9 +334,9 @@ def prompt_base_to_new(
                 idx = base_train[torch.as_tensor(rel)]
                 val_idx = None if rel_val is None else base_train[torch.as_tensor(rel_val)].numpy()
                 base_est, _ = _fit_selected(m, seed, params, model, tr, idx, val_idx, base_names, search)
-            base_runs.append(_accuracy(base_est.logits(te.inputs(cls, base_test)), te.labels[base_test]))
+            base_runs.append(_accuracy(base_est.logits(te.test_inputs(cls, base_test)), te.labels[base_test]))
             new_est = base_est.for_classes(new_names)
-            new_runs.append(_accuracy(new_est.logits(te.inputs(cls, new_test)), te.labels[new_test] - n_base))
+            new_runs.append(_accuracy(new_est.logits(te.test_inputs(cls, new_test)), te.labels[new_test] - n_base))
         out[m] = {"base": float(np.mean(base_runs)), "new": float(np.mean(new_runs))}
     for r in out.values():
         b, n = r["base"], r["new"]
