@@ -115,19 +115,35 @@ class Preprocess:
             arr = _center_crop(arr, int(self.crop[0]), int(self.crop[1]), rounded=self.crop_round)
         return arr
 
-    def normalize(self, batch_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """``(B, H, W, 3)`` uint8 → ``(B, 3, H, W)`` float32, rescaled and normalised."""
-        if isinstance(batch_uint8, np.ndarray) and not batch_uint8.flags.writeable:
-            batch_uint8 = batch_uint8.copy()
-        x = torch.as_tensor(batch_uint8).permute(0, 3, 1, 2).float()
+    def _shift_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """``mean / rescale`` and ``std / rescale`` as float32 ``(1, 3, 1, 1)`` arrays."""
+        shift = torch.tensor(self.mean).view(1, 3, 1, 1) / self.rescale
         scale = torch.tensor(self.std).view(1, 3, 1, 1) / self.rescale
-        return (x - torch.tensor(self.mean).view(1, 3, 1, 1) / self.rescale) / scale
+        return shift.numpy(), scale.numpy()
+
+    def normalize_array(self, batch_uint8: np.ndarray | torch.Tensor) -> np.ndarray:
+        """``(B, H, W, 3)`` uint8 → ``(B, 3, H, W)`` float32 array ``(x − mean/rescale) / (std/rescale)``.
+
+        NumPy, not torch: the loaders call this on background threads, where a torch kernel would start an
+        OpenMP team of its own; with more OpenMP threads than cores, libgomp stops spinning and every later
+        parallel region of the training or embedding thread pays a wake-up (measured: the optimizer step 3×
+        slower). Elementwise float32 subtraction and division are exactly rounded, so the values are the
+        same as torch's."""
+        x = np.asarray(batch_uint8, dtype=np.uint8).transpose(0, 3, 1, 2).astype(np.float32, order="C")
+        shift, scale = self._shift_scale()
+        np.subtract(x, shift, out=x)
+        np.divide(x, scale, out=x)
+        return x
+
+    def normalize(self, batch_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, 3)`` uint8 → ``(B, 3, H, W)`` float32 tensor, rescaled and normalised."""
+        return torch.from_numpy(self.normalize_array(batch_uint8))
 
     def __call__(self, image: ImageInput) -> torch.Tensor:
         return self.normalize(self.to_uint8(image)[None])[0]
 
-    def batch(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Preprocess several images into one ``(B, 3, H, W)`` tensor (one normalisation pass)."""
+    def batch_array(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Preprocess several images into one ``(B, 3, H, W)`` float32 array (one normalisation pass)."""
         if len(images) == 0:
             raise ValueError("no images to preprocess")
         arrays = [self.to_uint8(im) for im in images]
@@ -137,7 +153,11 @@ class Preprocess:
                 f"preprocessed images differ in size {sorted(shapes)}: set a crop size so every image "
                 "gets the same shape"
             )
-        return self.normalize(np.stack(arrays))
+        return self.normalize_array(np.stack(arrays))
+
+    def batch(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Preprocess several images into one ``(B, 3, H, W)`` tensor (``batch_array``, no copy)."""
+        return torch.from_numpy(self.batch_array(images))
 
     # -- Hugging Face preprocessor_config.json -------------------------------------------------
     @classmethod
@@ -273,25 +293,30 @@ class PatchPreprocess(Preprocess):
         th, tw = patch_grid(h, w, self.patch_size, self.max_num_patches)
         return tw, th
 
-    def patches(self, batch_uint8: np.ndarray) -> torch.Tensor:
-        """One resized ``(H, W, 3)`` uint8 image → packed ``[1 + max_num_patches, 3·p²]`` (see the class)."""
+    def patch_array(self, image_uint8: np.ndarray) -> np.ndarray:
+        """One resized ``(H, W, 3)`` uint8 image → packed float32 ``[1 + max_num_patches, 3·p²]`` (see the class;
+        NumPy, for the loaders' threads: see ``Preprocess.normalize_array``)."""
         p = self.patch_size
-        x = self.normalize(batch_uint8[None])[0].permute(1, 2, 0)  # (H, W, 3)
+        x = self.normalize_array(image_uint8[None])[0].transpose(1, 2, 0)  # (H, W, 3)
         nh, nw = x.shape[0] // p, x.shape[1] // p
-        seq = x[: nh * p, : nw * p].reshape(nh, p, nw, p, 3).permute(0, 2, 1, 3, 4).reshape(nh * nw, p * p * 3)
-        out = torch.zeros((1 + self.max_num_patches, p * p * 3), dtype=torch.float32)
+        seq = x[: nh * p, : nw * p].reshape(nh, p, nw, p, 3).transpose(0, 2, 1, 3, 4).reshape(nh * nw, p * p * 3)
+        out = np.zeros((1 + self.max_num_patches, p * p * 3), dtype=np.float32)
         out[0, 0], out[0, 1] = nh, nw
         out[1 : 1 + nh * nw] = seq
         return out
 
+    def patches(self, image_uint8: np.ndarray) -> torch.Tensor:
+        """``patch_array`` as a tensor."""
+        return torch.from_numpy(self.patch_array(image_uint8))
+
     def __call__(self, image: ImageInput) -> torch.Tensor:
         return self.patches(self.to_uint8(image))
 
-    def batch(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Several images → one packed ``[B, 1 + max_num_patches, 3·p²]`` tensor."""
+    def batch_array(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Several images → one packed float32 ``[B, 1 + max_num_patches, 3·p²]`` array."""
         if len(images) == 0:
             raise ValueError("no images to preprocess")
-        return torch.stack([self(im) for im in images])
+        return np.stack([self.patch_array(self.to_uint8(im)) for im in images])
 
     def inputs(self, images: Sequence[ImageInput]) -> dict[str, torch.Tensor]:
         """The model's keyword inputs for ``images`` (what the Hugging Face processor returns)."""
