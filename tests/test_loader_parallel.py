@@ -1,6 +1,8 @@
 """The parallel input pipeline: same features for any worker count, order, errors naming the file, CLI flag."""
 
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -125,3 +127,93 @@ def test_cli_num_workers_reaches_embed(tmp_path, tiny_model_dir, monkeypatch):
     assert main(args) == 0
     assert seen == [2, None] and out.is_file()
     assert main([*args, "--num-workers", "-1"]) == 2
+
+
+@pytest.mark.parametrize(
+    "pre",
+    [PRE, Preprocess(resize=40, crop=(32, 32), mean=(0.5, 0.25, 0.1), std=(0.2, 0.3, 0.9), rescale=1 / 127.5)],
+)
+def test_normalize_equals_the_torch_formula_bitwise(pre):
+    # the loaders normalise in NumPy (no torch kernel on their threads); the values must be torch's, bit for bit
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1) / pre.rescale
+    std = torch.tensor(pre.std).view(1, 3, 1, 1) / pre.rescale
+    expected = (x - mean) / std
+    ours = pre.normalize(batch)
+    assert ours.dtype == torch.float32 and ours.is_contiguous()
+    assert torch.equal(ours, expected)
+    read_only = batch.copy()
+    read_only.flags.writeable = False
+    assert torch.equal(pre.normalize(read_only), expected)
+
+
+def _os_threads() -> int:
+    """The process's OS threads, once the count is steady (a thread just joined can linger a moment)."""
+    counts = [len(os.listdir("/proc/self/task"))]
+    for _ in range(100):
+        time.sleep(0.01)
+        counts.append(len(os.listdir("/proc/self/task")))
+        if len(counts) >= 3 and len(set(counts[-3:])) == 1:
+            break
+    return counts[-1]
+
+
+@pytest.fixture
+def two_torch_threads():
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("counts threads through /proc")
+    if "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("torch is not built with OpenMP here")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    torch.ones(2_000_000).mul_(2.0)  # the calling thread's OpenMP team exists before any count
+    yield
+    torch.set_num_threads(before)
+
+
+def _threads_added(work) -> int:
+    """OS threads alive after ``work`` ran on a new pool thread (the pool's own thread excluded)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = _os_threads()
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(work).result()
+        added = _os_threads() - start - 1
+    return added
+
+
+def test_a_torch_kernel_on_a_background_thread_starts_an_openmp_team(two_torch_threads):
+    # the premise of the next test: it can fail
+    assert _threads_added(lambda: torch.ones(2_000_000).mul_(2.0)) >= 1
+
+
+def test_loader_threads_start_no_openmp_team(two_torch_threads, tiny_model, tmp_path):
+    # a torch kernel on a loader thread would start an OpenMP team of its own; with more OpenMP threads than
+    # cores libgomp stops spinning, and every parallel region of the training thread pays a wake-up
+    from cliplab.train.batches import BatchLoader, Prefetcher
+    from cliplab.train.streaming import ShardStream, StreamBatchLoader, resolve_shards
+    from test_streaming import write_shards
+
+    ds = shapes("train", n=64, image_size=32)
+    idx = np.arange(64)
+    for cache in (False, True):
+        loader = BatchLoader(ds, list(ds.captions), tiny_model, cache_images=cache, num_workers=2)
+        try:
+            assert _threads_added(lambda: loader.load(idx, idx)) <= 2  # the decode pool's two threads
+            assert _threads_added(lambda: loader.load(idx, idx)) == 0  # (from the image cache when cached)
+        finally:
+            loader.close()
+    assert _threads_added(lambda: list(make_loader(ds, tiny_model.preprocess, 32, num_workers=2))) == 0
+    shards = resolve_shards(write_shards(tmp_path / "shards", 2, 32))
+    stream = ShardStream(shards, 32, 0, rank=0, world_size=1, num_workers=2, buffer_size=16)
+    prefetch = Prefetcher(stream, StreamBatchLoader(tiny_model, num_workers=2))
+    try:
+        start = _os_threads()
+        batch, _ = prefetch.submit(stream.initial_state()).result()
+        assert batch["pixels"].shape == (32, 3, 32, 32)
+        assert _os_threads() - start <= 3  # the prefetch thread and the two decode threads
+    finally:
+        prefetch.close()
+        prefetch.loader.close()

@@ -101,6 +101,20 @@ def test_features_and_preprocessing_match_open_clip(arch):
     assert model.has_token_embeddings and model.token_embeddings().weight.shape[0] == 49408
 
 
+def test_trainer_caches_open_clips_fixed_width_tokens():
+    # open_clip's tokenizer is pure Python: the trainer tokenises every caption once, not per batch on a
+    # thread that would hold the GIL the training step needs
+    from cliplab.train.batches import FixedTokenCache, TokenCache
+
+    model = cliplab.load_model("openclip:cliplab-test-vit", device="cpu")
+    captions = [*TEXTS, "", "word " * 100]
+    cache = TokenCache.for_model(model, captions)
+    assert isinstance(cache, FixedTokenCache)
+    idx = np.array([4, 0, 2, 3, 0])
+    ours, theirs = cache(idx), model.tokenize([captions[i] for i in idx])
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
 @pytest.mark.parametrize(
     "cfg",
     [

@@ -128,6 +128,52 @@ def test_token_cache_pads_like_the_tokenizer(padding, side):
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+class _FixedWidth:
+    """open_clip's tokenizer contract: every text becomes one zero-padded, truncated row of ``width`` ids."""
+
+    tokenizer = padding = None
+
+    def __init__(self, width: int = 12, as_dict: bool = False):
+        self.width, self.as_dict = width, as_dict
+
+    def tokenize(self, texts):
+        out = torch.zeros(len(texts), self.width, dtype=torch.long)
+        for i, text in enumerate(texts):
+            ids = [1 + ord(ch) % 90 for ch in text][: self.width]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return {"input_ids": out} if self.as_dict else out
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_fixed_width_tokens_are_cached_once(as_dict):
+    from cliplab.train.batches import FixedTokenCache, TokenCache
+
+    model = _FixedWidth(as_dict=as_dict)
+    captions = ["a red circle.", "a small blue square on the far left of a big picture.", "x", ""]
+    cache = TokenCache.for_model(model, captions)
+    assert isinstance(cache, FixedTokenCache)
+    calls = []
+    model.tokenize = lambda texts, real=model.tokenize: calls.append(texts) or real(texts)
+    idx = np.array([1, 3, 0, 1, 2])
+    ours, theirs = cache(idx), _FixedWidth(as_dict=as_dict).tokenize([captions[i] for i in idx])
+    assert calls == []  # a batch is a gather, no tokenisation
+    if as_dict:
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    else:
+        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs)
+
+
+def test_variable_width_tokens_are_not_cached_as_fixed():
+    from cliplab.train.batches import TokenCache
+
+    class Variable(_FixedWidth):
+        def tokenize(self, texts):
+            width = max(1, max(len(t) for t in texts))
+            return torch.ones(len(texts), width, dtype=torch.long)
+
+    assert TokenCache.for_model(Variable(), ["a", "a longer caption"]) is None
+
+
 def test_resume_warns_only_for_settings_that_change_the_run():
     from cliplab.train.run_state import changed_config_keys
     from cliplab.train.trainer import _RESUME_FREE

@@ -6,11 +6,13 @@ image of a batch is paired with one of its captions, drawn from a generator seed
 ``(seed, epoch, position)``. Under ``torchrun`` every rank computes the same global batch and takes its
 own slice.
 
-``BatchLoader`` turns indices into tensors (pixels, tokens; and the teacher's when distilling) on a
-background thread while the model trains on the previous batch, optionally keeping preprocessed images
-in memory. Its pixels are read as every other path reads them (``cliplab.data.loader.load_pixels``), each
-batch split into ``num_workers`` contiguous parts decoded in parallel threads (the pixels do not depend on
-the count); the order stays the sampler's, which ``make_loader``'s fixed index order cannot express.
+``BatchLoader`` turns indices into tensors (pixels, tokens; and the teacher's when distilling),
+optionally keeping preprocessed images in memory. Its pixels are read as every other path reads them
+(``cliplab.data.loader.load_pixels``), each batch split into ``num_workers`` contiguous parts decoded in
+parallel threads (the pixels do not depend on the count); the order stays the sampler's, which
+``make_loader``'s fixed index order cannot express. ``Prefetcher`` runs the sampler and the loader on a
+background thread while the model trains on the previous batch. Loader threads use NumPy and PIL only,
+never torch kernels (``Preprocess.normalize_array`` says why).
 
 ``build_batches`` picks the pair: ``PairSampler`` + ``BatchLoader`` for map-style data, or
 ``cliplab.train.streaming``'s ``ShardStream`` + ``StreamBatchLoader`` for ``wds:`` tar shards.
@@ -126,10 +128,11 @@ class PairSampler:
 
 
 class ImageCache:
-    """Preprocessed images kept in one preallocated tensor, filled on first use."""
+    """Preprocessed images kept in one preallocated float32 array, filled on first use (NumPy: it is read and
+    written on the loader's threads, where torch kernels must not run; see ``Preprocess.normalize_array``)."""
 
     def __init__(self, n: int, shape: tuple[int, ...]):
-        self.pixels = torch.empty((n, *shape), dtype=torch.float32)
+        self.pixels = np.empty((n, *shape), dtype=np.float32)
         self.filled = np.zeros(n, dtype=bool)
 
 
@@ -142,10 +145,14 @@ def image_cache_size(model: Model, n_images: int) -> int | None:
 class TokenCache:
     """Each caption tokenised once into a table; batches padded exactly as ``model.tokenize`` pads them.
 
-    Tokenising is the costliest per-step data work once images are cached; a batch is then two tensor
-    gathers. Only for models with a Hugging Face tokenizer, ``padding`` ``"longest"``/``"max_length"``
-    and at most ``TOKEN_CACHE_LIMIT`` captions; ``for_model`` returns None otherwise, or when a check
-    against ``model.tokenize`` on sample captions finds any difference.
+    Tokenising is the costliest per-step data work once images are cached (and pure Python for some
+    tokenizers, holding the GIL the training thread needs); a batch is then a few array gathers. Two kinds:
+    a Hugging Face tokenizer with ``padding`` ``"longest"``/``"max_length"`` (token ids per caption,
+    padded per batch), or any model whose ``tokenize`` returns fixed-width rows whatever the texts
+    (open_clip's tokenizers: ``FixedTokenCache``, for up to ``PREFILL_LIMIT`` captions). At most
+    ``TOKEN_CACHE_LIMIT`` captions; ``for_model`` returns None otherwise, or when a check against
+    ``model.tokenize`` on sample captions finds any difference. NumPy tables: they are read on the loader's
+    thread (see ``Preprocess.normalize_array``).
     """
 
     def __init__(self, model: Model, captions: list[str]):
@@ -154,25 +161,29 @@ class TokenCache:
         self.padding, self.max_length = model.padding, int(model.max_length)  # type: ignore[attr-defined]
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        self.table = torch.full((len(captions), self.max_length), self.pad_id, dtype=torch.int32)
-        self.lengths = torch.full((len(captions),), -1, dtype=torch.int64)  # -1: not tokenised yet
+        self.table = np.full((len(captions), self.max_length), self.pad_id, dtype=np.int32)
+        self.lengths = np.full((len(captions),), -1, dtype=np.int64)  # -1: not tokenised yet
         self._lock = threading.Lock()  # a HF tokenizer must not encode on two threads at once
 
     @classmethod
-    def for_model(cls, model: Model, captions: list[str]) -> TokenCache | None:
+    def for_model(cls, model: Model, captions: list[str]) -> TokenCache | FixedTokenCache | None:
+        if len(captions) > TOKEN_CACHE_LIMIT:
+            return None
         tok = getattr(model, "tokenizer", None)
-        if getattr(model, "padding", None) not in ("longest", "max_length") or len(captions) > TOKEN_CACHE_LIMIT:
+        cache: TokenCache | FixedTokenCache | None = None
+        if getattr(model, "padding", None) in ("longest", "max_length"):
+            if getattr(tok, "pad_token_id", None) is not None and isinstance(getattr(model, "max_length", None), int):
+                cache = cls(model, captions)
+        if cache is None and len(captions) <= PREFILL_LIMIT:  # it tokenises everything up front
+            cache = FixedTokenCache.for_model(model, captions)
+        if cache is None:
             return None
-        if getattr(tok, "pad_token_id", None) is None or not isinstance(getattr(model, "max_length", None), int):
-            return None
-        cache = cls(model, captions)
         sample = np.arange(min(len(captions), 16))
         try:
             ours, theirs = cache(sample), model.tokenize([captions[i] for i in sample])
         except (TypeError, ValueError, AttributeError, RuntimeError):
             return None
-        same = ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-        return cache if same else None
+        return cache if same_tokens(ours, theirs) else None
 
     def _encode(self, indices: np.ndarray) -> None:
         with self._lock:
@@ -182,7 +193,7 @@ class TokenCache:
                     [self.captions[c] for c in todo], padding=False, truncation=True, max_length=self.max_length
                 )
                 for c, ids in zip(todo, enc["input_ids"]):
-                    self.table[c, : len(ids)] = torch.tensor(ids, dtype=torch.int32)
+                    self.table[c, : len(ids)] = ids
                     self.lengths[c] = len(ids)
 
     def prefill(self, chunk: int = 8192) -> None:
@@ -191,16 +202,64 @@ class TokenCache:
             self._encode(np.arange(start, min(len(self.captions), start + chunk)))
 
     def __call__(self, caption_idx: np.ndarray) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(np.asarray(caption_idx, dtype=np.int64))
+        idx = np.asarray(caption_idx, dtype=np.int64)
         if bool((self.lengths[idx] < 0).any()):
-            self._encode(np.unique(caption_idx))
+            self._encode(np.unique(idx))
         lengths = self.lengths[idx]
         width = self.max_length if self.padding == "max_length" else int(lengths.max())
-        pos = torch.arange(width).expand(len(idx), width)
+        pos = np.broadcast_to(np.arange(width), (len(idx), width))
         src = pos - (width - lengths)[:, None] if self.left else pos  # left padding shifts the tokens right
         valid = (src >= 0) & (src < lengths[:, None])
-        ids = torch.where(valid, self.table[idx].gather(1, src.clamp(0, self.max_length - 1)).long(), self.pad_id)
-        return {"input_ids": ids, "attention_mask": valid.to(torch.int64)}
+        rows = np.take_along_axis(self.table[idx], np.clip(src, 0, self.max_length - 1), axis=1)
+        ids = np.where(valid, rows, self.pad_id).astype(np.int64)
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(valid.astype(np.int64))}
+
+
+def same_tokens(a: Any, b: Any) -> bool:
+    """Whether two ``tokenize`` outputs (a tensor or a dict of tensors) are identical."""
+    if isinstance(a, dict) != isinstance(b, dict):
+        return False
+    if not isinstance(a, dict):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    return a.keys() == b.keys() and all(same_tokens(a[k], b[k]) for k in a)
+
+
+class FixedTokenCache:
+    """The whole ``model.tokenize`` output of every caption, for tokenizers that pad every caption to the same
+    width (open_clip's ``context_length``): a batch is a row gather of each table."""
+
+    def __init__(self, tables: dict[str, np.ndarray], dtypes: dict[str, torch.dtype], as_dict: bool):
+        self.tables, self.dtypes, self.as_dict = tables, dtypes, as_dict
+
+    @classmethod
+    def for_model(cls, model: Model, captions: list[str], chunk: int = 8192) -> FixedTokenCache | None:
+        """Tokenise ``captions`` in chunks, or None when the output is not fixed-width tensors (checked on a
+        short and a long text)."""
+        try:
+            probe = [model.tokenize(["a"]), model.tokenize(["a " * 200])]
+        except (TypeError, ValueError, AttributeError, RuntimeError):
+            return None
+        as_dict = isinstance(probe[0], dict)
+        parts = [p if as_dict else {"": p} for p in probe]
+        if not all(isinstance(v, torch.Tensor) and v.ndim == 2 for p in parts for v in p.values()):
+            return None
+        if any(parts[0][k].shape != parts[1][k].shape for k in parts[0]) or parts[0].keys() != parts[1].keys():
+            return None
+        tables: dict[str, list[np.ndarray]] = {k: [] for k in parts[0]}
+        for start in range(0, len(captions), chunk):
+            out = model.tokenize(captions[start : start + chunk])
+            for k, v in (out if as_dict else {"": out}).items():
+                tables[k].append(v.numpy())
+        dtypes = {k: v.dtype for k, v in parts[0].items()}
+        return cls({k: np.concatenate(v) for k, v in tables.items()}, dtypes, as_dict)
+
+    def prefill(self) -> None:
+        """Nothing to do: every caption was tokenised when the cache was made."""
+
+    def __call__(self, caption_idx: np.ndarray) -> Any:
+        idx = np.asarray(caption_idx, dtype=np.int64)
+        out = {k: torch.from_numpy(np.ascontiguousarray(t[idx])) for k, t in self.tables.items()}
+        return out if self.as_dict else out[""]
 
 
 class BatchLoader:
@@ -232,29 +291,30 @@ class BatchLoader:
         self.tokens = TokenCache.for_model(model, captions)
         if self.tokens is not None and len(captions) <= PREFILL_LIMIT:
             self.tokens.prefill()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cliplab-batches")
         self._decode = (
             ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="cliplab-decode")
             if self.num_workers > 1
             else None
         )
 
-    def _load(self, model: Model, images: np.ndarray) -> torch.Tensor:
-        """``load_pixels`` of ``images``, split into ``num_workers`` contiguous parts read in parallel."""
+    def _load(self, model: Model, images: np.ndarray) -> np.ndarray:
+        """The preprocessed ``images`` (a float32 array), split into ``num_workers`` contiguous parts read in
+        parallel. NumPy only on these threads (see ``Preprocess.normalize_array``)."""
         if self._decode is None or images.size < 2:
-            return load_pixels(self.dataset, model.preprocess, images)
+            return load_pixels(self.dataset, model.preprocess, images).numpy()
         parts = np.array_split(images, min(self.num_workers, images.size))
-        return torch.cat(list(self._decode.map(lambda p: load_pixels(self.dataset, model.preprocess, p), parts)))
+        read = self._decode.map(lambda p: load_pixels(self.dataset, model.preprocess, p).numpy(), parts)
+        return np.concatenate(list(read))
 
     def _pixels(self, images: np.ndarray) -> torch.Tensor:
         if self.cache is None:
-            return self._load(self.model, images)
+            return torch.from_numpy(self._load(self.model, images))
         missing = images[~self.cache.filled[images]]
         if missing.size:
             missing = np.unique(missing)
-            self.cache.pixels[torch.from_numpy(missing)] = self._load(self.model, missing)
+            self.cache.pixels[missing] = self._load(self.model, missing)
             self.cache.filled[missing] = True
-        return self.cache.pixels[torch.from_numpy(images)]
+        return torch.from_numpy(self.cache.pixels[images])
 
     def load(self, images: np.ndarray, captions: np.ndarray) -> dict[str, Any]:
         """The tensors of one batch (CPU)."""
@@ -265,7 +325,7 @@ class BatchLoader:
             if self.teacher_shares_pixels:
                 batch["teacher_pixels"] = batch["pixels"]
             else:
-                batch["teacher_pixels"] = self._load(self.teacher, images)
+                batch["teacher_pixels"] = torch.from_numpy(self._load(self.teacher, images))
             batch["teacher_tokens"] = self.teacher.tokenize(texts)
         if self.negatives is not None:
             negatives = self.negatives(texts, captions)
@@ -273,14 +333,31 @@ class BatchLoader:
                 batch["negative_tokens"] = self.model.tokenize(negatives)
         return batch
 
-    def submit(self, images: np.ndarray, captions: np.ndarray) -> Future:
-        """Load a batch on the background thread."""
-        return self._pool.submit(self.load, images, captions)
+    def close(self) -> None:
+        if self._decode is not None:
+            self._decode.shutdown(wait=True, cancel_futures=True)
+
+
+class Prefetcher:
+    """The next batch prepared on one background thread while the model trains on the current one: the
+    sampler's step (for a stream of shards, reading the tars) and the loader's ``load`` (decoding,
+    tokenising). ``submit(state)`` returns a future of ``(batch, state after it)``; the sampler is only
+    ever called from that thread, one batch at a time, so its order is the sequential one."""
+
+    def __init__(self, sampler: Any, loader: Any):
+        self.sampler, self.loader = sampler, loader
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cliplab-batches")
+
+    def fetch(self, state: Any) -> tuple[dict[str, Any], Any]:
+        """The batch at ``state`` and the state after it, on the calling thread."""
+        images, captions, after = self.sampler.batch(state)
+        return self.loader.load(images, captions), after
+
+    def submit(self, state: Any) -> Future:
+        return self._pool.submit(self.fetch, state)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._decode is not None:
-            self._decode.shutdown(wait=True, cancel_futures=True)
 
 
 def load_training_data(spec: str, split: str, options: dict[str, Any]) -> Any:
@@ -346,7 +423,9 @@ def build_batches(config: Any, data: Any, model: Model, env: Any, teacher: Model
 
 __all__ = [
     "BatchLoader",
+    "FixedTokenCache",
     "PairSampler",
+    "Prefetcher",
     "SamplerState",
     "TokenCache",
     "build_batches",

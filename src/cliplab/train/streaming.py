@@ -30,7 +30,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -299,13 +299,12 @@ class StreamBatchLoader:
     def __init__(self, model: Model, *, teacher: Model | None = None, num_workers: int = 1):
         self.model, self.teacher = model, teacher
         self.num_workers = max(1, int(num_workers))
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cliplab-stream")
         self._decode = ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="cliplab-decode")
 
     def _pixels(self, model: Model, images: list[Image.Image]) -> torch.Tensor:
         parts = np.array_split(np.arange(len(images)), min(self.num_workers, len(images)))
-        chunks = self._decode.map(lambda p: model.preprocess.batch([images[i] for i in p]), parts)
-        return torch.cat(list(chunks))
+        chunks = self._decode.map(lambda p: model.preprocess.batch_array([images[i] for i in p]), parts)
+        return torch.from_numpy(np.concatenate(list(chunks)))  # NumPy on these threads: normalize_array says why
 
     def load(self, samples: list[dict[str, Any]], _captions: Any = None) -> dict[str, Any]:
         images = list(self._decode.map(decode_image, samples))
@@ -317,11 +316,7 @@ class StreamBatchLoader:
             batch["teacher_tokens"] = self.teacher.tokenize(texts)
         return batch
 
-    def submit(self, samples: list[dict[str, Any]], captions: Any = None) -> Future:
-        return self._pool.submit(self.load, samples, captions)
-
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
         self._decode.shutdown(wait=True, cancel_futures=True)
 
 

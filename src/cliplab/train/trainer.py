@@ -1,6 +1,6 @@
 """``Trainer``: contrastive training / fine-tuning of CLIP-family models from a ``TrainConfig``.
 
-One optimizer step: load the batch (on a background thread, from a deterministic sampler), forward
+One optimizer step: sample and load the batch (on a background thread, from a deterministic sampler), forward
 both towers under autocast, compute the loss (CLIP / SigLIP / InfoLOOB, plus distillation) on the whole
 accumulated batch — GradCache when ``accum_steps > 1`` —, check it is finite, clip the gradients
 (``none`` / ``norm`` / ``zclip`` / ``autoclip``), AdamW step, warm-up + cosine schedule, clamp the logit
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from cliplab.models.base import Model
 from cliplab.train import checkpoint as ckpt
-from cliplab.train.batches import build_batches, load_training_data, training_captions
+from cliplab.train.batches import Prefetcher, build_batches, load_training_data, training_captions
 from cliplab.train.config import TrainConfig
 from cliplab.train.gradcache import direct_backward, gradcache_backward, split_batch
 from cliplab.train.objective import Objective
@@ -319,16 +319,15 @@ class Trainer:
         window: list[float] = []
         window_start = time.perf_counter()
         pending = None
+        prefetch = Prefetcher(self.sampler, self.loader)
         try:
             self._train_mode()
             if self.step < cfg.steps:
-                images, captions, next_state = self.sampler.batch(self.sampler_state)
-                pending = self.loader.submit(images, captions)
+                pending = prefetch.submit(self.sampler_state)
             while self.step < cfg.steps:
-                batch, state = pending.result(), next_state
-                if self.step + 1 < cfg.steps:  # load the next batch while this one trains
-                    images, captions, next_state = self.sampler.batch(state)
-                    pending = self.loader.submit(images, captions)
+                batch, state = pending.result()
+                if self.step + 1 < cfg.steps:  # sample and load the next batch while this one trains
+                    pending = prefetch.submit(state)
                 out = self.train_step(batch)
                 self.step, self.sampler_state = self.step + 1, state
                 self.losses.append(out["loss"])
@@ -351,11 +350,13 @@ class Trainer:
         finally:
             bar.close()
             self._wait(pending)
+            prefetch.close()
             self.loader.close()
             self.log.close()
 
     def _wait(self, pending: Any) -> None:
-        """Let the background load finish (the tokenizer must not be shared by two threads at once)."""
+        """Let the background sampling and loading finish (the tokenizer and the sampler must not be shared by two
+        threads at once)."""
         if pending is not None:
             with contextlib.suppress(Exception):
                 pending.result()
