@@ -13,6 +13,7 @@ pixels; ``unpack_patches`` gives the model its ``pixel_values``, ``pixel_attenti
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -35,12 +36,12 @@ def load_image(source: ImageInput) -> Image.Image:
     if isinstance(source, Image.Image):
         return source.convert("RGB") if source.mode != "RGB" else source
     path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
     try:
         with Image.open(path) as im:
             im.load()
             return im.convert("RGB")
+    except (FileNotFoundError, IsADirectoryError) as err:  # no stat() first: one syscall less per image
+        raise FileNotFoundError(f"image file not found: {path}") from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ValueError(f"cannot read image file {path}: {err}") from err
 
@@ -115,8 +116,9 @@ class Preprocess:
             arr = _center_crop(arr, int(self.crop[0]), int(self.crop[1]), rounded=self.crop_round)
         return arr
 
+    @functools.cached_property
     def _shift_scale(self) -> tuple[np.ndarray, np.ndarray]:
-        """``mean / rescale`` and ``std / rescale`` as float32 ``(1, 3, 1, 1)`` arrays."""
+        """``mean / rescale`` and ``std / rescale`` as float32 ``(1, 3, 1, 1)`` arrays (computed once)."""
         shift = torch.tensor(self.mean).view(1, 3, 1, 1) / self.rescale
         scale = torch.tensor(self.std).view(1, 3, 1, 1) / self.rescale
         return shift.numpy(), scale.numpy()
@@ -130,7 +132,7 @@ class Preprocess:
         slower). Elementwise float32 subtraction and division are exactly rounded, so the values are the
         same as torch's."""
         x = np.asarray(batch_uint8, dtype=np.uint8).transpose(0, 3, 1, 2).astype(np.float32, order="C")
-        shift, scale = self._shift_scale()
+        shift, scale = self._shift_scale
         np.subtract(x, shift, out=x)
         np.divide(x, scale, out=x)
         return x
