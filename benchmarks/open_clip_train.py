@@ -5,9 +5,10 @@ start from identical weights and use open_clip's tokenizer), the same data — b
 files listed in a CSV, and the same samples as webdataset tar shards —, the same batch size, AdamW
 (lr, betas, eps, weight decay), warm-up + cosine schedule and number of steps, fp32 on CPU. Baseline (named):
 ``open_clip_train`` on the same input. Reported per trainer and input: steps/s (mean step time of the logged
-windows after the first: data loading included, start-up excluded), peak memory (max RSS of the training
-process, ``wait4``; loader worker processes not counted) and zero-shot top-1 on a held-out built-in split
-after the same steps (one evaluator, cliplab's ``PeriodicEval``, for both models).
+windows after the first: data loading included, start-up excluded; the median over ``--repeats`` runs, the
+trainers alternating), peak memory (max RSS of the training process, ``wait4``; loader worker processes not
+counted) and zero-shot top-1 on a held-out built-in split after the same steps (first run; one evaluator,
+cliplab's ``PeriodicEval``, for both models).
 
 Known differences, by design: open_clip applies weight decay to the positional/token embeddings (cliplab
 exempts embeddings); open_clip_train's CSV loader decodes with torchvision transforms in ``--workers``
@@ -15,7 +16,7 @@ processes, cliplab with threads; open_clip_train draws a fresh random order per 
 
 Run it with the open_clip venv's Python (it needs open_clip and open_clip_train; cliplab is installed there):
 
-    /work/venv-oc/bin/python benchmarks/open_clip_train.py [--steps 40] [--batch-size 32] [--workers 2]
+    /work/venv-oc/bin/python benchmarks/open_clip_train.py [--steps 40] [--batch-size 32] [--workers 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ def main() -> None:
         "open_clip_train needs: webdataset 1.x breaks its tar reader)",
     )
     ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per trainer and input (median step time)")
     args = ap.parse_args()
     from cliplab.train.config import EvalOptions
     from cliplab.train.evaluation import PeriodicEval
@@ -194,29 +196,43 @@ def main() -> None:
 
         evaluator = PeriodicEval(EvalOptions(zeroshot="shapes:n=400", split="val"), load_model(f"openclip:{init}"))
         rows = [("initial weights", "-", None, None, zeroshot(evaluator, init))]
-        for kind in args.inputs:
-            data = str(csv_path) if kind == "csv" else shards
-            name = f"oc-{kind}"
-            log = root / f"{name}.log"
-            rss = run(open_clip_cmd(args, init, data, kind, n, root / "logs", name), log, args.oc_pythonpath)
-            if rss is not None:
-                ckpts = sorted((root / "logs" / name / "checkpoints").glob("epoch_*.pt"))
-                sd = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["state_dict"]
-                acc = zeroshot(evaluator, init, sd)
-                rows.append(("open_clip_train (baseline)", kind, open_clip_step_time(log), rss, acc))
-                print(rows[-1], flush=True)
-            out = root / f"cl-{kind}"
-            spec = str(csv_path) if kind == "csv" else f"wds:{shards}"
-            rss = run(cliplab_cmd(args, init, spec, out, root), root / f"cl-{kind}.log")
-            if rss is not None:
-                acc = zeroshot(evaluator, init, spec=f"openclip:{out / 'model'}")
-                rows.append(("cliplab train", kind, cliplab_step_time(out), rss, acc))
-                print(rows[-1], flush=True)
+        runs: dict[tuple[str, str], list[tuple[float | None, float | None, float | None]]] = {}
+        for r in range(args.repeats):  # alternate the trainers, so load changes hit both alike
+            for kind in args.inputs:
+                data = str(csv_path) if kind == "csv" else shards
+                name = f"oc-{kind}"
+                log = root / f"{name}.log"
+                subprocess.run(["rm", "-rf", str(root / "logs" / name)], check=True)
+                rss = run(open_clip_cmd(args, init, data, kind, n, root / "logs", name), log, args.oc_pythonpath)
+                acc = None
+                if rss is not None and r == 0:
+                    ckpts = sorted((root / "logs" / name / "checkpoints").glob("epoch_*.pt"))
+                    sd = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["state_dict"]
+                    acc = zeroshot(evaluator, init, sd)
+                step = open_clip_step_time(log) if rss is not None else None
+                runs.setdefault(("open_clip_train (baseline)", kind), []).append((step, rss, acc))
+                out = root / f"cl-{kind}"
+                subprocess.run(["rm", "-rf", str(out)], check=True)
+                spec = str(csv_path) if kind == "csv" else f"wds:{shards}"
+                rss = run(cliplab_cmd(args, init, spec, out, root), root / f"cl-{kind}.log")
+                acc = (
+                    zeroshot(evaluator, init, spec=f"openclip:{out / 'model'}") if rss is not None and r == 0 else None
+                )
+                step = cliplab_step_time(out) if rss is not None else None
+                runs.setdefault(("cliplab train", kind), []).append((step, rss, acc))
+                base = runs[("open_clip_train (baseline)", kind)][-1][0]
+                print(f"repeat {r + 1}, {kind}: s/step open_clip_train {base}, cliplab {step}", flush=True)
+        for (label, kind), results in runs.items():
+            steps = [x[0] for x in results if x[0] is not None]
+            if steps:
+                rss = max(x[1] for x in results if x[1] is not None)
+                rows.append((label, kind, float(np.median(steps)), rss, results[0][2]))
     print(f"\n{'trainer':<28}{'input':<7}{'steps/s':>9}{'peak MiB':>10}{'zero-shot':>11}")
     for label, kind, step, rss, acc in rows:
         sps = "-" if step is None else f"{1 / step:.2f}"
         mem = "-" if rss is None else f"{rss:.0f}"
-        print(f"{label:<28}{kind:<7}{sps:>9}{mem:>10}{acc:>11.3f}")
+        zs = "-" if acc is None else f"{acc:.3f}"
+        print(f"{label:<28}{kind:<7}{sps:>9}{mem:>10}{zs:>11}")
     for kind in args.inputs:
         oc = next((r for r in rows if r[0].startswith("open_clip") and r[1] == kind), None)
         cl = next((r for r in rows if r[0].startswith("cliplab") and r[1] == kind), None)
