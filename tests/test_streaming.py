@@ -8,6 +8,7 @@ import sys
 import tarfile
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,7 +99,7 @@ class Killed(Exception):
     """Stands for the process being killed in the middle of a step."""
 
 
-def _wds_config(tmp_path, name, spec):
+def _wds_config(tmp_path, name, spec, **extra):
     return tiny_config(
         tmp_path / name,
         data={"train": spec, "shuffle_buffer": 8, "shard_readers": 2, "num_workers": 2},
@@ -106,16 +107,25 @@ def _wds_config(tmp_path, name, spec):
         batch_size=4,
         checkpoint_every=2,
         log_every=1,
+        **extra,
     )
 
 
-def test_wds_training_killed_mid_epoch_resumes_with_the_same_losses(tmp_path):
+NEGATIVES = {"loss": {"name": "clip", "hard_negatives": {"per_caption": 2}}}
+
+
+@pytest.mark.parametrize("extra", [{}, NEGATIVES], ids=["plain", "hard-negatives"])
+def test_wds_training_killed_mid_epoch_resumes_with_the_same_losses(tmp_path, extra):
     spec = write_shards(tmp_path / "shards", 4, 8)  # 32 samples: 8 steps of 4 per epoch
-    straight = Trainer(_wds_config(tmp_path, "straight", spec), progress=False)
+    straight = Trainer(_wds_config(tmp_path, "straight", spec, **extra), progress=False)
     straight.fit()
     assert len(straight.losses) == 7
+    if extra:  # the rewritten captions really are in the batches: the losses differ from a plain run's
+        plain = Trainer(_wds_config(tmp_path, "plain", spec), progress=False)
+        plain.fit()
+        assert not np.allclose(plain.losses, straight.losses, atol=1e-3)
 
-    cfg = _wds_config(tmp_path, "killed", spec)
+    cfg = _wds_config(tmp_path, "killed", spec, **extra)
     first = Trainer(cfg, progress=False)
     step = first.train_step
 

@@ -393,12 +393,10 @@ def build_batches(config: Any, data: Any, model: Model, env: Any, teacher: Model
 
         if config.accum_steps > 1:
             raise ValueError("loss.hard_negatives does not support accum_steps > 1")
-        negatives = HardNegativeSampler(config.loss.hard_negatives, config.seed)
+        negatives = HardNegativeSampler(config.loss.hard_negatives, config.seed, cache=not isinstance(data, list))
     if isinstance(data, list):
         from cliplab.train.streaming import ShardStream, StreamBatchLoader
 
-        if negatives is not None:
-            raise ValueError("loss.hard_negatives is not supported with a stream of shards (wds:)")
         sampler = ShardStream(
             data,
             per_rank,
@@ -408,7 +406,7 @@ def build_batches(config: Any, data: Any, model: Model, env: Any, teacher: Model
             num_workers=config.data.shard_readers,
             buffer_size=config.data.shuffle_buffer,
         )
-        return sampler, StreamBatchLoader(model, teacher=teacher, num_workers=workers)
+        return sampler, StreamBatchLoader(model, teacher=teacher, negatives=negatives, num_workers=workers)
     captions, t2i = check_captions(data)
     sampler = PairSampler(t2i, len(data), per_rank, config.seed, env.rank, env.world_size)
     cache = config.data.cache_images

@@ -293,11 +293,12 @@ class StreamBatchLoader:
     """Decode and preprocess a stream's batches ahead (``BatchLoader``'s interface for ``ShardStream``).
 
     Images are decoded by ``num_workers`` threads (a batch split into contiguous parts, so the pixels do not
-    depend on the count); captions are tokenised per batch.
+    depend on the count); captions are tokenised per batch, and so are their hard negatives (``negatives``).
     """
 
-    def __init__(self, model: Model, *, teacher: Model | None = None, num_workers: int = 1):
+    def __init__(self, model: Model, *, teacher: Model | None = None, negatives: Any = None, num_workers: int = 1):
         self.model, self.teacher = model, teacher
+        self.negatives = negatives  # a HardNegativeSampler (no caption cache), keyed by sample_index
         self.num_workers = max(1, int(num_workers))
         self._decode = ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="cliplab-decode")
 
@@ -314,6 +315,12 @@ class StreamBatchLoader:
             same = self.teacher.preprocess.fingerprint() == self.model.preprocess.fingerprint()
             batch["teacher_pixels"] = batch["pixels"] if same else self._pixels(self.teacher, images)
             batch["teacher_tokens"] = self.teacher.tokenize(texts)
+        if self.negatives is not None:
+            from cliplab.train.hard_negatives import sample_index
+
+            negatives = self.negatives(texts, [sample_index(s) for s in samples])
+            if negatives:
+                batch["negative_tokens"] = self.model.tokenize(negatives)
         return batch
 
     def close(self) -> None:
