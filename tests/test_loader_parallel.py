@@ -201,8 +201,8 @@ def test_loader_threads_start_no_openmp_team(two_torch_threads, tiny_model, tmp_
     for cache in (False, True):
         loader = BatchLoader(ds, list(ds.captions), tiny_model, cache_images=cache, num_workers=2)
         try:
-            assert _threads_added(lambda: loader.load(idx, idx)) <= 2  # the decode pool's two threads
-            assert _threads_added(lambda: loader.load(idx, idx)) == 0  # (from the image cache when cached)
+            assert _threads_added(lambda loader=loader: loader.load(idx, idx)) <= 2  # the decode pool's threads
+            assert _threads_added(lambda loader=loader: loader.load(idx, idx)) == 0  # (cached: from the cache)
         finally:
             loader.close()
     assert _threads_added(lambda: list(make_loader(ds, tiny_model.preprocess, 32, num_workers=2))) == 0

@@ -179,3 +179,56 @@ def test_torchrun_two_ranks_split_the_shards_and_cover_every_sample_once(tmp_pat
     assert set(ranks[0]["shards"]).isdisjoint(ranks[1]["shards"]) and len(ranks[0]["shards"]) == 3
     every = Counter(k for r in ranks for k in r["keys"])
     assert len(every) == 15 and set(every.values()) == {1}
+
+
+def test_hub_shards_download_into_the_cache_once_and_train(tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub
+
+    from cliplab._io import cache_home
+
+    write_shards(tmp_path / "remote" / "train", 2, 8)
+    calls = []
+
+    def fake(repo_id, filename, *, repo_type, local_dir, **kwargs):
+        calls.append((repo_id, filename, repo_type))
+        target = tmp_path.joinpath(local_dir, filename)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "remote" / filename, target)
+        return str(target)
+
+    monkeypatch.setenv("CLIPLAB_HOME", str(tmp_path / "home"))  # the shared test cache stays untouched
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    spec = "wds:hf://someone/shards/train/{000000..000001}.tar"
+    shards = resolve_shards(spec)
+    assert calls == [("someone/shards", f"train/00000{i}.tar", "dataset") for i in (0, 1)]
+    home = cache_home() / "datasets" / "wds" / "someone--shards" / "train"
+    assert shards == [str(home / "000000.tar"), str(home / "000001.tar")]
+    assert not [p for p in home.parent.rglob("*") if p.name.startswith(".")]  # no temporary left
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # cached now: no network needed
+    summary = Trainer(_wds_config(tmp_path, "hub", spec), progress=False).fit()
+    assert summary["status"] == "completed" and len(calls) == 2
+    with pytest.raises(FileNotFoundError, match=r"000002\.tar.*HF_HUB_OFFLINE"):
+        resolve_shards("wds:hf://someone/shards/train/{000000..000002}.tar")
+
+
+def test_hub_shard_download_failure_names_the_shard_and_leaves_nothing(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from cliplab._io import cache_home
+
+    def broken(repo_id, filename, *, repo_type, local_dir, **kwargs):
+        partial = tmp_path.joinpath(local_dir, filename)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(b"half a tar")
+        raise ConnectionError("network unreachable")
+
+    monkeypatch.setenv("CLIPLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", broken)
+    with pytest.raises(FileNotFoundError, match=r"000000\.tar.*someone/unreachable.*network unreachable"):
+        resolve_shards("wds:hf://someone/unreachable/{000000..000001}.tar")
+    root = cache_home() / "datasets" / "wds" / "someone--unreachable"
+    assert not root.exists() or not [p for p in root.rglob("*") if p.is_file()]

@@ -3,8 +3,9 @@
 The spec ``wds:<shards>`` names shards in the layout ``img2dataset`` writes (``{000000..000999}.tar``, each
 sample a ``jpg``/``jpeg``/``png``/``webp`` image and a ``txt`` caption): a brace pattern, a ``::``-separated
 list or one ``.tar`` path (``cliplab.data.shards.expand_shards``), or ``wds:hf://<owner>/<name>/<pattern>``
-for shards in a Hugging Face Hub dataset repository (each shard downloaded into the cliplab cache on first
-use when a network exists). ``wds:<dir>`` without a pattern stays CLIP_benchmark's map-style layout
+for shards in a Hugging Face Hub dataset repository (each shard downloaded into the cliplab cache,
+``<cache>/datasets/wds/<owner>--<name>/<path>``, when the run starts and a network exists; kept for later
+runs). ``wds:<dir>`` without a pattern stays CLIP_benchmark's map-style layout
 (``cliplab.data.sources.wds``), trained with the exact ``PairSampler``.
 
 Order (all of it a function of the seed, the world size and ``num_workers``):
@@ -72,14 +73,14 @@ def resolve_shards(spec: str) -> list[str]:
             )
         return shards
     repo, pattern = m.groups()
-    from huggingface_hub import hf_hub_download
+    from cliplab.data.sources.wds import download_hub_file
 
     out = []
     for name in expand_shards(pattern):
         try:
-            out.append(hf_hub_download(repo, name, repo_type="dataset"))
-        except Exception as err:  # noqa: BLE001 - offline, missing file, no access: say which shard
-            raise FileNotFoundError(f"data.train {spec!r}: cannot get shard {name} of {repo}: {err}") from err
+            out.append(str(download_hub_file(repo, name)))
+        except FileNotFoundError as err:  # offline, missing file, no access: say which spec
+            raise FileNotFoundError(f"data.train {spec!r}: {err}") from err
     return out
 
 

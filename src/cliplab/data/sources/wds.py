@@ -127,6 +127,40 @@ def download_from_hub(repo_id: str, split: str) -> Path:
     return dest
 
 
+def download_hub_file(repo_id: str, filename: str) -> Path:
+    """One file of hub dataset ``repo_id`` (a training shard), kept at ``hub_cache_dir(repo_id) / filename``.
+
+    A file already there is used as it is (no network); otherwise it is downloaded into a temporary sibling
+    and moved into place, so an interrupted download leaves nothing behind. Offline (``HF_HUB_OFFLINE=1``) or
+    failed: ``FileNotFoundError`` naming the repository and the file."""
+    dest = hub_cache_dir(repo_id) / filename
+    if dest.is_file():
+        return dest
+    if _offline():
+        raise FileNotFoundError(
+            f"{filename} of the Hugging Face Hub dataset {repo_id!r} is not in the cliplab cache ({dest}) and "
+            "HF_HUB_OFFLINE=1 forbids downloading it; unset HF_HUB_OFFLINE on a machine with a network"
+        )
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as err:  # pragma: no cover - a dependency of transformers
+        raise ImportError("hub shards need huggingface_hub: pip install huggingface_hub") from err
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        try:
+            got = hf_hub_download(repo_id, filename, repo_type="dataset", local_dir=str(tmp))
+        except Exception as err:  # network, auth, unknown repo or file
+            raise FileNotFoundError(
+                f"could not download {filename} of the Hugging Face Hub dataset {repo_id!r}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        os.replace(got, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
 def resolve_root(target: str, split: str, *, spec: str) -> Path:
     """The local directory of ``target``: itself, or the hub download of an ``owner/name`` id."""
     path = Path(target).expanduser()
