@@ -130,6 +130,24 @@ def test_detect_claims_bare_paths_before_the_builtins(monkeypatch, tmp_path):
     assert len(load_dataset(f"solid:{path}:n=1")) == 2
 
 
+def test_bare_path_matching_does_not_depend_on_which_source_was_imported_first(tmp_path):
+    # a builtin module imported directly before the registry is used must not jump the detect order: a bare
+    # directory in CLIP_benchmark's layout is a wds: dataset, not an (imageless) class folder
+    import subprocess
+    import sys
+
+    root = tmp_path / "bench"
+    (root / "test").mkdir(parents=True)
+    (root / "test" / "nshards.txt").write_text("1\n")
+    code = (
+        "import sys; import cliplab.data.sources.wds; from cliplab.data.registry import prepare; "
+        "print(prepare(sys.argv[1])[0].scheme)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "wds"
+
+
 def test_builtin_options_are_checked_by_name():
     with pytest.raises(ValueError, match=r"'shapes:colour=red'.*'colour'.*accepted options: split, n, seed, task"):
         load_dataset("shapes:colour=red")  # was a TypeError from shapes()
