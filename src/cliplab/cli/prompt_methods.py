@@ -70,7 +70,10 @@ def add_prompt_methods(
         res.setdefault(key, {}).update(out[key])
     res["methods"] = [*res.get("methods", []), *out["methods"]]
     if base_to_new:
-        b2n = prompt_base_to_new(model, support_ds, test_ds, methods=methods, k=min(16, max(shots)), seeds=seeds, **kw)
+        k = min(16, max(shots))
+        b2n = prompt_base_to_new(
+            model, support_ds, test_ds, methods=methods, k=k, seeds=seeds, resume_file=resume_file, **kw
+        )
         if "base_to_new" in res:
             res["base_to_new"]["results"].update({m: r for m, r in b2n["results"].items() if m != "zeroshot"})
         else:

@@ -36,6 +36,7 @@ from cliplab.adapt.prompting.cocoop import CoCoOp
 from cliplab.adapt.prompting.coop import CoOp, KgCoOp, ProGrad
 from cliplab.adapt.prompting.learner import PromptLearner
 from cliplab.adapt.prompting.maple import MaPLe
+from cliplab.adapt.prompting.resume import ResumeFile
 from cliplab.adapt.prompting.tpt import TPT
 from cliplab.data.base import Dataset
 from cliplab.data.sampling import k_shot_indices
@@ -162,27 +163,6 @@ def _run_key(model: Model, train: Dataset, test: Dataset, *settings: Any) -> str
     )
 
 
-def _load_done(path: str | Path | None, key: str) -> dict[str, Any]:
-    if path is None or not Path(path).is_file():
-        return {}
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"cannot read the resume file {path}: {err}") from err
-    if data.get("key") != key:
-        raise ValueError(
-            f"the resume file {path} belongs to another run (model, data or settings differ); "
-            "delete it or choose another file"
-        )
-    return dict(data.get("done", {}))
-
-
-def _save_done(path: str | Path, key: str, done: dict[str, Any]) -> None:
-    from cliplab._io import to_jsonable, write_text_atomic
-
-    write_text_atomic(path, json.dumps(to_jsonable({"key": key, "done": done}), indent=1) + "\n")
-
-
 def _zeroshot(model: Model, test: _Data, classnames: list[str], templates: Any) -> float:
     from cliplab.zeroshot import zeroshot_weights
 
@@ -215,8 +195,9 @@ def run_prompt_few_shot(
     ``Features`` of the two datasets (embedded here when absent, with ``embed_kw``). ``search``: pick the
     values of each method's ``default_grid()`` on the validation images (never on the test set).
     ``val_shots``: validation images per class, ``min(k, val_shots)`` (4: Dassl's rule). ``resume_file``: a JSON
-    file written atomically after every (method, k, seed) run; a later call with the same file, model, data and
-    settings skips the runs it holds (other settings: ``ValueError`` naming the file).
+    file written atomically after every (method, k, seed) run (``cliplab.adapt.prompting.resume``); a later call
+    with the same file, model, data and settings skips the runs it holds (other settings: ``ValueError`` naming
+    the file).
     """
     methods = list(methods or PROMPT_METHODS)
     unknown = [m for m in methods if m not in PROMPT_METHODS]
@@ -234,8 +215,9 @@ def run_prompt_few_shot(
     seconds = dict.fromkeys(methods, 0.0)
     test_all = torch.arange(len(te.labels))
     tpt_runs: dict[int, float] = {}
-    key = _run_key(model, train, test, methods, shots, seeds, params, search, val_shots)
-    done = _load_done(resume_file, key)
+    done = ResumeFile(
+        resume_file, "few_shot", _run_key(model, train, test, methods, shots, seeds, params, search, val_shots)
+    )
     jobs = [(k, s) for k in shots for s in seeds]
     for k, seed in tqdm(jobs, disable=not progress, desc="prompt few-shot", unit="run"):
         idx = k_shot_indices(tr.labels, k, seed, num_classes=n_cls)
@@ -245,8 +227,8 @@ def run_prompt_few_shot(
             cls = PROMPT_METHODS[m]
             t0 = time.perf_counter()
             job = f"{m}|{k}|{seed}"
-            if job in done:
-                acc, note, secs = done[job]["accuracy"], done[job]["params"], done[job]["seconds"]
+            if (finished := done.get(job)) is not None:
+                acc, note, secs = finished["accuracy"], finished["params"], finished["seconds"]
                 results[m].setdefault(k, {"runs": []})["runs"].append(acc)
                 chosen[m].setdefault(k, []).append(note)
                 seconds[m] += secs
@@ -263,9 +245,7 @@ def run_prompt_few_shot(
             seconds[m] += secs
             results[m].setdefault(k, {"runs": []})["runs"].append(acc)
             chosen[m].setdefault(k, []).append(note)
-            if resume_file is not None:
-                done[job] = {"accuracy": acc, "params": note, "seconds": secs}
-                _save_done(resume_file, key, done)
+            done.record(job, {"accuracy": acc, "params": note, "seconds": secs})
     for m in methods:
         for r in results[m].values():
             r["mean"], r["std"] = float(np.mean(r["runs"])), float(np.std(r["runs"]))
@@ -296,12 +276,19 @@ def prompt_base_to_new(
     embed_kw: Mapping[str, Any] | None = None,
     search: bool = True,
     val_shots: int = 4,
+    resume_file: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Base / new accuracy and harmonic mean per method (and zero-shot), averaged over ``seeds``."""
+    """Base / new accuracy and harmonic mean per method (and zero-shot), averaged over ``seeds``.
+
+    ``resume_file``: as ``run_prompt_few_shot``'s (the same file can serve both: each protocol has its own
+    section); a job is one method and seed."""
     methods = list(methods or PROMPT_METHODS)
     kw = {"progress": False, **dict(embed_kw or {})}
     tr, te = _Data(model, train, train_features, kw), _Data(model, test, test_features, kw)
+    done = ResumeFile(
+        resume_file, "base_to_new", _run_key(model, train, test, methods, k, seeds, params, search, val_shots)
+    )
     classnames = list(train.classnames or [])
     n_cls = len(classnames)
     if n_cls < 2:
@@ -325,6 +312,10 @@ def prompt_base_to_new(
         cls = PROMPT_METHODS[m]
         base_runs, new_runs = [], []
         for seed in seeds:
+            if (finished := done.get(f"{m}|{seed}")) is not None:
+                base_runs.append(finished["base"])
+                new_runs.append(finished["new"])
+                continue
             if cls is TPT:
                 base_est = _make(m, seed, params).fit(model, None, None, base_names)
             else:
@@ -337,6 +328,7 @@ def prompt_base_to_new(
             base_runs.append(_accuracy(base_est.logits(te.test_inputs(cls, base_test)), te.labels[base_test]))
             new_est = base_est.for_classes(new_names)
             new_runs.append(_accuracy(new_est.logits(te.test_inputs(cls, new_test)), te.labels[new_test] - n_base))
+            done.record(f"{m}|{seed}", {"base": base_runs[-1], "new": new_runs[-1]})
         out[m] = {"base": float(np.mean(base_runs)), "new": float(np.mean(new_runs))}
     for r in out.values():
         b, n = r["base"], r["new"]
