@@ -29,6 +29,7 @@ is complete, so an interrupted download leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -37,6 +38,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,37 @@ def _split_complete(root: Path, split: str) -> bool:
     return (root / split / "nshards.txt").is_file()
 
 
+def _hub(name: str, purpose: str) -> Any:
+    """``huggingface_hub.<name>``, looked up when called."""
+    try:
+        import huggingface_hub
+    except ImportError as err:  # pragma: no cover - a dependency of transformers
+        raise ImportError(f"{purpose} needs huggingface_hub: pip install huggingface_hub") from err
+    return getattr(huggingface_hub, name)
+
+
+@contextlib.contextmanager
+def _staging(dest: Path, what: str, hint: str = "") -> Iterator[Path]:
+    """A temporary sibling of ``dest`` to download ``what`` into (what is moved out of it into place stays, the
+    rest is removed, so a failed download leaves nothing). Offline (``HF_HUB_OFFLINE=1``) or failed:
+    ``FileNotFoundError`` naming ``what`` (``hint``: what else the user could do)."""
+    if _offline():
+        raise FileNotFoundError(
+            f"{what} is not in the cliplab cache ({dest}) and HF_HUB_OFFLINE=1 forbids downloading it; unset "
+            f"HF_HUB_OFFLINE on a machine with a network{hint}"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        yield tmp
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # network, auth, unknown repo or file: all end the same way for the user
+        raise FileNotFoundError(f"could not download {what}: {type(err).__name__}: {err}") from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def download_from_hub(repo_id: str, split: str) -> Path:
     """The local copy of hub dataset ``repo_id`` with ``split`` (downloaded into the cliplab cache if needed).
 
@@ -84,32 +117,10 @@ def download_from_hub(repo_id: str, split: str) -> Path:
     dest = hub_cache_dir(repo_id)
     if _split_complete(dest, split):
         return dest
-    where = f"(no local directory {repo_id!r} either)"
-    if _offline():
-        raise FileNotFoundError(
-            f"wds:{repo_id}: the Hugging Face Hub dataset is not in the cliplab cache ({dest}) and HF_HUB_OFFLINE=1 "
-            f"forbids downloading it {where}; unset HF_HUB_OFFLINE on a machine with a network, or pass a local "
-            "directory in CLIP_benchmark's webdataset layout"
-        )
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as err:  # pragma: no cover - a dependency of transformers
-        raise ImportError("wds:<hub id> needs huggingface_hub: pip install huggingface_hub") from err
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        try:
-            snapshot_download(
-                repo_id,
-                repo_type="dataset",
-                allow_patterns=[f"{split}/*", "*.txt"],
-                local_dir=str(tmp),
-            )
-        except Exception as err:  # network, auth, unknown repo: all end the same way for the user
-            raise FileNotFoundError(
-                f"wds:{repo_id}: could not download the Hugging Face Hub dataset {repo_id!r} {where}: "
-                f"{type(err).__name__}: {err}"
-            ) from err
+    what = f"wds:{repo_id}: the Hugging Face Hub dataset {repo_id!r} (no local directory {repo_id!r} either)"
+    snapshot_download = _hub("snapshot_download", "wds:<hub id>")
+    with _staging(dest, what, ", or pass a local directory in CLIP_benchmark's webdataset layout") as tmp:
+        snapshot_download(repo_id, repo_type="dataset", allow_patterns=[f"{split}/*", "*.txt"], local_dir=str(tmp))
         if not _split_complete(tmp, split):
             raise FileNotFoundError(
                 f"wds:{repo_id}: the hub dataset has no {split}/nshards.txt, so it is not in CLIP_benchmark's "
@@ -122,8 +133,6 @@ def download_from_hub(repo_id: str, split: str) -> Path:
             shutil.rmtree(dest / split)
         shutil.rmtree(tmp / split / ".cache", ignore_errors=True)
         os.replace(tmp / split, dest / split)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -136,28 +145,9 @@ def download_hub_file(repo_id: str, filename: str) -> Path:
     dest = hub_cache_dir(repo_id) / filename
     if dest.is_file():
         return dest
-    if _offline():
-        raise FileNotFoundError(
-            f"{filename} of the Hugging Face Hub dataset {repo_id!r} is not in the cliplab cache ({dest}) and "
-            "HF_HUB_OFFLINE=1 forbids downloading it; unset HF_HUB_OFFLINE on a machine with a network"
-        )
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as err:  # pragma: no cover - a dependency of transformers
-        raise ImportError("hub shards need huggingface_hub: pip install huggingface_hub") from err
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        try:
-            got = hf_hub_download(repo_id, filename, repo_type="dataset", local_dir=str(tmp))
-        except Exception as err:  # network, auth, unknown repo or file
-            raise FileNotFoundError(
-                f"could not download {filename} of the Hugging Face Hub dataset {repo_id!r}: "
-                f"{type(err).__name__}: {err}"
-            ) from err
-        os.replace(got, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    hf_hub_download = _hub("hf_hub_download", "hub shards")
+    with _staging(dest, f"{filename} of the Hugging Face Hub dataset {repo_id!r}") as tmp:
+        os.replace(hf_hub_download(repo_id, filename, repo_type="dataset", local_dir=str(tmp)), dest)
     return dest
 
 
