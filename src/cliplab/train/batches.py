@@ -228,8 +228,8 @@ class FixedTokenCache:
     """The whole ``model.tokenize`` output of every caption, for tokenizers that pad every caption to the same
     width (open_clip's ``context_length``): a batch is a row gather of each table."""
 
-    def __init__(self, tables: dict[str, np.ndarray], dtypes: dict[str, torch.dtype], as_dict: bool):
-        self.tables, self.dtypes, self.as_dict = tables, dtypes, as_dict
+    def __init__(self, tables: dict[str, np.ndarray], as_dict: bool):
+        self.tables, self.as_dict = tables, as_dict
 
     @classmethod
     def for_model(cls, model: Model, captions: list[str], chunk: int = 8192) -> FixedTokenCache | None:
@@ -250,15 +250,14 @@ class FixedTokenCache:
             out = model.tokenize(captions[start : start + chunk])
             for k, v in (out if as_dict else {"": out}).items():
                 tables[k].append(v.numpy())
-        dtypes = {k: v.dtype for k, v in parts[0].items()}
-        return cls({k: np.concatenate(v) for k, v in tables.items()}, dtypes, as_dict)
+        return cls({k: np.concatenate(v) for k, v in tables.items()}, as_dict)
 
     def prefill(self) -> None:
         """Nothing to do: every caption was tokenised when the cache was made."""
 
     def __call__(self, caption_idx: np.ndarray) -> Any:
         idx = np.asarray(caption_idx, dtype=np.int64)
-        out = {k: torch.from_numpy(np.ascontiguousarray(t[idx])) for k, t in self.tables.items()}
+        out = {k: torch.from_numpy(t[idx]) for k, t in self.tables.items()}
         return out if self.as_dict else out[""]
 
 
