@@ -25,7 +25,7 @@ timeout 120 "$PY" benchmarks/precision.py --device cuda --n 4096 --batch-size 25
 echo "== 3. training: cliplab vs open_clip_train =="
 if "$OC" -c "import open_clip_train" 2>/dev/null; then
   timeout 240 "$OC" benchmarks/open_clip_train.py --device cuda --precision bf16 --steps 100 --batch-size 256 \
-    --workers "$(nproc)" 2>&1 | tee "$OUT/open_clip_train.txt"
+    --workers "$(nproc)" --repeats 1 2>&1 | tee "$OUT/open_clip_train.txt"
 else
   echo "skipped: $OC cannot import open_clip_train" | tee "$OUT/open_clip_train.txt"
 fi
