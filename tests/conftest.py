@@ -33,6 +33,22 @@ def tiny_model():
     return make_tiny_model()
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """``make_tiny_model()`` shared by the tests of one module (for modules whose tests leave it unchanged)."""
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def colour_world():
+    """(train, test): 60 and 30 built-in world images of the colour task at 32 px (the prompt protocols' tests)."""
+    from cliplab.data import shapes
+
+    train = shapes("train", n=60, seed=1, image_size=32, task="colour")
+    test = shapes("test", n=30, seed=2, image_size=32, task="colour")
+    return train, test
+
+
 @pytest.fixture
 def tiny_model_dir(tmp_path):
     path = tmp_path / "tiny-clip"

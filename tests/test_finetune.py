@@ -24,11 +24,6 @@ from helpers import make_tiny_model
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return make_tiny_model()
-
-
-@pytest.fixture(scope="module")
 def world():
     from cliplab.data import shapes
 

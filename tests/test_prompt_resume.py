@@ -5,27 +5,12 @@ from __future__ import annotations
 import pytest
 
 from cliplab.adapt.prompting import run_prompt_few_shot
-from helpers import make_tiny_model
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return make_tiny_model()
-
-
-@pytest.fixture(scope="module")
-def world():
-    from cliplab.data import shapes
-
-    train = shapes("train", n=60, seed=1, image_size=32, task="colour")
-    test = shapes("test", n=30, seed=2, image_size=32, task="colour")
-    return train, test
-
-
-def test_prompt_protocol_resumes_from_its_file(tiny, world, tmp_path, monkeypatch):
+def test_prompt_protocol_resumes_from_its_file(tiny, colour_world, tmp_path, monkeypatch):
     from cliplab.adapt.prompting import protocol
 
-    train, test = world
+    train, test = colour_world
     kw = {
         "methods": ["coop"],
         "shots": [1],
@@ -49,12 +34,12 @@ def test_prompt_protocol_resumes_from_its_file(tiny, world, tmp_path, monkeypatc
         run_prompt_few_shot(tiny, train, test, resume_file=path, **{**kw, "seeds": [3]})
 
 
-def test_base_to_new_resumes_from_the_same_file(tiny, world, tmp_path, monkeypatch):
+def test_base_to_new_resumes_from_the_same_file(tiny, colour_world, tmp_path, monkeypatch):
     import json
 
     from cliplab.adapt.prompting import prompt_base_to_new, protocol
 
-    train, test = world
+    train, test = colour_world
     kw = {
         "methods": ["coop"],
         "seeds": [1, 2],

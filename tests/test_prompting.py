@@ -19,14 +19,8 @@ from cliplab.adapt.prompting import (
 )
 from cliplab.adapt.prompting.coop import project_conflicting
 from cliplab.adapt.prompting.tpt import average_entropy
-from helpers import make_tiny_model
 
 CLASSES = ["red circle", "blue square", "green star"]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return make_tiny_model()
 
 
 @pytest.fixture(scope="module")
@@ -251,17 +245,8 @@ def test_bad_inputs(tiny, data):
 
 
 # -- protocol -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def world():
-    from cliplab.data import shapes
-
-    train = shapes("train", n=60, seed=1, image_size=32, task="colour")
-    test = shapes("test", n=30, seed=2, image_size=32, task="colour")
-    return train, test
-
-
-def test_prompt_protocol_has_the_few_shot_shape(tiny, world):
-    train, test = world
+def test_prompt_protocol_has_the_few_shot_shape(tiny, colour_world):
+    train, test = colour_world
     params = {
         "coop": {"epochs": 2},
         "cocoop": {"epochs": 1, "batch_size": 8},
@@ -295,7 +280,7 @@ def test_prompt_protocol_has_the_few_shot_shape(tiny, world):
     assert "zeroshot" in b2n["results"] and b2n["n_base_classes"] + b2n["n_new_classes"] == len(train.classnames)
 
 
-def test_cli_dispatch_merges_prompt_methods_into_the_adapter_table(tiny, world):
+def test_cli_dispatch_merges_prompt_methods_into_the_adapter_table(tiny, colour_world):
     from cliplab.adapt.protocol import run_few_shot
     from cliplab.cli.common import UsageError
     from cliplab.cli.prompt_methods import add_prompt_methods, split_methods
@@ -307,7 +292,7 @@ def test_cli_dispatch_merges_prompt_methods_into_the_adapter_table(tiny, world):
     assert split_methods("coop,tpt") == (["zeroshot"], ["coop", "tpt"])
     with pytest.raises(UsageError, match="unknown"):
         split_methods("coop,lora")
-    train, test = world
+    train, test = colour_world
     tr, te = embed(tiny, train, cache_dir=False, progress=False), embed(tiny, test, cache_dir=False, progress=False)
     W = zeroshot_weights(tiny, train.classnames, train.templates)
     res = run_few_shot(

@@ -11,14 +11,8 @@ from cliplab.adapt.prompting import TPT, CoOp, CoOpTPT, prompt_base_to_new, run_
 from cliplab.adapt.prompting.tpt_views import TPTViews, is_imagenet, pixels_to_image, uses_augmix
 from cliplab.data.augment import RandomResizedCrop
 from cliplab.data.augmix import OPS, AugMixPlan, Op, render_augmix, sample_augmix, sample_op
-from helpers import make_tiny_model
 
 CLASSES = ["red circle", "blue square", "green star"]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return make_tiny_model()
 
 
 @pytest.fixture(scope="module")
