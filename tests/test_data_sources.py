@@ -21,7 +21,7 @@ from cliplab.data import (
 )
 from cliplab.data.base import stable_hash
 from cliplab.data.corruptions import CORRUPTIONS, corrupt
-from cliplab.models.preprocess import Preprocess
+from cliplab.imaging.preprocess import Preprocess
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
 

@@ -10,7 +10,7 @@ import torch
 from cliplab.data import ImageFolder, make_loader, shapes
 from cliplab.data.loader import default_workers, ordered_map
 from cliplab.features import embed, embed_images
-from cliplab.models.preprocess import Preprocess
+from cliplab.imaging.preprocess import Preprocess
 from helpers import write_random_images, write_shapes_folder
 
 PRE = Preprocess(resize=24, crop=(24, 24))

@@ -23,7 +23,7 @@ from cliplab.models import (
     unregister_model_source,
 )
 from cliplab.models.openclip import OpenCLIPModel
-from cliplab.models.preprocess import Preprocess
+from cliplab.imaging.preprocess import Preprocess
 
 
 class ToyModel(Model):

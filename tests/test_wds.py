@@ -223,7 +223,7 @@ def test_wds_retrieval_captions(tmp_path):
 
 def test_wds_in_the_loader_with_workers_keeps_order(wds_dir):
     from cliplab.data import make_loader
-    from cliplab.models.preprocess import Preprocess
+    from cliplab.imaging.preprocess import Preprocess
 
     root, written = wds_dir
     ds = load_dataset(f"wds:{root}")

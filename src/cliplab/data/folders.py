@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from cliplab.data.base import Dataset, stable_hash
-from cliplab.models.preprocess import load_image
+from cliplab.imaging.preprocess import load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from cliplab.data.base import Dataset, Subset, Wrapper
-from cliplab.models.preprocess import ImageInput, Preprocess, load_image
+from cliplab.imaging.preprocess import ImageInput, Preprocess, load_image
 
 ON_ERROR = ("raise", "skip")
 PARALLEL = ("thread", "process")

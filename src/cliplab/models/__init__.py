@@ -1,7 +1,7 @@
 """Models: loading (``load_model``), the ``Model`` interface, preprocessing, backends."""
 
 from cliplab.models.base import Model
-from cliplab.models.preprocess import Preprocess, load_image
+from cliplab.imaging.preprocess import Preprocess, load_image
 from cliplab.models.registry import (
     SPEC_FORMS,
     ModelSource,

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cliplab._validation import l2_normalize
-from cliplab.models.preprocess import ImageInput, PatchPreprocess, Preprocess
+from cliplab.imaging.preprocess import ImageInput, PatchPreprocess, Preprocess
 
 GEOMETRIES = ("cosine", "euclidean")
 T = TypeVar("T")

@@ -178,7 +178,7 @@ class LitRecipe:
             VisionTextDualEncoderModel,
         )
 
-        from cliplab.models.preprocess import Preprocess
+        from cliplab.imaging.preprocess import Preprocess
 
         text_dir = minilm_dir()
         torch.manual_seed(self.seed if seed is None else seed)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from cliplab.models.hf import HFModel
-from cliplab.models.preprocess import Preprocess
+from cliplab.imaging.preprocess import Preprocess
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")

@@ -21,7 +21,7 @@ from torch import nn
 
 from cliplab._io import atomic_dir
 from cliplab.models.base import GEOMETRIES, Model
-from cliplab.models.preprocess import OPENAI_MEAN, OPENAI_STD, PatchPreprocess, Preprocess, unpack_patches
+from cliplab.imaging.preprocess import OPENAI_MEAN, OPENAI_STD, PatchPreprocess, Preprocess, unpack_patches
 
 #: text padding each architecture was trained with ("longest" unless listed)
 TEXT_PADDING = {"siglip": "max_length", "siglip2": "max_length"}

@@ -28,7 +28,7 @@ from PIL import Image
 
 from cliplab._io import atomic_dir
 from cliplab.models.base import GEOMETRIES, Model
-from cliplab.models.preprocess import Preprocess
+from cliplab.imaging.preprocess import Preprocess
 
 INSTALL_HINT = (
     "the openclip: backend needs the optional package open_clip (and torchvision): pip install open_clip_torch"

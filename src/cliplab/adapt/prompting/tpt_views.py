@@ -30,7 +30,7 @@ from PIL import Image
 
 from cliplab.data.augment import RandomResizedCrop
 from cliplab.data.augmix import render_augmix, sample_augmix
-from cliplab.models.preprocess import PatchPreprocess, Preprocess
+from cliplab.imaging.preprocess import PatchPreprocess, Preprocess
 
 
 def is_imagenet(name: str | None) -> bool:
@@ -79,7 +79,7 @@ class TPTViews:
         if isinstance(image, torch.Tensor):
             first, source = image.float().cpu(), pixels_to_image(image, pre)
         else:
-            from cliplab.models.preprocess import load_image
+            from cliplab.imaging.preprocess import load_image
 
             source = load_image(image)
             first = pre(source)

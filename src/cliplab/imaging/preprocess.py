@@ -18,12 +18,13 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from cliplab.imaging.decoding import decode_image
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -32,18 +33,8 @@ ImageInput = Image.Image | str | os.PathLike
 
 
 def load_image(source: ImageInput) -> Image.Image:
-    """Open an image (PIL or path) as RGB; a missing or corrupt file raises naming the file."""
-    if isinstance(source, Image.Image):
-        return source.convert("RGB") if source.mode != "RGB" else source
-    path = Path(source)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (FileNotFoundError, IsADirectoryError) as err:  # no stat() first: one syscall less per image
-        raise FileNotFoundError(f"image file not found: {path}") from err
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ValueError(f"cannot read image file {path}: {err}") from err
+    """Open an image (PIL or path) as RGB; a missing, corrupt or too-large file raises naming the file."""
+    return decode_image(source)
 
 
 @dataclass(frozen=True)
