@@ -8,16 +8,19 @@ Routes:
     ``GET /api/similar/{id}?k=24``    images like an indexed one
     ``GET /image/{id}``               the file of an indexed image (nothing else on disk is reachable)
 
-Errors are JSON ``{"error": message}`` with status 400 (bad query), 404 (unknown id / route), 413 (upload
-over the limit), 405 (with ``Allow``) for a method a route does not take. The OpenAPI schema
+Errors are JSON ``{"error": message}`` with status 400 (bad query, a malformed upload or one of more than
+``MAX_FORM_PARTS`` multipart parts), 404 (unknown id / route), 413 (an upload over ``max_upload`` bytes, or an
+image declaring more than the service's ``max_image_pixels``: refused from its header, before decoding), 414
+(a URL over ``MAX_URL_BYTES``), 431 (request headers over ``MAX_HEADER_BYTES``), 405 (with ``Allow``) for a
+method a route does not take. Multipart parsing and decoding run in the threadpool, never on the event loop.
+The OpenAPI schema
 (``/api/openapi.json``) declares all of them; ``/api/docs`` shows it with Swagger UI served from this app
 (the assets of the ``fastapi-offline`` package), so the docs work offline.
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
+import re
 from importlib import resources
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -30,10 +33,18 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cliplab.imaging.decoding import ImageTooLarge
 from cliplab.serve import schema
 from cliplab.serve.service import QueryError, SearchService, UnknownId
 
 DEFAULT_MAX_UPLOAD = 16 * 1024 * 1024
+MAX_FORM_PARTS = schema.MAX_FORM_PARTS  # a search form has one file; anything near 10,000 parts is an attack
+MAX_PART_HEAD = 8 * 1024  # the header lines of one multipart part
+MAX_URL_BYTES = schema.MAX_URL_BYTES
+MAX_HEADER_BYTES = schema.MAX_HEADER_BYTES
+# RFC 2046 §5.1.1: 1-70 characters; the Content-Type header itself is bounded before any regex sees it.
+_BOUNDARY = re.compile(r';\s*boundary\s*=\s*(?:"([^"]{1,70})"|([^\s;"]{1,70}))', re.IGNORECASE)
+_DISPOSITION_PARAM = re.compile(r';\s*(name|filename\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))', re.IGNORECASE)
 
 # Images and scripts only from this origin; the page's own inline script and style are allowed.
 CSP = (
@@ -69,20 +80,71 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _boundary(content_type: str) -> bytes:
+    if len(content_type) > 1024:
+        raise QueryError("malformed multipart upload: the Content-Type header is over 1024 characters")
+    match = _BOUNDARY.search(content_type)
+    if match is None:
+        raise QueryError("malformed multipart upload: no boundary (1-70 characters) in its Content-Type")
+    return (match.group(1) or match.group(2)).encode("latin-1")
+
+
+def _disposition(head: bytes) -> dict[str, str]:
+    """The ``name`` and ``filename`` parameters of a part's Content-Disposition header (lower-cased keys)."""
+    for line in head.decode("utf-8", "replace").split("\r\n"):
+        field, _, value = line.partition(":")
+        if field.strip().lower() == "content-disposition":
+            if len(value) > 1024:  # bounds the parameter regex's work
+                raise QueryError("malformed multipart upload: a Content-Disposition header is over 1024 characters")
+            return {m[1].lower().rstrip("*"): m[2] or m[3] for m in _DISPOSITION_PARAM.finditer(";" + value)}
+    return {}
+
+
 def _multipart_file(content_type: str, body: bytes) -> bytes:
-    """The first file part (preferably the field ``file``) of a multipart/form-data body."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\nMIME-Version: 1.0\r\n\r\n" + body
-    )
-    if not message.is_multipart():
-        raise QueryError("malformed multipart upload")
-    parts = list(message.iter_parts())
-    named = [p for p in parts if p.get_param("name", header="content-disposition") == "file"]
-    parts = [p for p in parts if p.get_filename() is not None]
-    if not named and not parts:
+    """The first file part (preferably the field ``file``) of a multipart/form-data body (RFC 7578).
+
+    Bounded work: one linear scan that stops at the (``MAX_FORM_PARTS`` + 1)-th part (400), part headers of at
+    most ``MAX_PART_HEAD`` bytes. Runs in the threadpool.
+    """
+    delimiter = b"--" + _boundary(content_type)
+    separator = b"\r\n" + delimiter
+    start = body.find(delimiter)
+    if start < 0 or (start > 0 and body[start - 2 : start] != b"\r\n"):
+        raise QueryError("malformed multipart upload: the body does not start with its boundary")
+    pos = start + len(delimiter)
+    parts: list[tuple[int, int]] = []
+    while not body.startswith(b"--", pos):  # "--boundary--" closes the body
+        line_end = body.find(b"\r\n", pos, pos + 1024)
+        if line_end < 0 or body[pos:line_end].strip(b" \t"):
+            raise QueryError("malformed multipart upload: a boundary line is not followed by a line break")
+        end = body.find(separator, line_end + 2)
+        if end < 0:
+            raise QueryError("malformed multipart upload: no closing boundary")
+        if len(parts) == MAX_FORM_PARTS:
+            raise QueryError(
+                f"the multipart upload has more than {MAX_FORM_PARTS} parts: send the image as one field `file`"
+            )
+        parts.append((line_end + 2, end))
+        pos = end + len(separator)
+    first_file = named_file = None
+    for part_start, part_end in parts:
+        if body.startswith(b"\r\n", part_start):  # a part without header lines
+            head, content = b"", part_start + 2
+        else:
+            head_end = body.find(b"\r\n\r\n", part_start, min(part_end, part_start + MAX_PART_HEAD))
+            if head_end < 0:
+                raise QueryError(f"malformed multipart upload: a part's headers are over {MAX_PART_HEAD} bytes")
+            head, content = body[part_start:head_end], head_end + 4
+        params = _disposition(head)
+        if params.get("name") == "file":
+            named_file = (content, part_end)
+            break
+        if "filename" in params and first_file is None:
+            first_file = (content, part_end)
+    chosen = named_file or first_file
+    if chosen is None:
         raise QueryError("the multipart upload has no file field")
-    payload = (named or parts)[0].get_payload(decode=True)
-    return payload or b""
+    return body[chosen[0] : chosen[1]]
 
 
 def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> Any:
@@ -110,8 +172,15 @@ def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) 
         return JSONResponse({"error": message}, status_code=status)
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
+    async def bounded_request_and_security_headers(request: Request, call_next: Any) -> Any:
+        url_bytes = len(request.scope.get("raw_path") or b"") + len(request.scope.get("query_string") or b"")
+        header_bytes = sum(len(name) + len(value) for name, value in request.scope.get("headers") or ())
+        if url_bytes > MAX_URL_BYTES:  # uvicorn reads request heads up to cliplab.cli.serve.MAX_REQUEST_HEAD
+            response = error(414, f"URL too long: {url_bytes:,} bytes (at most {MAX_URL_BYTES:,})")
+        elif header_bytes > MAX_HEADER_BYTES:
+            response = error(431, f"request headers too large: {header_bytes:,} bytes (at most {MAX_HEADER_BYTES:,})")
+        else:
+            response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -135,6 +204,14 @@ def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) 
     @app.exception_handler(UploadTooLarge)
     async def too_large(request: Request, exc: UploadTooLarge) -> JSONResponse:
         return error(413, f"upload too large: the limit is {max_upload / 2**20:.1f} MiB")
+
+    @app.exception_handler(ImageTooLarge)
+    async def too_many_pixels(request: Request, exc: ImageTooLarge) -> JSONResponse:
+        return error(
+            413,
+            f"image too large: {exc.name} is {exc.width}x{exc.height} = {exc.width * exc.height:,} pixels, above "
+            f"this server's limit of {exc.max_pixels:,} pixels (--max-image-pixels)",
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -170,7 +247,7 @@ def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) 
         body = await _read_limited(request, max_upload)
         content_type = request.headers.get("content-type", "")
         if content_type.lower().startswith("multipart/form-data"):
-            body = _multipart_file(content_type, body)
+            body = await run_in_threadpool(_multipart_file, content_type, body)
         return respond({"image_bytes": len(body)}, k, await run_in_threadpool(service.search_image, body, k))
 
     @app.get("/api/similar/{item_id:int}", response_model=schema.SimilarResults, responses=schema.errors(400, 404))

@@ -26,6 +26,11 @@ IMAGE_MEDIA_TYPES = {
 }
 OTHER_FILE = "application/octet-stream"  # an indexed file with any other extension
 
+# Limits the app enforces on every request (here, so that the schema's descriptions state them).
+MAX_FORM_PARTS = 16  # parts of a multipart upload (fields and files together)
+MAX_URL_BYTES = 32 * 1024  # path + query string; a 1000-character query is at most 12 KB percent-encoded
+MAX_HEADER_BYTES = 64 * 1024  # all header names and values together
+
 
 class ErrorBody(BaseModel):
     error: str = Field(description="what was wrong, meant for the user")
@@ -87,9 +92,17 @@ QUERY_SCHEMA = {
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the given error statuses, each a JSON :class:`ErrorBody`."""
     what = {
-        400: "bad query: empty or too long text, a bad k, a body that is not an image, a form without a file",
+        400: (
+            "bad query: empty or too long text, a bad k, a body that is not an image, a malformed form, a form "
+            f"without a file or of more than {MAX_FORM_PARTS} parts"
+        ),
         404: "unknown id (or its file is gone)",
-        413: "upload over the server's --max-upload-mb",
+        413: (
+            "upload over the server's --max-upload-mb, or an image whose declared width x height is over its "
+            "--max-image-pixels (refused from the image's header, before decoding)"
+        ),
+        414: f"URL (path and query string) over {MAX_URL_BYTES:,} bytes",
+        431: f"request headers over {MAX_HEADER_BYTES:,} bytes in all",
     }
     return {status: {"model": ErrorBody, "description": what[status]} for status in statuses}
 
@@ -117,10 +130,16 @@ IMAGE_UPLOAD = {
 
 
 def complete_openapi(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` (as FastAPI generates it) without the 422 responses this app never sends."""
+    """``schema`` (as FastAPI generates it) without the 422 responses this app never sends, with the 414 and 431
+    that any request may get."""
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    every_request = {
+        str(status): {"description": e["description"], "content": error_body} for status, e in errors(414, 431).items()
+    }
     for item in schema.get("paths", {}).values():
         for operation in item.values():
             operation.get("responses", {}).pop("422", None)
+            operation.setdefault("responses", {}).update(every_request)
     components = schema.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)

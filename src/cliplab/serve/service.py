@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import time
@@ -14,11 +13,13 @@ from typing import Any
 import torch
 from PIL import Image
 
+from cliplab.imaging.decoding import DEFAULT_MAX_IMAGE_PIXELS, ImageTooLarge, decode_image
 from cliplab.index.vector_index import MANIFEST, VectorIndex
 from cliplab.models.base import Model
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 200
+UPLOAD_NAME = "the uploaded file"  # how errors name an upload
 # What ``str.strip()`` removes: a query of nothing else is empty (every such character is below U+3001).
 WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 
@@ -46,12 +47,22 @@ class SearchService:
 
     The model is loaded from the index manifest (or given) and must be the one that built the index: its
     fingerprint is checked against the manifest, since vectors from another model are not comparable.
-    Thread-safe: model calls are serialised by a lock; index searches are read-only.
+    Images above ``max_image_pixels`` (width × height; ≤ 0: no limit) are refused from their header, before
+    decoding: :class:`~cliplab.imaging.decoding.ImageTooLarge` for an upload (HTTP 413), :class:`QueryError` for
+    an indexed file. Thread-safe: model calls are serialised by a lock; index searches are read-only.
     """
 
-    def __init__(self, index_dir: str | os.PathLike, model: Model | str | None = None, device: str | None = None):
+    def __init__(
+        self,
+        index_dir: str | os.PathLike,
+        model: Model | str | None = None,
+        device: str | None = None,
+        *,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ):
         from cliplab.models import load_model
 
+        self.max_image_pixels = max_image_pixels
         self.index_dir = Path(index_dir).expanduser().resolve()
         if not (self.index_dir / MANIFEST).is_file():
             raise FileNotFoundError(
@@ -118,17 +129,27 @@ class SearchService:
             raise QueryError("empty query: type a description of the images you are looking for")
         return self._search(lambda: self.model.encode_texts([query]), k)
 
+    def _decode(self, data: bytes, name: str) -> Image.Image:
+        """``data`` decoded to RGB; an undecodable image is a :class:`QueryError` naming it as ``name``."""
+        try:
+            return decode_image(data, name=name, max_pixels=self.max_image_pixels)
+        except ImageTooLarge:
+            raise
+        except ValueError as err:  # decode_image's messages name the image (never a file object's repr)
+            raise QueryError(str(err)) from err
+        except Exception as err:  # noqa: BLE001 - PIL raises other types for some malformed files
+            raise QueryError(f"cannot read image file {name}: {type(err).__name__}: {err}") from err
+
     def search_image(self, data: bytes, k: int = 24) -> tuple[list[Hit], float]:
-        """Images ranked by cosine to an uploaded image's embedding (``data``: the file's bytes)."""
+        """Images ranked by cosine to an uploaded image's embedding (``data``: the file's bytes).
+
+        Raises :class:`QueryError` for an empty or undecodable upload, and
+        :class:`~cliplab.imaging.decoding.ImageTooLarge` for one above ``max_image_pixels`` (before decoding it).
+        """
         k = self.check_k(k)
         if not data:
             raise QueryError("empty upload: choose an image file")
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                image = im.convert("RGB")
-        except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files (incl. decompression bombs)
-            raise QueryError(f"the upload is not a readable image ({type(err).__name__}: {err})") from err
+        image = self._decode(data, UPLOAD_NAME)
         return self._search(lambda: self.model.encode_images([image]), k)
 
     def similar(self, item_id: int, k: int = 24) -> tuple[list[Hit], float]:
@@ -141,7 +162,11 @@ class SearchService:
             data = None
         if data is None:
             raise UnknownId(f"no indexed image with id {item_id} (or its file is gone)")
-        return self.search_image(data, k)
+        try:
+            image = self._decode(data, f"the indexed image {item_id}")
+        except ImageTooLarge as err:  # the server's limit, not the client's upload: a refused query
+            raise QueryError(str(err)) from err
+        return self._search(lambda: self.model.encode_images([image]), k)
 
     def file_for(self, item_id: int) -> Path | None:
         """The file of an indexed id, if it still exists inside the index root; None otherwise.
