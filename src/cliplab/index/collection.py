@@ -208,7 +208,7 @@ def index_images(
     existing = _existing(output, root, model, rebuild)
     summary = IndexSummary(index=str(output), root=str(root), found=len(files), rank=rank, world_size=world)
 
-    known: dict[str, tuple[int, int]] = {}
+    known: dict[str, tuple[int | None, int | None]] = {}  # path -> (size, mtime_ns) as indexed
     if existing is not None:
         for item in existing.get_metadata(range(len(existing))):
             if item and "path" in item:

@@ -93,7 +93,7 @@ def _tune(
         found = be.search(queries, kk)[1]
         return _recall(found if self_ids is None else _drop_self(found, self_ids, k), truth, k)
 
-    low, high = (1, int(be.index.nlist)) if be.kind == "ivf" else (max(k, 16), 8192)
+    low, high = (1, int(be.params()["nlist"])) if be.kind == "ivf" else (max(k, 16), 8192)
     value, prev, recall = low, 0, measure(low)
     while recall < target and value < high:
         prev, value = value, min(2 * value, high)
@@ -222,7 +222,7 @@ class VectorIndex:
             be.add(x)
         elif fixed is not None or target_recall is None:
             be.add(x)
-            default = max(1, be.index.nlist // 64) if kind == "ivf" else 64
+            default = max(1, be.params()["nlist"] // 64) if kind == "ivf" else 64
             be.set_params(**{knob: default if fixed is None else fixed})
         elif tune_queries is not None:
             be.add(x)
@@ -238,11 +238,11 @@ class VectorIndex:
             if hold.size:
                 index.tuning = _tune(be, x[rest], x[hold], 10, target_recall, db_ids=rest)
                 be.add(x[hold], ids=hold)
-        if auto and kind == "ivf" and index.tuning.get("value", 0) > be.index.nlist // 4:
+        if auto and kind == "ivf" and index.tuning.get("value", 0) > be.params()["nlist"] // 4:
             # Scanning > 1/4 of the cells is no faster than brute force (BLAS beats list scans):
             # the data has no cluster structure the IVF can use at this recall.
             warnings.warn(
-                f"IVF needs nprobe={index.tuning['value']} of nlist={be.index.nlist} for recall@10 "
+                f"IVF needs nprobe={index.tuning['value']} of nlist={be.params()['nlist']} for recall@10 "
                 f"{target_recall}: no faster than exact search, so kind='auto' falls back to 'flat'",
                 stacklevel=2,
             )

@@ -166,7 +166,7 @@ def create_app(service: SearchService, *, max_upload: int = DEFAULT_MAX_UPLOAD) 
             app.openapi_schema = schema.complete_openapi(generated)
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)

@@ -108,7 +108,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _BINARY = {"type": "string", "format": "binary"}
-IMAGE_RESPONSE = {
+IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the image file",
         "content": {media_type: {"schema": _BINARY} for media_type in [*IMAGE_MEDIA_TYPES.values(), OTHER_FILE]},
