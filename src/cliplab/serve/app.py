@@ -13,9 +13,8 @@ Errors are JSON ``{"error": message}`` with status 400 (bad query, a malformed u
 image declaring more than the service's ``max_image_pixels``: refused from its header, before decoding), 414
 (a URL over ``MAX_URL_BYTES``), 431 (request headers over ``MAX_HEADER_BYTES``), 405 (with ``Allow``) for a
 method a route does not take. Multipart parsing and decoding run in the threadpool, never on the event loop.
-The OpenAPI schema
-(``/api/openapi.json``) declares all of them; ``/api/docs`` shows it with Swagger UI served from this app
-(the assets of the ``fastapi-offline`` package), so the docs work offline.
+The OpenAPI schema (``/api/openapi.json``) declares all of them; ``/api/docs`` shows it with Swagger UI served
+from this app (the assets of the ``fastapi-offline`` package), so the docs work offline.
 """
 
 from __future__ import annotations
