@@ -6,7 +6,7 @@ The shots × seeds machinery (draws, augmented passes, validation, search) is ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,8 @@ from cliplab.adapt.protocol import (
     _runs,
     _zeroshot_accuracy,
 )
-from cliplab.adapt.views import CACHE_PASSES, SupportViews
+from cliplab.adapt.protocol_settings import FewShotProtocol
+from cliplab.adapt.views import SupportViews
 from cliplab.features import Features
 
 
@@ -46,22 +47,19 @@ def base_to_new(
     train: Features,
     test: Features,
     text_weights: torch.Tensor,
+    protocol: FewShotProtocol | None = None,
     *,
     logit_scale: float = 100.0,
-    methods: Sequence[str] | None = None,
-    k: int = 16,
-    seeds: Sequence[int] = (1, 2, 3),
+    k: int | None = None,
     train_views: torch.Tensor | SupportViews | None = None,
     val: Features | None = None,
-    dataset: str | None = None,
-    method_params: Mapping[str, Mapping[str, Any]] | None = None,
-    param_grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
-    cache_passes: int = CACHE_PASSES,
     draw: Draw | None = None,
-    search: bool = True,
-    progress: bool = False,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Base (first ``ceil(C/2)`` classes) and new accuracy and their harmonic mean per method (module doc).
+
+    ``protocol``: methods, seeds, search, per-method settings (``FewShotProtocol``, or its fields as keywords
+    in ``settings``); ``k``: shots per base class (default ``protocol.base_to_new_shots``, ``min(16, max(shots))``).
 
     Adapters are fitted on the base classes' support sets (with ``train_views`` and ``val`` restricted to the
     base classes, as ``run_few_shot``); ``new`` is each method's accuracy on the new classes' test images over
@@ -70,6 +68,8 @@ def base_to_new(
     ``run_few_shot``'s), as Dassl draws the few-shot set before ``subsample_classes``. GDA's base classifier
     uses ``covariance="class_mean"`` as ``main_base2new.py`` (``method_params`` overrides).
     """
+    protocol = FewShotProtocol.resolve(protocol, "base_to_new", **settings)
+    k = protocol.base_to_new_shots if k is None else int(k)
     n_cls = text_weights.shape[0]
     if n_cls < 2:
         raise ValueError("base-to-new needs at least 2 classes")
@@ -82,12 +82,12 @@ def base_to_new(
     base_val = _restrict(val, 0, n_base)[0] if val is not None else None
     pool = _as_pool(train_views, train, "train_views")
     # main_base2new.py fits GDA's base classes with the mean of the per-class covariances
-    method_params = {"gda": {"covariance": "class_mean"}} | dict(method_params or {})
-    methods = [m for m in (methods or METHODS) if not _requires(m)]  # no extra inputs for the new classes
+    method_params = {"gda": {"covariance": "class_mean"}} | dict(protocol.method_params or {})
+    methods = [m for m in (protocol.methods or METHODS) if not _requires(m)]  # no extra inputs for the new classes
     p = _Prepared(base_train, text_weights[:n_base], methods, None if pool is None else pool.subset(keep),
                   base_val, {}, None)  # fmt: skip
     W_base, W_new = text_weights[:n_base], text_weights[n_base:]
-    full_draw = draw or _default_draw(train.labels, None if val is None else val.labels, n_cls)
+    full_draw = draw or _default_draw(train.labels, None if val is None else val.labels, n_cls, protocol.val_shots)
     val_keep = _restrict(val, 0, n_base)[1] if val is not None else None
 
     def base_draw(k: int, seed: int) -> tuple[Any, Any]:
@@ -97,8 +97,8 @@ def base_to_new(
     zs_new = _zeroshot_accuracy(new_test.images, new_test.labels, W_new) if len(new_test) else float("nan")
     base_acc: dict[str, list[float]] = {m: [] for m in methods}
     new_acc: dict[str, list[float]] = {m: [] for m in methods}
-    runs = _runs(p, W_base, logit_scale, [k], seeds, base_draw, search, cache_passes, dataset, method_params,
-                 param_grids, progress)  # fmt: skip
+    run_protocol = dataclasses.replace(protocol, shots=(k,), method_params=method_params)
+    runs = _runs(p, W_base, logit_scale, run_protocol, base_draw)
     for _k, _seed, m, est, _chosen, _s in runs:
         base_acc[m].append(_accuracy(est.logits(base_test.images), base_test.labels))
         if hasattr(est, "new_class_logits") and len(new_test):

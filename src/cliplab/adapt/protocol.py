@@ -45,6 +45,8 @@ from cliplab.adapt.clip_adapter import CLIPAdapter
 from cliplab.adapt.gda import GDA
 from cliplab.adapt.linear_probe import LinearProbe
 from cliplab.adapt.lpplusplus import LPPlusPlus
+from cliplab.adapt.protocol_settings import DEFAULT_SHOTS as DEFAULT_SHOTS  # re-exported: the public default
+from cliplab.adapt.protocol_settings import FewShotProtocol
 from cliplab.adapt.search import fit_with_validation, grid_search, split_validation
 from cliplab.adapt.tip import TipAdapter, TipAdapterF
 from cliplab.adapt.tip_settings import dataset_key, tip_settings
@@ -65,7 +67,6 @@ METHODS: dict[str, type[Adapter]] = {
     "lp++": LPPlusPlus,
     "amu": AMU,
 }
-DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 
 
 def register_method(name: str, cls: type[Adapter], *, replace: bool = False) -> type[Adapter]:
@@ -97,9 +98,10 @@ def _zeroshot_accuracy(feats: torch.Tensor, labels: torch.Tensor, text_weights: 
     return float(((feats @ text_weights.T).argmax(1) == labels).float().mean())
 
 
-def val_shots(k: int) -> int:
-    """Validation images per class for a ``k``-shot run: ``min(k, 4)`` (CoOp/Dassl; lpclip's ``val_shot_list``)."""
-    return min(int(k), 4)
+def val_shots(k: int, most: int = 4) -> int:
+    """Validation images per class for a ``k``-shot run: ``min(k, most)`` (4: CoOp/Dassl; lpclip's
+    ``val_shot_list``)."""
+    return min(int(k), int(most))
 
 
 def method_settings(
@@ -252,38 +254,37 @@ def _as_pool(views: torch.Tensor | SupportViews | None, train: Features | None, 
     return SupportViews.full(t)
 
 
-def _default_draw(train_labels: torch.Tensor, val_labels: torch.Tensor | None, n_cls: int) -> Draw:
+def _default_draw(
+    train_labels: torch.Tensor, val_labels: torch.Tensor | None, n_cls: int, most_val_shots: int = 4
+) -> Draw:
     def draw(k: int, seed: int) -> tuple[Any, Any]:
         idx = k_shot_indices(train_labels, k, seed, num_classes=n_cls)
         if val_labels is None:
             return idx, None
-        vk = min(val_shots(k), int(torch.bincount(val_labels, minlength=n_cls).min()))
+        vk = min(val_shots(k, most_val_shots), int(torch.bincount(val_labels, minlength=n_cls).min()))
         return idx, (k_shot_indices(val_labels, vk, seed, num_classes=n_cls) if vk >= 1 else None)
 
     return draw
 
 
 def _runs(
-    p: _Prepared,
-    W: torch.Tensor,
-    scale: float,
-    shots: Sequence[int],
-    seeds: Sequence[int],
-    draw: Draw,
-    search: bool,
-    cache_passes: int,
-    dataset: str | None,
-    method_params: Mapping[str, Mapping[str, Any]] | None,
-    param_grids: Mapping[str, Mapping[str, list[Any]]] | None,
-    progress: bool,
+    p: _Prepared, W: torch.Tensor, scale: float, protocol: FewShotProtocol, draw: Draw
 ) -> Iterator[tuple[int, int, str, Adapter, Any, float]]:
-    """``(k, seed, method, fitted estimator, chosen params, fit seconds)`` for every run."""
-    jobs = [(k, s) for k in shots for s in seeds]
+    """``(k, seed, method, fitted estimator, chosen params, fit seconds)`` for every run of ``protocol``'s
+    shots and seeds."""
+    jobs = [(k, s) for k in protocol.shots for s in protocol.seeds]
+    cache_passes = protocol.cache_passes
     settings = {
-        m: method_settings(m, dataset, cache_passes=cache_passes, method_params=method_params, param_grids=param_grids)
+        m: method_settings(
+            m,
+            protocol.dataset,
+            cache_passes=cache_passes,
+            method_params=protocol.method_params,
+            param_grids=protocol.param_grids,
+        )
         for m in p.methods
     }
-    for k, seed in tqdm(jobs, disable=not progress, desc="few-shot", unit="run"):
+    for k, seed in tqdm(jobs, disable=not protocol.progress, desc="few-shot", unit="run"):
         idx, vidx = draw(k, seed)
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
         y = p.train.labels[idx]
@@ -313,7 +314,7 @@ def _runs(
             params, grid = settings[m]
             t0 = time.perf_counter()
             est, chosen = _fit_method(
-                cls, _factory(cls, seed, params), grid, support, y, clean, W, scale, m_val, search,
+                cls, _factory(cls, seed, params), grid, support, y, clean, W, scale, m_val, protocol.search,
                 extra, clean_extra, val_extra,
             )  # fmt: skip
             yield k, seed, m, est, chosen, time.perf_counter() - t0
@@ -350,11 +351,9 @@ def run_few_shot(
     train: Features,
     test: Features,
     text_weights: torch.Tensor,
+    protocol: FewShotProtocol | None = None,
     *,
     logit_scale: float = 100.0,
-    methods: Sequence[str] | None = None,
-    shots: Sequence[int] = DEFAULT_SHOTS,
-    seeds: Sequence[int] = (1, 2, 3),
     train_views: torch.Tensor | SupportViews | None = None,
     val: Features | None = None,
     aux_train: torch.Tensor | None = None,
@@ -362,16 +361,14 @@ def run_few_shot(
     aux_val: torch.Tensor | None = None,
     aux_views: torch.Tensor | SupportViews | None = None,
     extra_inputs: Mapping[str, ExtraInput] | None = None,
-    dataset: str | None = None,
-    method_params: Mapping[str, Mapping[str, Any]] | None = None,
-    param_grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
-    cache_passes: int = CACHE_PASSES,
     draw: Draw | None = None,
-    search: bool = True,
-    progress: bool = True,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Accuracy of each method for each shot count, over ``seeds``: ``{"results": {method: {k: {mean, std,
+    """Accuracy of each method for each shot count, over the seeds: ``{"results": {method: {k: {mean, std,
     runs}}}, "zeroshot": acc, "params": ..., "seconds": {method: s}, "protocol": {...}}``.
+
+    ``protocol``: methods, shots, seeds, search, per-method settings (``FewShotProtocol``; ``settings``: any
+    of its fields as keywords, overriding it: ``run_few_shot(train, test, W, shots=[4], seeds=[1])``).
 
     ``train_views``: augmented passes of the training images, ``[P, N, D]`` or a ``SupportViews`` of only the
     rows some support set uses (``cliplab.adapt.views.support_rows``); each method takes its share (module
@@ -381,8 +378,10 @@ def run_few_shot(
     ``extra_inputs={"aux_features": (aux_train, aux_test[, aux_val])}``. A method whose ``requires`` names an
     input not given is skipped by default and refused when asked for. ``dataset``: the dataset's name, which
     selects Tip-Adapter's per-dataset settings. ``draw(k, seed) -> (support rows, val rows)`` replaces the
-    default sampler (``k_shot_indices`` on both, ``min(k, 4)`` per class for validation).
+    default sampler (``k_shot_indices`` on both, ``min(k, val_shots)`` per class for validation).
     """
+    protocol = FewShotProtocol.resolve(protocol, "run_few_shot", **settings)
+    shots = protocol.shots
     if test.labels is None:
         raise ValueError("the few-shot protocol needs labelled train and test features")
     if int(test.labels.max()) >= text_weights.shape[0]:
@@ -395,20 +394,16 @@ def run_few_shot(
         inputs.setdefault("aux_features", rows)
     if train.labels is None:
         raise ValueError("the few-shot protocol needs labelled train and test features")
-    p = _Prepared(train, text_weights, methods, train_views, val, inputs, aux_views)
+    p = _Prepared(train, text_weights, protocol.methods, train_views, val, inputs, aux_views)
     counts = torch.bincount(train.labels, minlength=p.n_cls)
     max_k = int(counts.min())
     if max(shots) > max_k:
         raise ValueError(f"asked for {max(shots)} shots but the smallest class has {max_k} training images")
-    draw = draw or _default_draw(train.labels, None if val is None else val.labels, p.n_cls)
+    draw = draw or _default_draw(train.labels, None if val is None else val.labels, p.n_cls, protocol.val_shots)
     results: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in p.methods}
     params: dict[str, dict[int, list[Any]]] = {m: {} for m in p.methods}
     seconds = dict.fromkeys(p.methods, 0.0)
-    runs = _runs(
-        p, text_weights, logit_scale, shots, seeds, draw, search, cache_passes, dataset, method_params,
-        param_grids, progress,
-    )  # fmt: skip
-    for k, _seed, m, est, chosen, fit_s in runs:
+    for k, _seed, m, est, chosen, fit_s in _runs(p, text_weights, logit_scale, protocol, draw):
         t0 = time.perf_counter()
         test_extra = {name: inputs[name][1] for name in _requires(m)}
         acc = _accuracy(est.logits(test.images, **test_extra), test.labels)
@@ -424,13 +419,13 @@ def run_few_shot(
         "params": params,
         "seconds": seconds,
         "shots": list(shots),
-        "seeds": list(seeds),
+        "seeds": list(protocol.seeds),
         "methods": p.methods,
         "protocol": protocol_note(
             validation="dataset" if val is not None else "support",
             passes=0 if p.pool is None else p.pool.passes,
-            cache_passes=cache_passes,
-            dataset=dataset,
-            search=search,
+            cache_passes=protocol.cache_passes,
+            dataset=protocol.dataset,
+            search=protocol.search,
         ),
     }
