@@ -28,9 +28,13 @@ from cliplab.adapt.views import SupportViews
 from cliplab.features import Features
 
 
-def _restrict(f: Features, lo: int, hi: int) -> tuple[Features, torch.Tensor]:
+def _restrict(f: Features, lo: int, hi: int) -> tuple[Features, torch.Tensor, torch.Tensor]:
+    """``(features of classes lo..hi-1 relabelled from 0, their labels, their rows in f)``."""
+    if f.labels is None:
+        raise ValueError("base-to-new needs labelled features")
     keep = torch.nonzero((f.labels >= lo) & (f.labels < hi)).flatten()
-    return Features(images=f.images[keep], labels=f.labels[keep] - lo), keep
+    labels = f.labels[keep] - lo
+    return Features(images=f.images[keep], labels=labels), labels, keep
 
 
 def _positions(keep: torch.Tensor, rows: Any) -> torch.Tensor:
@@ -76,9 +80,9 @@ def base_to_new(
     if train.labels is None or test.labels is None:
         raise ValueError("base-to-new needs labelled train and test features")
     n_base = (n_cls + 1) // 2
-    base_train, keep = _restrict(train, 0, n_base)
-    base_test, _ = _restrict(test, 0, n_base)
-    new_test, _ = _restrict(test, n_base, n_cls)
+    base_train, _, keep = _restrict(train, 0, n_base)
+    base_test, base_test_labels, _ = _restrict(test, 0, n_base)
+    new_test, new_test_labels, _ = _restrict(test, n_base, n_cls)
     base_val = _restrict(val, 0, n_base)[0] if val is not None else None
     pool = _as_pool(train_views, train, "train_views")
     # main_base2new.py fits GDA's base classes with the mean of the per-class covariances
@@ -88,21 +92,21 @@ def base_to_new(
                   base_val, {}, None)  # fmt: skip
     W_base, W_new = text_weights[:n_base], text_weights[n_base:]
     full_draw = draw or _default_draw(train.labels, None if val is None else val.labels, n_cls, protocol.val_shots)
-    val_keep = _restrict(val, 0, n_base)[1] if val is not None else None
+    val_keep = _restrict(val, 0, n_base)[2] if val is not None else None
 
     def base_draw(k: int, seed: int) -> tuple[Any, Any]:
         idx, vidx = full_draw(k, seed)
         return _positions(keep, idx), (None if vidx is None or val_keep is None else _positions(val_keep, vidx))
 
-    zs_new = _zeroshot_accuracy(new_test.images, new_test.labels, W_new) if len(new_test) else float("nan")
+    zs_new = _zeroshot_accuracy(new_test.images, new_test_labels, W_new) if len(new_test) else float("nan")
     base_acc: dict[str, list[float]] = {m: [] for m in methods}
     new_acc: dict[str, list[float]] = {m: [] for m in methods}
     run_protocol = dataclasses.replace(protocol, shots=(k,), method_params=method_params)
     runs = _runs(p, W_base, logit_scale, run_protocol, base_draw)
     for _k, _seed, m, est, _chosen, _s in runs:
-        base_acc[m].append(_accuracy(est.logits(base_test.images), base_test.labels))
+        base_acc[m].append(_accuracy(est.logits(base_test.images), base_test_labels))
         if hasattr(est, "new_class_logits") and len(new_test):
-            new_acc[m].append(_accuracy(est.new_class_logits(new_test.images, W_new), new_test.labels))
+            new_acc[m].append(_accuracy(est.new_class_logits(new_test.images, W_new), new_test_labels))
         else:
             new_acc[m].append(zs_new)
     out = {}

@@ -155,16 +155,16 @@ def _fit_method(
     val_extra: dict[str, Any],
 ) -> tuple[Adapter, dict[str, Any] | str]:
     """Fit one method on one support set, searching its hyper-parameters where it has any (see module doc)."""
-    kw = {"text_weights": W, "logit_scale": scale}
+    kw: dict[str, Any] = {"text_weights": W, "logit_scale": scale}
     if cls is ZeroShot:
         return factory().fit(support, y, **kw), "none"
     if search and cls.validation_search:
-        vkw = {"val_features": val[0], "val_labels": val[1]} if val is not None else {}
+        vkw: dict[str, Any] = {"val_features": val[0], "val_labels": val[1]} if val is not None else {}
         est = factory().fit(support, y, **kw, **vkw, **extra)
         chosen: dict[str, Any] | str = {"C": est.C_} if hasattr(est, "C_") else "own search"
     elif search and grid and val is not None:
         est, chosen, _ = fit_with_validation(
-            factory, support, y, *val, param_grid=grid, val_extra=val_extra, **kw, **extra
+            factory, support, y, val[0], val[1], param_grid=grid, val_extra=val_extra, **kw, **extra
         )
     elif search and grid and int(torch.bincount(y).min()) >= 2:
         est, chosen = _carve_and_fit(factory, grid, support, y, clean, kw, extra, clean_extra)
@@ -193,6 +193,7 @@ def _carve_and_fit(
     def rows(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         return t[:, i] if t.ndim == 3 else t[i]
 
+    train_extra: dict[str, Any] = {n: rows(v, tr) for n, v in extra.items()}
     best, _ = grid_search(
         factory,
         grid,
@@ -202,7 +203,7 @@ def _carve_and_fit(
         y[va],
         val_extra={n: v[va] for n, v in clean_extra.items()},
         **kw,
-        **{n: rows(v, tr) for n, v in extra.items()},
+        **train_extra,
     )
     post = set(getattr(factory(**best), "_post_fit_params", ()))
     est = factory(**{k: v for k, v in best.items() if k not in post}).fit(support, y, **kw, **extra)
@@ -228,8 +229,12 @@ class _Prepared:
         self.n_cls = text_weights.shape[0]
         if int(train.labels.max()) >= self.n_cls:
             raise ValueError(f"labels exceed the {self.n_cls} classes of the text weights")
-        if val is not None and (val.labels is None or int(val.labels.max()) >= self.n_cls):
-            raise ValueError("validation features need labels within the classes of the text weights")
+        self.labels: torch.Tensor = train.labels
+        self.val_labels: torch.Tensor | None = None
+        if val is not None:
+            if val.labels is None or int(val.labels.max()) >= self.n_cls:
+                raise ValueError("validation features need labels within the classes of the text weights")
+            self.val_labels = val.labels
         self.inputs = inputs
         self.methods = list(methods or [m for m in METHODS if _requires(m) <= inputs.keys()])
         unknown = [m for m in self.methods if m not in METHODS]
@@ -287,13 +292,13 @@ def _runs(
     for k, seed in tqdm(jobs, disable=not protocol.progress, desc="few-shot", unit="run"):
         idx, vidx = draw(k, seed)
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
-        y = p.train.labels[idx]
+        y = p.labels[idx]
         clean = p.train.images[idx]
         augmented = p.pool.take(idx) if p.pool is not None else None
         val = None
-        if p.val is not None and vidx is not None:
+        if p.val is not None and p.val_labels is not None and vidx is not None:
             vidx = torch.as_tensor(np.asarray(vidx), dtype=torch.int64)
-            val = (p.val.images[vidx], p.val.labels[vidx])
+            val = (p.val.images[vidx], p.val_labels[vidx])
         for m in p.methods:
             cls = METHODS[m]
             role = cls.augmentation
@@ -304,7 +309,7 @@ def _runs(
             for name in _requires(m):
                 rows = p.inputs[name]
                 clean_extra[name] = rows[0][idx]
-                if support.ndim == 3 and role != "none":
+                if support.ndim == 3 and role != "none" and p.aux_pool is not None:
                     extra[name] = views_for(role, clean_extra[name], p.aux_pool.take(idx), cache_passes)
                 else:
                     extra[name] = clean_extra[name]

@@ -137,7 +137,9 @@ def _fit_selected(
     grid = {k: v for k, v in cls.default_grid().items() if k not in fixed} if search and val_idx is not None else {}
     keys = list(grid)
     combos = [dict(zip(keys, values)) for values in itertools.product(*grid.values())] if keys else [{}]
-    val = {} if val_idx is None else {"val": tr.inputs(cls, torch.as_tensor(val_idx)), "val_labels": tr.labels[val_idx]}
+    val: dict[str, Any] = {}
+    if val_idx is not None:
+        val = {"val": tr.inputs(cls, torch.as_tensor(val_idx)), "val_labels": tr.labels[val_idx]}
     best: tuple[float, PromptLearner, dict[str, Any]] | None = None
     for combo in combos:
         est = _make(name, seed, {name: {**fixed, **combo}})
