@@ -1,4 +1,4 @@
-"""The package layering: every module imports only from lower layers, and no module-level import cycle exists.
+"""The package layering: every module imports only from lower layers, and no two modules import each other.
 
 The source is read with ``ast`` (nothing is imported), so the test takes well under a second. Every import counts,
 at module level, in a function or under ``if TYPE_CHECKING:``: a deferred import is still a dependency, and one that
@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"features", "losses", "metrics"},  # cached embeddings; pure loss and metric functions
     {"zeroshot", "ood"},  # zero-shot weights and evaluation; OOD scores
     {"train", "adapt", "index", "probes", "estimate"},  # trainer; adapters; search index; probes; estimators
+    # the built-in models' training recipes (on train, zeroshot, features) belong here too
     {"finetune", "curate", "assess"},  # fine-tuning on train; curation on index; assessments
     {"bench", "serve"},  # the benchmark and its report; the web UI
     {"cli"},  # commands
