@@ -73,3 +73,29 @@ def test_run_few_shot_with_search_is_reproducible(data):
     a, b = run_few_shot(train, test, W, **kw), run_few_shot(train, test, W, **kw)
     assert a["results"] == b["results"] and a["params"] == b["params"]
     assert [len(a["results"][m][k]["runs"]) for m in kw["methods"] for k in (2, 4)] == [2] * 6
+
+
+def test_one_protocol_object_gives_the_keyword_form_results(data):
+    from cliplab.adapt import FewShotProtocol
+    from cliplab.adapt.base_new_protocol import base_to_new
+
+    train, test, W = data
+    settings = FewShotProtocol(methods=["tip_adapter", "gda"], shots=[1, 2], seeds=[1, 2], search=False, progress=False)
+    assert settings.methods == ("tip_adapter", "gda") and settings.shots == (1, 2)  # kept immutable
+    a = run_few_shot(train, test, W, settings)
+    b = run_few_shot(train, test, W, methods=["tip_adapter", "gda"], shots=[1, 2], seeds=[1, 2], search=False,
+                     progress=False)  # fmt: skip
+    assert a["results"] == b["results"] and a["params"] == b["params"] and a["protocol"] == b["protocol"]
+    # a keyword overrides the object's field
+    c = run_few_shot(train, test, W, settings, shots=[2])
+    assert c["results"]["gda"][2] == a["results"]["gda"][2] and list(c["results"]["gda"]) == [2]
+    # base-to-new: k defaults to min(16, max(shots))
+    d = base_to_new(train, test, W, settings, methods=["gda"])
+    assert d["k"] == 2 and d == base_to_new(train, test, W, methods=["gda"], k=2, seeds=[1, 2], search=False)
+    with pytest.raises(TypeError, match=r"run_few_shot\(\) got unexpected keyword argument\(s\) \['shot'\]"):
+        run_few_shot(train, test, W, settings, shot=[2])
+    with pytest.raises(ValueError, match="shots must be positive"):
+        FewShotProtocol(shots=[0, 2])
+    with pytest.raises(ValueError, match="seeds must be a non-empty"):
+        FewShotProtocol(seeds=[])
+    assert FewShotProtocol(shots=np.array([1, 4])).shots == (1, 4)

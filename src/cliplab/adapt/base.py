@@ -39,8 +39,9 @@ class Adapter(Estimator):
     """Base class: validates ``fit``'s inputs, stores the text side and implements ``predict``.
 
     After ``fit``: ``text_weights_`` ``[C, D]``, ``logit_scale_`` (float), ``n_classes_`` (C),
-    ``classes_`` (``arange(C)``), ``n_features_in_`` (D). Subclasses implement ``_fit(X, y, **extra)``
-    with ``X`` ``[V, N, D]`` (``V = 1`` for plain ``[N, D]`` input) and ``_logits(f, **extra)``.
+    ``classes_`` (``arange(C)``), ``n_features_in_`` (D). Subclasses implement ``_fit(X, y)``
+    with ``X`` ``[V, N, D]`` (``V = 1`` for plain ``[N, D]`` input) and ``_logits(f)``, each with the extra
+    inputs it takes as keyword-only parameters (``fit``/``logits`` pass ``**extra`` on).
 
     ``_constraints`` (``{name: Interval | Options | callable}``) are checked by ``fit`` before ``_fit`` runs.
     ``requires`` names the extra inputs ``fit`` and ``logits`` need (AMU: ``{"aux_features"}``); the few-shot
@@ -111,10 +112,12 @@ class Adapter(Estimator):
         return self.logits(features, **extra).argmax(dim=1)
 
     # ----------------------------------------------------------------- for subclasses
-    def _fit(self, X: torch.Tensor, y: torch.Tensor, **extra: Any) -> None:
+    # ``fit``/``logits`` pass their ``**extra`` on: an override adds the extras it takes as keyword-only
+    # parameters (AMU: ``aux_features``), so any other keyword is refused with a TypeError
+    def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def _logits(self, f: torch.Tensor, **extra: Any) -> torch.Tensor:
+    def _logits(self, f: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _zero_shot(self, f: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,8 @@ class LinearProbe(Adapter):
     """
 
     validation_search: ClassVar[bool] = True
+    #: after ``fit``: the searched ``C`` values and their validation scores (None when ``C`` was given)
+    search_table_: list[dict[str, float]] | None
     _constraints = {
         "C": Interval(0, None, closed="neither", allow_none=True),
         "zs_init": Options(False, True),

@@ -45,6 +45,8 @@ from cliplab.adapt.clip_adapter import CLIPAdapter
 from cliplab.adapt.gda import GDA
 from cliplab.adapt.linear_probe import LinearProbe
 from cliplab.adapt.lpplusplus import LPPlusPlus
+from cliplab.adapt.protocol_settings import DEFAULT_SHOTS as DEFAULT_SHOTS  # re-exported: the public default
+from cliplab.adapt.protocol_settings import FewShotProtocol
 from cliplab.adapt.search import fit_with_validation, grid_search, split_validation
 from cliplab.adapt.tip import TipAdapter, TipAdapterF
 from cliplab.adapt.tip_settings import dataset_key, tip_settings
@@ -65,7 +67,6 @@ METHODS: dict[str, type[Adapter]] = {
     "lp++": LPPlusPlus,
     "amu": AMU,
 }
-DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 
 
 def register_method(name: str, cls: type[Adapter], *, replace: bool = False) -> type[Adapter]:
@@ -97,9 +98,10 @@ def _zeroshot_accuracy(feats: torch.Tensor, labels: torch.Tensor, text_weights: 
     return float(((feats @ text_weights.T).argmax(1) == labels).float().mean())
 
 
-def val_shots(k: int) -> int:
-    """Validation images per class for a ``k``-shot run: ``min(k, 4)`` (CoOp/Dassl; lpclip's ``val_shot_list``)."""
-    return min(int(k), 4)
+def val_shots(k: int, most: int = 4) -> int:
+    """Validation images per class for a ``k``-shot run: ``min(k, most)`` (4: CoOp/Dassl; lpclip's
+    ``val_shot_list``)."""
+    return min(int(k), int(most))
 
 
 def method_settings(
@@ -153,16 +155,16 @@ def _fit_method(
     val_extra: dict[str, Any],
 ) -> tuple[Adapter, dict[str, Any] | str]:
     """Fit one method on one support set, searching its hyper-parameters where it has any (see module doc)."""
-    kw = {"text_weights": W, "logit_scale": scale}
+    kw: dict[str, Any] = {"text_weights": W, "logit_scale": scale}
     if cls is ZeroShot:
         return factory().fit(support, y, **kw), "none"
     if search and cls.validation_search:
-        vkw = {"val_features": val[0], "val_labels": val[1]} if val is not None else {}
+        vkw: dict[str, Any] = {"val_features": val[0], "val_labels": val[1]} if val is not None else {}
         est = factory().fit(support, y, **kw, **vkw, **extra)
         chosen: dict[str, Any] | str = {"C": est.C_} if hasattr(est, "C_") else "own search"
     elif search and grid and val is not None:
         est, chosen, _ = fit_with_validation(
-            factory, support, y, *val, param_grid=grid, val_extra=val_extra, **kw, **extra
+            factory, support, y, val[0], val[1], param_grid=grid, val_extra=val_extra, **kw, **extra
         )
     elif search and grid and int(torch.bincount(y).min()) >= 2:
         est, chosen = _carve_and_fit(factory, grid, support, y, clean, kw, extra, clean_extra)
@@ -191,6 +193,7 @@ def _carve_and_fit(
     def rows(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         return t[:, i] if t.ndim == 3 else t[i]
 
+    train_extra: dict[str, Any] = {n: rows(v, tr) for n, v in extra.items()}
     best, _ = grid_search(
         factory,
         grid,
@@ -200,7 +203,7 @@ def _carve_and_fit(
         y[va],
         val_extra={n: v[va] for n, v in clean_extra.items()},
         **kw,
-        **{n: rows(v, tr) for n, v in extra.items()},
+        **train_extra,
     )
     post = set(getattr(factory(**best), "_post_fit_params", ()))
     est = factory(**{k: v for k, v in best.items() if k not in post}).fit(support, y, **kw, **extra)
@@ -226,8 +229,12 @@ class _Prepared:
         self.n_cls = text_weights.shape[0]
         if int(train.labels.max()) >= self.n_cls:
             raise ValueError(f"labels exceed the {self.n_cls} classes of the text weights")
-        if val is not None and (val.labels is None or int(val.labels.max()) >= self.n_cls):
-            raise ValueError("validation features need labels within the classes of the text weights")
+        self.labels: torch.Tensor = train.labels
+        self.val_labels: torch.Tensor | None = None
+        if val is not None:
+            if val.labels is None or int(val.labels.max()) >= self.n_cls:
+                raise ValueError("validation features need labels within the classes of the text weights")
+            self.val_labels = val.labels
         self.inputs = inputs
         self.methods = list(methods or [m for m in METHODS if _requires(m) <= inputs.keys()])
         unknown = [m for m in self.methods if m not in METHODS]
@@ -252,47 +259,46 @@ def _as_pool(views: torch.Tensor | SupportViews | None, train: Features | None, 
     return SupportViews.full(t)
 
 
-def _default_draw(train_labels: torch.Tensor, val_labels: torch.Tensor | None, n_cls: int) -> Draw:
+def _default_draw(
+    train_labels: torch.Tensor, val_labels: torch.Tensor | None, n_cls: int, most_val_shots: int = 4
+) -> Draw:
     def draw(k: int, seed: int) -> tuple[Any, Any]:
         idx = k_shot_indices(train_labels, k, seed, num_classes=n_cls)
         if val_labels is None:
             return idx, None
-        vk = min(val_shots(k), int(torch.bincount(val_labels, minlength=n_cls).min()))
+        vk = min(val_shots(k, most_val_shots), int(torch.bincount(val_labels, minlength=n_cls).min()))
         return idx, (k_shot_indices(val_labels, vk, seed, num_classes=n_cls) if vk >= 1 else None)
 
     return draw
 
 
 def _runs(
-    p: _Prepared,
-    W: torch.Tensor,
-    scale: float,
-    shots: Sequence[int],
-    seeds: Sequence[int],
-    draw: Draw,
-    search: bool,
-    cache_passes: int,
-    dataset: str | None,
-    method_params: Mapping[str, Mapping[str, Any]] | None,
-    param_grids: Mapping[str, Mapping[str, list[Any]]] | None,
-    progress: bool,
+    p: _Prepared, W: torch.Tensor, scale: float, protocol: FewShotProtocol, draw: Draw
 ) -> Iterator[tuple[int, int, str, Adapter, Any, float]]:
-    """``(k, seed, method, fitted estimator, chosen params, fit seconds)`` for every run."""
-    jobs = [(k, s) for k in shots for s in seeds]
+    """``(k, seed, method, fitted estimator, chosen params, fit seconds)`` for every run of ``protocol``'s
+    shots and seeds."""
+    jobs = [(k, s) for k in protocol.shots for s in protocol.seeds]
+    cache_passes = protocol.cache_passes
     settings = {
-        m: method_settings(m, dataset, cache_passes=cache_passes, method_params=method_params, param_grids=param_grids)
+        m: method_settings(
+            m,
+            protocol.dataset,
+            cache_passes=cache_passes,
+            method_params=protocol.method_params,
+            param_grids=protocol.param_grids,
+        )
         for m in p.methods
     }
-    for k, seed in tqdm(jobs, disable=not progress, desc="few-shot", unit="run"):
+    for k, seed in tqdm(jobs, disable=not protocol.progress, desc="few-shot", unit="run"):
         idx, vidx = draw(k, seed)
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
-        y = p.train.labels[idx]
+        y = p.labels[idx]
         clean = p.train.images[idx]
         augmented = p.pool.take(idx) if p.pool is not None else None
         val = None
-        if p.val is not None and vidx is not None:
+        if p.val is not None and p.val_labels is not None and vidx is not None:
             vidx = torch.as_tensor(np.asarray(vidx), dtype=torch.int64)
-            val = (p.val.images[vidx], p.val.labels[vidx])
+            val = (p.val.images[vidx], p.val_labels[vidx])
         for m in p.methods:
             cls = METHODS[m]
             role = cls.augmentation
@@ -303,7 +309,7 @@ def _runs(
             for name in _requires(m):
                 rows = p.inputs[name]
                 clean_extra[name] = rows[0][idx]
-                if support.ndim == 3 and role != "none":
+                if support.ndim == 3 and role != "none" and p.aux_pool is not None:
                     extra[name] = views_for(role, clean_extra[name], p.aux_pool.take(idx), cache_passes)
                 else:
                     extra[name] = clean_extra[name]
@@ -313,7 +319,7 @@ def _runs(
             params, grid = settings[m]
             t0 = time.perf_counter()
             est, chosen = _fit_method(
-                cls, _factory(cls, seed, params), grid, support, y, clean, W, scale, m_val, search,
+                cls, _factory(cls, seed, params), grid, support, y, clean, W, scale, m_val, protocol.search,
                 extra, clean_extra, val_extra,
             )  # fmt: skip
             yield k, seed, m, est, chosen, time.perf_counter() - t0
@@ -350,11 +356,9 @@ def run_few_shot(
     train: Features,
     test: Features,
     text_weights: torch.Tensor,
+    protocol: FewShotProtocol | None = None,
     *,
     logit_scale: float = 100.0,
-    methods: Sequence[str] | None = None,
-    shots: Sequence[int] = DEFAULT_SHOTS,
-    seeds: Sequence[int] = (1, 2, 3),
     train_views: torch.Tensor | SupportViews | None = None,
     val: Features | None = None,
     aux_train: torch.Tensor | None = None,
@@ -362,16 +366,14 @@ def run_few_shot(
     aux_val: torch.Tensor | None = None,
     aux_views: torch.Tensor | SupportViews | None = None,
     extra_inputs: Mapping[str, ExtraInput] | None = None,
-    dataset: str | None = None,
-    method_params: Mapping[str, Mapping[str, Any]] | None = None,
-    param_grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
-    cache_passes: int = CACHE_PASSES,
     draw: Draw | None = None,
-    search: bool = True,
-    progress: bool = True,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Accuracy of each method for each shot count, over ``seeds``: ``{"results": {method: {k: {mean, std,
+    """Accuracy of each method for each shot count, over the seeds: ``{"results": {method: {k: {mean, std,
     runs}}}, "zeroshot": acc, "params": ..., "seconds": {method: s}, "protocol": {...}}``.
+
+    ``protocol``: methods, shots, seeds, search, per-method settings (``FewShotProtocol``; ``settings``: any
+    of its fields as keywords, overriding it: ``run_few_shot(train, test, W, shots=[4], seeds=[1])``).
 
     ``train_views``: augmented passes of the training images, ``[P, N, D]`` or a ``SupportViews`` of only the
     rows some support set uses (``cliplab.adapt.views.support_rows``); each method takes its share (module
@@ -381,8 +383,10 @@ def run_few_shot(
     ``extra_inputs={"aux_features": (aux_train, aux_test[, aux_val])}``. A method whose ``requires`` names an
     input not given is skipped by default and refused when asked for. ``dataset``: the dataset's name, which
     selects Tip-Adapter's per-dataset settings. ``draw(k, seed) -> (support rows, val rows)`` replaces the
-    default sampler (``k_shot_indices`` on both, ``min(k, 4)`` per class for validation).
+    default sampler (``k_shot_indices`` on both, ``min(k, val_shots)`` per class for validation).
     """
+    protocol = FewShotProtocol.resolve(protocol, "run_few_shot", **settings)
+    shots = protocol.shots
     if test.labels is None:
         raise ValueError("the few-shot protocol needs labelled train and test features")
     if int(test.labels.max()) >= text_weights.shape[0]:
@@ -395,20 +399,16 @@ def run_few_shot(
         inputs.setdefault("aux_features", rows)
     if train.labels is None:
         raise ValueError("the few-shot protocol needs labelled train and test features")
-    p = _Prepared(train, text_weights, methods, train_views, val, inputs, aux_views)
+    p = _Prepared(train, text_weights, protocol.methods, train_views, val, inputs, aux_views)
     counts = torch.bincount(train.labels, minlength=p.n_cls)
     max_k = int(counts.min())
     if max(shots) > max_k:
         raise ValueError(f"asked for {max(shots)} shots but the smallest class has {max_k} training images")
-    draw = draw or _default_draw(train.labels, None if val is None else val.labels, p.n_cls)
+    draw = draw or _default_draw(train.labels, None if val is None else val.labels, p.n_cls, protocol.val_shots)
     results: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in p.methods}
     params: dict[str, dict[int, list[Any]]] = {m: {} for m in p.methods}
     seconds = dict.fromkeys(p.methods, 0.0)
-    runs = _runs(
-        p, text_weights, logit_scale, shots, seeds, draw, search, cache_passes, dataset, method_params,
-        param_grids, progress,
-    )  # fmt: skip
-    for k, _seed, m, est, chosen, fit_s in runs:
+    for k, _seed, m, est, chosen, fit_s in _runs(p, text_weights, logit_scale, protocol, draw):
         t0 = time.perf_counter()
         test_extra = {name: inputs[name][1] for name in _requires(m)}
         acc = _accuracy(est.logits(test.images, **test_extra), test.labels)
@@ -424,13 +424,13 @@ def run_few_shot(
         "params": params,
         "seconds": seconds,
         "shots": list(shots),
-        "seeds": list(seeds),
+        "seeds": list(protocol.seeds),
         "methods": p.methods,
         "protocol": protocol_note(
             validation="dataset" if val is not None else "support",
             passes=0 if p.pool is None else p.pool.passes,
-            cache_passes=cache_passes,
-            dataset=dataset,
-            search=search,
+            cache_passes=protocol.cache_passes,
+            dataset=protocol.dataset,
+            search=protocol.search,
         ),
     }

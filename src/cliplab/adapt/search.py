@@ -38,16 +38,19 @@ def split_validation(
     with ``seed`` (reproducible). Raises ``ValueError`` when no validation sample can be drawn.
     """
     y = as_labels(labels, "labels")
+    fraction = 0.0  # with per_class: unused
     if per_class is not None:
         per_class = check_int(per_class, "per_class")
     elif val_fraction is None or not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1) (or give per_class), got {val_fraction!r}")
+    else:
+        fraction = float(val_fraction)
     gen = generator(seed)
     train, val = [], []
     for k in torch.unique(y).tolist():
         idx = torch.nonzero(y == k).flatten()
         idx = idx[torch.randperm(idx.numel(), generator=gen)]
-        want = per_class if per_class is not None else max(1, round(float(val_fraction) * idx.numel()))
+        want = per_class if per_class is not None else max(1, round(fraction * idx.numel()))
         n_val = min(want, idx.numel() - 1)
         val.append(idx[:n_val])
         train.append(idx[n_val:])

@@ -20,12 +20,12 @@ Metrics: ``lp_acc1``, ``lp_acc5`` (NaN with fewer than 5 classes; CLIP_benchmark
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, random_split
+from torch.utils.data import DataLoader, Dataset, random_split
 
 from cliplab._validation import ArrayLike, as_features, as_labels
 from cliplab.metrics.classification import mean_per_class_recall, topk_accuracy
@@ -57,7 +57,8 @@ def _train(
         torch.manual_seed(seed)
         probe = torch.nn.Linear(x.shape[1], n_classes)
         # batches of indices: the same random stream as a DataLoader over the features, without per-item collation
-        loader = DataLoader(range(len(y)), batch_size=batch_size, shuffle=True)
+        rows = cast(Dataset[int], range(len(y)))  # a range is a map-style dataset (len and indexing)
+        loader: DataLoader[int] = DataLoader(rows, batch_size=batch_size, shuffle=True)
         opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
         steps = epochs * len(loader)
         for epoch in range(epochs):
@@ -143,16 +144,20 @@ def linear_probe_benchmark(
         xtr, xte = F.normalize(xtr.float(), dim=-1), F.normalize(xte.float(), dim=-1)
     xva = yva = None
     if val_features is not None:
+        if val_labels is None:
+            raise ValueError("val_features needs val_labels")
         xva = as_features(val_features, "val_features", dim=xtr.shape[1]).float()
         yva = as_labels(val_labels, "val_labels", n=xva.shape[0])
         xva = F.normalize(xva, dim=-1) if normalize else xva
     elif val_proportion is not None:
-        tr_idx, va_idx = random_split(
-            range(len(ytr)), [1 - val_proportion, val_proportion], generator=torch.Generator().manual_seed(seed)
+        tr_split, va_split = random_split(
+            cast(Dataset[int], range(len(ytr))),  # a range is a map-style dataset (len and indexing)
+            [1 - val_proportion, val_proportion],
+            generator=torch.Generator().manual_seed(seed),
         )
-        if not len(tr_idx) or not len(va_idx):
+        if not len(tr_split) or not len(va_split):
             raise ValueError(f"val_proportion={val_proportion} leaves an empty split of {len(ytr)} training images")
-        tr_idx, va_idx = torch.tensor(list(tr_idx)), torch.tensor(list(va_idx))
+        tr_idx, va_idx = torch.tensor(list(tr_split.indices)), torch.tensor(list(va_split.indices))  # range: i ↦ i
         xtr, ytr, xva, yva = xtr[tr_idx], ytr[tr_idx], xtr[va_idx], ytr[va_idx]
     if fewshot_k > 0:
         keep = _few_shot(ytr, fewshot_k, seed)
@@ -184,22 +189,22 @@ def _search_and_fit(
 ) -> dict[str, Any]:
     searched: dict[int, float] = {}
 
-    def peak(indices: list[int]) -> int:
+    def peak(indices: list[int], xv: torch.Tensor, yv: torch.Tensor) -> int:
         best, best_acc = 0, 0.0  # as CLIP_benchmark's find_peak: index 0 unless some accuracy beats 0
         for idx in indices:
             if idx not in searched:
                 probe = _train(xtr, ytr, c, WD_GRID[idx], **fit)
-                z = _logits(probe, xva)
-                searched[idx] = topk_accuracy(z, yva, 1) if bool(torch.isfinite(z).all()) else 0.0
+                z = _logits(probe, xv)
+                searched[idx] = topk_accuracy(z, yv, 1) if bool(torch.isfinite(z).all()) else 0.0
             if best_acc < searched[idx]:
                 best, best_acc = idx, searched[idx]
         return best
 
-    if xva is not None:
-        at = peak(list(WD_START))
+    if xva is not None and yva is not None:  # given together
+        at = peak(list(WD_START), xva, yva)
         span = 8
         while span > 0:
-            at = peak([max(at - span, 0), at, min(at + span, len(WD_GRID) - 1)])
+            at = peak([max(at - span, 0), at, min(at + span, len(WD_GRID) - 1)], xva, yva)
             span //= 2
         wd = WD_GRID[at]
         if fewshot_k < 0:  # full training: train + validation

@@ -98,7 +98,7 @@ def ood_evaluation(
         "mcm": lambda n, f: ood.mcm(f.images, W),
     }
     neglabel_info: dict[str, Any] | None = None
-    if "neglabel" in methods:
+    if "neglabel" in methods and encode_texts is not None:  # skipped above without a text encoder
         neg = ood.NegLabel(**{"exclude": [], **(neglabel_options or {})})
         classnames = list(id_features.classnames or [])
         pos, id_prompts = W, "the given text weights"

@@ -98,6 +98,7 @@ def _draw(train_ds: object, train_labels: Any, val_labels: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from cliplab.adapt.base_new_protocol import base_to_new
     from cliplab.adapt.protocol import run_few_shot
+    from cliplab.adapt.protocol_settings import FewShotProtocol
     from cliplab.adapt.views import embed_support_views
     from cliplab.assess import split_half
     from cliplab.data import load_dataset
@@ -166,42 +167,42 @@ def run(args: argparse.Namespace) -> int:
                 aux, support_ds, train.labels, shots_for_views, seeds, args.views, **views_kw
             )
     W = zeroshot_weights(model, train.classnames, load_templates(args.templates) or train_ds.templates)
-    dataset_name = args.settings_for or train_ds.name
+    protocol = FewShotProtocol(
+        methods=methods,
+        shots=shots,
+        seeds=seeds,
+        search=not args.no_search,
+        dataset=args.settings_for or train_ds.name,
+        resume_file=args.resume_file,  # the prompt learners'
+        progress=not args.quiet,
+    )
     res = run_few_shot(
         train,
         test,
         W,
+        protocol,
         logit_scale=model.logit_scale,
-        methods=methods,
-        shots=shots,
-        seeds=seeds,
         train_views=views,
         val=val,
         aux_train=aux_train,
         aux_test=aux_test,
         aux_val=aux_val,
         aux_views=aux_views,
-        dataset=dataset_name,
         draw=draw,
-        search=not args.no_search,
-        progress=not args.quiet,
     )
     res["sampler"] = "dataset" if draw is not None else "cliplab"
     res["templates"] = "--templates" if args.templates else ("dataset" if train_ds.templates else "default")
     if args.base_to_new:
-        res["base_to_new"] = base_to_new(
+        res["base_to_new"] = base_to_new(  # min(16, max(shots)) shots per base class
             train,
             test,
             W,
+            protocol,
             logit_scale=model.logit_scale,
             methods=res["methods"],
-            k=min(16, max(shots)),
-            seeds=seeds,
             train_views=views,
             val=val,
-            dataset=dataset_name,
             draw=draw,
-            search=not args.no_search,
         )
     add_prompt_methods(
         res,
@@ -211,13 +212,9 @@ def run(args: argparse.Namespace) -> int:
         train,
         test,
         prompt_methods,
-        shots=shots,
-        seeds=seeds,
+        protocol,
         base_to_new=args.base_to_new,
         templates=load_templates(args.templates) or train_ds.templates,
-        search=not args.no_search,
-        resume_file=args.resume_file,
-        progress=not args.quiet,
     )
     if args.json:
         print_json(res)

@@ -80,7 +80,7 @@ def _plot(path: str, results: dict[str, Any]) -> None:
     from pathlib import Path
 
     from cliplab._io import atomic_path
-    from cliplab.probes.figures import probe_bar_chart
+    from cliplab.bench.probe_figures import probe_bar_chart
 
     models = {results["model"]: results["probes"], **results.get("compare", {})}
     specs = list(results["probes"])

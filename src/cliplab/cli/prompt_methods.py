@@ -9,9 +9,12 @@ merges their rows into the feature adapters' result, which has the same shape.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cliplab.cli.common import UsageError
+
+if TYPE_CHECKING:
+    from cliplab.adapt.protocol_settings import FewShotProtocol
 
 
 def split_methods(arg: str | None) -> tuple[list[str] | None, list[str]]:
@@ -38,42 +41,26 @@ def add_prompt_methods(
     train: Any,
     test: Any,
     methods: Sequence[str],
+    protocol: FewShotProtocol | None = None,
     *,
-    shots: Sequence[int],
-    seeds: Sequence[int],
     base_to_new: bool = False,
     templates: Any = None,
-    search: bool = True,
-    params: Any = None,
-    resume_file: Any = None,
-    progress: bool = True,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Run the prompt learners on ``support_ds``/``test_ds`` (with their cached ``train``/``test`` features) and
-    merge ``results``, ``params``, ``seconds``, ``methods`` (and ``base_to_new.results``) into ``res``."""
+    """Run the prompt learners ``methods`` on ``support_ds``/``test_ds`` (with their cached ``train``/``test``
+    features) under ``protocol`` (the adapters' shots, seeds, search, ...; ``settings``: fields overriding it)
+    and merge ``results``, ``params``, ``seconds``, ``methods`` (and ``base_to_new.results``) into ``res``."""
     from cliplab.adapt.prompting import prompt_base_to_new, run_prompt_few_shot
 
     if not methods:
         return res
-    kw = {"templates": templates, "train_features": train, "test_features": test, "search": search, "params": params}
-    out = run_prompt_few_shot(
-        model,
-        support_ds,
-        test_ds,
-        methods=methods,
-        shots=shots,
-        seeds=seeds,
-        progress=progress,
-        resume_file=resume_file,
-        **kw,
-    )
+    kw = {"templates": templates, "train_features": train, "test_features": test, **settings, "methods": methods}
+    out = run_prompt_few_shot(model, support_ds, test_ds, protocol, **kw)
     for key in ("results", "params", "seconds"):
         res.setdefault(key, {}).update(out[key])
     res["methods"] = [*res.get("methods", []), *out["methods"]]
-    if base_to_new:
-        k = min(16, max(shots))
-        b2n = prompt_base_to_new(
-            model, support_ds, test_ds, methods=methods, k=k, seeds=seeds, resume_file=resume_file, **kw
-        )
+    if base_to_new:  # min(16, max(shots)) shots per base class
+        b2n = prompt_base_to_new(model, support_ds, test_ds, protocol, **kw)
         if "base_to_new" in res:
             res["base_to_new"]["results"].update({m: r for m, r in b2n["results"].items() if m != "zeroshot"})
         else:

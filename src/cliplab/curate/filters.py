@@ -80,7 +80,7 @@ def near_duplicates(
     features: np.ndarray,
     threshold: float,
     *,
-    candidates: Sequence[int] | None = None,
+    candidates: Sequence[int] | np.ndarray | None = None,
     groups: np.ndarray | None = None,
     k: int = 16,
     what: str = "pair",
@@ -106,8 +106,8 @@ def near_duplicates(
     while more.size:  # a full neighbour list above the threshold may hide more duplicates: look further
         k = min(2 * k, n)
         s2, i2 = (t.numpy() for t in index.search(x[more], k=k))
-        for j, a in enumerate(more):
-            neighbours[a] = (s2[j], i2[j])
+        for j, row in enumerate(more):
+            neighbours[row] = (s2[j], i2[j])
         more = more[s2[:, -1] >= threshold] if k < n else np.zeros(0, dtype=np.int64)
     kept = np.zeros(rows.size, dtype=bool)
     out: dict[int, str] = {}

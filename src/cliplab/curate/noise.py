@@ -62,6 +62,8 @@ def write_noisy_world(
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     per_image = pool._item_tables()[1]
+    if per_image is None:  # the shapes world always has captions
+        raise ValueError("the shapes pool has no captions")
     rows: list[tuple[str, str]] = []
     noise: dict[str, list[int]] = {k: [] for k in ("mismatched", "duplicate", "short", "foreign", "unreadable")}
     files = []

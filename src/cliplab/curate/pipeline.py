@@ -124,17 +124,20 @@ def _read(data: str | os.PathLike) -> _Input:
         return _Input(ds, [str(p) for p in paths], paths, list(ds.captions), np.asarray(ds.text_to_image), path)
     from cliplab.data import load_dataset
 
-    ds = load_dataset(str(data))
-    if not ds.captions:
+    loaded = load_dataset(str(data))
+    if not loaded.captions:
         raise ValueError(f"{data}: curate needs captioned data (a caption file or captioned wds: shards)")
-    t2i = np.asarray(ds.text_to_image)
-    if getattr(ds, "paths", None) is not None:
-        paths = [Path(p) for p in ds.paths]
-        return _Input(ds, [str(p) for p in paths], paths, list(ds.captions), t2i, None)
-    if hasattr(ds, "index") and hasattr(ds, "keys"):  # webdataset shards (cliplab.data.sources.wds)
-        root = None if getattr(ds, "from_pattern", True) else Path(ds.root)
-        return _Input(ds, list(ds.keys), None, list(ds.captions), t2i, root, getattr(ds, "split", "test"))
-    raise ValueError(f"{data}: curate reads caption files and wds: shards, not {type(ds).__name__}")
+    t2i = np.asarray(loaded.text_to_image)
+    loaded_paths = getattr(loaded, "paths", None)
+    if loaded_paths is not None:
+        paths = [Path(p) for p in loaded_paths]
+        return _Input(loaded, [str(p) for p in paths], paths, list(loaded.captions), t2i, None)
+    if hasattr(loaded, "index") and hasattr(loaded, "keys"):  # webdataset shards (cliplab.data.sources.wds)
+        shard_root = getattr(loaded, "root", None)
+        root = None if getattr(loaded, "from_pattern", True) or shard_root is None else Path(shard_root)
+        keys = list(loaded.keys)
+        return _Input(loaded, keys, None, list(loaded.captions), t2i, root, getattr(loaded, "split", "test"))
+    raise ValueError(f"{data}: curate reads caption files and wds: shards, not {type(loaded).__name__}")
 
 
 def _previous(source: _Input, config: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +271,8 @@ def curate_dataset(
                 threshold = float(config.clip_threshold)
             elif "clip_threshold" in resolved_before:
                 threshold = float(resolved_before["clip_threshold"])
-            else:  # just below the last kept score: re-scoring noise (~1e-7) must not flip it on a re-run
+            elif config.clip_top_fraction is not None:  # just below the last kept score: re-scoring noise (~1e-7)
+                # must not flip it on a re-run
                 threshold = F.clip_score_threshold(scores[rows], config.clip_top_fraction) - 1e-5
             resolved["clip_threshold"] = threshold
             drop("clip_score", F.clip_score_filter(scores, threshold))
@@ -294,7 +298,8 @@ def curate_dataset(
         resolved["concept_counts"] = counts
         drop("balance", found, rows)
     kept = alive()
-    text = "" if shards else _render(output, [(inp.paths[int(t2i[m])], captions[m]) for m in kept])
+    paths = inp.paths  # None exactly when the output is shards
+    text = "" if shards or paths is None else _render(output, [(paths[int(t2i[m])], captions[m]) for m in kept])
     by_reason: dict[str, int] = {}
     for name, _ in removed.values():
         by_reason[name] = by_reason.get(name, 0) + 1

@@ -143,7 +143,8 @@ def embed(
     key = cache_key(model, dataset, precision)
     path = None
     if cache_dir is not False:
-        path = Path(default_cache_dir() if cache_dir in (None, True) else cache_dir) / f"{key}.safetensors"
+        root = default_cache_dir() if cache_dir is None or cache_dir is True else Path(cache_dir)
+        path = root / f"{key}.safetensors"
         if path.is_file():
             try:
                 feats = Features.load(path)

@@ -47,8 +47,8 @@ class Preprocess:
 
     resize: int | tuple[int, int] | None = 224
     crop: tuple[int, int] | None = (224, 224)
-    mean: tuple[float, float, float] = OPENAI_MEAN
-    std: tuple[float, float, float] = OPENAI_STD
+    mean: tuple[float, ...] = OPENAI_MEAN  # per channel (RGB)
+    std: tuple[float, ...] = OPENAI_STD
     resample: int = Image.Resampling.BICUBIC
     rescale: float = 1 / 255
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -171,6 +171,8 @@ class Preprocess:
         crop = None
         if cfg.get("do_center_crop", False):
             cs = cfg.get("crop_size", size)
+            if cs is None:
+                raise ValueError("preprocessor config: do_center_crop is set but neither crop_size nor size is given")
             crop = (int(cs), int(cs)) if isinstance(cs, int | float) else (int(cs["height"]), int(cs["width"]))
         if cfg.get("do_normalize", True):
             mean = tuple(float(v) for v in cfg.get("image_mean", OPENAI_MEAN))
@@ -181,8 +183,8 @@ class Preprocess:
         return cls(
             resize=resize,
             crop=crop,
-            mean=mean,  # type: ignore[arg-type]
-            std=std,  # type: ignore[arg-type]
+            mean=mean,
+            std=std,
             resample=int(cfg.get("resample", Image.Resampling.BICUBIC)),
             rescale=rescale,
         )
@@ -265,8 +267,8 @@ class PatchPreprocess(Preprocess):
 
     resize: int | tuple[int, int] | None = None
     crop: tuple[int, int] | None = None
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
     resample: int = Image.Resampling.BILINEAR
     patch_size: int = 16
     max_num_patches: int = 256
@@ -328,8 +330,8 @@ class PatchPreprocess(Preprocess):
             )
         rescale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0
         return cls(
-            mean=mean,  # type: ignore[arg-type]
-            std=std,  # type: ignore[arg-type]
+            mean=mean,
+            std=std,
             resample=int(cfg.get("resample", Image.Resampling.BILINEAR)),
             rescale=rescale,
             patch_size=int(cfg.get("patch_size", 16)),

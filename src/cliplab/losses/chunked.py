@@ -32,6 +32,8 @@ def _tile(a_blk: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, euclid: boo
     """The ``[chunk, M]`` logits of a row block (no bias)."""
     if not euclid:
         return torch.mm(a_blk * scale, b.T)
+    if b_sq is None:
+        raise ValueError("a Euclidean tile needs the squared norms of b (b_sq)")
     # −s·(‖a‖² + ‖b‖² − 2a·b) = (2s·a)·bᵀ − s‖a‖² − s‖b‖²
     z = torch.addmm(-(scale * a_blk.pow(2).sum(1))[:, None], a_blk * (2.0 * scale), b.T)
     return z.sub_((scale * b_sq)[None, :])

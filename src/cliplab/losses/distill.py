@@ -118,7 +118,7 @@ class DistillHead(nn.Module):
     def project(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The student's features in the teacher's space, L2-normalised: ``norm(proj(x))`` (``norm(x)`` when
         the dimensions agree)."""
-        if self.visual_proj is not None:
+        if self.visual_proj is not None and self.text_proj is not None:  # both or neither
             image, text = self.visual_proj(image), self.text_proj(text)
         return F.normalize(image, dim=1), F.normalize(text, dim=1)
 

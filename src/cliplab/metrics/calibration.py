@@ -41,7 +41,7 @@ def _probs_labels(logits: ArrayLike, labels: ArrayLike, from_probs: bool) -> tup
     return torch.softmax(z, 1), y
 
 
-def _binned(logits: ArrayLike, labels: ArrayLike, n_bins: int, from_probs: bool) -> dict[str, np.ndarray]:
+def _binned(logits: ArrayLike, labels: ArrayLike, n_bins: int, from_probs: bool) -> dict[str, Any]:
     if int(n_bins) < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     p, y = _probs_labels(logits, labels, from_probs)
@@ -71,7 +71,7 @@ def ece(logits: ArrayLike, labels: ArrayLike, n_bins: int = 15, *, from_probs: b
     Confidence = max softmax probability (or the max of ``logits`` rows when ``from_probs=True``);
     bins are equal-width, ``B_m = (m/M, (m+1)/M]`` as in Guo et al. 2017; empty bins contribute 0.
     """
-    return _binned(logits, labels, n_bins, from_probs)["ece"]
+    return float(_binned(logits, labels, n_bins, from_probs)["ece"])
 
 
 def reliability_diagram(

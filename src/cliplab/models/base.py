@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import torch
 from torch import nn
@@ -61,6 +61,14 @@ class Model:
     preprocess: Preprocess
     geometry: str = "cosine"
     module: nn.Module
+    # what ``tokenize`` wraps, for the trainer's token caches (``train.batches``): set by the models that have
+    # them (Hugging Face: all three; open_clip: ``tokenizer``); read with ``getattr(model, name, None)`` elsewhere
+    #: the text tokenizer (a Hugging Face tokenizer, open_clip's, ...)
+    tokenizer: Any
+    #: the longest token sequence the text tower takes
+    max_length: int | None
+    #: how the Hugging Face tokenizer pads a batch: ``"longest"`` or ``"max_length"``
+    padding: str | None
 
     # -- declared capabilities (what the trainer and other tools may rely on) ---------------------
     @property
@@ -95,7 +103,10 @@ class Model:
     @property
     def logit_scale(self) -> float:
         """The multiplier ``s`` = ``exp(module.logit_scale)`` (the parameter is stored as a log)."""
-        return float(self.module.logit_scale.detach().exp().reshape(-1)[0])
+        log_scale = self.module.logit_scale
+        if not isinstance(log_scale, torch.Tensor):
+            raise TypeError(f"{type(self.module).__name__}.logit_scale must be a parameter, got a sub-module")
+        return float(log_scale.detach().exp().reshape(-1)[0])
 
     @property
     def logit_bias(self) -> float | None:
@@ -122,7 +133,7 @@ class Model:
     def embed_dim(self) -> int:
         return int(self.encode_texts(["a"]).shape[1])
 
-    def to(self, device: str | torch.device) -> Model:
+    def to(self, device: str | torch.device) -> Self:
         self.module.to(device)
         return self
 

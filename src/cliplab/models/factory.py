@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from cliplab.models.hf import HFModel
 from cliplab.imaging.preprocess import Preprocess
+from cliplab.models.hf import HFModel
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
@@ -132,7 +132,7 @@ def create_model(config: ModelConfig, tokenizer, *, spec: str = "<new>", seed: i
     preprocess = Preprocess(
         resize=config.image_size,
         crop=(config.image_size, config.image_size),
-        mean=tuple(config.mean),  # type: ignore[arg-type]
-        std=tuple(config.std),  # type: ignore[arg-type]
+        mean=tuple(config.mean),
+        std=tuple(config.std),
     )
     return HFModel(module, tokenizer, preprocess, spec=spec, geometry=config.geometry)

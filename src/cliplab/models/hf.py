@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from cliplab._io import atomic_dir
-from cliplab.models.base import GEOMETRIES, Model
 from cliplab.imaging.preprocess import OPENAI_MEAN, OPENAI_STD, PatchPreprocess, Preprocess, unpack_patches
+from cliplab.models.base import GEOMETRIES, Model
 
 #: text padding each architecture was trained with ("longest" unless listed)
 TEXT_PADDING = {"siglip": "max_length", "siglip2": "max_length"}
@@ -57,6 +57,9 @@ class HFModel(Model):
 
     can_save = True
     can_train = True
+    #: a transformers two-tower model (``CLIPModel``, ``SiglipModel``, ...); the families share the tower methods
+    #: (``get_image_features``, ``get_text_features``, ``text_model``, ...) without a common typed base
+    module: Any
 
     def __init__(
         self,

@@ -27,8 +27,8 @@ import torch
 from PIL import Image
 
 from cliplab._io import atomic_dir
-from cliplab.models.base import GEOMETRIES, Model
 from cliplab.imaging.preprocess import Preprocess
+from cliplab.models.base import GEOMETRIES, Model
 
 INSTALL_HINT = (
     "the openclip: backend needs the optional package open_clip (and torchvision): pip install open_clip_torch"
@@ -66,21 +66,21 @@ def preprocess_from_cfg(cfg: dict[str, Any]) -> Preprocess:
     interpolation = cfg.get("interpolation", "bicubic")
     if interpolation not in _RESAMPLE:
         raise ValueError(f"open_clip preprocess_cfg: unsupported interpolation {interpolation!r} (bicubic, bilinear)")
-    common = {
-        "mean": tuple(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
-        "std": tuple(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
-        "resample": _RESAMPLE[interpolation],
-    }
+    mean = tuple(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
+    std = tuple(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
+    resample = _RESAMPLE[interpolation]
     if int(cfg.get("fill_color", 0)) != 0:
         raise ValueError(f"open_clip preprocess_cfg: fill_color {cfg['fill_color']!r} is not supported (only 0)")
     if mode == "squash":
-        return Preprocess(resize=(h, w), crop=None, **common)
+        return Preprocess(resize=(h, w), crop=None, mean=mean, std=std, resample=resample)
     if mode == "shortest" and h == w:
-        return Preprocess(resize=h, crop=(h, w), crop_round=True, **common)
+        return Preprocess(resize=h, crop=(h, w), crop_round=True, mean=mean, std=std, resample=resample)
     if mode in ("shortest", "longest"):  # ResizeKeepRatio, then CenterCrop / CenterCropOrPad (zeros)
         if mode == "shortest":  # open_clip builds this ResizeKeepRatio without its interpolation: bicubic
-            common["resample"] = Image.Resampling.BICUBIC
-        return Preprocess(resize=(h, w), crop=(h, w), crop_round=True, keep_ratio=mode, **common)
+            resample = Image.Resampling.BICUBIC
+        return Preprocess(
+            resize=(h, w), crop=(h, w), crop_round=True, keep_ratio=mode, mean=mean, std=std, resample=resample
+        )
     raise ValueError(
         f"open_clip preprocess_cfg: unknown resize_mode {mode!r} (open_clip has 'shortest', 'longest', 'squash')"
     )
@@ -100,6 +100,8 @@ class OpenCLIPModel(Model):
     can_train = True
     #: ``save`` keeps a ``logit_bias`` the trainer added (SigLIP loss) as ``model_cfg.init_logit_bias`` + weights
     saves_logit_bias = True
+    #: an open_clip ``CLIP`` / ``CustomTextCLIP`` (open_clip ships no type information)
+    module: Any
 
     def __init__(self, arch: str, pretrained: str | None, *, spec: str, device: str | None = None):
         open_clip = _import_open_clip()

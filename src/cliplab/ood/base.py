@@ -38,6 +38,12 @@ class OODScorer(Estimator):
         if missing:
             raise ValueError(f"{type(self).__name__}.fit needs {', '.join(missing)}")
 
+    def _required(self, value: ArrayLike | None, name: str) -> ArrayLike:
+        """``value``, an input in ``requires`` (so never None after ``_check_inputs``)."""
+        if value is None:
+            raise ValueError(f"{type(self).__name__}.fit needs {name}")
+        return value
+
 
 #: scorer name → class, the registry of fitted OOD scorers (``register_ood_scorer`` adds one)
 OOD_SCORERS: dict[str, type[OODScorer]] = {}

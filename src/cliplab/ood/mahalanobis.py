@@ -43,8 +43,8 @@ class Mahalanobis(OODScorer):
         self._validate_params()
         self._check_inputs(train_features=train_features, labels=labels)
         chunk_size = int(self.chunk_size)
-        X = as_features(train_features, "features")
-        y = as_labels(labels, "labels", n=X.shape[0])
+        X = as_features(self._required(train_features, "train_features"), "features")
+        y = as_labels(self._required(labels, "labels"), "labels", n=X.shape[0])
         classes = torch.unique(y)
         if classes.numel() < 2:
             raise ValueError(f"Mahalanobis needs features from at least 2 classes, got {classes.numel()}")

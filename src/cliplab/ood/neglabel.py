@@ -31,9 +31,9 @@ def builtin_words() -> list[str]:
 
 
 def _check_n_negatives(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise ValueError(f"{name} must be a positive count or a fraction in (0, 1], got {value!r}")
-    if not isinstance(value, numbers.Integral) and value > 1:
+    if not isinstance(value, numbers.Integral) and float(value) > 1:
         raise ValueError(f"a fractional {name} must be in (0, 1], got {value}")
 
 
@@ -48,7 +48,7 @@ def _check_source(value: Any, name: str) -> None:
 
 
 def _check_temperature(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise ValueError(f"temperature {name} must be positive, got {value}")
 
 
@@ -204,7 +204,7 @@ class NegLabel(OODScorer):
             if encode_texts is None and callable(labels):
                 encode_texts, labels = labels, None
         self._check_inputs(text_weights=text_weights)
-        pos = l2_normalize(as_features(text_weights, "text_weights"))
+        pos = l2_normalize(as_features(self._required(text_weights, "text_weights"), "text_weights"))
         parts, self.source_ = self._pool(encode_texts, candidate_embeddings, pos.shape[1])
         pool = l2_normalize(torch.cat([emb for emb, _ in parts]))
         words = None if any(w is None for _, w in parts) else [w for _, ws in parts for w in ws]

@@ -104,7 +104,7 @@ class KNN(OODScorer):
     ) -> KNN:
         self._validate_params()
         self._check_inputs(train_features=train_features)
-        bank = as_features(train_features, "train_features")
+        bank = as_features(self._required(train_features, "train_features"), "train_features")
         if bank.shape[0] < int(self.k):
             raise ValueError(f"k={self.k} but only {bank.shape[0]} training features")
         self.bank_ = l2_normalize(bank).contiguous()

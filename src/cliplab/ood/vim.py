@@ -73,7 +73,7 @@ class ViM(OODScorer):
             W, b = text_weights, bias
         self._check_inputs(train_features=train_features, text_weights=W)
         chunk = int(self.chunk_size)
-        X = as_features(train_features, "train_features")
+        X = as_features(self._required(train_features, "train_features"), "train_features")
         n, d = X.shape
         W_ = as_features(W, "W", dim=d)
         b_ = torch.zeros(W_.shape[0]) if b is None else as_tensor(b, "b", ndim=1)

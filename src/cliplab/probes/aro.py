@@ -152,5 +152,6 @@ def load_aro_order(root: str | os.PathLike, dataset: str = "coco", *, split: str
         raise ValueError(f"{path} contains no captions")
     check_images(files, path)
     name = f"aro-{dataset}-order"
-    return SelectionProbe(name, ProbeImages(files, name=name), image_index, captions, ["order"] * len(captions),
+    rows = np.asarray(image_index, dtype=np.int64)
+    return SelectionProbe(name, ProbeImages(files, name=name), rows, captions, ["order"] * len(captions),
                           info={"perturbations": used})  # fmt: skip

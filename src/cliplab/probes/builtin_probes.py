@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from cliplab.data.shapes_probes import NEGATIVE_TYPES, ShapesProbes, generate_probes, probes_of
 from cliplab.data.shapes_world import ShapesDataset
 from cliplab.probes.base import SelectionProbe
@@ -35,4 +37,5 @@ def builtin_probe(
                 image_index.append(p.index)
                 captions.append([p.positive, p.negatives[kind]])
                 kinds.append(kind)
-    return SelectionProbe("shapes", probes.dataset, image_index, captions, kinds, info=probes.options())
+    rows = np.asarray(image_index, dtype=np.int64)
+    return SelectionProbe("shapes", probes.dataset, rows, captions, kinds, info=probes.options())

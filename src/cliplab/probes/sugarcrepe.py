@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from cliplab.probes.base import ProbeImages, SelectionProbe, check_images, read_json, require_keys
 
 #: the seven types, and the file names each may have
@@ -54,5 +56,6 @@ def load_sugarcrepe(root: str | os.PathLike, images: str | os.PathLike | None = 
         raise FileNotFoundError(f"no SugarCrepe file in {root} (expected some of {expected})")
     files = [Path(p) for p in paths]
     check_images(files, root)
-    return SelectionProbe("sugarcrepe", ProbeImages(files, name="sugarcrepe"), image_index, captions, kinds,
+    rows = np.asarray(image_index, dtype=np.int64)
+    return SelectionProbe("sugarcrepe", ProbeImages(files, name="sugarcrepe"), rows, captions, kinds,
                           info={"types": found})  # fmt: skip

@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from cliplab.probes.base import PairProbe, ProbeImages, check_images, require_keys
 
 
@@ -53,4 +55,5 @@ def load_winoground(root: str | os.PathLike) -> PairProbe:
         raise ValueError(f"{file} contains no items")
     files = list(paths)
     check_images(files, file)
-    return PairProbe("winoground", ProbeImages(files, name="winoground"), pairs, captions, tags)
+    rows = np.asarray(pairs, dtype=np.int64)
+    return PairProbe("winoground", ProbeImages(files, name="winoground"), rows, captions, tags)

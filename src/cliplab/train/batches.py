@@ -157,8 +157,10 @@ class TokenCache:
 
     def __init__(self, model: Model, captions: list[str]):
         self.captions = captions
-        self.tokenizer = model.tokenizer  # type: ignore[attr-defined]
-        self.padding, self.max_length = model.padding, int(model.max_length)  # type: ignore[attr-defined]
+        if model.max_length is None:  # for_model checks it first
+            raise ValueError(f"{type(model).__name__} has no max_length: its captions cannot be cached as token ids")
+        self.tokenizer = model.tokenizer
+        self.padding, self.max_length = model.padding, int(model.max_length)
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.left = getattr(self.tokenizer, "padding_side", "right") == "left"
         self.table = np.full((len(captions), self.max_length), self.pad_id, dtype=np.int32)

@@ -46,6 +46,7 @@ class CoCoOp(PromptLearner):
     """Conditional context: ``ctx + meta_net(f)`` per image (see the module docstring)."""
 
     method = "CoCoOp"
+    prompt_: ConditionalPrompt
 
     def __init__(
         self,
@@ -69,7 +70,7 @@ class CoCoOp(PromptLearner):
         self.eval_every = eval_every
         self.seed = seed
 
-    def _make_prompt(self, model: Model, classnames: list[str]) -> nn.Module:
+    def _make_prompt(self, model: Model, classnames: list[str]) -> ConditionalPrompt:
         text = PromptedText(
             model,
             classnames,

@@ -32,6 +32,8 @@ HAND_CRAFTED = ("a photo of a {}.",)
 class CoOp(PromptLearner):
     """Context Optimization: M learned context vectors in the class prompts (see the module docstring)."""
 
+    prompt_: PromptedText
+
     method = "CoOp"
 
     def __init__(
@@ -56,7 +58,7 @@ class CoOp(PromptLearner):
         self.eval_every = eval_every
         self.seed = seed
 
-    def _make_prompt(self, model: Model, classnames: list[str]) -> nn.Module:
+    def _make_prompt(self, model: Model, classnames: list[str]) -> PromptedText:
         return PromptedText(
             model,
             classnames,

@@ -45,7 +45,7 @@ def _check_init(value: Any, name: str) -> None:
 def inspect_default(cls: type, name: str) -> Any:
     import inspect
 
-    param = inspect.signature(cls.__init__).parameters.get(name)
+    param = inspect.signature(cls).parameters.get(name)  # the constructor's parameters
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
@@ -100,6 +100,14 @@ class PromptLearner(Estimator):
     method: ClassVar[str] = "prompt learning"
     #: whether the method needs images (it prompts the image tower) rather than cached features
     needs_pixels: ClassVar[bool] = False
+    # hyper-parameters every learner's constructor takes and stores (``Estimator``); declared for the loop here
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    eval_every: int
+    #: the learned prompt module (``_make_prompt``'s; subclasses declare its type)
+    prompt_: nn.Module
     _constraints: ClassVar[dict[str, Any]] = {
         "n_ctx": CTX,
         "ctx_init": _check_init,
@@ -159,8 +167,11 @@ class PromptLearner(Estimator):
         xv = yv = None
         if val is not None:
             xv = self._inputs(model, val, "val")
+            given = val_labels if val_labels is not None else getattr(val, "labels", None)
+            if given is None:
+                raise ValueError(f"{self.method} needs val_labels with val (or a labelled val Dataset)")
             yv = as_labels(
-                val_labels if val_labels is not None else getattr(val, "labels", None),
+                given,
                 "val_labels",
                 n=xv.shape[0],
                 num_classes=self.n_classes_,

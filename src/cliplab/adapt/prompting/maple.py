@@ -19,7 +19,7 @@ from torch import nn
 
 from cliplab.adapt.prompting.learner import SIZE, PromptLearner
 from cliplab.adapt.prompting.text_prompts import PromptedText
-from cliplab.adapt.prompting.towers import Towers, editing_inputs, editing_output, find_towers
+from cliplab.adapt.prompting.towers import Edit, Towers, editing_inputs, editing_output, find_towers
 from cliplab.models.base import Model
 
 
@@ -38,7 +38,7 @@ class MultiModalPrompt(nn.Module):
 
     def text_features(self) -> torch.Tensor:
         slots = self.text.layout.slots
-        edits = []
+        edits: list[tuple[nn.Module, Edit, bool]] = []
         for j in range(1, self.depth):
             prompt = self.deep_text[j - 1]
 
@@ -63,7 +63,7 @@ class MultiModalPrompt(nn.Module):
         def append(x: torch.Tensor) -> torch.Tensor:
             return torch.cat([x, prompts[0][None].expand(x.shape[0], -1, -1).to(x.dtype)], dim=1)
 
-        edits = []
+        edits: list[tuple[nn.Module, Edit, bool]] = []
         for j in range(1, self.depth):
 
             def replace(x: torch.Tensor, p: torch.Tensor = prompts[j]) -> torch.Tensor:
@@ -80,6 +80,7 @@ class MaPLe(PromptLearner):
     """Multi-modal prompt learning (see the module docstring); ``fit`` and ``logits`` take images."""
 
     method = "MaPLe"
+    prompt_: MultiModalPrompt
     needs_pixels = True
     _constraints: ClassVar[dict[str, Any]] = {**PromptLearner._constraints, "prompt_depth": SIZE}
 
@@ -105,7 +106,7 @@ class MaPLe(PromptLearner):
         self.eval_every = eval_every
         self.seed = seed
 
-    def _make_prompt(self, model: Model, classnames: list[str]) -> nn.Module:
+    def _make_prompt(self, model: Model, classnames: list[str]) -> MultiModalPrompt:
         towers = find_towers(model, self.method)
         text = PromptedText(
             model,

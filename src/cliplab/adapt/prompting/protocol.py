@@ -25,7 +25,6 @@ import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ from cliplab.adapt.prompting.learner import PromptLearner
 from cliplab.adapt.prompting.maple import MaPLe
 from cliplab.adapt.prompting.resume import ResumeFile
 from cliplab.adapt.prompting.tpt import TPT
+from cliplab.adapt.protocol_settings import DEFAULT_SHOTS, FewShotProtocol
 from cliplab.data.base import Dataset
 from cliplab.data.sampling import k_shot_indices
 from cliplab.models.base import Model
@@ -51,7 +51,6 @@ PROMPT_METHODS: dict[str, type[PromptLearner]] = {
     "maple": MaPLe,
     "tpt": TPT,
 }
-DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 
 
 def register_prompt_method(name: str, cls: type[PromptLearner], *, replace: bool = False) -> type[PromptLearner]:
@@ -138,7 +137,9 @@ def _fit_selected(
     grid = {k: v for k, v in cls.default_grid().items() if k not in fixed} if search and val_idx is not None else {}
     keys = list(grid)
     combos = [dict(zip(keys, values)) for values in itertools.product(*grid.values())] if keys else [{}]
-    val = {} if val_idx is None else {"val": tr.inputs(cls, torch.as_tensor(val_idx)), "val_labels": tr.labels[val_idx]}
+    val: dict[str, Any] = {}
+    if val_idx is not None:
+        val = {"val": tr.inputs(cls, torch.as_tensor(val_idx)), "val_labels": tr.labels[val_idx]}
     best: tuple[float, PromptLearner, dict[str, Any]] | None = None
     for combo in combos:
         est = _make(name, seed, {name: {**fixed, **combo}})
@@ -170,36 +171,43 @@ def _zeroshot(model: Model, test: _Data, classnames: list[str], templates: Any) 
     return _accuracy(test.images @ W.T, test.labels)
 
 
+def _settings(protocol: FewShotProtocol | None, caller: str, settings: dict[str, Any]) -> FewShotProtocol:
+    """``FewShotProtocol.resolve``, with ``params`` accepted for ``method_params`` (the older keyword)."""
+    if "params" in settings:
+        if "method_params" in settings:
+            raise TypeError(f"{caller}() got both params and method_params (the same setting)")
+        settings["method_params"] = settings.pop("params")
+    return FewShotProtocol.resolve(protocol, caller, **settings)
+
+
 def run_prompt_few_shot(
     model: Model,
     train: Dataset,
     test: Dataset,
+    protocol: FewShotProtocol | None = None,
     *,
-    methods: Sequence[str] | None = None,
-    shots: Sequence[int] = DEFAULT_SHOTS,
-    seeds: Sequence[int] = (1, 2, 3),
-    params: Mapping[str, Mapping[str, Any]] | None = None,
     templates: Any = None,
     train_features: Any = None,
     test_features: Any = None,
     embed_kw: Mapping[str, Any] | None = None,
-    search: bool = True,
-    val_shots: int = 4,
-    resume_file: str | Path | None = None,
-    progress: bool = True,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Accuracy of each prompt method per shot count over ``seeds`` (see the module docstring).
+    """Accuracy of each prompt method per shot count over the seeds (see the module docstring).
 
-    ``params``: per method, constructor keyword arguments (``{"coop": {"epochs": 50}}``). ``templates``: the
-    zero-shot baseline's templates (default: the dataset's). ``train_features``/``test_features``: cached
-    ``Features`` of the two datasets (embedded here when absent, with ``embed_kw``). ``search``: pick the
-    values of each method's ``default_grid()`` on the validation images (never on the test set).
-    ``val_shots``: validation images per class, ``min(k, val_shots)`` (4: Dassl's rule). ``resume_file``: a JSON
-    file written atomically after every (method, k, seed) run (``cliplab.adapt.prompting.resume``); a later call
-    with the same file, model, data and settings skips the runs it holds (other settings: ``ValueError`` naming
-    the file).
+    ``protocol`` (``FewShotProtocol``, or its fields as keywords in ``settings``): ``methods``, ``shots``,
+    ``seeds``; ``method_params`` (or ``params``): per method, constructor keyword arguments (``{"coop":
+    {"epochs": 50}}``); ``search``: pick the values of each method's ``default_grid()`` on the validation images
+    (never on the test set); ``val_shots``: validation images per class, ``min(k, val_shots)`` (4: Dassl's
+    rule); ``resume_file``: a JSON file written atomically after every (method, k, seed) run
+    (``cliplab.adapt.prompting.resume``); a later call with the same file, model, data and settings skips the
+    runs it holds (other settings: ``ValueError`` naming the file). ``templates``: the zero-shot baseline's
+    templates (default: the dataset's). ``train_features``/``test_features``: cached ``Features`` of the two
+    datasets (embedded here when absent, with ``embed_kw``).
     """
-    methods = list(methods or PROMPT_METHODS)
+    protocol = _settings(protocol, "run_prompt_few_shot", settings)
+    shots, seeds, params = protocol.shots, protocol.seeds, protocol.method_params
+    search, val_shots = protocol.search, protocol.val_shots
+    methods = list(protocol.methods or PROMPT_METHODS)
     unknown = [m for m in methods if m not in PROMPT_METHODS]
     if unknown:
         raise ValueError(f"unknown prompt method(s) {unknown}; choose from {list(PROMPT_METHODS)}")
@@ -216,10 +224,12 @@ def run_prompt_few_shot(
     test_all = torch.arange(len(te.labels))
     tpt_runs: dict[int, float] = {}
     done = ResumeFile(
-        resume_file, "few_shot", _run_key(model, train, test, methods, shots, seeds, params, search, val_shots)
+        protocol.resume_file,
+        "few_shot",
+        _run_key(model, train, test, methods, shots, seeds, params, search, val_shots),
     )
     jobs = [(k, s) for k in shots for s in seeds]
-    for k, seed in tqdm(jobs, disable=not progress, desc="prompt few-shot", unit="run"):
+    for k, seed in tqdm(jobs, disable=not protocol.progress, desc="prompt few-shot", unit="run"):
         idx = k_shot_indices(tr.labels, k, seed, num_classes=n_cls)
         val_idx = _validation_indices(tr.labels, idx, k, seed, n_cls, val_shots)
         support = torch.as_tensor(idx)
@@ -265,29 +275,30 @@ def prompt_base_to_new(
     model: Model,
     train: Dataset,
     test: Dataset,
+    protocol: FewShotProtocol | None = None,
     *,
-    methods: Sequence[str] | None = None,
-    k: int = 16,
-    seeds: Sequence[int] = (1, 2, 3),
-    params: Mapping[str, Mapping[str, Any]] | None = None,
+    k: int | None = None,
     templates: Any = None,
     train_features: Any = None,
     test_features: Any = None,
     embed_kw: Mapping[str, Any] | None = None,
-    search: bool = True,
-    val_shots: int = 4,
-    resume_file: str | Path | None = None,
-    progress: bool = False,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Base / new accuracy and harmonic mean per method (and zero-shot), averaged over ``seeds``.
+    """Base / new accuracy and harmonic mean per method (and zero-shot), averaged over the seeds.
 
-    ``resume_file``: as ``run_prompt_few_shot``'s (the same file can serve both: each protocol has its own
-    section); a job is one method and seed."""
-    methods = list(methods or PROMPT_METHODS)
+    ``protocol``: as ``run_prompt_few_shot``'s; ``k``: shots per base class (default
+    ``protocol.base_to_new_shots``, ``min(16, max(shots))``). ``resume_file``: as ``run_prompt_few_shot``'s (the
+    same file can serve both: each protocol has its own section); a job is one method and seed."""
+    protocol = _settings(protocol, "prompt_base_to_new", settings)
+    k = protocol.base_to_new_shots if k is None else int(k)
+    seeds, params, search, val_shots = protocol.seeds, protocol.method_params, protocol.search, protocol.val_shots
+    methods = list(protocol.methods or PROMPT_METHODS)
     kw = {"progress": False, **dict(embed_kw or {})}
     tr, te = _Data(model, train, train_features, kw), _Data(model, test, test_features, kw)
     done = ResumeFile(
-        resume_file, "base_to_new", _run_key(model, train, test, methods, k, seeds, params, search, val_shots)
+        protocol.resume_file,
+        "base_to_new",
+        _run_key(model, train, test, methods, k, seeds, params, search, val_shots),
     )
     classnames = list(train.classnames or [])
     n_cls = len(classnames)
@@ -308,7 +319,7 @@ def prompt_base_to_new(
     out: dict[str, dict[str, float]] = {
         "zeroshot": {"base": zs_acc(base_test, base_names, 0), "new": zs_acc(new_test, new_names, n_base)}
     }
-    for m in tqdm(methods, disable=not progress, desc="base-to-new", unit="method"):
+    for m in tqdm(methods, disable=not protocol.progress, desc="base-to-new", unit="method"):
         cls = PROMPT_METHODS[m]
         base_runs, new_runs = [], []
         for seed in seeds:

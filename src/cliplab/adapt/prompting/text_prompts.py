@@ -28,7 +28,7 @@ POSITIONS = ("end", "middle", "front")
 PLACEHOLDER = "X"
 
 
-def require_token_embeddings(model: Model, method: str) -> nn.Module:
+def require_token_embeddings(model: Model, method: str) -> nn.Embedding:
     """The model's token-embedding module, or a ``ValueError`` naming what the model lacks."""
     if not isinstance(model, Model):
         raise TypeError(f"{method} needs a cliplab Model (from cliplab.load_model), got {type(model).__name__}")
@@ -213,6 +213,10 @@ class PromptedText(nn.Module):
     gives ``[C, D]``; ``forward(shift)`` with ``shift [B, d]`` adds a per-image shift to every context vector
     (CoCoOp) and gives ``[B, C, D]``. Features are in the model's geometry (L2-normalised for cosine).
     """
+
+    # plain attributes (set with object.__setattr__ in __init__), not sub-modules
+    model: Model
+    embedding: nn.Embedding
 
     def __init__(
         self,

@@ -55,18 +55,25 @@ def find_towers(model: Model, method: str) -> Towers:
             int(vision_model.config.hidden_size),
         )
     visual = getattr(m, "visual", None)
-    resblocks = getattr(getattr(m, "transformer", None), "resblocks", None)
-    v_blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    transformer, v_transformer = getattr(m, "transformer", None), getattr(visual, "transformer", None)
+    resblocks = getattr(transformer, "resblocks", None)
+    v_blocks = getattr(v_transformer, "resblocks", None)
     ln_pre = getattr(visual, "ln_pre", None)
-    if resblocks is not None and v_blocks is not None and isinstance(ln_pre, nn.Module):
+    if (
+        transformer is not None
+        and v_transformer is not None
+        and resblocks is not None
+        and v_blocks is not None
+        and isinstance(ln_pre, nn.Module)
+    ):
         return Towers(
             list(resblocks),
             list(v_blocks),
             (ln_pre, "input"),
-            int(m.transformer.width),
-            int(visual.transformer.width),
-            bool(getattr(m.transformer, "batch_first", True)),
-            bool(getattr(visual.transformer, "batch_first", True)),
+            int(transformer.width),
+            int(v_transformer.width),
+            bool(getattr(transformer, "batch_first", True)),
+            bool(getattr(v_transformer, "batch_first", True)),
         )
     raise ValueError(
         f"{method} needs a ViT image tower and a transformer text tower it can reach (Hugging Face CLIP-style "

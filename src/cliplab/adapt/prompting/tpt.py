@@ -50,7 +50,7 @@ def _optional_bool(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be True, False or None (the reference's rule), got {value!r}")
 
 
-def prompt_from(init: Any, model: Model, classnames: list[str]) -> Any:
+def prompt_from(init: Any, model: Model, classnames: list[str]) -> PromptedText:
     """A copy of a fitted CoOp's (or KgCoOp's, ProGrad's) prompt module over ``classnames`` (moved onto them
     with ``for_classes`` when they differ from the classes it was fitted on)."""
     from cliplab.adapt.prompting.coop import CoOp
@@ -90,6 +90,7 @@ class TPT(PromptLearner):
     }
     #: the protocol hands TPT the test images (a Dataset), not cached features or preprocessed pixels
     predicts_on_images: ClassVar[bool] = True
+    prompt_: PromptedText
 
     def __init__(
         self,
@@ -187,7 +188,8 @@ class TPT(PromptLearner):
         from cliplab.data.base import Dataset
 
         n = self.n_views if self.steps else 1  # no step: only the image itself is predicted
-        maker = TPTViews(n, tuple(self.crop_scale), uses_augmix(self.augmix, x))
+        lo, hi = self.crop_scale  # a pair (checked by the constraint)
+        maker = TPTViews(n, (lo, hi), uses_augmix(self.augmix, x))
         if isinstance(x, Dataset):
             return [x.image(i) for i in range(len(x))], maker
         if isinstance(x, Sequence) and not isinstance(x, str | torch.Tensor):

@@ -84,7 +84,7 @@ class TPTViews:
             source = load_image(image)
             first = pre(source)
         h, w = first.shape[-2:]
-        crop = RandomResizedCrop(size=(h, w), scale=tuple(self.scale), resample=Image.Resampling.BILINEAR)
+        crop = RandomResizedCrop(size=(h, w), scale=(self.scale[0], self.scale[1]), resample=Image.Resampling.BILINEAR)
 
         def to_tensor(im: Image.Image) -> torch.Tensor:
             return pre.normalize(np.asarray(im, dtype=np.uint8)[None])[0]

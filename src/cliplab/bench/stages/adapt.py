@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -27,6 +28,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     """
     from cliplab.adapt.base_new_protocol import base_to_new
     from cliplab.adapt.protocol import run_few_shot
+    from cliplab.adapt.protocol_settings import FewShotProtocol
     from cliplab.adapt.views import embed_support_views
 
     sets, train = ctx.source.support("adapt")
@@ -56,10 +58,13 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     with warnings.catch_warnings():
         # 1-shot support sets without a validation split leave the linear probe none; its fallback C is documented
         warnings.filterwarnings("ignore", message=".*no validation split possible")
-        kw = {"logit_scale": ctx.model.logit_scale, "train_views": views, "val": val, "dataset": name,
-              "method_params": BENCH_METHOD_PARAMS}  # fmt: skip
-        res = run_few_shot(train, test, W, shots=shots, seeds=ctx.seeds, progress=ctx.progress, **kw)
-        res["base_to_new"] = base_to_new(train, test, W, methods=res["methods"], k=shots[-1], seeds=ctx.seeds[:1], **kw)
+        protocol = FewShotProtocol(
+            shots=shots, seeds=ctx.seeds, dataset=name, method_params=BENCH_METHOD_PARAMS, progress=ctx.progress
+        )
+        kw = {"logit_scale": ctx.model.logit_scale, "train_views": views, "val": val}
+        res = run_few_shot(train, test, W, protocol, **kw)
+        b2n = dataclasses.replace(protocol, methods=res["methods"], seeds=ctx.seeds[:1])
+        res["base_to_new"] = base_to_new(train, test, W, b2n, k=shots[-1], **kw)
     res["protocol"]["text"] += " Bench budget: linear-probe fits stop at 100 L-BFGS iterations (lpclip: 1000)."
     res["protocol"]["method_params"] = BENCH_METHOD_PARAMS
     res["task"] = sets.task

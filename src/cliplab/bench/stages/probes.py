@@ -74,7 +74,7 @@ def headline(r: dict[str, Any]) -> list[tuple[str, Any, str]]:
 
 
 def _figure(r: dict[str, Any], model: str) -> str:
-    from cliplab.probes.figures import probe_bar_chart
+    from cliplab.bench.probe_figures import probe_bar_chart
 
     fig = probe_bar_chart({model: {k: v["accuracy"] for k, v in r["by_type"].items()}})
     return H.figure_png(fig, "Accuracy per hard-negative type; the dashed line is chance.")
