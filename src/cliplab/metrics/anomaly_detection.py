@@ -115,11 +115,17 @@ def pro_curve(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> tuple[
 def _image_list(x: ArrayLike | Sequence[ArrayLike], name: str, dtype: torch.dtype | None) -> list[np.ndarray]:
     """A ``[N, H, W]`` array or a sequence of ``[H, W]`` arrays (sizes may differ) as a list of 2-D arrays."""
     if isinstance(x, (torch.Tensor, np.ndarray)):
-        t = as_tensor(x, name, dtype=dtype, ndim=3, finite=True)
-        return [a.numpy() for a in t.detach().cpu()]
+        return [_numpy(a) for a in as_tensor(x, name, dtype=dtype, ndim=3)]
     if not isinstance(x, Sequence) or len(x) == 0:
         raise ValueError(f"{name} must be an [N, H, W] array or a non-empty sequence of [H, W] arrays")
-    return [as_tensor(a, f"{name}[{i}]", dtype=dtype, ndim=2).detach().cpu().numpy() for i, a in enumerate(x)]
+    return [_numpy(as_tensor(a, f"{name}[{i}]", dtype=dtype, ndim=2)) for i, a in enumerate(x)]
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+        t = t.float()  # float16 / bfloat16 (NumPy has no bfloat16)
+    return t.numpy()
 
 
 def _float(a: np.ndarray) -> np.ndarray:
