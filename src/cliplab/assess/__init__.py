@@ -1,5 +1,6 @@
 """Assessment workflows on cached features: OOD tables, calibration reports, accuracy estimation, embedding geometry."""
 
+from cliplab.assess.conformal_sets import ConformalClassifier, coverage_and_size
 from cliplab.assess.geometry import (
     alignment,
     center_modalities,
@@ -17,10 +18,12 @@ from cliplab.assess.reliability import (
 )
 
 __all__ = [
+    "ConformalClassifier",
     "OOD_METHODS",
     "alignment",
     "calibration_evaluation",
     "center_modalities",
+    "coverage_and_size",
     "effective_rank",
     "embedding_geometry",
     "estimation_evaluation",

@@ -26,6 +26,12 @@ _LAZY = {
     "retrieval": "retrieval_metrics",
     "clipscore": "retrieval_metrics",
     "refclipscore": "retrieval_metrics",
+    # anomaly detection, segmentation, group robustness
+    "anomaly_metrics": "anomaly_detection",
+    "segmentation_metrics": "segmentation",
+    "worst_group_accuracy": "groups",
+    "group_accuracies": "groups",
+    "group_robustness": "groups",
 }
 
 __all__ = sorted(_LAZY)
