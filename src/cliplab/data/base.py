@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,32 @@ def stable_hash(obj: Any) -> str:
     """SHA-256 (hex, 16 chars) of a JSON-serialisable object, key order independent."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_stamp(path: str | os.PathLike) -> list[int]:
+    """``[size, st_mtime_ns, st_ctime_ns]`` of a file: what tells a rewritten file from the one cached.
+
+    The size and modification time alone miss a file rewritten with the same size whose mtime was set back
+    (``touch -r``, ``os.utime``, ``rsync -t``, an archive extracted with its times); the inode change time
+    cannot be set back by a user, and any write, rename or ``utime`` call moves it.
+    """
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def files_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
+    """SHA-256 (hex, 16) of each file's path and ``file_stamp`` (a missing file hashes as missing).
+
+    One ``stat`` per file, no byte read: cheap for any size of data; see ``file_stamp`` for what it detects.
+    """
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            size, mtime, ctime = file_stamp(p)
+            h.update(f"{os.fspath(p)}|{size}|{mtime}|{ctime}\n".encode())
+        except OSError:
+            h.update(f"{os.fspath(p)}|missing\n".encode())
+    return h.hexdigest()[:16]
 
 
 class Dataset(torch.utils.data.Dataset):

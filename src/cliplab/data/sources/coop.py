@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from cliplab.data.base import stable_hash
-from cliplab.data.folders import ImageFileDataset, _files_fingerprint
+from cliplab.data.base import files_fingerprint, stable_hash
+from cliplab.data.folders import ImageFileDataset
 from cliplab.data.registry import register_data_source
 from cliplab.data.sampling import dassl_few_shot, dassl_k_shot_indices
 
@@ -280,8 +280,8 @@ class CoopDataset(ImageFileDataset):
             {
                 "kind": "coop",
                 "dataset": self.info.name,
-                "split_file": _files_fingerprint([self.split_file]) if self.split_file else None,
-                "images": _files_fingerprint(self.paths),
+                "split_file": files_fingerprint([self.split_file]) if self.split_file else None,
+                "images": files_fingerprint(self.paths),
                 "labels": labels,
                 "classnames": self.classnames,
                 "templates": self.templates,

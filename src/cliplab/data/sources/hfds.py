@@ -34,8 +34,7 @@ import numpy as np
 from PIL import Image
 
 from cliplab._io import cache_home
-from cliplab.data.base import Dataset, stable_hash
-from cliplab.data.folders import _files_fingerprint
+from cliplab.data.base import Dataset, files_fingerprint, stable_hash
 from cliplab.data.registry import register_data_source
 
 SPLITS = ("train", "val", "validation", "test")
@@ -132,7 +131,7 @@ def open_hf(target: str, split: str, *, progress: bool = False) -> tuple[Any, di
             hf = datasets.load_dataset(
                 "parquet", data_files=files, split="train", cache_dir=str(cache_home() / "hf-datasets")
             )
-            return hf, {"kind": "parquet", "files": _files_fingerprint([Path(f) for f in files])}
+            return hf, {"kind": "parquet", "files": files_fingerprint([Path(f) for f in files])}
         if path.exists():
             raise ValueError(
                 f"hfds:{target}: {path} is neither a save_to_disk directory (dataset_dict.json / state.json) "
@@ -308,10 +307,13 @@ class HFDataset(Dataset):
             if self.provenance.get("kind") == "parquet"
             else {**self.provenance, "hf": getattr(self.hf, "_fingerprint", None)}
         )
+        # the Arrow files behind it (a save_to_disk folder's, the hub or parquet cache's): rewritten data moves them
+        arrow = [f["filename"] for f in getattr(self.hf, "cache_files", None) or [] if "filename" in f]
         return stable_hash(
             {
                 "kind": "hfds",
                 "source": source,
+                "arrow_files": files_fingerprint(arrow),
                 "n": len(self.hf),
                 "columns": [self.image_column, self.label_column, self.caption_column],
                 "classnames": self.classnames,

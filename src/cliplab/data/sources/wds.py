@@ -13,7 +13,7 @@ As in CLIP_benchmark, the shards read are exactly ``{0..n-1}.tar`` from ``nshard
 the samples in each shard in order, so features line up with CLIP_benchmark's; the image is the first of
 ``webp``, ``png``, ``jpg``, ``jpeg`` a sample has. Images are decoded from the tar by seeking
 (``cliplab.data.shards.ShardIndex``): nothing is unpacked. The header index is cached under
-``<cliplab cache>/wds-index`` keyed by the shards' paths, sizes and modification times.
+``<cliplab cache>/wds-index`` keyed by the shards' paths, sizes, modification and change times.
 
 A target that names shards directly (a brace pattern ``/data/{000000..000099}.tar``, a ``::`` list or one
 ``.tar``, e.g. what ``img2dataset`` writes) is read the same way, in the order given: samples with ``cls`` are
@@ -46,14 +46,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cliplab._io import cache_home, write_text_atomic
-from cliplab.data.base import Dataset, stable_hash
+from cliplab.data.base import Dataset, file_stamp, stable_hash
 from cliplab.data.registry import register_data_source
 from cliplab.data.shards import ShardError, ShardIndex, expand_shards
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
 SPLITS = ("train", "val", "test")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: shard stats carry the change time
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def _shard_list(root: Path, split: str, spec: str) -> list[str]:
 
 def _index_cache_path(shards: list[str]) -> Path | None:
     try:
-        stats = [[str(Path(p).resolve()), os.path.getsize(p), os.stat(p).st_mtime_ns] for p in shards]
+        stats = [[str(Path(p).resolve()), *file_stamp(p)] for p in shards]
     except OSError:
         return None
     key = hashlib.sha256(json.dumps([INDEX_VERSION, stats]).encode()).hexdigest()[:24]
@@ -345,13 +345,16 @@ class WebDatasetDir(Dataset):
         return self._t2i
 
     def fingerprint(self) -> str:
-        """Shard names and sizes, every sample's key and member sizes, labels, captions, class names, templates.
+        """Shard names, sizes, modification and change times, every sample's key and member sizes, labels,
+        captions, class names, templates.
 
-        Cheap (no image is read) and stable: the same data copied or re-downloaded elsewhere keeps it.
+        Cheap (no image is read; one ``stat`` per shard when indexed). A shard rewritten in place, even with the
+        same member sizes and its modification time set back (``os.utime``, ``touch -r``), changes its change
+        time (``st_ctime_ns``), so its features are recomputed; a copy of the shards elsewhere is new data too.
         """
         layout = hashlib.sha256()
         for path, stat in zip(self.index.shards, self.index.stats):
-            layout.update(f"{Path(path).name}|{stat[1]}\n".encode())
+            layout.update(f"{Path(path).name}|{'|'.join(map(str, stat[1:]))}\n".encode())
         for ref in self.index.samples:
             members = ",".join(f"{e}:{o}:{n}" for e, (o, n) in sorted(ref.members.items()))
             layout.update(f"{ref.shard}|{ref.key}|{members}\n".encode())
