@@ -26,7 +26,6 @@ resumed run re-reads the buffered samples and continues with exactly the next sa
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
@@ -37,9 +36,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from cliplab.data.shards import ShardError, expand_shards, iter_samples
+from cliplab.imaging.decoding import decode_image
 from cliplab.models.base import Model
 
 log = logging.getLogger(__name__)
@@ -279,15 +279,14 @@ class ShardStream:
         return samples, None, self._state
 
 
-def decode_image(sample: dict[str, Any]) -> Image.Image:
-    """The sample's image (its first of ``jpg``, ``jpeg``, ``png``, ``webp``) as RGB; errors name the shard."""
+def decode_sample(sample: dict[str, Any]) -> Image.Image:
+    """The sample's image (its first of ``jpg``, ``jpeg``, ``png``, ``webp``) as RGB.
+
+    Errors name it ``<shard>:<key>.<ext>``; an image declaring more than ``CLIPLAB_MAX_IMAGE_PIXELS`` is
+    refused from its header (``cliplab.imaging.decoding.decode_image``).
+    """
     ext = next(e for e in IMAGE_EXTENSIONS if e in sample)
-    try:
-        with Image.open(io.BytesIO(sample[ext])) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {sample['__key__']}.{ext} in shard {sample['__shard__']}: {err}") from err
+    return decode_image(sample[ext], name=f"{sample['__shard__']}:{sample['__key__']}.{ext}")
 
 
 class StreamBatchLoader:
@@ -309,7 +308,7 @@ class StreamBatchLoader:
         return torch.from_numpy(np.concatenate(list(chunks)))  # NumPy on these threads: normalize_array says why
 
     def load(self, samples: list[dict[str, Any]], _captions: Any = None) -> dict[str, Any]:
-        images = list(self._decode.map(decode_image, samples))
+        images = list(self._decode.map(decode_sample, samples))
         texts = [s["txt"].decode("utf-8").strip() for s in samples]
         batch: dict[str, Any] = {"pixels": self._pixels(self.model, images), "tokens": self.model.tokenize(texts)}
         if self.teacher is not None:
@@ -332,7 +331,7 @@ __all__ = [
     "ShardStream",
     "StreamBatchLoader",
     "StreamState",
-    "decode_image",
+    "decode_sample",
     "is_stream_spec",
     "resolve_shards",
     "stream_captions",

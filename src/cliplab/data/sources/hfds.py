@@ -36,6 +36,7 @@ from PIL import Image
 from cliplab._io import cache_home
 from cliplab.data.base import Dataset, files_fingerprint, stable_hash
 from cliplab.data.registry import register_data_source
+from cliplab.imaging.decoding import decode_image
 
 SPLITS = ("train", "val", "validation", "test")
 CAPTION_NAMES = ("caption", "captions", "text", "sentences")
@@ -242,7 +243,10 @@ class HFDataset(Dataset):
             hf, image=image, label=label, caption=caption, where=name
         )
         self.name = name
-        self._images = hf.select_columns([self.image_column])
+        # undecoded ({"bytes", "path"}): cliplab decodes, naming the row and refusing pixel bombs from the header
+        self._images = hf.select_columns([self.image_column]).cast_column(
+            self.image_column, _datasets().Image(decode=False)
+        )
         self._labels: np.ndarray | None = None
         self.classnames = None
         self.templates = None
@@ -270,9 +274,16 @@ class HFDataset(Dataset):
 
     @staticmethod
     def _rgb(value: Any, where: str) -> Image.Image:
-        if not isinstance(value, Image.Image):
-            raise ValueError(f"{where}: the image column holds {type(value).__name__}, not an image")
-        return value.convert("RGB") if value.mode != "RGB" else value
+        """An undecoded ``datasets.Image`` value (``{"bytes", "path"}``) decoded by ``decode_image``."""
+        if isinstance(value, Image.Image):
+            return decode_image(value)
+        if isinstance(value, dict) and (value.get("bytes") is not None or value.get("path")):
+            data, path = value.get("bytes"), value.get("path")
+            name = f"{where} ({path})" if path else where
+            if data is None and not os.path.isfile(path):  # a remote or archived file: datasets opens it
+                return decode_image(_datasets().Image().decode_example(value))
+            return decode_image(data if data is not None else path, name=name)
+        raise ValueError(f"{where}: the image column holds {type(value).__name__}, not an image")
 
     def image(self, index: int) -> Image.Image:
         i = self._position(index)

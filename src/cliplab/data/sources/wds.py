@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
@@ -43,12 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from cliplab._io import cache_home, write_text_atomic
 from cliplab.data.base import Dataset, file_stamp, stable_hash
 from cliplab.data.registry import register_data_source
 from cliplab.data.shards import ShardError, ShardIndex, expand_shards
+from cliplab.imaging.decoding import decode_image
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
 SPLITS = ("train", "val", "test")
@@ -324,13 +324,10 @@ class WebDatasetDir(Dataset):
 
     def image(self, index: int) -> Image.Image:
         i = self._position(index)
-        data = self._member(i, self._image_ext[i])
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                return im.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise ValueError(f"cannot decode the .{self._image_ext[i]} image of {self._where(i)}: {err}") from err
+        ext = self._image_ext[i]
+        # errors (an undecodable image, a pixel bomb refused from its header) name it <shard>:<key>.<ext>
+        shard = self.index.shards[self.index.samples[i].shard]
+        return decode_image(self._member(i, ext), name=f"{shard}:{self.keys[i]}.{ext}")
 
     @property
     def labels(self) -> np.ndarray | None:
