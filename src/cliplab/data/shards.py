@@ -399,16 +399,23 @@ class ShardIndex:
         return hashlib.sha256(json.dumps(self.stats).encode()).hexdigest()[:16]
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Close the file descriptors this process opened (reads reopen them)."""
+        self._close_fds(self._fds)
         self._fds = {}
 
-    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
-        if getattr(self, "_pid", -1) == os.getpid():
-            self.close()
+    # At interpreter exit this module's globals (os included) may already be None when an index is freed, so
+    # __del__ uses only what it bound at definition and the class's own attributes.
+    @staticmethod
+    def _close_fds(fds: dict[int, int], _close: Any = os.close) -> None:
+        for fd in fds.values():
+            try:
+                _close(fd)
+            except OSError:
+                pass
+
+    def __del__(self, _getpid: Any = os.getpid) -> None:
+        if getattr(self, "_pid", -1) == _getpid():
+            self._close_fds(getattr(self, "_fds", {}))
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form (for caching an index next to its shards)."""
