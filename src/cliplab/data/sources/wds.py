@@ -48,6 +48,8 @@ from cliplab._io import cache_home, write_text_atomic
 from cliplab.data.base import Dataset, file_stamp, stable_hash
 from cliplab.data.registry import register_data_source
 from cliplab.data.shards import ShardError, ShardIndex, expand_shards
+from cliplab.data.spec import DataSpec
+from cliplab.data.streaming import WebDatasetStream
 from cliplab.imaging.decoding import decode_image
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
@@ -378,9 +380,61 @@ def _auto_progress(progress: bool | None) -> bool:
     return bool(progress) if progress is not None else log.isEnabledFor(logging.INFO)
 
 
+HUB_PREFIX = "hf://"
+_HUB_SHARDS = re.compile(r"^hf://([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)/(.+)$")
+
+
 def is_shard_pattern(target: str) -> bool:
-    """Whether a target names shards directly: a brace pattern, a ``::`` list or a ``.tar`` path."""
-    return "{" in target or "::" in target or target.endswith(".tar")
+    """Whether a target names shards directly: a brace pattern, a ``::`` list, a ``.tar``/``.tar.gz`` path or
+    ``hf://<owner>/<name>/<pattern>`` (shards in a Hub dataset repository)."""
+    return target.startswith(HUB_PREFIX) or "{" in target or "::" in target or target.endswith((".tar", ".tar.gz"))
+
+
+def _names_shards(target: str) -> bool:
+    return is_shard_pattern(target) and not Path(target).expanduser().is_dir()
+
+
+def is_stream(spec: str | DataSpec) -> bool:
+    """Whether ``spec`` is a ``wds:`` spec that names shards (see :func:`stream`); a malformed spec is not."""
+    try:
+        parsed = DataSpec.parse(spec)
+    except (ValueError, TypeError):
+        return False
+    return parsed.scheme == "wds" and _names_shards(parsed.target)
+
+
+def stream(spec: str | DataSpec) -> WebDatasetStream:
+    """The streaming mode of ``wds:<shards>`` (training): its shards, checked, hub ones downloaded.
+
+    Local shards must all exist (``FileNotFoundError`` naming the first missing one); ``hf://<owner>/<name>/
+    <pattern>`` shards are downloaded into the cliplab cache (``download_hub_file``). A stream takes no
+    options. ``load_dataset`` of the same (local) spec is the map-style :class:`WebDatasetDir`.
+    """
+    parsed = DataSpec.parse(spec)
+    text = str(parsed)
+    if parsed.scheme != "wds" or not _names_shards(parsed.target):
+        raise ValueError(
+            f"{text!r} is not a stream spec (wds:<dir>/{{000000..000099}}.tar, a::b.tar or wds:hf://owner/name/...)"
+        )
+    if parsed.options:
+        raise ValueError(f"data spec {text!r}: a stream of shards takes no options (got {sorted(parsed.options)})")
+    hub = _HUB_SHARDS.match(parsed.target)
+    if hub is None:
+        shards = expand_shards(parsed.target)
+        missing = [s for s in shards if not os.path.isfile(s)]
+        if missing:
+            raise FileNotFoundError(
+                f"data {text!r}: {len(missing)} of {len(shards)} shards not found (first: {missing[0]})"
+            )
+        return WebDatasetStream(parsed, tuple(shards))
+    repo, pattern = hub.groups()
+    local = []
+    for name in expand_shards(pattern):
+        try:
+            local.append(str(download_hub_file(repo, name)))
+        except FileNotFoundError as err:  # offline, missing file, no access: say which spec
+            raise FileNotFoundError(f"data {text!r}: {err}") from err
+    return WebDatasetStream(parsed, tuple(local))
 
 
 def _pattern_shards(target: str, spec: str) -> tuple[Path, list[str]]:
@@ -402,15 +456,20 @@ def _pattern_shards(target: str, spec: str) -> tuple[Path, list[str]]:
     return root, shards
 
 
-def load(target: str, split: str | None = "test", *, progress: bool | None = None) -> WebDatasetDir:
-    """A split of a webdataset directory or hub dataset, or shards named by a pattern (see the module docstring)."""
+def load(
+    target: str, split: str | None = "test", *, progress: bool | None = None, spec: DataSpec | None = None
+) -> WebDatasetDir:
+    """A split of a webdataset directory or hub dataset, or shards named by a pattern (see the module docstring).
+
+    ``spec``: the parsed spec it came from (``load_dataset`` passes it), for messages.
+    """
     split = split or "test"
-    spec = f"wds:{target}" + (f":split={split}" if split != "test" else "")
-    if is_shard_pattern(target) and not Path(target).expanduser().is_dir():
-        root, shards = _pattern_shards(target, spec)
-        return WebDatasetDir(root, split, progress=_auto_progress(progress), spec=spec, shards=shards)
-    root = resolve_root(target, split, spec=spec)
-    return WebDatasetDir(root, split, progress=_auto_progress(progress), spec=spec)
+    text = str(spec) if spec is not None else f"wds:{target}" + (f":split={split}" if split != "test" else "")
+    if _names_shards(target):
+        root, shards = _pattern_shards(target, text)
+        return WebDatasetDir(root, split, progress=_auto_progress(progress), spec=text, shards=shards)
+    root = resolve_root(target, split, spec=text)
+    return WebDatasetDir(root, split, progress=_auto_progress(progress), spec=text)
 
 
 def check(target: str, split: str | None = "test", *, spec: str, **options: Any) -> None:
@@ -420,7 +479,7 @@ def check(target: str, split: str | None = "test", *, spec: str, **options: Any)
     """
     split = split or "test"
     path = Path(target).expanduser()
-    if is_shard_pattern(target) and not path.is_dir():
+    if _names_shards(target):
         _pattern_shards(target, spec)
         return
     if not path.is_dir():
@@ -449,6 +508,7 @@ register_data_source(
     load,
     detect=detect,
     splits=SPLITS,
+    options=("progress",),  # not ``spec``: load_dataset passes the parsed spec itself
     check=check,
     description="wds:<dir | hub id>[:split=test] (CLIP_benchmark webdatasets, e.g. wds:clip-benchmark/wds_cifar10)",
 )
