@@ -94,7 +94,7 @@ class Dataset(torch.utils.data.Dataset):
     def fingerprint(self) -> str:
         raise NotImplementedError
 
-    def subset(self, indices: Sequence[int]) -> Subset:
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Subset:
         return Subset(self, indices)
 
     def _position(self, index: int) -> int:
@@ -186,7 +186,7 @@ class Wrapper(Dataset):
 class Subset(Wrapper):
     """A view of ``parent`` restricted to ``indices`` (captions follow their images)."""
 
-    def __init__(self, parent: Dataset, indices: Sequence[int]):
+    def __init__(self, parent: Dataset, indices: Sequence[int] | np.ndarray):
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(parent)):
             raise IndexError(f"subset indices out of range for a dataset of {len(parent)} images")
@@ -222,6 +222,7 @@ class Subset(Wrapper):
         if sel is None:
             return None
         caps = self.parent.captions
+        assert caps is not None  # _caption_rows found captions
         return [caps[r] for r in sel[0]]
 
     @property

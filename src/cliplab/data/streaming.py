@@ -169,7 +169,7 @@ class ShardStream:
 
     def initial_state(self) -> StreamState:
         rng = np.random.default_rng([self.seed, self.rank, 7703])
-        return StreamState(readers=[[0, 0] for _ in range(self.num_workers)], rng=rng.bit_generator.state)
+        return StreamState(readers=[[0, 0] for _ in range(self.num_workers)], rng=dict(rng.bit_generator.state))
 
     def state_from_dict(self, data: dict[str, Any]) -> StreamState:
         state = StreamState(**data)
@@ -184,7 +184,7 @@ class ShardStream:
     def _seek(self, state: StreamState) -> None:
         self._open_epoch(state.epoch, state.readers)
         self._rng = np.random.default_rng()
-        self._rng.bit_generator.state = state.rng or self.initial_state().rng
+        self._rng.bit_generator.state = state.rng or self.initial_state().rng or {}
         self._epoch, self._position, self._turn = state.epoch, state.position, state.turn
         self._refs = [list(r) for r in state.buffer]
         self._samples = _read_refs(self._refs) if self._refs else []
@@ -229,7 +229,7 @@ class ShardStream:
             readers=[[r.shard_pos, r.offset] for r in self._readers],
             turn=self._turn,
             buffer=[list(r) for r in self._refs],
-            rng=self._rng.bit_generator.state,
+            rng=dict(self._rng.bit_generator.state),
         )
         return samples, None, self._state
 

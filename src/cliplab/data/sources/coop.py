@@ -173,7 +173,7 @@ def _read_imagenet(folder: Path, image_dir: Path) -> dict[str, list[Item]]:
         unknown = [w for w in wnids if w not in names]
         if unknown:
             raise ValueError(f"coop:imagenet: class folders {unknown[:5]} of {split_dir} are not in classnames.txt")
-        items = []
+        items: list[tuple[str, int, str]] = []
         for label, wnid in enumerate(wnids):
             files = sorted(f for f in os.listdir(split_dir / wnid) if not f.startswith("."))
             items.extend((str(split_dir / wnid / f), label, names[wnid]) for f in files)
@@ -271,7 +271,10 @@ class CoopDataset(ImageFileDataset):
         train_labels = [lab for _, lab, _ in self.splits["train"]]
         val_labels = [lab for _, lab, _ in self.splits["val"]] if self.info.fewshot_val else None
         train, val = dassl_few_shot(train_labels, k, seed, val_labels)
-        return train if self.split == "train" else val
+        if self.split == "train":
+            return train
+        assert val is not None  # fewshot_val: checked above
+        return val
 
     @cached_property
     def _fingerprint(self) -> str:

@@ -221,6 +221,7 @@ def choose_columns(
             "caption", [c for c in cols if c.lower() in CAPTION_NAMES and kind(c) in ("string", "strings")], False
         )
     )
+    assert image_col is not None  # guess(..., required=True) raises instead
     return image_col, label_col, caption_col
 
 
@@ -278,11 +279,14 @@ class HFDataset(Dataset):
         if isinstance(value, Image.Image):
             return decode_image(value)
         if isinstance(value, dict) and (value.get("bytes") is not None or value.get("path")):
-            data, path = value.get("bytes"), value.get("path")
+            data: bytes | None = value.get("bytes")
+            path: str = value.get("path") or ""
             name = f"{where} ({path})" if path else where
-            if data is None and not os.path.isfile(path):  # a remote or archived file: datasets opens it
+            if data is not None:
+                return decode_image(data, name=name)
+            if not os.path.isfile(path):  # a remote or archived file: datasets opens it
                 return decode_image(_datasets().Image().decode_example(value))
-            return decode_image(data if data is not None else path, name=name)
+            return decode_image(path, name=name)
         raise ValueError(f"{where}: the image column holds {type(value).__name__}, not an image")
 
     def image(self, index: int) -> Image.Image:

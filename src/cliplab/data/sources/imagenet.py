@@ -138,7 +138,7 @@ class ImageNetFolder(ImageFileDataset):
                 "root": str(self.root.resolve()),
                 "files": files_fingerprint(self.paths),
                 "labels": hashlib.sha256(self._labels.tobytes()).hexdigest()[:16],
-                "classnames": hashlib.sha256("\n".join(self.classnames).encode()).hexdigest()[:16],
+                "classnames": hashlib.sha256("\n".join(self.classnames or []).encode()).hexdigest()[:16],
             }
         )
 

@@ -307,7 +307,7 @@ class WebDatasetDir(Dataset):
             i = int(bad[0])
             raise ValueError(
                 f"dataset {spec!r}: {self._where(i)} has label {labels[i]} but {names_file} lists "
-                f"{len(self.classnames)} classes"
+                f"{len(self.classnames or [])} classes"
             )
         self._labels = labels
 
