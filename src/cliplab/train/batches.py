@@ -404,7 +404,7 @@ def build_batches(
     if isinstance(data, WebDatasetStream):
         from cliplab.train.streaming import StreamBatchLoader
 
-        sampler = data.sampler(
+        stream = data.sampler(
             per_rank,
             config.seed,
             env.rank,
@@ -412,7 +412,7 @@ def build_batches(
             num_workers=config.data.shard_readers,
             buffer_size=config.data.shuffle_buffer,
         )
-        return sampler, StreamBatchLoader(model, teacher=teacher, negatives=negatives, num_workers=workers)
+        return stream, StreamBatchLoader(model, teacher=teacher, negatives=negatives, num_workers=workers)
     captions, t2i = check_captions(data)
     sampler = PairSampler(t2i, len(data), per_rank, config.seed, env.rank, env.world_size)
     cache = config.data.cache_images
