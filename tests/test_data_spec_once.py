@@ -70,3 +70,23 @@ def test_the_wds_loader_names_the_spec_it_was_given(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_dataset(spec)
     assert repr(spec) in str(err.value)
+
+
+def test_train_preflight_checks_a_stream_as_a_stream(tmp_path, monkeypatch):
+    # the map-style check refused every hub stream ("hf:// shard patterns are streamed by the trainer only")
+    from cliplab._io import cache_home
+    from cliplab.cli.common import UsageError
+    from cliplab.cli.train import check
+    from test_trainer import tiny_config
+
+    monkeypatch.setenv("CLIPLAB_HOME", str(tmp_path / "home"))
+    spec = "wds:hf://someone/shards/train/{000000..000001}.tar"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    check(tiny_config(tmp_path, data={"train": spec}))  # downloaded when the run starts
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UsageError, match=r"data.train: .*2 of 2 shards not found.*HF_HUB_OFFLINE"):
+        check(tiny_config(tmp_path, data={"train": spec}))
+    write_shards(cache_home() / "datasets" / "wds" / "someone--shards" / "train", 2, 2)
+    check(tiny_config(tmp_path, data={"train": spec}))  # cached: no network needed
+    with pytest.raises(UsageError, match=r"data.train: .*1 of 3 shards not found"):
+        check(tiny_config(tmp_path, data={"train": write_shards(tmp_path / "local", 2, 2).replace("01}", "02}")}))

@@ -318,13 +318,8 @@ def is_stream(spec: str | DataSpec) -> bool:
     return parsed.scheme == "wds" and _names_shards(parsed.target)
 
 
-def stream(spec: str | DataSpec) -> WebDatasetStream:
-    """The streaming mode of ``wds:<shards>`` (training): its shards, checked, hub ones downloaded.
-
-    Local shards must all exist (``FileNotFoundError`` naming the first missing one); ``hf://<owner>/<name>/
-    <pattern>`` shards are downloaded into the cliplab cache (``download_hub_file``). A stream takes no
-    options. ``load_dataset`` of the same (local) spec is the map-style :class:`WebDatasetDir`.
-    """
+def _stream_target(spec: str | DataSpec) -> tuple[DataSpec, re.Match[str] | None]:
+    """The parsed stream spec (checked: names shards, no options) and its ``hf://`` match, if a hub one."""
     parsed = DataSpec.parse(spec)
     text = str(parsed)
     if parsed.scheme != "wds" or not _names_shards(parsed.target):
@@ -333,14 +328,46 @@ def stream(spec: str | DataSpec) -> WebDatasetStream:
         )
     if parsed.options:
         raise ValueError(f"data spec {text!r}: a stream of shards takes no options (got {sorted(parsed.options)})")
-    hub = _HUB_SHARDS.match(parsed.target)
+    return parsed, _HUB_SHARDS.match(parsed.target)
+
+
+def _missing_shards(shards: list[str], text: str) -> FileNotFoundError | None:
+    missing = [s for s in shards if not os.path.isfile(s)]
+    if not missing:
+        return None
+    return FileNotFoundError(f"data {text!r}: {len(missing)} of {len(shards)} shards not found (first: {missing[0]})")
+
+
+def check_stream(spec: str | DataSpec) -> None:
+    """Raise what :func:`stream` would for a bad spec, without downloading or reading a shard (the CLI's
+    pre-flight): local shards must exist; hub shards must be cached when ``HF_HUB_OFFLINE=1``."""
+    parsed, hub = _stream_target(spec)
+    if hub is None:
+        error = _missing_shards(expand_shards(parsed.target), str(parsed))
+    else:
+        repo, pattern = hub.groups()
+        cached = [str(hub_cache_dir(repo) / n) for n in expand_shards(pattern)]
+        error = _missing_shards(cached, str(parsed)) if _offline() else None  # else downloaded when the run starts
+        if error is not None:
+            error = FileNotFoundError(f"{error} in the cliplab cache, and HF_HUB_OFFLINE=1 forbids downloading them")
+    if error is not None:
+        raise error
+
+
+def stream(spec: str | DataSpec) -> WebDatasetStream:
+    """The streaming mode of ``wds:<shards>`` (training): its shards, checked, hub ones downloaded.
+
+    Local shards must all exist (``FileNotFoundError`` naming the first missing one); ``hf://<owner>/<name>/
+    <pattern>`` shards are downloaded into the cliplab cache (``download_hub_file``). A stream takes no
+    options. ``load_dataset`` of the same (local) spec is the map-style :class:`WebDatasetDir`.
+    """
+    parsed, hub = _stream_target(spec)
+    text = str(parsed)
     if hub is None:
         shards = expand_shards(parsed.target)
-        missing = [s for s in shards if not os.path.isfile(s)]
-        if missing:
-            raise FileNotFoundError(
-                f"data {text!r}: {len(missing)} of {len(shards)} shards not found (first: {missing[0]})"
-            )
+        error = _missing_shards(shards, text)
+        if error is not None:
+            raise error
         return WebDatasetStream(parsed, tuple(shards))
     repo, pattern = hub.groups()
     local = []
