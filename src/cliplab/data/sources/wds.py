@@ -24,7 +24,12 @@ present there, decides instead).
 A target that is no directory but reads ``owner/name`` is a Hugging Face Hub dataset: the split's shards and
 the metadata files are downloaded (``huggingface_hub.snapshot_download``) into
 ``<cliplab cache>/datasets/wds/<owner>--<name>`` when a network exists; the split appears there only once it
-is complete, so an interrupted download leaves nothing half-written.
+is complete, so an interrupted download leaves nothing half-written (``cliplab.data.hub_downloads``).
+
+Two modes, one spec and one predicate (:func:`is_shard_pattern`): ``load_dataset`` gives the map-style
+:class:`WebDatasetDir` above (random access, for evaluation); :func:`stream` gives the streaming mode of a spec
+that names shards (training: a :class:`~cliplab.data.streaming.WebDatasetStream`, whose ``sampler`` reads the
+shards in order, resumably), which also takes ``hf://<owner>/<name>/<pattern>`` shards from the Hub.
 """
 
 from __future__ import annotations
