@@ -36,7 +36,13 @@ def add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def check(config: TrainConfig) -> None:
     """Every model and dataset spec and the output directory of a training config, before any work."""
     preflight.output_dir(config.output_dir, "output_dir")
-    preflight.data(config.data.train, "data.train", split=config.data.split, **config.data.options)
+    from cliplab.data.sources.wds import check_stream, is_stream
+
+    if is_stream(config.data.train):  # streamed, not loaded: its shards are checked (hub ones downloaded later)
+        with preflight._about("data.train"):
+            check_stream(config.data.train)
+    else:
+        preflight.data(config.data.train, "data.train", split=config.data.split, **config.data.options)
     preflight.data(config.eval.zeroshot, "eval.zeroshot", split=config.eval.split)
     preflight.data(config.eval.retrieval, "eval.retrieval", split=config.eval.split)
     if isinstance(config.eval.templates, str):

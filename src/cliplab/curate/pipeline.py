@@ -154,7 +154,7 @@ def _previous(source: _Input, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _readable(inp: _Input, progress: bool) -> dict[int, str]:
-    from PIL import Image
+    from cliplab.imaging.decoding import decode_image
 
     bad = {}
     for i in tqdm(range(len(inp.names)), disable=not progress, desc="check images", unit="img"):
@@ -162,12 +162,11 @@ def _readable(inp: _Input, progress: bool) -> dict[int, str]:
             if inp.paths is None:
                 inp.dataset.image(i)
                 continue
-            with Image.open(inp.paths[i]) as im:
-                im.convert("RGB").load()
+            decode_image(inp.paths[i], name=inp.names[i])  # pixel bombs refused from the header
         except FileNotFoundError:
             bad[i] = f"image file not found: {inp.names[i]}"
         except Exception as err:  # noqa: BLE001 - any unreadable image is removed with its error
-            bad[i] = f"unreadable image {inp.names[i]}: {err}"
+            bad[i] = str(err) if inp.paths is not None else f"unreadable image {inp.names[i]}: {err}"
     return bad
 
 

@@ -133,7 +133,7 @@ def sample_augmix(
         )
     if width < 1 or max_depth < 1 or not ops:
         raise ValueError(f"AugMix needs width >= 1, max_depth >= 1 and operations, got {width}, {max_depth}, {ops}")
-    weights = tuple(float(v) for v in np.float32(rng.dirichlet([1.0] * width)))
+    weights = tuple(float(v) for v in rng.dirichlet([1.0] * width).astype(np.float32))
     mix = float(np.float32(rng.beta(1.0, 1.0)))
     chains = []
     for _ in range(width):

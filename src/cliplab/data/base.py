@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,32 @@ def stable_hash(obj: Any) -> str:
     """SHA-256 (hex, 16 chars) of a JSON-serialisable object, key order independent."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_stamp(path: str | os.PathLike) -> list[int]:
+    """``[size, st_mtime_ns, st_ctime_ns]`` of a file: what tells a rewritten file from the one cached.
+
+    The size and modification time alone miss a file rewritten with the same size whose mtime was set back
+    (``touch -r``, ``os.utime``, ``rsync -t``, an archive extracted with its times); the inode change time
+    cannot be set back by a user, and any write, rename or ``utime`` call moves it.
+    """
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def files_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
+    """SHA-256 (hex, 16) of each file's path and ``file_stamp`` (a missing file hashes as missing).
+
+    One ``stat`` per file, no byte read: cheap for any size of data; see ``file_stamp`` for what it detects.
+    """
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            size, mtime, ctime = file_stamp(p)
+            h.update(f"{os.fspath(p)}|{size}|{mtime}|{ctime}\n".encode())
+        except OSError:
+            h.update(f"{os.fspath(p)}|missing\n".encode())
+    return h.hexdigest()[:16]
 
 
 class Dataset(torch.utils.data.Dataset):
@@ -67,7 +94,7 @@ class Dataset(torch.utils.data.Dataset):
     def fingerprint(self) -> str:
         raise NotImplementedError
 
-    def subset(self, indices: Sequence[int]) -> Subset:
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Subset:
         return Subset(self, indices)
 
     def _position(self, index: int) -> int:
@@ -159,7 +186,7 @@ class Wrapper(Dataset):
 class Subset(Wrapper):
     """A view of ``parent`` restricted to ``indices`` (captions follow their images)."""
 
-    def __init__(self, parent: Dataset, indices: Sequence[int]):
+    def __init__(self, parent: Dataset, indices: Sequence[int] | np.ndarray):
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(parent)):
             raise IndexError(f"subset indices out of range for a dataset of {len(parent)} images")
@@ -195,6 +222,7 @@ class Subset(Wrapper):
         if sel is None:
             return None
         caps = self.parent.captions
+        assert caps is not None  # _caption_rows found captions
         return [caps[r] for r in sel[0]]
 
     @property

@@ -93,7 +93,7 @@ def _zoom_blur(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
     for z in zooms:
         zh, zw = int(np.ceil(h * z)), int(np.ceil(w * z))
         top, left = (zh - h) // 2, (zw - w) // 2
-        big = img.resize((zw, zh), Image.BILINEAR).crop((left, top, left + w, top + h))
+        big = img.resize((zw, zh), Image.Resampling.BILINEAR).crop((left, top, left + w, top + h))
         out += np.asarray(big, dtype=np.float32) / 255.0
     return out / (len(zooms) + 1)
 
@@ -120,8 +120,8 @@ def _saturate(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
 def _pixelate(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
     h, w = x.shape[:2]
     img = Image.fromarray(_to_uint8(x))
-    small = img.resize((max(1, round(w * _PIXELATE[s])), max(1, round(h * _PIXELATE[s]))), Image.BOX)
-    return np.asarray(small.resize((w, h), Image.NEAREST), dtype=np.float32) / 255.0
+    small = img.resize((max(1, round(w * _PIXELATE[s])), max(1, round(h * _PIXELATE[s]))), Image.Resampling.BOX)
+    return np.asarray(small.resize((w, h), Image.Resampling.NEAREST), dtype=np.float32) / 255.0
 
 
 def _jpeg_compression(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
@@ -138,7 +138,7 @@ def _low_frequency_noise(rng: np.random.Generator, h: int, w: int, decay: float)
     amp = 1.0
     for cells in (2, 4, 8, 16):
         grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
-        out += amp * np.asarray(Image.fromarray(grid, mode="F").resize((w, h), Image.BICUBIC))
+        out += amp * np.asarray(Image.fromarray(grid, mode="F").resize((w, h), Image.Resampling.BICUBIC))
         amp /= decay
     out -= out.min()
     return out / max(float(out.max()), 1e-6)

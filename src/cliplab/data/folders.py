@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cliplab.data.base import Dataset, stable_hash
+from cliplab.data.base import Dataset, files_fingerprint, stable_hash
 from cliplab.imaging.preprocess import load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -58,18 +58,6 @@ def scan_images(root: str | os.PathLike, *, within_root: bool = True) -> list[Im
             files.append(ImageFile(p.relative_to(base).as_posix(), st.st_size, st.st_mtime_ns))
     files.sort(key=lambda f: f.path)
     return files
-
-
-def _files_fingerprint(paths: list[Path]) -> str:
-    """Hash of each file's path, size and modification time (content changes invalidate caches)."""
-    h = hashlib.sha256()
-    for p in paths:
-        try:
-            st = p.stat()
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}|missing\n".encode())
-    return h.hexdigest()[:16]
 
 
 def classname_from_folder(name: str) -> str:
@@ -143,7 +131,7 @@ class ImageFolder(ImageFileDataset):
                 "kind": "image_folder",
                 "root": str(self.root.resolve()),
                 "classes": self.classnames,
-                "files": _files_fingerprint(self.paths),
+                "files": files_fingerprint(self.paths),
             }
         )
 
@@ -166,7 +154,7 @@ class ImageFiles(ImageFileDataset):
 
     def fingerprint(self) -> str:
         return stable_hash(
-            {"kind": "image_files", "root": str(self.root.resolve()), "files": _files_fingerprint(self.paths)}
+            {"kind": "image_files", "root": str(self.root.resolve()), "files": files_fingerprint(self.paths)}
         )
 
 
@@ -258,8 +246,8 @@ class CaptionDataset(CaptionFileDataset):
         return stable_hash(
             {
                 "kind": "captions",
-                "file": _files_fingerprint([self.path]),
-                "images": _files_fingerprint(self.paths),
+                "file": files_fingerprint([self.path]),
+                "images": files_fingerprint(self.paths),
                 "captions": caps,
                 "t2i": hashlib.sha256(self._t2i.tobytes()).hexdigest()[:16],
             }

@@ -220,7 +220,10 @@ def load_dataset(
     """
     if isinstance(spec, Dataset):
         return spec
-    source, target, chosen, opts = prepare(spec, split=split, **options)
+    parsed = DataSpec.parse(spec)
+    source, target, chosen, opts = prepare(parsed, split=split, **options)
+    if "spec" in inspect.signature(source.loader).parameters:  # a loader that names the spec in its messages
+        opts["spec"] = parsed
     return source.loader(target, split=chosen, **opts)
 
 
@@ -236,7 +239,7 @@ def check_data_spec(
     """
     if isinstance(spec, Dataset):
         return
-    source, target, chosen, opts = prepare(spec, split=split, **options)
+    parsed = DataSpec.parse(spec)
+    source, target, chosen, opts = prepare(parsed, split=split, **options)
     if source.check is not None:
-        text = DataSpec.parse(spec).text or str(spec)
-        source.check(target, split=chosen, spec=text, **opts)
+        source.check(target, split=chosen, spec=str(parsed), **opts)

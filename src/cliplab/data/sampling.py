@@ -142,7 +142,9 @@ class ClassSubset(Subset):
 
     @property
     def labels(self) -> np.ndarray:
-        return self._remap[self.parent.labels[self.indices]]
+        parent = self.parent.labels
+        assert parent is not None  # checked in __init__
+        return self._remap[parent[self.indices]]
 
     def fingerprint(self) -> str:
         from cliplab.data.base import stable_hash

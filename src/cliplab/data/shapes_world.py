@@ -423,7 +423,7 @@ class ShapesDataset(Dataset):
             words = {"s": _ALL_SHAPES[sh[0]], "c": _ALL_COLOURS[co[0]], "z": SIZES[sz[0]]}
             if a["n_objects"][i] == 1:
                 words["p"] = _PHRASE[POSITIONS[po[0]]]
-                forms = (_DETAILED_1, _MEDIUM_1, _PARTIAL_1)
+                forms: tuple[tuple[str, ...], ...] = (_DETAILED_1, _MEDIUM_1, _PARTIAL_1)
             else:
                 words.update(s2=_ALL_SHAPES[sh[1]], c2=_ALL_COLOURS[co[1]], r=_RELATION[POSITIONS[po[0]]])
                 forms = (_DETAILED_2, _MEDIUM_2, _PARTIAL_2)

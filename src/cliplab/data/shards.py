@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cliplab.data.base import file_stamp
+
 __all__ = [
     "SampleRef",
     "ShardError",
@@ -312,8 +314,8 @@ def _is_compressed(path: str) -> bool:
 
 
 def _shard_stat(path: str) -> list[Any]:
-    st = os.stat(path)
-    return [path, st.st_size, st.st_mtime_ns]
+    """``[path, size, mtime_ns, ctime_ns]``: ctime too, since a rewrite can keep the size and set mtime back."""
+    return [path, *file_stamp(path)]
 
 
 @dataclass
@@ -322,7 +324,7 @@ class ShardIndex:
 
     ``samples[i]`` locates sample ``i``; ``read(i)`` returns ``{ext: bytes}`` for it. File descriptors are
     opened lazily per process (safe to pickle into loader workers; reads use ``os.pread``, safe across
-    threads). ``fingerprint()`` hashes the shard paths, sizes and modification times: cheap and stable.
+    threads). ``fingerprint()`` hashes the shard paths, sizes, modification and change times: cheap.
     """
 
     shards: list[str]
@@ -393,20 +395,27 @@ class ShardIndex:
         return {e for ref in self.samples for e in ref.members}
 
     def fingerprint(self) -> str:
-        """SHA-256 (hex, 16) of the shards' paths, sizes and modification times, in order."""
+        """SHA-256 (hex, 16) of the shards' paths, sizes, modification and change times, in order."""
         return hashlib.sha256(json.dumps(self.stats).encode()).hexdigest()[:16]
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Close the file descriptors this process opened (reads reopen them)."""
+        self._close_fds(self._fds)
         self._fds = {}
 
-    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
-        if getattr(self, "_pid", -1) == os.getpid():
-            self.close()
+    # At interpreter exit this module's globals (os included) may already be None when an index is freed, so
+    # __del__ uses only what it bound at definition and the class's own attributes.
+    @staticmethod
+    def _close_fds(fds: dict[int, int], _close: Any = os.close) -> None:
+        for fd in fds.values():
+            try:
+                _close(fd)
+            except OSError:
+                pass
+
+    def __del__(self, _getpid: Any = os.getpid) -> None:
+        if getattr(self, "_pid", -1) == _getpid():
+            self._close_fds(getattr(self, "_fds", {}))
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form (for caching an index next to its shards)."""
@@ -424,7 +433,7 @@ class ShardIndex:
         return cls(list(obj["shards"]), samples, [list(x) for x in obj["stats"]])
 
     def is_current(self) -> bool:
-        """Whether every shard still has the size and modification time it was indexed with."""
+        """Whether every shard still has the size, modification and change time it was indexed with."""
         try:
             return [_shard_stat(p) for p in self.shards] == self.stats
         except OSError:

@@ -64,7 +64,8 @@ class Corrupted(Wrapper):
         img = self.parent.image(index).convert("RGB")
         if self.size is not None and min(img.size) > self.size:
             scale = self.size / min(img.size)
-            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+            size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+            img = img.resize(size, Image.Resampling.BICUBIC)
         return Image.fromarray(self.corrupt_array(np.asarray(img), index))
 
     def fingerprint(self) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cliplab.data.base import Dataset, stable_hash
+from cliplab.data.base import Dataset, files_fingerprint, stable_hash
+from cliplab.imaging.decoding import decode_image
 
 
 class ProbeImages(Dataset):
@@ -31,11 +32,7 @@ class ProbeImages(Dataset):
 
     def image(self, index: int) -> Image.Image:
         i = self._position(index)
-        try:
-            with Image.open(self.paths[i]) as im:
-                image = im.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read image {self.paths[i]}: {err}") from err
+        image = decode_image(self.paths[i])  # errors name the file; pixel bombs refused before decoding
         box = self.boxes[i]
         if box is not None:
             x, y, w, h = (float(v) for v in box)
@@ -43,11 +40,8 @@ class ProbeImages(Dataset):
         return image
 
     def fingerprint(self) -> str:
-        stats = []
-        for p in self.paths:
-            st = p.stat()
-            stats.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
-        return stable_hash({"kind": "probe_images", "files": stats, "boxes": self.boxes})
+        files = files_fingerprint([p.resolve() for p in self.paths])  # size, mtime and ctime of each
+        return stable_hash({"kind": "probe_images", "files": files, "boxes": self.boxes})
 
 
 def check_images(paths: Sequence[Path], where: Path | str) -> None:

@@ -15,7 +15,8 @@ background thread while the model trains on the previous batch. Loader threads u
 never torch kernels (``Preprocess.normalize_array`` says why).
 
 ``build_batches`` picks the pair: ``PairSampler`` + ``BatchLoader`` for map-style data, or
-``cliplab.train.streaming``'s ``ShardStream`` + ``StreamBatchLoader`` for ``wds:`` tar shards.
+the ``wds:`` source's stream (``WebDatasetStream.sampler``, a ``ShardStream``) + ``StreamBatchLoader`` for ``wds:``
+specs that name tar shards.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import torch
 
 from cliplab.data.base import Dataset
 from cliplab.data.loader import check_workers, load_pixels
+from cliplab.data.spec import DataSpec
+from cliplab.data.streaming import WebDatasetStream
 from cliplab.models.base import Model
 
 #: captions tokenised up front when there are at most this many; else each on its first use
@@ -361,30 +364,33 @@ class Prefetcher:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def load_training_data(spec: str, split: str, options: dict[str, Any]) -> Any:
-    """A map-style ``Dataset`` for ``spec``, or the list of shard paths of a ``wds:`` stream spec."""
-    from cliplab.train.streaming import is_stream_spec, resolve_shards
+def load_training_data(spec: str | DataSpec, split: str, options: dict[str, Any]) -> Dataset | WebDatasetStream:
+    """A map-style ``Dataset`` for ``spec``, or the ``wds:`` source's stream of a spec that names shards.
 
-    if is_stream_spec(spec):
-        if options:
-            raise ValueError(f"data.options are not used by a stream of shards ({spec}); remove them")
-        return resolve_shards(spec)
+    ``spec`` is parsed once, here; the parsed spec is what the data source gets.
+    """
     from cliplab.data import load_dataset
+    from cliplab.data.sources import wds
 
-    return load_dataset(spec, split=split, **options)
+    parsed = DataSpec.parse(spec)
+    if wds.is_stream(parsed):
+        if options:
+            raise ValueError(f"data.options are not used by a stream of shards ({parsed}); remove them")
+        return wds.stream(parsed)
+    return load_dataset(parsed, split=split, **options)
 
 
-def training_captions(data: Any, *, vocabulary: bool) -> list[str]:
+def training_captions(data: Dataset | WebDatasetStream, *, vocabulary: bool) -> list[str]:
     """The captions of map-style ``data`` (checked); of a stream's shards only when a new model needs a
     ``vocabulary`` (only their ``txt`` members are read)."""
-    if isinstance(data, list):
-        from cliplab.train.streaming import stream_captions
-
-        return stream_captions(data) if vocabulary else []
+    if isinstance(data, WebDatasetStream):
+        return data.captions() if vocabulary else []
     return check_captions(data)[0]
 
 
-def build_batches(config: Any, data: Any, model: Model, env: Any, teacher: Model | None = None) -> tuple[Any, Any]:
+def build_batches(
+    config: Any, data: Dataset | WebDatasetStream, model: Model, env: Any, teacher: Model | None = None
+) -> tuple[Any, Any]:
     """``(sampler, loader)`` for ``data`` (``load_training_data``'s result) under ``config`` (a ``TrainConfig``)."""
     per_rank = config.batch_size * config.accum_steps
     workers = check_workers(config.data.num_workers)
@@ -394,12 +400,13 @@ def build_batches(config: Any, data: Any, model: Model, env: Any, teacher: Model
 
         if config.accum_steps > 1:
             raise ValueError("loss.hard_negatives does not support accum_steps > 1")
-        negatives = HardNegativeSampler(config.loss.hard_negatives, config.seed, cache=not isinstance(data, list))
-    if isinstance(data, list):
-        from cliplab.train.streaming import ShardStream, StreamBatchLoader
+        negatives = HardNegativeSampler(
+            config.loss.hard_negatives, config.seed, cache=not isinstance(data, WebDatasetStream)
+        )
+    if isinstance(data, WebDatasetStream):
+        from cliplab.train.streaming import StreamBatchLoader
 
-        sampler = ShardStream(
-            data,
+        stream = data.sampler(
             per_rank,
             config.seed,
             env.rank,
@@ -407,7 +414,7 @@ def build_batches(config: Any, data: Any, model: Model, env: Any, teacher: Model
             num_workers=config.data.shard_readers,
             buffer_size=config.data.shuffle_buffer,
         )
-        return sampler, StreamBatchLoader(model, teacher=teacher, negatives=negatives, num_workers=workers)
+        return stream, StreamBatchLoader(model, teacher=teacher, negatives=negatives, num_workers=workers)
     captions, t2i = check_captions(data)
     sampler = PairSampler(t2i, len(data), per_rank, config.seed, env.rank, env.world_size)
     cache = config.data.cache_images

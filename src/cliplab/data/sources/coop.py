@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from cliplab.data.base import stable_hash
-from cliplab.data.folders import ImageFileDataset, _files_fingerprint
+from cliplab.data.base import files_fingerprint, stable_hash
+from cliplab.data.folders import ImageFileDataset
 from cliplab.data.registry import register_data_source
 from cliplab.data.sampling import dassl_few_shot, dassl_k_shot_indices
 
@@ -173,7 +173,7 @@ def _read_imagenet(folder: Path, image_dir: Path) -> dict[str, list[Item]]:
         unknown = [w for w in wnids if w not in names]
         if unknown:
             raise ValueError(f"coop:imagenet: class folders {unknown[:5]} of {split_dir} are not in classnames.txt")
-        items = []
+        items: list[tuple[str, int, str]] = []
         for label, wnid in enumerate(wnids):
             files = sorted(f for f in os.listdir(split_dir / wnid) if not f.startswith("."))
             items.extend((str(split_dir / wnid / f), label, names[wnid]) for f in files)
@@ -271,7 +271,10 @@ class CoopDataset(ImageFileDataset):
         train_labels = [lab for _, lab, _ in self.splits["train"]]
         val_labels = [lab for _, lab, _ in self.splits["val"]] if self.info.fewshot_val else None
         train, val = dassl_few_shot(train_labels, k, seed, val_labels)
-        return train if self.split == "train" else val
+        if self.split == "train":
+            return train
+        assert val is not None  # fewshot_val: checked above
+        return val
 
     @cached_property
     def _fingerprint(self) -> str:
@@ -280,8 +283,8 @@ class CoopDataset(ImageFileDataset):
             {
                 "kind": "coop",
                 "dataset": self.info.name,
-                "split_file": _files_fingerprint([self.split_file]) if self.split_file else None,
-                "images": _files_fingerprint(self.paths),
+                "split_file": files_fingerprint([self.split_file]) if self.split_file else None,
+                "images": files_fingerprint(self.paths),
                 "labels": labels,
                 "classnames": self.classnames,
                 "templates": self.templates,

@@ -34,9 +34,9 @@ import numpy as np
 from PIL import Image
 
 from cliplab._io import cache_home
-from cliplab.data.base import Dataset, stable_hash
-from cliplab.data.folders import _files_fingerprint
+from cliplab.data.base import Dataset, files_fingerprint, stable_hash
 from cliplab.data.registry import register_data_source
+from cliplab.imaging.decoding import decode_image
 
 SPLITS = ("train", "val", "validation", "test")
 CAPTION_NAMES = ("caption", "captions", "text", "sentences")
@@ -132,7 +132,7 @@ def open_hf(target: str, split: str, *, progress: bool = False) -> tuple[Any, di
             hf = datasets.load_dataset(
                 "parquet", data_files=files, split="train", cache_dir=str(cache_home() / "hf-datasets")
             )
-            return hf, {"kind": "parquet", "files": _files_fingerprint([Path(f) for f in files])}
+            return hf, {"kind": "parquet", "files": files_fingerprint([Path(f) for f in files])}
         if path.exists():
             raise ValueError(
                 f"hfds:{target}: {path} is neither a save_to_disk directory (dataset_dict.json / state.json) "
@@ -221,6 +221,7 @@ def choose_columns(
             "caption", [c for c in cols if c.lower() in CAPTION_NAMES and kind(c) in ("string", "strings")], False
         )
     )
+    assert image_col is not None  # guess(..., required=True) raises instead
     return image_col, label_col, caption_col
 
 
@@ -243,7 +244,10 @@ class HFDataset(Dataset):
             hf, image=image, label=label, caption=caption, where=name
         )
         self.name = name
-        self._images = hf.select_columns([self.image_column])
+        # undecoded ({"bytes", "path"}): cliplab decodes, naming the row and refusing pixel bombs from the header
+        self._images = hf.select_columns([self.image_column]).cast_column(
+            self.image_column, _datasets().Image(decode=False)
+        )
         self._labels: np.ndarray | None = None
         self.classnames = None
         self.templates = None
@@ -271,9 +275,19 @@ class HFDataset(Dataset):
 
     @staticmethod
     def _rgb(value: Any, where: str) -> Image.Image:
-        if not isinstance(value, Image.Image):
-            raise ValueError(f"{where}: the image column holds {type(value).__name__}, not an image")
-        return value.convert("RGB") if value.mode != "RGB" else value
+        """An undecoded ``datasets.Image`` value (``{"bytes", "path"}``) decoded by ``decode_image``."""
+        if isinstance(value, Image.Image):
+            return decode_image(value)
+        if isinstance(value, dict) and (value.get("bytes") is not None or value.get("path")):
+            data: bytes | None = value.get("bytes")
+            path: str = value.get("path") or ""
+            name = f"{where} ({path})" if path else where
+            if data is not None:
+                return decode_image(data, name=name)
+            if not os.path.isfile(path):  # a remote or archived file: datasets opens it
+                return decode_image(_datasets().Image().decode_example(value))
+            return decode_image(path, name=name)
+        raise ValueError(f"{where}: the image column holds {type(value).__name__}, not an image")
 
     def image(self, index: int) -> Image.Image:
         i = self._position(index)
@@ -308,10 +322,13 @@ class HFDataset(Dataset):
             if self.provenance.get("kind") == "parquet"
             else {**self.provenance, "hf": getattr(self.hf, "_fingerprint", None)}
         )
+        # the Arrow files behind it (a save_to_disk folder's, the hub or parquet cache's): rewritten data moves them
+        arrow = [f["filename"] for f in getattr(self.hf, "cache_files", None) or [] if "filename" in f]
         return stable_hash(
             {
                 "kind": "hfds",
                 "source": source,
+                "arrow_files": files_fingerprint(arrow),
                 "n": len(self.hf),
                 "columns": [self.image_column, self.label_column, self.caption_column],
                 "classnames": self.classnames,

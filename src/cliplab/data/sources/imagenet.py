@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from cliplab.data.base import stable_hash
-from cliplab.data.folders import IMAGE_EXTENSIONS, ImageFileDataset, _files_fingerprint
+from cliplab.data.base import files_fingerprint, stable_hash
+from cliplab.data.folders import IMAGE_EXTENSIONS, ImageFileDataset
 from cliplab.data.registry import register_data_source
 
 VARIANTS = ("val", "v2", "sketch", "a", "r")
@@ -136,9 +136,9 @@ class ImageNetFolder(ImageFileDataset):
                 "kind": "imagenet",
                 "variant": self.variant,
                 "root": str(self.root.resolve()),
-                "files": _files_fingerprint(self.paths),
+                "files": files_fingerprint(self.paths),
                 "labels": hashlib.sha256(self._labels.tobytes()).hexdigest()[:16],
-                "classnames": hashlib.sha256("\n".join(self.classnames).encode()).hexdigest()[:16],
+                "classnames": hashlib.sha256("\n".join(self.classnames or []).encode()).hexdigest()[:16],
             }
         )
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from cliplab.data.base import stable_hash
-from cliplab.data.folders import CaptionFileDataset, _files_fingerprint
+from cliplab.data.base import files_fingerprint, stable_hash
+from cliplab.data.folders import CaptionFileDataset
 from cliplab.data.registry import register_data_source
 
 SPLITS = ("train", "val", "test", "restval")
@@ -91,9 +91,9 @@ class KarpathyCaptions(CaptionFileDataset):
         return stable_hash(
             {
                 "kind": "karpathy",
-                "file": _files_fingerprint([self.path]),
+                "file": files_fingerprint([self.path]),
                 "split": self.split,
-                "images": _files_fingerprint(self.paths),
+                "images": files_fingerprint(self.paths),
                 "captions": hashlib.sha256("\n".join(self._captions).encode()).hexdigest()[:16],
                 "t2i": hashlib.sha256(self._t2i.tobytes()).hexdigest()[:16],
             }

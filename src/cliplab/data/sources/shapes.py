@@ -13,7 +13,7 @@ OPTIONS = tuple(p for p in inspect.signature(shapes).parameters if p != "split")
 
 def load(target: str, split: str | None = "test", **options: Any) -> ShapesDataset:
     """The shapes world with ``options`` (``shapes`` takes no target)."""
-    return shapes(split=split, **options)
+    return shapes(split=split or "test", **options)
 
 
 def check(target: str, split: str | None = "test", *, spec: str, **options: Any) -> None:
@@ -22,7 +22,7 @@ def check(target: str, split: str | None = "test", *, spec: str, **options: Any)
     if isinstance(n, int) and not isinstance(n, bool) and n > 0:
         options["n"] = 1  # only the options matter here; one image's attributes are drawn, none rendered
     try:
-        shapes(split=split, **options)
+        shapes(split=split or "test", **options)
     except (ValueError, TypeError) as err:
         raise ValueError(f"dataset spec {spec!r}: {err}") from err
 

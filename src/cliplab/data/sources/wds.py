@@ -13,7 +13,7 @@ As in CLIP_benchmark, the shards read are exactly ``{0..n-1}.tar`` from ``nshard
 the samples in each shard in order, so features line up with CLIP_benchmark's; the image is the first of
 ``webp``, ``png``, ``jpg``, ``jpeg`` a sample has. Images are decoded from the tar by seeking
 (``cliplab.data.shards.ShardIndex``): nothing is unpacked. The header index is cached under
-``<cliplab cache>/wds-index`` keyed by the shards' paths, sizes and modification times.
+``<cliplab cache>/wds-index`` keyed by the shards' paths, sizes, modification and change times.
 
 A target that names shards directly (a brace pattern ``/data/{000000..000099}.tar``, a ``::`` list or one
 ``.tar``, e.g. what ``img2dataset`` writes) is read the same way, in the order given: samples with ``cls`` are
@@ -24,36 +24,46 @@ present there, decides instead).
 A target that is no directory but reads ``owner/name`` is a Hugging Face Hub dataset: the split's shards and
 the metadata files are downloaded (``huggingface_hub.snapshot_download``) into
 ``<cliplab cache>/datasets/wds/<owner>--<name>`` when a network exists; the split appears there only once it
-is complete, so an interrupted download leaves nothing half-written.
+is complete, so an interrupted download leaves nothing half-written (``cliplab.data.hub_downloads``).
+
+Two modes, one spec and one predicate (:func:`is_shard_pattern`): ``load_dataset`` gives the map-style
+:class:`WebDatasetDir` above (random access, for evaluation); :func:`stream` gives the streaming mode of a spec
+that names shards (training: a :class:`~cliplab.data.streaming.WebDatasetStream`, whose ``sampler`` reads the
+shards in order, resumably), which also takes ``hf://<owner>/<name>/<pattern>`` shards from the Hub.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
 import re
-import secrets
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from cliplab._io import cache_home, write_text_atomic
-from cliplab.data.base import Dataset, stable_hash
+from cliplab.data.base import Dataset, file_stamp, stable_hash
+from cliplab.data.hub_downloads import (  # noqa: F401 - download_hub_file and hub_cache_dir are used from here
+    _offline,
+    _split_complete,
+    download_from_hub,
+    download_hub_file,
+    hub_cache_dir,
+)
 from cliplab.data.registry import register_data_source
 from cliplab.data.shards import ShardError, ShardIndex, expand_shards
+from cliplab.data.spec import DataSpec
+from cliplab.data.streaming import WebDatasetStream
+from cliplab.imaging.decoding import decode_image
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
 SPLITS = ("train", "val", "test")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: shard stats carry the change time
 
 log = logging.getLogger(__name__)
 
@@ -61,94 +71,6 @@ log = logging.getLogger(__name__)
 def _read_lines(path: Path) -> list[str]:
     """Stripped lines (CLIP_benchmark reads ``line.strip()`` of ``splitlines()``), blank lines dropped."""
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def hub_cache_dir(repo_id: str) -> Path:
-    """Where ``wds:<repo_id>`` is downloaded: ``<cliplab cache>/datasets/wds/<owner>--<name>``."""
-    return cache_home() / "datasets" / "wds" / repo_id.replace("/", "--")
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _split_complete(root: Path, split: str) -> bool:
-    return (root / split / "nshards.txt").is_file()
-
-
-def _hub(name: str, purpose: str) -> Any:
-    """``huggingface_hub.<name>``, looked up when called."""
-    try:
-        import huggingface_hub
-    except ImportError as err:  # pragma: no cover - a dependency of transformers
-        raise ImportError(f"{purpose} needs huggingface_hub: pip install huggingface_hub") from err
-    return getattr(huggingface_hub, name)
-
-
-@contextlib.contextmanager
-def _staging(dest: Path, what: str, hint: str = "") -> Iterator[Path]:
-    """A temporary sibling of ``dest`` to download ``what`` into (what is moved out of it into place stays, the
-    rest is removed, so a failed download leaves nothing). Offline (``HF_HUB_OFFLINE=1``) or failed:
-    ``FileNotFoundError`` naming ``what`` (``hint``: what else the user could do)."""
-    if _offline():
-        raise FileNotFoundError(
-            f"{what} is not in the cliplab cache ({dest}) and HF_HUB_OFFLINE=1 forbids downloading it; unset "
-            f"HF_HUB_OFFLINE on a machine with a network{hint}"
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        yield tmp
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # network, auth, unknown repo or file: all end the same way for the user
-        raise FileNotFoundError(f"could not download {what}: {type(err).__name__}: {err}") from err
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def download_from_hub(repo_id: str, split: str) -> Path:
-    """The local copy of hub dataset ``repo_id`` with ``split`` (downloaded into the cliplab cache if needed).
-
-    Progress bars are huggingface_hub's (``HF_HUB_DISABLE_PROGRESS_BARS=1``, which ``--quiet`` sets, hides them).
-    Only ``<split>/*`` and the top-level ``*.txt`` files are fetched, into a temporary sibling; the split's
-    folder moves into place last, so a failed download leaves no partial split behind.
-    """
-    dest = hub_cache_dir(repo_id)
-    if _split_complete(dest, split):
-        return dest
-    what = f"wds:{repo_id}: the Hugging Face Hub dataset {repo_id!r} (no local directory {repo_id!r} either)"
-    snapshot_download = _hub("snapshot_download", "wds:<hub id>")
-    with _staging(dest, what, ", or pass a local directory in CLIP_benchmark's webdataset layout") as tmp:
-        snapshot_download(repo_id, repo_type="dataset", allow_patterns=[f"{split}/*", "*.txt"], local_dir=str(tmp))
-        if not _split_complete(tmp, split):
-            raise FileNotFoundError(
-                f"wds:{repo_id}: the hub dataset has no {split}/nshards.txt, so it is not in CLIP_benchmark's "
-                f"webdataset layout or has no split {split!r}"
-            )
-        dest.mkdir(exist_ok=True)
-        for meta in tmp.glob("*.txt"):
-            os.replace(meta, dest / meta.name)
-        if (dest / split).exists():
-            shutil.rmtree(dest / split)
-        shutil.rmtree(tmp / split / ".cache", ignore_errors=True)
-        os.replace(tmp / split, dest / split)
-    return dest
-
-
-def download_hub_file(repo_id: str, filename: str) -> Path:
-    """One file of hub dataset ``repo_id`` (a training shard), kept at ``hub_cache_dir(repo_id) / filename``.
-
-    A file already there is used as it is (no network); otherwise it is downloaded into a temporary sibling
-    and moved into place, so an interrupted download leaves nothing behind. Offline (``HF_HUB_OFFLINE=1``) or
-    failed: ``FileNotFoundError`` naming the repository and the file."""
-    dest = hub_cache_dir(repo_id) / filename
-    if dest.is_file():
-        return dest
-    hf_hub_download = _hub("hf_hub_download", "hub shards")
-    with _staging(dest, f"{filename} of the Hugging Face Hub dataset {repo_id!r}") as tmp:
-        os.replace(hf_hub_download(repo_id, filename, repo_type="dataset", local_dir=str(tmp)), dest)
-    return dest
 
 
 def resolve_root(target: str, split: str, *, spec: str) -> Path:
@@ -185,7 +107,7 @@ def _shard_list(root: Path, split: str, spec: str) -> list[str]:
 
 def _index_cache_path(shards: list[str]) -> Path | None:
     try:
-        stats = [[str(Path(p).resolve()), os.path.getsize(p), os.stat(p).st_mtime_ns] for p in shards]
+        stats = [[str(Path(p).resolve()), *file_stamp(p)] for p in shards]
     except OSError:
         return None
     key = hashlib.sha256(json.dumps([INDEX_VERSION, stats]).encode()).hexdigest()[:24]
@@ -305,7 +227,7 @@ class WebDatasetDir(Dataset):
             i = int(bad[0])
             raise ValueError(
                 f"dataset {spec!r}: {self._where(i)} has label {labels[i]} but {names_file} lists "
-                f"{len(self.classnames)} classes"
+                f"{len(self.classnames or [])} classes"
             )
         self._labels = labels
 
@@ -324,13 +246,10 @@ class WebDatasetDir(Dataset):
 
     def image(self, index: int) -> Image.Image:
         i = self._position(index)
-        data = self._member(i, self._image_ext[i])
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                return im.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise ValueError(f"cannot decode the .{self._image_ext[i]} image of {self._where(i)}: {err}") from err
+        ext = self._image_ext[i]
+        # errors (an undecodable image, a pixel bomb refused from its header) name it <shard>:<key>.<ext>
+        shard = self.index.shards[self.index.samples[i].shard]
+        return decode_image(self._member(i, ext), name=f"{shard}:{self.keys[i]}.{ext}")
 
     @property
     def labels(self) -> np.ndarray | None:
@@ -345,13 +264,16 @@ class WebDatasetDir(Dataset):
         return self._t2i
 
     def fingerprint(self) -> str:
-        """Shard names and sizes, every sample's key and member sizes, labels, captions, class names, templates.
+        """Shard names, sizes, modification and change times, every sample's key and member sizes, labels,
+        captions, class names, templates.
 
-        Cheap (no image is read) and stable: the same data copied or re-downloaded elsewhere keeps it.
+        Cheap (no image is read; one ``stat`` per shard when indexed). A shard rewritten in place, even with the
+        same member sizes and its modification time set back (``os.utime``, ``touch -r``), changes its change
+        time (``st_ctime_ns``), so its features are recomputed; a copy of the shards elsewhere is new data too.
         """
         layout = hashlib.sha256()
         for path, stat in zip(self.index.shards, self.index.stats):
-            layout.update(f"{Path(path).name}|{stat[1]}\n".encode())
+            layout.update(f"{Path(path).name}|{'|'.join(map(str, stat[1:]))}\n".encode())
         for ref in self.index.samples:
             members = ",".join(f"{e}:{o}:{n}" for e, (o, n) in sorted(ref.members.items()))
             layout.update(f"{ref.shard}|{ref.key}|{members}\n".encode())
@@ -378,9 +300,88 @@ def _auto_progress(progress: bool | None) -> bool:
     return bool(progress) if progress is not None else log.isEnabledFor(logging.INFO)
 
 
+HUB_PREFIX = "hf://"
+_HUB_SHARDS = re.compile(r"^hf://([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)/(.+)$")
+
+
 def is_shard_pattern(target: str) -> bool:
-    """Whether a target names shards directly: a brace pattern, a ``::`` list or a ``.tar`` path."""
-    return "{" in target or "::" in target or target.endswith(".tar")
+    """Whether a target names shards directly: a brace pattern, a ``::`` list, a ``.tar``/``.tar.gz`` path or
+    ``hf://<owner>/<name>/<pattern>`` (shards in a Hub dataset repository)."""
+    return target.startswith(HUB_PREFIX) or "{" in target or "::" in target or target.endswith((".tar", ".tar.gz"))
+
+
+def _names_shards(target: str) -> bool:
+    return is_shard_pattern(target) and not Path(target).expanduser().is_dir()
+
+
+def is_stream(spec: str | DataSpec) -> bool:
+    """Whether ``spec`` is a ``wds:`` spec that names shards (see :func:`stream`); a malformed spec is not."""
+    try:
+        parsed = DataSpec.parse(spec)
+    except (ValueError, TypeError):
+        return False
+    return parsed.scheme == "wds" and _names_shards(parsed.target)
+
+
+def _stream_target(spec: str | DataSpec) -> tuple[DataSpec, re.Match[str] | None]:
+    """The parsed stream spec (checked: names shards, no options) and its ``hf://`` match, if a hub one."""
+    parsed = DataSpec.parse(spec)
+    text = str(parsed)
+    if parsed.scheme != "wds" or not _names_shards(parsed.target):
+        raise ValueError(
+            f"{text!r} is not a stream spec (wds:<dir>/{{000000..000099}}.tar, a::b.tar or wds:hf://owner/name/...)"
+        )
+    if parsed.options:
+        raise ValueError(f"data spec {text!r}: a stream of shards takes no options (got {sorted(parsed.options)})")
+    return parsed, _HUB_SHARDS.match(parsed.target)
+
+
+def _missing_shards(shards: list[str], text: str) -> FileNotFoundError | None:
+    missing = [s for s in shards if not os.path.isfile(s)]
+    if not missing:
+        return None
+    return FileNotFoundError(f"data {text!r}: {len(missing)} of {len(shards)} shards not found (first: {missing[0]})")
+
+
+def check_stream(spec: str | DataSpec) -> None:
+    """Raise what :func:`stream` would for a bad spec, without downloading or reading a shard (the CLI's
+    pre-flight): local shards must exist; hub shards must be cached when ``HF_HUB_OFFLINE=1``."""
+    parsed, hub = _stream_target(spec)
+    if hub is None:
+        error = _missing_shards(expand_shards(parsed.target), str(parsed))
+    else:
+        repo, pattern = hub.groups()
+        cached = [str(hub_cache_dir(repo) / n) for n in expand_shards(pattern)]
+        error = _missing_shards(cached, str(parsed)) if _offline() else None  # else downloaded when the run starts
+        if error is not None:
+            error = FileNotFoundError(f"{error} in the cliplab cache, and HF_HUB_OFFLINE=1 forbids downloading them")
+    if error is not None:
+        raise error
+
+
+def stream(spec: str | DataSpec) -> WebDatasetStream:
+    """The streaming mode of ``wds:<shards>`` (training): its shards, checked, hub ones downloaded.
+
+    Local shards must all exist (``FileNotFoundError`` naming the first missing one); ``hf://<owner>/<name>/
+    <pattern>`` shards are downloaded into the cliplab cache (``download_hub_file``). A stream takes no
+    options. ``load_dataset`` of the same (local) spec is the map-style :class:`WebDatasetDir`.
+    """
+    parsed, hub = _stream_target(spec)
+    text = str(parsed)
+    if hub is None:
+        shards = expand_shards(parsed.target)
+        error = _missing_shards(shards, text)
+        if error is not None:
+            raise error
+        return WebDatasetStream(parsed, tuple(shards))
+    repo, pattern = hub.groups()
+    local = []
+    for name in expand_shards(pattern):
+        try:
+            local.append(str(download_hub_file(repo, name)))
+        except FileNotFoundError as err:  # offline, missing file, no access: say which spec
+            raise FileNotFoundError(f"data {text!r}: {err}") from err
+    return WebDatasetStream(parsed, tuple(local))
 
 
 def _pattern_shards(target: str, spec: str) -> tuple[Path, list[str]]:
@@ -402,15 +403,20 @@ def _pattern_shards(target: str, spec: str) -> tuple[Path, list[str]]:
     return root, shards
 
 
-def load(target: str, split: str | None = "test", *, progress: bool | None = None) -> WebDatasetDir:
-    """A split of a webdataset directory or hub dataset, or shards named by a pattern (see the module docstring)."""
+def load(
+    target: str, split: str | None = "test", *, progress: bool | None = None, spec: DataSpec | None = None
+) -> WebDatasetDir:
+    """A split of a webdataset directory or hub dataset, or shards named by a pattern (see the module docstring).
+
+    ``spec``: the parsed spec it came from (``load_dataset`` passes it), for messages.
+    """
     split = split or "test"
-    spec = f"wds:{target}" + (f":split={split}" if split != "test" else "")
-    if is_shard_pattern(target) and not Path(target).expanduser().is_dir():
-        root, shards = _pattern_shards(target, spec)
-        return WebDatasetDir(root, split, progress=_auto_progress(progress), spec=spec, shards=shards)
-    root = resolve_root(target, split, spec=spec)
-    return WebDatasetDir(root, split, progress=_auto_progress(progress), spec=spec)
+    text = str(spec) if spec is not None else f"wds:{target}" + (f":split={split}" if split != "test" else "")
+    if _names_shards(target):
+        root, shards = _pattern_shards(target, text)
+        return WebDatasetDir(root, split, progress=_auto_progress(progress), spec=text, shards=shards)
+    root = resolve_root(target, split, spec=text)
+    return WebDatasetDir(root, split, progress=_auto_progress(progress), spec=text)
 
 
 def check(target: str, split: str | None = "test", *, spec: str, **options: Any) -> None:
@@ -420,7 +426,7 @@ def check(target: str, split: str | None = "test", *, spec: str, **options: Any)
     """
     split = split or "test"
     path = Path(target).expanduser()
-    if is_shard_pattern(target) and not path.is_dir():
+    if _names_shards(target):
         _pattern_shards(target, spec)
         return
     if not path.is_dir():
@@ -449,6 +455,7 @@ register_data_source(
     load,
     detect=detect,
     splits=SPLITS,
+    options=("progress",),  # not ``spec``: load_dataset passes the parsed spec itself
     check=check,
     description="wds:<dir | hub id>[:split=test] (CLIP_benchmark webdatasets, e.g. wds:clip-benchmark/wds_cifar10)",
 )
