@@ -203,3 +203,16 @@ def test_torchrun_rank_0_failure_reaches_every_rank(tiny_model_dir, tmp_path):
     assert "none of the 4 image files" in proc.stderr  # rank 0's own error
     assert "cliplab: error: rank 0 could not build the index: none of the 4" in proc.stderr  # rank 1, told by rank 0
     assert not (tmp_path / "idx").exists()
+
+
+def test_a_rewrite_with_its_mtime_set_back_is_reported_changed(collection, tiny_model, tmp_path):
+    root, names = collection
+    index_images(tiny_model, root, tmp_path / "idx", progress=False)
+    target = root / names[2]
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-20] ^= 0xFF  # same size, other bytes
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # `touch -r`: size and mtime as indexed
+    summary = index_images(tiny_model, root, tmp_path / "idx", progress=False)
+    assert summary.changed == [names[2]]

@@ -26,9 +26,10 @@ class ImageFile:
     path: str
     size: int
     mtime_ns: int
+    ctime_ns: int = 0  # status change time: a rewrite whose mtime was set back (touch -r) still changes it
 
     def meta(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
+        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "ctime_ns": self.ctime_ns}
 
 
 def scan_images(root: str | os.PathLike, *, within_root: bool = True) -> list[ImageFile]:
@@ -55,7 +56,7 @@ def scan_images(root: str | os.PathLike, *, within_root: bool = True) -> list[Im
                 st = real.stat()
             except OSError:
                 continue
-            files.append(ImageFile(p.relative_to(base).as_posix(), st.st_size, st.st_mtime_ns))
+            files.append(ImageFile(p.relative_to(base).as_posix(), st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     files.sort(key=lambda f: f.path)
     return files
 

@@ -208,14 +208,20 @@ def index_images(
     existing = _existing(output, root, model, rebuild)
     summary = IndexSummary(index=str(output), root=str(root), found=len(files), rank=rank, world_size=world)
 
-    known: dict[str, tuple[int | None, int | None]] = {}  # path -> (size, mtime_ns) as indexed
+    # path -> (size, mtime_ns, ctime_ns) as indexed; ctime is None for entries indexed before it was recorded
+    known: dict[str, tuple[int | None, int | None, int | None]] = {}
     if existing is not None:
         for item in existing.get_metadata(range(len(existing))):
             if item and "path" in item:
-                known[item["path"]] = (item.get("size"), item.get("mtime_ns"))
+                known[item["path"]] = (item.get("size"), item.get("mtime_ns"), item.get("ctime_ns"))
     present = {f.path for f in files}
     todo = [f for f in files if f.path not in known]
-    summary.changed = [f.path for f in files if f.path in known and known[f.path] != (f.size, f.mtime_ns)]
+
+    def _changed(f: Any) -> bool:
+        size, mtime, ctime = known[f.path]
+        return (size, mtime) != (f.size, f.mtime_ns) or (ctime is not None and ctime != f.ctime_ns)
+
+    summary.changed = [f.path for f in files if f.path in known and _changed(f)]
     summary.missing = sorted(p for p in known if p not in present)
 
     key = stable_hash(
@@ -223,7 +229,7 @@ def index_images(
             "model": model.fingerprint(),
             "preprocess": model.preprocess.fingerprint(),
             "root": str(root),
-            "files": [(f.path, f.size, f.mtime_ns) for f in todo],
+            "files": [(f.path, f.size, f.mtime_ns, f.ctime_ns) for f in todo],
             "chunk_size": chunk_size,
             **({} if precision == "fp32" else {"precision": precision}),
         }
