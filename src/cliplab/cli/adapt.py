@@ -13,9 +13,17 @@ import argparse
 from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
+from cliplab.cli.common import (
+    TEMPLATES_HELP,
+    UsageError,
+    add_common,
+    cache_dir,
+    int_list,
+    nonnegative_int,
+    print_json,
+    print_table,
+)
 from cliplab.cli.zeroshot import load_templates
-from cliplab.data.spec import is_builtin_world
 
 
 def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,8 +36,10 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="test data (default: the test split of a built-in world, else a stratified half of DATA)",
     )
-    p.add_argument("--shots", default="1,2,4,8,16", help="shots per class (default 1,2,4,8,16)")
-    p.add_argument("--seeds", default="1,2,3", help="seeds (default 1,2,3)")
+    p.add_argument(
+        "--shots", type=int_list(1), default="1,2,4,8,16", help="comma-separated shots per class (default 1,2,4,8,16)"
+    )
+    p.add_argument("--seeds", type=int_list(0), default="1,2,3", help="comma-separated seeds (default 1,2,3)")
     p.add_argument(
         "--methods",
         default=None,
@@ -43,7 +53,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--views",
-        type=int,
+        type=nonnegative_int,
         default=10,
         help="random-crop passes of the support images (default 10, as Tip-Adapter/GDA; 0: clean features only)",
     )
@@ -62,9 +72,19 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--aux-model", default=None, help="second encoder for AMU's auxiliary features")
     p.add_argument("--base-to-new", action="store_true", help="also report base-to-new generalisation (16 shots)")
     p.add_argument("--no-search", action="store_true", help="use default hyper-parameters (no validation search)")
-    p.add_argument("--templates", default=None)
-    add_common(p)
+    p.add_argument("--templates", default=None, help=TEMPLATES_HELP)
+    add_common(p, skip_images=True)
     return p
+
+
+def read_images(dataset: Any, features: Any) -> Any:
+    """``dataset`` without the images ``--skip-bad-images`` left out of ``features`` (so that support sets,
+    views and prompt learners index the same images as the features)."""
+    skipped = features.meta.get("skipped_images")
+    if not skipped:
+        return dataset
+    dropped = {int(s["index"]) for s in skipped}
+    return dataset.subset([i for i in range(len(dataset)) if i not in dropped])
 
 
 def _splits(spec: str) -> tuple[str, ...]:
@@ -100,17 +120,15 @@ def run(args: argparse.Namespace) -> int:
     from cliplab.adapt.protocol import run_few_shot
     from cliplab.adapt.views import embed_support_views
     from cliplab.assess import split_half
+    from cliplab.cli.prompt_methods import add_prompt_methods, split_methods
     from cliplab.data import load_dataset
+    from cliplab.data.spec import is_builtin_world
     from cliplab.features import embed
     from cliplab.models import load_model
     from cliplab.zeroshot import zeroshot_weights
 
-    shots, seeds = preflight.ints(args.shots, "--shots"), preflight.ints(args.seeds, "--seeds")
-    from cliplab.cli.prompt_methods import add_prompt_methods, split_methods
-
+    shots, seeds = list(args.shots), list(args.seeds)  # checked by argparse (int_list)
     methods, prompt_methods = split_methods(args.methods)
-    if args.views < 0:
-        raise UsageError(f"--views must be >= 0, got {args.views}")
     preflight.common(args)
     preflight.templates(args.templates)
     preflight.data(args.data, split="train")
@@ -126,12 +144,14 @@ def run(args: argparse.Namespace) -> int:
     kw = {"batch_size": args.batch_size, "cache_dir": cache_dir(args), "progress": not args.quiet}
     train_ds = load_dataset(args.data, split="train")
     train = embed(model, train_ds, **kw)
+    train_ds = read_images(train_ds, train)
     if train.labels is None or not train.classnames:
         raise UsageError(f"dataset {train_ds.name!r} has no labels; few-shot adaptation needs labelled data")
     support_ds = train_ds
     if separate_test:
         test_ds = load_dataset(args.test_data or args.data, split="test")
         test = embed(model, test_ds, **kw)
+        test_ds = read_images(test_ds, test)
     else:  # one folder: support from one stratified half, test on the other
         tr, te = split_half(train.labels)
         test, train = train.subset(te), train.subset(tr)
@@ -142,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
     elif _has_val_split(args.data) and getattr(train_ds, "has_validation_split", True):  # coop ImageNet: none
         val_ds = load_dataset(args.data, split="val")
     val = embed(model, val_ds, **kw) if val_ds is not None else None
+    if val is not None:
+        val_ds = read_images(val_ds, val)
     n_cls = len(train.classnames)
     draw = _draw(train_ds, train.labels, None if val is None else val.labels) if separate_test else None
     sampler = None if draw is None else (lambda labels, k, seed: draw(k, seed)[0])
