@@ -77,16 +77,6 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def read_images(dataset: Any, features: Any) -> Any:
-    """``dataset`` without the images ``--skip-bad-images`` left out of ``features`` (so that support sets,
-    views and prompt learners index the same images as the features)."""
-    skipped = features.meta.get("skipped_images")
-    if not skipped:
-        return dataset
-    dropped = {int(s["index"]) for s in skipped}
-    return dataset.subset([i for i in range(len(dataset)) if i not in dropped])
-
-
 def _splits(spec: str) -> tuple[str, ...]:
     """The splits ``spec``'s data source declares (``()`` for data without splits, e.g. a folder)."""
     from cliplab.data.registry import prepare
@@ -124,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from cliplab.data import load_dataset
     from cliplab.data.spec import is_builtin_world
     from cliplab.features import embed
+    from cliplab.features.embedding import images_read as read_images  # --skip-bad-images: rows = images
     from cliplab.models import load_model
     from cliplab.zeroshot import zeroshot_weights
 

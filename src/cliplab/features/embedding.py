@@ -75,6 +75,16 @@ def _note_skipped(dataset: Dataset, skipped: list[dict[str, Any]]) -> None:
             record.append({"file": s["path"], "error": s["error"], "dataset": dataset.name})
 
 
+def images_read(dataset: Dataset, features: Features) -> Dataset:
+    """``dataset`` without the images ``skip_bad_images`` left out of ``features`` (``dataset`` itself when none
+    were): row ``i`` of ``features`` is image ``i`` of the result, for code that pairs the two."""
+    skipped = features.meta.get("skipped_images")
+    if not skipped:
+        return dataset
+    dropped = {int(s["index"]) for s in skipped}
+    return dataset.subset([i for i in range(len(dataset)) if i not in dropped])
+
+
 def cache_key(model: Model, dataset: Dataset, precision: str = "fp32") -> str:
     """Hash of the model's weights/tokenisation/preprocessing, the dataset's content definition and the
     inference precision (``fp32`` features never equal ``bf16`` ones bit for bit)."""
