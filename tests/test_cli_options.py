@@ -124,10 +124,9 @@ def test_help_and_usage_errors_import_no_torch():
 
 
 def test_bench_help_lists_the_stages_of_the_registry():
+    import cliplab.bench.runner  # noqa: F401  (registers the built-in stages)
     from cliplab.bench.stage import STAGES
     from cliplab.cli.bench import stage_names
-
-    import cliplab.bench.runner  # noqa: F401  (registers the built-in stages)
 
     assert stage_names() == sorted(STAGES)
     text = build_parser()._subparsers._group_actions[0].choices["bench"].format_help()  # type: ignore[union-attr]

@@ -135,10 +135,10 @@ def run(args: argparse.Namespace) -> int:
     kw = {"batch_size": args.batch_size, "cache_dir": cache_dir(args), "progress": not args.quiet}
     train_ds = load_dataset(args.data, split="train")
     train = embed(model, train_ds, **kw)
-    train_ds = read_images(train_ds, train)
     if train.labels is None or not train.classnames:
         raise UsageError(f"dataset {train_ds.name!r} has no labels; few-shot adaptation needs labelled data")
-    support_ds = train_ds
+    classnames: list[str] = train.classnames
+    support_ds = read_images(train_ds, train)  # train_ds itself unless --skip-bad-images left images out
     if separate_test:
         test_ds = load_dataset(args.test_data or args.data, split="test")
         test = embed(model, test_ds, **kw)
@@ -146,17 +146,19 @@ def run(args: argparse.Namespace) -> int:
     else:  # one folder: support from one stratified half, test on the other
         tr, te = split_half(train.labels)
         test, train = train.subset(te), train.subset(tr)
-        support_ds, test_ds = train_ds.subset(tr), train_ds.subset(te)
+        support_ds, test_ds = support_ds.subset(tr.tolist()), support_ds.subset(te.tolist())
+    support_labels = train.labels
+    assert support_labels is not None  # checked above; a subset keeps its labels
     val_ds = None
     if args.val_data:
         val_ds = load_dataset(args.val_data, split="val")
     elif _has_val_split(args.data) and getattr(train_ds, "has_validation_split", True):  # coop ImageNet: none
         val_ds = load_dataset(args.data, split="val")
     val = embed(model, val_ds, **kw) if val_ds is not None else None
-    if val is not None:
+    if val is not None and val_ds is not None:
         val_ds = read_images(val_ds, val)
-    n_cls = len(train.classnames)
-    draw = _draw(train_ds, train.labels, None if val is None else val.labels) if separate_test else None
+    n_cls = len(classnames)
+    draw = _draw(train_ds, support_labels, None if val is None else val.labels) if separate_test else None
     sampler = None if draw is None else (lambda labels, k, seed: draw(k, seed)[0])
     views_kw = {"num_classes": n_cls, "sampler": sampler, **kw}
     if args.base_to_new:
@@ -164,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         shots_for_views = shots
     views = (
-        embed_support_views(model, support_ds, train.labels, shots_for_views, seeds, args.views, **views_kw)
+        embed_support_views(model, support_ds, support_labels, shots_for_views, seeds, args.views, **views_kw)
         if args.views > 0
         else None
     )
@@ -176,9 +178,9 @@ def run(args: argparse.Namespace) -> int:
         aux_val = embed(aux, val_ds, **kw).images if val_ds is not None else None
         if args.views > 0:  # the same crops of the same images, through the second encoder
             aux_views = embed_support_views(
-                aux, support_ds, train.labels, shots_for_views, seeds, args.views, **views_kw
+                aux, support_ds, support_labels, shots_for_views, seeds, args.views, **views_kw
             )
-    W = zeroshot_weights(model, train.classnames, load_templates(args.templates) or train_ds.templates)
+    W = zeroshot_weights(model, classnames, load_templates(args.templates) or train_ds.templates)
     dataset_name = args.settings_for or train_ds.name
     res = run_few_shot(
         train,

@@ -69,12 +69,8 @@ def add_bench(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=DEFAULT_OUTPUT,
         help=f"output directory (default ./{DEFAULT_OUTPUT}, with a .gitignore of '*' in it)",
     )
-    p.add_argument(
-        "--only", default=None, help=f"comma-separated stages to run, of: {', '.join(stage_names())}"
-    )
-    p.add_argument(
-        "--n", type=positive_int, default=None, help=f"test images per built-in set (default {DEFAULT_N})"
-    )
+    p.add_argument("--only", default=None, help=f"comma-separated stages to run, of: {', '.join(stage_names())}")
+    p.add_argument("--n", type=positive_int, default=None, help=f"test images per built-in set (default {DEFAULT_N})")
     p.add_argument(
         "--seeds", type=int_list(0), default=None, help=f"comma-separated few-shot seeds (default {DEFAULT_SEEDS})"
     )

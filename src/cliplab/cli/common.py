@@ -43,9 +43,9 @@ def bounded_int(low: int | None = None, high: int | None = None) -> Callable[[st
     return parse
 
 
-def bounded_float(low: float | None = None, high: float | None = None, *, open_low: bool = False) -> Callable[
-    [str], float
-]:
+def bounded_float(
+    low: float | None = None, high: float | None = None, *, open_low: bool = False
+) -> Callable[[str], float]:
     """An argparse ``type``: a finite number in ``[low, high]`` (``open_low``: ``low`` itself excluded)."""
 
     def parse(text: str) -> float:
@@ -54,8 +54,10 @@ def bounded_float(low: float | None = None, high: float | None = None, *, open_l
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if (low is not None and (value < low or (open_low and value == low))) or (high is not None and value > high):
             lo = f"> {low:g}" if open_low else f">= {low:g}"
-            bound = f"{lo} and <= {high:g}" if low is not None and high is not None else (
-                lo if low is not None else f"<= {high:g}"
+            bound = (
+                f"{lo} and <= {high:g}"
+                if low is not None and high is not None
+                else (lo if low is not None else f"<= {high:g}")
             )
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
@@ -111,9 +113,7 @@ def add_common(parser: argparse.ArgumentParser, *, model: bool = True, skip_imag
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log messages")
     if model:
         parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-        parser.add_argument(
-            "--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)"
-        )
+        parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
         parser.add_argument(
             "--cache-dir", default=None, help="feature cache directory (default $CLIPLAB_HOME/features)"
         )

@@ -48,12 +48,25 @@ def add_curate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--vocabulary", default=None, help="word list (comma-separated or @file) for --min-known")
     p.add_argument("--min-known", type=fraction, default=0.0, help="minimum share of words in --vocabulary")
     clip = p.add_mutually_exclusive_group()
-    clip.add_argument("--clip-threshold", type=bounded_float(-1.0, 1.0), default=None, help="keep pairs with image-caption cosine >= T")
     clip.add_argument(
-        "--clip-top", type=bounded_float(0.0, 1.0, open_low=True), default=None, help="keep the top fraction by CLIP score (DataComp: 0.3)"
+        "--clip-threshold",
+        type=bounded_float(-1.0, 1.0),
+        default=None,
+        help="keep pairs with image-caption cosine >= T",
+    )
+    clip.add_argument(
+        "--clip-top",
+        type=bounded_float(0.0, 1.0, open_low=True),
+        default=None,
+        help="keep the top fraction by CLIP score (DataComp: 0.3)",
     )
     p.add_argument("--dedup", choices=("images", "captions", "pairs"), default=None, help="remove near-duplicates")
-    p.add_argument("--dedup-threshold", type=bounded_float(-1.0, 1.0), default=0.95, help="cosine of a near-duplicate (default 0.95)")
+    p.add_argument(
+        "--dedup-threshold",
+        type=bounded_float(-1.0, 1.0),
+        default=0.95,
+        help="cosine of a near-duplicate (default 0.95)",
+    )
     p.add_argument("--concepts", default=None, help="MetaCLIP concept list (comma-separated or @file)")
     p.add_argument("--balance-t", type=positive_int, default=None, help="MetaCLIP t: at most about t pairs per concept")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the balancing draws")

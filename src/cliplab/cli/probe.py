@@ -9,7 +9,6 @@ from typing import Any
 from cliplab.cli import preflight
 from cliplab.cli.common import add_common, cache_dir, print_json, print_table
 
-
 #: the accepted probe spec forms, for ``--help`` without importing the probes (``cliplab.probes.sources``
 #: ``PROBE_SOURCES`` is the truth; a test keeps the two equal)
 PROBE_FORMS = (

@@ -30,8 +30,9 @@ def add_ood(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="NegLabel's candidates: WordNet nouns+adjectives (the paper's; auto uses them when WordNet is "
         "installed) or the small built-in list (the offline fallback)",
     )
-    p.add_argument("--wordnet", default=None, help="WordNet dict directory (default: nltk's data path, then "
-                   "/usr/share/wordnet)")
+    p.add_argument(
+        "--wordnet", default=None, help="WordNet dict directory (default: nltk's data path, then /usr/share/wordnet)"
+    )
     _shared(p)
     return p
 

@@ -59,7 +59,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
         raise UsageError(f"dataset {dataset.name!r} has no captions; retrieval needs a caption dataset")
     feats = embed(model, dataset, batch_size=args.batch_size, cache_dir=cache_dir(args), progress=not args.quiet)
     result = retrieval(feats.images, feats.texts, feats.text_to_image, ks=ks)
-    result = {**result, "n_images": len(feats), "n_captions": int(feats.texts.shape[0])}
+    n_captions = 0 if feats.texts is None else int(feats.texts.shape[0])
+    result = {**result, "n_images": len(feats), "n_captions": n_captions}
     if args.json:
         print_json(result)
     else:

@@ -27,7 +27,9 @@ def add_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--port", type=bounded_int(0, 65535), default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--model", default=None, help="model spec, if not the one recorded in the index")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--max-upload-mb", type=positive_float, default=16.0, help="largest image upload in MiB (default 16)")
+    p.add_argument(
+        "--max-upload-mb", type=positive_float, default=16.0, help="largest image upload in MiB (default 16)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no request log")
     return p
 

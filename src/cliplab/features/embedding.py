@@ -122,9 +122,7 @@ def embed_images(
     The features (float32) do not depend on ``num_workers``. ``skip_bad_images``: leave unreadable images out
     (logged and listed by ``skipped_images``; the result then has fewer rows) instead of raising.
     """
-    return _encode_images(
-        model, dataset, indices, batch_size, progress, num_workers, precision, skip_bad_images
-    )[0]
+    return _encode_images(model, dataset, indices, batch_size, progress, num_workers, precision, skip_bad_images)[0]
 
 
 def _encode_images(
