@@ -148,14 +148,14 @@ def add_encoding(parser: argparse.ArgumentParser, *, skip_images: bool = False) 
 @contextmanager
 def encoding(args: argparse.Namespace) -> Iterator[list[dict[str, Any]]]:
     """The ``encoding_options`` context of a command's ``--num-workers`` / ``--precision`` /
-    ``--skip-bad-images``; yields the list of images skipped inside it. A command without these options
-    (``train``, ``serve``, ...) gets an empty list and imports nothing."""
+    ``--skip-bad-images``; yields the list of images skipped inside it (an empty list, importing nothing, when
+    none of them is given)."""
     options = {
         "num_workers": getattr(args, "num_workers", None),
         "precision": getattr(args, "precision", None),
         "skip_bad_images": getattr(args, "skip_bad_images", None) or None,
     }
-    if all(v is None for v in options.values()) and not hasattr(args, "batch_size"):
+    if all(v is None for v in options.values()):  # nothing to set: the built-in defaults, no import here
         yield []
         return
     from cliplab.features.embedding import encoding_options
