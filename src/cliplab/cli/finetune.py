@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import load_config, positive_int, print_json, print_table
+from cliplab.cli.common import default_output_dir, load_config, positive_int, print_json, print_table
 
 
 def add_finetune(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.shift_data:
         config = config.replace(eval=type(config.eval)(**{**config.eval.__dict__, "shift": list(args.shift_data)}))
     check(config)
+    default_output_dir(config.output_dir, FinetuneConfig.output_dir)  # runs/finetune: a .gitignore of '*'
     progress = not args.quiet
     model = load_model(config.model, device=config.device)
     train = load_dataset(config.data, split=config.split)

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from cliplab.cli import preflight
-from cliplab.cli.common import load_config, positive_int, print_json, print_table
+from cliplab.cli.common import default_output_dir, load_config, positive_int, print_json, print_table
 
 if TYPE_CHECKING:
     from cliplab.train.config import TrainConfig
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(TrainConfig, args, "training config")
     check(config)
+    default_output_dir(config.output_dir, TrainConfig.output_dir)  # runs/train: a .gitignore of '*'
     trainer = Trainer(config, progress=not args.quiet, resume=bool(args.resume))
     try:
         summary = trainer.fit()
