@@ -222,4 +222,6 @@ def test_cli_serve_reports_missing_index(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "no index at" in err and "cliplab index" in err
-    assert main(["serve", str(tmp_path), "--max-upload-mb", "0"]) == 2
+    with pytest.raises(SystemExit) as stop:  # refused by argparse, naming the option
+        main(["serve", str(tmp_path), "--max-upload-mb", "0"])
+    assert stop.value.code == 2 and "argument --max-upload-mb" in capsys.readouterr().err

@@ -333,6 +333,25 @@ def test_cli_train(tmp_path, capsys):
     assert "stepz" in capsys.readouterr().err
 
 
+def test_cli_train_shorter_than_the_warmup(tmp_path, capsys, monkeypatch):
+    """``cliplab train CONFIG --steps N`` with N below the config's warm-up: clamped, noted in config.json; the
+    default output folder (runs/train) gets a .gitignore of '*'."""
+    from cliplab.cli.commands import main
+
+    config = tiny_config(tmp_path, steps=20, schedule={"warmup_steps": 10}).to_dict()
+    del config["output_dir"]  # the default, runs/train
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(path), "--steps", "2", "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 2
+    out = tmp_path / "runs" / "train"
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["schedule"]["warmup_steps"] == 2
+    assert recorded["notes"] == ["schedule.warmup_steps (10) exceeds steps (2): the warm-up is clamped to 2 steps"]
+    assert (out / ".gitignore").read_text().splitlines()[-1] == "*"
+
+
 # -- torchrun -------------------------------------------------------------------------------------------------
 
 

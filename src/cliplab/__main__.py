@@ -1,7 +1,5 @@
 """``python -m cliplab ...`` (and ``torchrun -m cliplab ...``): the command line."""
 
-import sys
+from cliplab.cli import entry
 
-from cliplab.cli.commands import main
-
-sys.exit(main())
+entry()

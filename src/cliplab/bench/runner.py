@@ -83,6 +83,9 @@ def run_bench(
         ood_specs=tuple(str(d) for d in ood_data),
         templates=templates,
     )
+    from cliplab.features.embedding import skipped_images
+
+    skipped_before = len(skipped_images())  # --skip-bad-images: what this run leaves out
     started = time.perf_counter()
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -120,6 +123,7 @@ def run_bench(
         results["timings"][name] = round(time.perf_counter() - t0, 3)
         if log:
             log(f"[bench] {name} done in {results['timings'][name]:.1f}s")
+    results["skipped_images"] = [{"file": s["file"], "error": s["error"]} for s in skipped_images()[skipped_before:]]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

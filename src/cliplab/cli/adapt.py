@@ -13,9 +13,17 @@ import argparse
 from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
+from cliplab.cli.common import (
+    TEMPLATES_HELP,
+    UsageError,
+    add_common,
+    cache_dir,
+    int_list,
+    nonnegative_int,
+    print_json,
+    print_table,
+)
 from cliplab.cli.zeroshot import load_templates
-from cliplab.data.spec import is_builtin_world
 
 
 def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,8 +36,10 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="test data (default: the test split of a built-in world, else a stratified half of DATA)",
     )
-    p.add_argument("--shots", default="1,2,4,8,16", help="shots per class (default 1,2,4,8,16)")
-    p.add_argument("--seeds", default="1,2,3", help="seeds (default 1,2,3)")
+    p.add_argument(
+        "--shots", type=int_list(1), default="1,2,4,8,16", help="comma-separated shots per class (default 1,2,4,8,16)"
+    )
+    p.add_argument("--seeds", type=int_list(0), default="1,2,3", help="comma-separated seeds (default 1,2,3)")
     p.add_argument(
         "--methods",
         default=None,
@@ -43,7 +53,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--views",
-        type=int,
+        type=nonnegative_int,
         default=10,
         help="random-crop passes of the support images (default 10, as Tip-Adapter/GDA; 0: clean features only)",
     )
@@ -62,8 +72,8 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--aux-model", default=None, help="second encoder for AMU's auxiliary features")
     p.add_argument("--base-to-new", action="store_true", help="also report base-to-new generalisation (16 shots)")
     p.add_argument("--no-search", action="store_true", help="use default hyper-parameters (no validation search)")
-    p.add_argument("--templates", default=None)
-    add_common(p)
+    p.add_argument("--templates", default=None, help=TEMPLATES_HELP)
+    add_common(p, skip_images=True)
     return p
 
 
@@ -101,17 +111,16 @@ def run(args: argparse.Namespace) -> int:
     from cliplab.adapt.protocol_settings import FewShotProtocol
     from cliplab.adapt.views import embed_support_views
     from cliplab.assess import split_half
+    from cliplab.cli.prompt_methods import add_prompt_methods, split_methods
     from cliplab.data import load_dataset
+    from cliplab.data.spec import is_builtin_world
     from cliplab.features import embed
+    from cliplab.features.embedding import images_read as read_images  # --skip-bad-images: rows = images
     from cliplab.models import load_model
     from cliplab.zeroshot import zeroshot_weights
 
-    shots, seeds = preflight.ints(args.shots, "--shots"), preflight.ints(args.seeds, "--seeds")
-    from cliplab.cli.prompt_methods import add_prompt_methods, split_methods
-
+    shots, seeds = list(args.shots), list(args.seeds)  # checked by argparse (int_list)
     methods, prompt_methods = split_methods(args.methods)
-    if args.views < 0:
-        raise UsageError(f"--views must be >= 0, got {args.views}")
     preflight.common(args)
     preflight.templates(args.templates)
     preflight.data(args.data, split="train")
@@ -129,22 +138,28 @@ def run(args: argparse.Namespace) -> int:
     train = embed(model, train_ds, **kw)
     if train.labels is None or not train.classnames:
         raise UsageError(f"dataset {train_ds.name!r} has no labels; few-shot adaptation needs labelled data")
-    support_ds = train_ds
+    classnames: list[str] = train.classnames
+    support_ds = read_images(train_ds, train)  # train_ds itself unless --skip-bad-images left images out
     if separate_test:
         test_ds = load_dataset(args.test_data or args.data, split="test")
         test = embed(model, test_ds, **kw)
+        test_ds = read_images(test_ds, test)
     else:  # one folder: support from one stratified half, test on the other
         tr, te = split_half(train.labels)
         test, train = train.subset(te), train.subset(tr)
-        support_ds, test_ds = train_ds.subset(tr), train_ds.subset(te)
+        support_ds, test_ds = support_ds.subset(tr.tolist()), support_ds.subset(te.tolist())
+    support_labels = train.labels
+    assert support_labels is not None  # checked above; a subset keeps its labels
     val_ds = None
     if args.val_data:
         val_ds = load_dataset(args.val_data, split="val")
     elif _has_val_split(args.data) and getattr(train_ds, "has_validation_split", True):  # coop ImageNet: none
         val_ds = load_dataset(args.data, split="val")
     val = embed(model, val_ds, **kw) if val_ds is not None else None
-    n_cls = len(train.classnames)
-    draw = _draw(train_ds, train.labels, None if val is None else val.labels) if separate_test else None
+    if val is not None and val_ds is not None:
+        val_ds = read_images(val_ds, val)
+    n_cls = len(classnames)
+    draw = _draw(train_ds, support_labels, None if val is None else val.labels) if separate_test else None
     sampler = None if draw is None else (lambda labels, k, seed: draw(k, seed)[0])
     views_kw = {"num_classes": n_cls, "sampler": sampler, **kw}
     if args.base_to_new:
@@ -152,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         shots_for_views = shots
     views = (
-        embed_support_views(model, support_ds, train.labels, shots_for_views, seeds, args.views, **views_kw)
+        embed_support_views(model, support_ds, support_labels, shots_for_views, seeds, args.views, **views_kw)
         if args.views > 0
         else None
     )
@@ -164,9 +179,9 @@ def run(args: argparse.Namespace) -> int:
         aux_val = embed(aux, val_ds, **kw).images if val_ds is not None else None
         if args.views > 0:  # the same crops of the same images, through the second encoder
             aux_views = embed_support_views(
-                aux, support_ds, train.labels, shots_for_views, seeds, args.views, **views_kw
+                aux, support_ds, support_labels, shots_for_views, seeds, args.views, **views_kw
             )
-    W = zeroshot_weights(model, train.classnames, load_templates(args.templates) or train_ds.templates)
+    W = zeroshot_weights(model, classnames, load_templates(args.templates) or train_ds.templates)
     protocol = FewShotProtocol(
         methods=methods,
         shots=shots,

@@ -4,14 +4,33 @@ models × datasets (repeated ``--model`` / ``--data``, or ``--suite FILE``) with
 from __future__ import annotations
 
 import argparse
+import pkgutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
+from cliplab.cli.common import (
+    UsageError,
+    add_common,
+    cache_dir,
+    default_output_dir,
+    int_list,
+    positive_int,
+    print_json,
+    print_table,
+)
 
 DEFAULT_MODEL, DEFAULT_DATA, DEFAULT_N, DEFAULT_SEEDS = "builtin:shapes", "shapes", 1000, "1,2,3"
+DEFAULT_OUTPUT = "cliplab-bench"
+
+
+def stage_names() -> list[str]:
+    """The built-in bench stages, without importing them: one module per stage in ``cliplab/bench/stages``, named
+    like the stage (a test checks this against the registered ``cliplab.bench.stage.STAGES``)."""
+    folder = Path(__file__).resolve().parent.parent / "bench" / "stages"
+    return sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if not m.name.startswith("_"))
 
 
 def add_bench(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,10 +63,17 @@ def add_bench(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="class-name templates for every zero-shot classifier: a set name, a .json/.txt file (a dict class → "
         "sentences: CuPL descriptions), or several joined by '+' (default: each dataset's own)",
     )
-    p.add_argument("-o", "--output", default="cliplab-bench", help="output directory (default ./cliplab-bench)")
-    p.add_argument("--only", default=None, help="comma-separated stages to run")
-    p.add_argument("--n", type=int, default=None, help=f"test images per built-in set (default {DEFAULT_N})")
-    p.add_argument("--seeds", default=None, help=f"few-shot seeds (default {DEFAULT_SEEDS})")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=DEFAULT_OUTPUT,
+        help=f"output directory (default ./{DEFAULT_OUTPUT}, with a .gitignore of '*' in it)",
+    )
+    p.add_argument("--only", default=None, help=f"comma-separated stages to run, of: {', '.join(stage_names())}")
+    p.add_argument("--n", type=positive_int, default=None, help=f"test images per built-in set (default {DEFAULT_N})")
+    p.add_argument(
+        "--seeds", type=int_list(0), default=None, help=f"comma-separated few-shot seeds (default {DEFAULT_SEEDS})"
+    )
     p.add_argument(
         "--ood-data",
         action="append",
@@ -62,7 +88,7 @@ def add_bench(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="print two or more results.json files (or run directories) side by side instead of running",
     )
-    add_common(p)
+    add_common(p, skip_images=True)
     return p
 
 
@@ -182,6 +208,7 @@ def run_single(args: argparse.Namespace) -> int:
     from cliplab.models import load_model
 
     only, seeds = check(args)
+    default_output_dir(args.output, DEFAULT_OUTPUT)
     log = _log(args)
     model_spec, data = (args.model or [DEFAULT_MODEL])[0], (args.data or [DEFAULT_DATA])[0]
     log(f"[bench] loading model {model_spec}")
@@ -224,6 +251,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
     from cliplab.bench.suite_runner import run_suite
 
     suite = build_suite(args)
+    default_output_dir(args.output, DEFAULT_OUTPUT)
     summary = run_suite(
         suite,
         args.output,

@@ -1,4 +1,9 @@
-"""The ``cliplab`` command line."""
+"""The ``cliplab`` command line.
+
+Start-up is cheap: building the parser imports only the ``cliplab.cli`` modules (argparse and the standard
+library); each handler imports torch and the rest of the stack when it runs. So ``--help``, ``X --help`` and
+every usage error answer at once, and Ctrl-C at any point exits 130 with one line.
+"""
 
 from __future__ import annotations
 
@@ -8,48 +13,78 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cliplab
 
-#: command -> (parser builder, handler), each ``"module:function"`` under ``cliplab.cli``; the builder adds the
-#: sub-parser and returns it, the handler takes the parsed arguments and returns the exit status. Order = ``--help``.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("bench:add_bench", "bench:run"),
-    "embed": ("embed:add_embed", "embed:run"),
-    "zeroshot": ("zeroshot:add_zeroshot", "zeroshot:run"),
-    "adapt": ("adapt:add_adapt", "adapt:run"),
-    "retrieve": ("retrieval_commands:add_retrieve", "retrieval_commands:run_retrieve"),
-    "score": ("retrieval_commands:add_score", "retrieval_commands:run_score"),
-    "ood": ("reliability_commands:add_ood", "reliability_commands:run_ood"),
-    "calibrate": ("reliability_commands:add_calibrate", "reliability_commands:run_calibrate"),
-    "estimate": ("reliability_commands:add_estimate", "reliability_commands:run_estimate"),
-    "probe": ("probe:add_probe", "probe:run"),
-    "curate": ("curate:add_curate", "curate:run"),
-    "train": ("train:add_train", "train:run"),
-    "finetune": ("finetune:add_finetune", "finetune:run"),
-    "index": ("index:add_index", "index:run_index"),
-    "serve": ("serve:add_serve", "serve:run_serve"),
-}
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: ``builder(sub) -> parser`` and ``handler(args) -> exit status``, both functions of the
+    module ``cliplab.cli.<module>``, resolved only when used (``check_commands`` resolves them all)."""
+
+    name: str
+    module: str
+    builder: str
+    handler: str
+
+    def resolve(self, attr: str) -> Callable[..., Any]:
+        """The function ``attr`` (``builder`` or ``handler``) names; an error says which entry is wrong."""
+        ref = f"cliplab.cli.{self.module}:{getattr(self, attr)}"
+        fn = getattr(importlib.import_module(f"cliplab.cli.{self.module}"), getattr(self, attr), None)
+        if not callable(fn):
+            raise RuntimeError(f"the {self.name!r} command's {attr} {ref} is not a function")
+        return fn
 
 
-def _resolve(ref: str) -> Callable[..., Any]:
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(f"cliplab.cli.{module}"), attr)
+#: the sub-commands, in ``--help`` order
+COMMANDS: tuple[Command, ...] = (
+    Command("bench", "bench", "add_bench", "run"),
+    Command("embed", "embed", "add_embed", "run"),
+    Command("zeroshot", "zeroshot", "add_zeroshot", "run"),
+    Command("adapt", "adapt", "add_adapt", "run"),
+    Command("retrieve", "retrieval_commands", "add_retrieve", "run_retrieve"),
+    Command("score", "retrieval_commands", "add_score", "run_score"),
+    Command("ood", "reliability_commands", "add_ood", "run_ood"),
+    Command("calibrate", "reliability_commands", "add_calibrate", "run_calibrate"),
+    Command("estimate", "reliability_commands", "add_estimate", "run_estimate"),
+    Command("probe", "probe", "add_probe", "run"),
+    Command("curate", "curate", "add_curate", "run"),
+    Command("train", "train", "add_train", "run"),
+    Command("finetune", "finetune", "add_finetune", "run"),
+    Command("index", "index", "add_index", "run_index"),
+    Command("serve", "serve", "add_serve", "run_serve"),
+)
+
+
+def check_commands() -> None:
+    """Resolve every entry of ``COMMANDS``: both functions exist and each builder builds its own command."""
+    sub = argparse.ArgumentParser(prog="cliplab").add_subparsers()
+    for command in COMMANDS:
+        command.resolve("handler")
+        _build(command, sub)
+
+
+def _build(command: Command, sub: Any) -> argparse.ArgumentParser:
+    parser = command.resolve("builder")(sub)
+    if not isinstance(parser, argparse.ArgumentParser) or parser.prog.split()[-1] != command.name:
+        got = getattr(parser, "prog", parser)
+        raise RuntimeError(f"cliplab.cli.{command.module}:{command.builder} built {got!r}, not {command.name!r}")
+    parser.set_defaults(command_entry=command)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``cliplab`` parser; imports no more than the ``cliplab.cli`` modules (no torch)."""
     parser = argparse.ArgumentParser(
         prog="cliplab",
         description="Train, adapt and assess CLIP-family models. Everything is a logit.",
     )
     parser.add_argument("--version", action="version", version=f"cliplab {cliplab.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (builder, handler) in COMMANDS.items():
-        command = _resolve(builder)(sub)
-        if command.prog.split()[-1] != name:
-            raise RuntimeError(f"cliplab.cli.{builder} built {command.prog!r}, not the {name!r} command")
-        command.set_defaults(func=_resolve(handler))
+    for command in COMMANDS:
+        _build(command, sub)
     return parser
 
 
@@ -57,6 +92,8 @@ def silence_libraries() -> None:
     """--quiet: no progress bars or info logs from transformers / huggingface_hub either."""
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "transformers" not in sys.modules:  # the environment variables suffice for a later import
+        return
     try:
         from transformers.utils import logging as hf_logging
 
@@ -66,24 +103,39 @@ def silence_libraries() -> None:
         pass
 
 
+def interrupted() -> int:
+    """Ctrl-C: one line on stderr, exit status 130."""
+    print("\ncliplab: interrupted", file=sys.stderr, flush=True)
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # anywhere: building the parser, importing the stack, working
+        return interrupted()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    command: Command | None = getattr(args, "command_entry", None)
+    if command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(message)s")
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU-feature probing at INFO
-    if getattr(args, "quiet", False):
+    if quiet:
         silence_libraries()
     try:
-        from cliplab.cli.common import encoding
+        from cliplab.cli.common import encoding, report_skipped
 
-        with encoding(args):  # --num-workers / --precision for every encode inside the command
-            return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("cliplab: interrupted", file=sys.stderr)
-        return 130
+        handler = command.resolve("handler")
+        with encoding(args) as skipped:  # --num-workers / --precision / --skip-bad-images for every encode
+            status = int(handler(args) or 0)
+            report_skipped(args, skipped)
+            return status
     except (ValueError, FileNotFoundError, ImportError) as err:
         if os.environ.get("CLIPLAB_DEBUG"):
             raise

@@ -7,7 +7,16 @@ import argparse
 from pathlib import Path
 
 from cliplab.cli import preflight
-from cliplab.cli.common import UsageError, add_common, print_json, print_table
+from cliplab.cli.common import (
+    UsageError,
+    add_common,
+    bounded_float,
+    fraction,
+    nonnegative_int,
+    positive_int,
+    print_json,
+    print_table,
+)
 
 
 def _words(value: str | None) -> list[str] | None:
@@ -33,21 +42,34 @@ def add_curate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "-o", "--output", required=True, help="curated caption file (.csv, .tsv or .jsonl); a directory for wds: input"
     )
     p.add_argument("--model", default=None, help="model spec for CLIP-score filtering and deduplication")
-    p.add_argument("--min-words", type=int, default=0, help="drop captions with fewer words")
-    p.add_argument("--max-words", type=int, default=None, help="drop captions with more words")
-    p.add_argument("--min-latin", type=float, default=0.0, help="minimum share of Latin letters (e.g. 0.9)")
+    p.add_argument("--min-words", type=nonnegative_int, default=0, help="drop captions with fewer words")
+    p.add_argument("--max-words", type=positive_int, default=None, help="drop captions with more words")
+    p.add_argument("--min-latin", type=fraction, default=0.0, help="minimum share of Latin letters (e.g. 0.9)")
     p.add_argument("--vocabulary", default=None, help="word list (comma-separated or @file) for --min-known")
-    p.add_argument("--min-known", type=float, default=0.0, help="minimum share of words in --vocabulary")
+    p.add_argument("--min-known", type=fraction, default=0.0, help="minimum share of words in --vocabulary")
     clip = p.add_mutually_exclusive_group()
-    clip.add_argument("--clip-threshold", type=float, default=None, help="keep pairs with image-caption cosine >= T")
     clip.add_argument(
-        "--clip-top", type=float, default=None, help="keep the top fraction by CLIP score (DataComp: 0.3)"
+        "--clip-threshold",
+        type=bounded_float(-1.0, 1.0),
+        default=None,
+        help="keep pairs with image-caption cosine >= T",
+    )
+    clip.add_argument(
+        "--clip-top",
+        type=bounded_float(0.0, 1.0, open_low=True),
+        default=None,
+        help="keep the top fraction by CLIP score (DataComp: 0.3)",
     )
     p.add_argument("--dedup", choices=("images", "captions", "pairs"), default=None, help="remove near-duplicates")
-    p.add_argument("--dedup-threshold", type=float, default=0.95, help="cosine of a near-duplicate (default 0.95)")
+    p.add_argument(
+        "--dedup-threshold",
+        type=bounded_float(-1.0, 1.0),
+        default=0.95,
+        help="cosine of a near-duplicate (default 0.95)",
+    )
     p.add_argument("--concepts", default=None, help="MetaCLIP concept list (comma-separated or @file)")
-    p.add_argument("--balance-t", type=int, default=None, help="MetaCLIP t: at most about t pairs per concept")
-    p.add_argument("--seed", type=int, default=0, help="seed of the balancing draws")
+    p.add_argument("--balance-t", type=positive_int, default=None, help="MetaCLIP t: at most about t pairs per concept")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the balancing draws")
     add_common(p)
     return p
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cliplab.cli import preflight
-from cliplab.cli.common import add_common, cache_dir, print_json
+from cliplab.cli.common import SPLIT_HELP, add_common, cache_dir, print_json
 
 
 def add_embed(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -14,8 +14,8 @@ def add_embed(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("model", help="model spec")
     p.add_argument("data", help="dataset spec")
     p.add_argument("-o", "--output", default=None, help="write the features here (.safetensors)")
-    p.add_argument("--split", default="test", help="split for built-in datasets (default test)")
-    add_common(p)
+    p.add_argument("--split", default="test", help=SPLIT_HELP)
+    add_common(p, skip_images=True)
     return p
 
 
@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         "classes": len(feats.classnames or []),
         **{k: feats.meta.get(k) for k in ("model", "dataset", "key", "seconds")},
     }
+    if feats.meta.get("skipped_images") and not args.json:
+        info["skipped"] = len(feats.meta["skipped_images"])
     if args.json:
         print_json(info)
     else:

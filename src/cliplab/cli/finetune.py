@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import load_config, print_json, print_table
+from cliplab.cli.common import default_output_dir, load_config, positive_int, print_json, print_table
 
 
 def add_finetune(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def add_finetune(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("config", help="fine-tuning config (.yaml, .yml or .json)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output dir")
     p.add_argument("--output-dir", default=None, help="override output_dir")
-    p.add_argument("--steps", type=int, default=None, help="override the number of optimizer steps")
+    p.add_argument("--steps", type=positive_int, default=None, help="override the number of optimizer steps")
     p.add_argument("--device", default=None, help="override the device (default: cuda if available, else cpu)")
     p.add_argument("--shift-data", action="append", default=None, help="a shifted test set (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.shift_data:
         config = config.replace(eval=type(config.eval)(**{**config.eval.__dict__, "shift": list(args.shift_data)}))
     check(config)
+    default_output_dir(config.output_dir, FinetuneConfig.output_dir)  # runs/finetune: a .gitignore of '*'
     progress = not args.quiet
     model = load_model(config.model, device=config.device)
     train = load_dataset(config.data, split=config.split)

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from cliplab.cli import preflight
-from cliplab.cli.common import UsageError, add_common, print_json, print_table
+from cliplab.cli.common import UsageError, add_common, nonnegative_int, positive_int, print_json, print_table
 
 
 def add_index(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,9 +32,11 @@ def add_index(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         choices=("auto", "flat", "ivf", "hnsw"),
         help="index type (default auto: exact below --exact-threshold images, IVF above)",
     )
-    p.add_argument("--exact-threshold", type=int, default=100_000, help="auto: exact search below this many images")
+    p.add_argument(
+        "--exact-threshold", type=nonnegative_int, default=100_000, help="auto: exact search below this many images"
+    )
     p.add_argument("--rebuild", action="store_true", help="re-index everything instead of adding new images")
-    p.add_argument("--chunk-size", type=int, default=1024, help="images per resumable chunk (default 1024)")
+    p.add_argument("--chunk-size", type=positive_int, default=1024, help="images per resumable chunk (default 1024)")
     add_common(p)
     return p
 

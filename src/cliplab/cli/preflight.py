@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -99,8 +99,10 @@ def output_dir(path: str | os.PathLike | None, option: str) -> None:
     _no_file_above(p, option, path)
 
 
-def ints(text: str, option: str) -> list[int]:
-    """Comma-separated integers (``"1,2,4"``)."""
+def ints(text: str | Sequence[int], option: str) -> list[int]:
+    """Comma-separated integers (``"1,2,4"``); a list already parsed (by ``common.int_list``) as it is."""
+    if not isinstance(text, str):
+        return [int(v) for v in text]
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError as err:

@@ -9,12 +9,22 @@ from typing import Any
 from cliplab.cli import preflight
 from cliplab.cli.common import add_common, cache_dir, print_json, print_table
 
+#: the accepted probe spec forms, for ``--help`` without importing the probes (``cliplab.probes.sources``
+#: ``PROBE_SOURCES`` is the truth; a test keeps the two equal)
+PROBE_FORMS = (
+    "shapes[:n=..,seed=..,image_size=..] (generated on the built-in world)",
+    "sugarcrepe:<dir>[:images=<val2017 dir>]",
+    "winoground:<dir> (examples.jsonl + images/)",
+    "aro-relation:<dir>",
+    "aro-attribution:<dir>",
+    "aro-coco-order:<dir>",
+    "aro-flickr-order:<dir>",
+)
+
 
 def add_probe(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """The ``cliplab probe`` parser (its handler is ``run``, wired in ``cliplab.cli.commands``)."""
-    from cliplab.probes.sources import PROBE_SOURCES
-
-    forms = "; ".join(d for _, _, d in PROBE_SOURCES.values())
+    forms = "; ".join(PROBE_FORMS)
     p = sub.add_parser(
         "probe",
         help="compositional probes: true caption vs hard negatives (built-in, SugarCrepe, Winoground, ARO)",

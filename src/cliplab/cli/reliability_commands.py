@@ -6,9 +6,8 @@ import argparse
 from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
+from cliplab.cli.common import SPLIT_HELP, TEMPLATES_HELP, UsageError, add_common, cache_dir, print_json, print_table
 from cliplab.cli.zeroshot import load_templates
-from cliplab.data.spec import DataSpec, is_builtin_world
 
 
 def add_ood(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -23,7 +22,7 @@ def add_ood(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "built-in world; skipped otherwise)",
     )
     p.add_argument("--methods", default=None, help="comma-separated subset of methods")
-    p.add_argument("--templates", default=None, help="template set or JSON file")
+    p.add_argument("--templates", default=None, help=TEMPLATES_HELP)
     p.add_argument(
         "--neglabel-words",
         choices=("auto", "wordnet", "builtin"),
@@ -31,25 +30,26 @@ def add_ood(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="NegLabel's candidates: WordNet nouns+adjectives (the paper's; auto uses them when WordNet is "
         "installed) or the small built-in list (the offline fallback)",
     )
-    p.add_argument("--wordnet", default=None, help="WordNet dict directory (default: nltk's data path, then "
-                   "/usr/share/wordnet)")
+    p.add_argument(
+        "--wordnet", default=None, help="WordNet dict directory (default: nltk's data path, then /usr/share/wordnet)"
+    )
     _shared(p)
     return p
 
 
 def add_calibrate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="calibration (ECE, temperature scaling) and selective classification")
-    c.add_argument("model")
+    c.add_argument("model", help="model spec")
     c.add_argument("data", help="labelled dataset spec (test)")
     c.add_argument("--val-data", default=None, help="validation data (default: a stratified half of DATA)")
-    c.add_argument("--templates", default=None)
+    c.add_argument("--templates", default=None, help=TEMPLATES_HELP)
     _shared(c)
     return c
 
 
 def add_estimate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e = sub.add_parser("estimate", help="label-free accuracy estimation over shifted datasets")
-    e.add_argument("model")
+    e.add_argument("model", help="model spec")
     e.add_argument("data", nargs="+", help="shifted labelled datasets (>= 3), or one built-in spec with --family")
     e.add_argument("--val-data", default=None, help="ID validation data (default: the built-in val split)")
     e.add_argument(
@@ -58,14 +58,14 @@ def add_estimate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="expand a built-in spec into every corruption × severity 1–5",
     )
-    e.add_argument("--templates", default=None)
+    e.add_argument("--templates", default=None, help=TEMPLATES_HELP)
     _shared(e)
     return e
 
 
 def _shared(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", default="test")
-    add_common(p)
+    p.add_argument("--split", default="test", help=SPLIT_HELP)
+    add_common(p, skip_images=True)
 
 
 class _Session:
@@ -115,6 +115,7 @@ def _check(args: argparse.Namespace, *data: tuple[str | None, str, str | None]) 
 def run_ood(args: argparse.Namespace) -> int:
     from cliplab.assess import ood_evaluation
     from cliplab.assess.reliability import OOD_METHODS
+    from cliplab.data.spec import is_builtin_world
 
     methods = preflight.names(args.methods, "--methods", OOD_METHODS) or None
     train_spec = args.train_data or (args.id_data if is_builtin_world(args.id_data) else None)
@@ -200,6 +201,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def run_estimate(args: argparse.Namespace) -> int:
     from cliplab.assess import estimation_evaluation
+    from cliplab.data.spec import DataSpec, is_builtin_world
 
     specs = list(args.data)
     if args.family == "corruptions":

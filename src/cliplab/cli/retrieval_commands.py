@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 
 from cliplab.cli import preflight
-from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
+from cliplab.cli.common import (
+    SPLIT_HELP,
+    UsageError,
+    add_common,
+    cache_dir,
+    int_list,
+    positive_float,
+    print_json,
+    print_table,
+)
 
 CLIPSCORE_PREFIX = "A photo depicts "
 
@@ -14,9 +23,9 @@ def add_retrieve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("retrieve", help="image-text retrieval recall@k on a caption dataset (both directions)")
     p.add_argument("model", help="model spec")
     p.add_argument("data", help="caption dataset: a .csv/.jsonl file, or shapes[:opts]")
-    p.add_argument("--ks", default="1,5,10", help="comma-separated k values (default 1,5,10)")
-    p.add_argument("--split", default="test")
-    add_common(p)
+    p.add_argument("--ks", type=int_list(1), default="1,5,10", help="comma-separated k of recall@k (default 1,5,10)")
+    p.add_argument("--split", default="test", help=SPLIT_HELP)
+    add_common(p, skip_images=True)
     return p
 
 
@@ -29,7 +38,7 @@ def add_score(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--references", nargs="*", default=None, help="reference captions, 'ref1|ref2|...' per image (RefCLIPScore)"
     )
     s.add_argument("--prefix", default=CLIPSCORE_PREFIX, help=f"caption prefix (default {CLIPSCORE_PREFIX!r})")
-    s.add_argument("--w", type=float, default=2.5, help="CLIPScore weight w (default 2.5)")
+    s.add_argument("--w", type=positive_float, default=2.5, help="CLIPScore weight w (default 2.5)")
     add_common(s)
     return s
 
@@ -40,9 +49,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
     from cliplab.metrics import retrieval
     from cliplab.models import load_model
 
-    ks = tuple(preflight.ints(args.ks, "--ks"))
-    if not ks or min(ks) < 1:
-        raise UsageError(f"--ks must be positive integers, got {args.ks!r}")
+    ks = tuple(args.ks)  # checked by argparse (int_list)
     preflight.common(args)
     preflight.data(args.data, split=args.split)
     preflight.model(args.model)
@@ -52,7 +59,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
         raise UsageError(f"dataset {dataset.name!r} has no captions; retrieval needs a caption dataset")
     feats = embed(model, dataset, batch_size=args.batch_size, cache_dir=cache_dir(args), progress=not args.quiet)
     result = retrieval(feats.images, feats.texts, feats.text_to_image, ks=ks)
-    result = {**result, "n_images": len(feats), "n_captions": int(feats.texts.shape[0])}
+    n_captions = 0 if feats.texts is None else int(feats.texts.shape[0])
+    result = {**result, "n_images": len(feats), "n_captions": n_captions}
     if args.json:
         print_json(result)
     else:

@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 import logging
 
-from cliplab.cli.common import UsageError
+from cliplab.cli.common import UsageError, bounded_int, nonnegative_int, positive_float
 from cliplab.imaging.decoding import DEFAULT_MAX_IMAGE_PIXELS
 
 log = logging.getLogger(__name__)
@@ -30,13 +30,15 @@ def add_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("index", help="index directory written by `cliplab index`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=bounded_int(0, 65535), default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--model", default=None, help="model spec, if not the one recorded in the index")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--max-upload-mb", type=float, default=16.0, help="largest image upload in MiB (default 16)")
+    p.add_argument(
+        "--max-upload-mb", type=positive_float, default=16.0, help="largest image upload in MiB (default 16)"
+    )
     p.add_argument(
         "--max-image-pixels",
-        type=int,
+        type=nonnegative_int,
         default=DEFAULT_MAX_IMAGE_PIXELS,
         help=(
             "largest uploaded image, in pixels (width x height), checked from its header before decoding: larger "

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from cliplab.cli import preflight
-from cliplab.cli.common import load_config, print_json, print_table
+from cliplab.cli.common import default_output_dir, load_config, positive_int, print_json, print_table
 
 if TYPE_CHECKING:
     from cliplab.train.config import TrainConfig
@@ -26,7 +26,7 @@ def add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue exactly from the latest checkpoint in the output dir"
     )
     p.add_argument("--output-dir", default=None, help="override output_dir")
-    p.add_argument("--steps", type=int, default=None, help="override the number of optimizer steps")
+    p.add_argument("--steps", type=positive_int, default=None, help="override the number of optimizer steps")
     p.add_argument("--device", default=None, help="override the device (default: cuda if available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log messages")
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(TrainConfig, args, "training config")
     check(config)
+    default_output_dir(config.output_dir, TrainConfig.output_dir)  # runs/train: a .gitignore of '*'
     trainer = Trainer(config, progress=not args.quiet, resume=bool(args.resume))
     try:
         summary = trainer.fit()

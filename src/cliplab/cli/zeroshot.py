@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import UsageError, add_common, cache_dir, print_json, print_table
+from cliplab.cli.common import SPLIT_HELP, TEMPLATES_HELP, UsageError, add_common, cache_dir, print_json, print_table
 
 
 def load_templates(value: str | None) -> Any:
@@ -39,15 +39,10 @@ def add_zeroshot(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("zeroshot", help="zero-shot classification of a labelled dataset")
     p.add_argument("model", help="model spec: a HF directory, hf:<id>, openclip:<arch>/<tag>, builtin:shapes")
     p.add_argument("data", help="dataset spec: shapes[:opts], an image folder, ...")
-    p.add_argument(
-        "--templates",
-        default=None,
-        help="template set (imagenet80, cifar18, simple), a .json/.txt file (a dict class → sentences gives CuPL "
-        "descriptions), or several joined by '+' (e.g. imagenet80+cupl.json)",
-    )
+    p.add_argument("--templates", default=None, help=TEMPLATES_HELP)
     p.add_argument("--classnames", default=None, help="text file with one class name per line")
-    p.add_argument("--split", default="test", help="split for built-in datasets (default test)")
-    add_common(p)
+    p.add_argument("--split", default="test", help=SPLIT_HELP)
+    add_common(p, skip_images=True)
     return p
 
 

@@ -35,13 +35,22 @@ _OPTIONS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
 
 
 @contextlib.contextmanager
-def encoding_options(*, num_workers: int | None = None, precision: str | None = None) -> Iterator[None]:
-    """Within the block, ``embed``/``embed_images``/``embed_views`` calls that leave ``num_workers`` or
-    ``precision`` unset use these (None: keep the built-in default). The CLI wraps every command in it."""
-    given = {k: v for k, v in (("num_workers", num_workers), ("precision", precision)) if v is not None}
-    token = _OPTIONS.set({**(_OPTIONS.get() or {}), **given})
+def encoding_options(
+    *, num_workers: int | None = None, precision: str | None = None, skip_bad_images: bool | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """Within the block, ``embed``/``embed_images``/``embed_views`` calls that leave ``num_workers``,
+    ``precision`` or ``skip_bad_images`` unset use these (None: keep the built-in default). The CLI wraps every
+    command in it. Yields the list of images skipped as unreadable inside the block (``{"file", "error"}``
+    each; see ``skipped_images``)."""
+    given = {
+        k: v
+        for k, v in (("num_workers", num_workers), ("precision", precision), ("skip_bad_images", skip_bad_images))
+        if v is not None
+    }
+    skipped: list[dict[str, Any]] = []
+    token = _OPTIONS.set({**(_OPTIONS.get() or {}), **given, "skipped": skipped})
     try:
-        yield
+        yield skipped
     finally:
         _OPTIONS.reset(token)
 
@@ -49,6 +58,31 @@ def encoding_options(*, num_workers: int | None = None, precision: str | None = 
 def encoding_option(name: str, value: Any) -> Any:
     """``value``, or when it is None the ``encoding_options`` default for ``name`` (None if none is set)."""
     return (_OPTIONS.get() or {}).get(name) if value is None else value
+
+
+def skipped_images() -> list[dict[str, Any]]:
+    """The images skipped as unreadable so far inside the innermost ``encoding_options`` block, in order,
+    each ``{"file": path or None, "error": message}`` ([] outside any block)."""
+    return list((_OPTIONS.get() or {}).get("skipped", []))
+
+
+def _note_skipped(dataset: Dataset, skipped: list[dict[str, Any]]) -> None:
+    """Log each image ``on_error="skip"`` left out and record it for ``skipped_images``."""
+    record = (_OPTIONS.get() or {}).get("skipped")
+    for s in skipped:
+        log.warning("skipped unreadable image %s of %s: %s", s["path"] or f"#{s['index']}", dataset.name, s["error"])
+        if record is not None:
+            record.append({"file": s["path"], "error": s["error"], "dataset": dataset.name})
+
+
+def images_read(dataset: Dataset, features: Features) -> Dataset:
+    """``dataset`` without the images ``skip_bad_images`` left out of ``features`` (``dataset`` itself when none
+    were): row ``i`` of ``features`` is image ``i`` of the result, for code that pairs the two."""
+    skipped = features.meta.get("skipped_images")
+    if not skipped:
+        return dataset
+    dropped = {int(s["index"]) for s in skipped}
+    return dataset.subset([i for i in range(len(dataset)) if i not in dropped])
 
 
 def cache_key(model: Model, dataset: Dataset, precision: str = "fp32") -> str:
@@ -78,14 +112,30 @@ def embed_images(
     progress: bool = True,
     num_workers: int | None = None,
     precision: str | None = None,
+    skip_bad_images: bool | None = None,
 ) -> torch.Tensor:
     """Image features of ``dataset[indices]`` (all by default); preprocessing overlaps the forward pass.
 
     ``indices`` lets a caller embed one shard (e.g. ``range(rank, N, world)`` under torchrun). Batches come
     from ``cliplab.data.make_loader`` (``num_workers`` threads; None: the available cores; 0: in this
     thread); ``precision`` ``fp32``/``bf16``/``fp16`` autocast (None: fp16 on CUDA, fp32 elsewhere).
-    The features (float32) do not depend on ``num_workers``.
+    The features (float32) do not depend on ``num_workers``. ``skip_bad_images``: leave unreadable images out
+    (logged and listed by ``skipped_images``; the result then has fewer rows) instead of raising.
     """
+    return _encode_images(model, dataset, indices, batch_size, progress, num_workers, precision, skip_bad_images)[0]
+
+
+def _encode_images(
+    model: Model,
+    dataset: Dataset,
+    indices: Sequence[int] | None,
+    batch_size: int,
+    progress: bool,
+    num_workers: int | None,
+    precision: str | None,
+    skip_bad_images: bool | None,
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """``embed_images`` and what it skipped (the loader's ``{"index", "path", "error"}`` entries)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     precision = resolve_precision(encoding_option("precision", precision), model.device)
@@ -97,6 +147,7 @@ def embed_images(
         indices=indices,
         num_workers=encoding_option("num_workers", num_workers),
         pin_memory=cuda,
+        on_error="skip" if encoding_option("skip_bad_images", skip_bad_images) else "raise",
     )
     was_training = model.module.training
     model.module.eval()
@@ -113,7 +164,10 @@ def embed_images(
                 bar.update(pixels.shape[0])
     finally:
         model.module.train(was_training)
-    return torch.cat(out)
+    _note_skipped(dataset, loader.skipped)
+    if not out:
+        raise ValueError(f"no image of {dataset.name!r} could be read ({len(loader.skipped)} skipped as unreadable)")
+    return torch.cat(out), loader.skipped
 
 
 def embed(
@@ -125,6 +179,7 @@ def embed(
     progress: bool = True,
     num_workers: int | None = None,
     precision: str | None = None,
+    skip_bad_images: bool | None = None,
 ) -> Features:
     """Embed every image (and caption) of ``dataset`` with ``model``.
 
@@ -133,6 +188,8 @@ def embed(
     with the same loads from disk, any change recomputes. ``num_workers``: decode/preprocess threads (None:
     the available cores; results do not depend on it). ``precision``: ``fp32`` | ``bf16`` | ``fp16``
     autocast (None: fp16 on CUDA, fp32 elsewhere); features are stored float32 either way.
+    ``skip_bad_images``: unreadable images are left out (with their labels and captions), logged, listed by
+    ``skipped_images`` and in ``meta["skipped_images"]``; such partial features are never cached.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a cliplab Model (see cliplab.load_model), got {type(model).__name__}")
@@ -154,9 +211,13 @@ def embed(
                 log.warning("ignoring unreadable cache entry %s: %s", path, err)
 
     start = time.perf_counter()
-    images = embed_images(
-        model, dataset, batch_size=batch_size, progress=progress, num_workers=num_workers, precision=precision
+    images, skipped = _encode_images(
+        model, dataset, None, batch_size, progress, num_workers, precision, skip_bad_images
     )
+    full = dataset
+    if skipped:  # the features, labels and captions of the images that were read
+        dropped = {int(s["index"]) for s in skipped}
+        dataset = dataset.subset([i for i in range(len(full)) if i not in dropped])
     captions = dataset.captions
     texts = t2i = None
     if captions:
@@ -177,8 +238,8 @@ def embed(
             "geometry": model.geometry,
             "logit_scale": model.logit_scale,
             "logit_bias": model.logit_bias,
-            "dataset": dataset.name,
-            "dataset_fingerprint": dataset.fingerprint(),
+            "dataset": full.name,
+            "dataset_fingerprint": full.fingerprint(),
             "preprocess": model.preprocess.fingerprint(),
             "precision": precision,
             "n_images": len(dataset),
@@ -186,7 +247,9 @@ def embed(
             "cliplab_version": cliplab.__version__,
         },
     )
-    if path is not None:
+    if skipped:
+        feats.meta["skipped_images"] = [{"index": s["index"], "file": s["path"], "error": s["error"]} for s in skipped]
+    elif path is not None:  # partial features are never cached
         feats.save(path)
     return feats
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import types
 import typing
@@ -27,6 +28,8 @@ from typing import Any
 
 from cliplab.models.factory import ModelConfig
 from cliplab.train.hard_negatives import HardNegativeOptions
+
+log = logging.getLogger(__name__)
 
 LOSSES = ("clip", "siglip", "infoloob")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -243,6 +246,9 @@ class TrainConfig:
     output_dir: str = "runs/train"
     seed: int = 0
     device: str | None = None
+    #: what validation adjusted, one sentence each (e.g. a warm-up clamped to a shortened run); written with the
+    #: config (``config.json``) so the run records it
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _positive(self.steps, "steps")
@@ -256,8 +262,14 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every", "log_every"):
             _positive(getattr(self, name), name, allow_zero=True)
         _positive(self.keep_checkpoints, "keep_checkpoints")
-        if self.schedule.warmup_steps > self.steps:
-            raise ValueError(f"schedule.warmup_steps ({self.schedule.warmup_steps}) exceeds steps ({self.steps})")
+        if self.schedule.warmup_steps > self.steps:  # e.g. a shipped config run with --steps 10: clamp, say so
+            note = (
+                f"schedule.warmup_steps ({self.schedule.warmup_steps}) exceeds steps ({self.steps}): "
+                f"the warm-up is clamped to {self.steps} steps"
+            )
+            log.warning("note: %s", note)
+            self.schedule = dataclasses.replace(self.schedule, warmup_steps=self.steps)
+            self.notes = [*self.notes, note]
 
     # -- files ----------------------------------------------------------------------------------
     @classmethod
@@ -302,8 +314,12 @@ class TrainConfig:
             raise ValueError(f"{path}: {err}") from err
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dicts (JSON-serialisable); ``from_dict(to_dict())`` gives an equal config."""
-        return json.loads(json.dumps(asdict(self)))
+        """Plain nested dicts (JSON-serialisable); ``from_dict(to_dict())`` gives an equal config. ``notes``
+        only when there are some (so a config without any compares equal to one written before they existed)."""
+        data = json.loads(json.dumps(asdict(self)))
+        if not data["notes"]:
+            del data["notes"]
+        return data
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the config as JSON (atomically)."""

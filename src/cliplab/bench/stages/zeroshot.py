@@ -31,6 +31,7 @@ def run(ctx: BenchContext) -> StageResult:
     Metrics as CLIP_benchmark: ``acc1``, ``acc5`` (NaN with fewer than 5 classes), ``mean_per_class_recall``.
     Templates: the run's ``ctx.templates`` when given (a suite's per-dataset ``templates``), else the dataset's.
     """
+    from cliplab.features.embedding import images_read
     from cliplab.metrics.classification import classification_report, confusion_matrix
     from cliplab.zeroshot import zeroshot_logits, zeroshot_weights
 
@@ -39,6 +40,7 @@ def run(ctx: BenchContext) -> StageResult:
     samples: list[Samples] = []
     for task, ds in sets:
         feats = ctx.embed(ds)
+        ds = images_read(ds, feats)  # --skip-bad-images: row i of feats is image i of ds
         if feats.labels is None or not feats.classnames:
             out[task] = {"skipped": f"dataset {ds.name!r} has no class labels"}
             continue
