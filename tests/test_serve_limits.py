@@ -269,4 +269,6 @@ def test_cli_max_image_pixels(live, tmp_path):
         r = client.post("/api/search/image", content=_png((1001, 1000)), headers={"Content-Type": "image/png"})
         assert r.status_code == 413 and "1001x1000 = 1,001,000 pixels" in r.json()["error"]
         assert "limit of 1,000,000 pixels" in r.json()["error"]
-    assert main(["serve", str(tmp_path), "--max-image-pixels", "-1"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # refused by the parser, before anything loads
+        main(["serve", str(tmp_path), "--max-image-pixels", "-1"])
+    assert exit_info.value.code == 2

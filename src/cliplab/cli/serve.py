@@ -7,7 +7,7 @@ import ipaddress
 import logging
 
 from cliplab.cli.common import UsageError, bounded_int, nonnegative_int, positive_float
-from cliplab.imaging.decoding import DEFAULT_MAX_IMAGE_PIXELS
+from cliplab.imaging.limits import DEFAULT_MAX_IMAGE_PIXELS
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,7 @@ from typing import IO
 
 from PIL import Image, UnidentifiedImageError
 
-#: Default limit on width × height for every image cliplab decodes (``--max-image-pixels`` on ``serve``;
-#: ``CLIPLAB_MAX_IMAGE_PIXELS`` for readers of datasets). 50 MP holds any photograph up to ~8000×6000.
-DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+from cliplab.imaging.limits import DEFAULT_MAX_IMAGE_PIXELS
 
 ImageSource = Image.Image | str | os.PathLike | bytes | IO[bytes]
 
