@@ -282,11 +282,15 @@ def decompose(
         module.train(was)
     if len(parts) == 1:
         return parts[0]
-    first = parts[0]
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(p, name) for p in parts])
+
     return replace(
-        first,
-        **{
-            name: torch.cat([getattr(p, name) for p in parts])
-            for name in ("embedding", "attention", "mlp", "heads", "tokens", "bias")
-        },
+        parts[0],
+        embedding=cat("embedding"),
+        attention=cat("attention"),
+        mlp=cat("mlp"),
+        heads=cat("heads"),
+        tokens=cat("tokens"),
+        bias=cat("bias"),
     )

@@ -119,12 +119,7 @@ def pixels_for(model: Any, images: Sequence[Any] | torch.Tensor, tower: ViTTower
             f"image size {tuple(px.shape[-2:])} does not match model {tower.spec!r}'s resolution "
             f"{tower.image_size} (H, W); preprocess the images with the model's own preprocess"
         )
-    device = next((p.device for p in _params(tower)), torch.device("cpu"))
-    return px.to(device=device, dtype=torch.float32)
-
-
-def _params(tower: ViTTower) -> list[torch.Tensor]:
-    return [tower.blocks[0].attention.q_weight]
+    return px.to(device=tower.blocks[0].attention.q_weight.device, dtype=torch.float32)
 
 
 @dataclass

@@ -148,7 +148,7 @@ def vit_tower(model: Any) -> ViTTower:
     )
 
 
-def _hf_attention(attn: nn.Module, where: str) -> AttentionParams:
+def _hf_attention(attn: Any, where: str) -> AttentionParams:
     heads = getattr(attn, "num_heads", None)
     if heads is None:
         heads = attn.q_proj.out_features // int(attn.head_dim)
@@ -171,7 +171,10 @@ def _hf_tower(module: nn.Module, vm: Any, spec: str) -> ViTTower:
             f"model {spec!r}: its vision embeddings ({type(emb).__name__}) have no Conv2d patch_embedding "
             "(packed NaFlex patches are not supported)"
         )
-    image_size = _pair(getattr(emb, "image_size", None) or getattr(cfg, "image_size"))
+    size = getattr(emb, "image_size", None) or getattr(cfg, "image_size", None)
+    if size is None:
+        raise UnsupportedTowerError(f"model {spec!r}: its vision embeddings declare no image_size")
+    image_size = _pair(size)
     patch_size = _pair(patch.kernel_size)
     has_cls = isinstance(getattr(emb, "class_embedding", None), torch.Tensor)
     head = getattr(vm, "head", None)
