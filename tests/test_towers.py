@@ -281,3 +281,40 @@ def test_siglip_internals_and_refusals(siglip):
         decompose(siglip, px)
     with pytest.raises(UnsupportedTowerError, match="attention-pooling head"):
         patch_features(siglip, px)
+
+
+def test_gradient_times_input_matches_finite_differences():
+    from cliplab.towers.saliency import gradient_times_input
+
+    model = make_tiny_model(seed=2)
+    px = pixels(model, n=2)
+    tf = model.encode_texts(["a red circle", "a blue star"])
+    maps = gradient_times_input(model, px, tf)
+    assert maps.shape == (2, 2, 32, 32)
+    patches = gradient_times_input(model, px, tf, per_patch=True)
+    assert patches.shape == (2, 2, 4, 4)
+    assert torch.allclose(patches, maps.reshape(2, 2, 4, 8, 4, 8).sum((3, 5)), atol=1e-6)
+
+    def logit(x):
+        with torch.no_grad():
+            return model.logits(model.image_features(x), tf)
+
+    base = logit(px)
+    eps = 1e-3
+    for b, m in [(0, 0), (1, 1)]:
+        i, j = divmod(int(maps[b, m].abs().argmax()), 32)
+        bumped = px.clone()
+        bumped[b, :, i, j] *= 1 + eps  # z(x + εx_ij) − z(x) ≈ ε Σ_c x_cij ∂z/∂x_cij
+        fd = (logit(bumped)[b, m] - base[b, m]) / eps
+        assert float(fd) == pytest.approx(float(maps[b, m, i, j]), rel=0.05, abs=1e-3)
+
+
+def test_direct_effect_map(shapes_model):
+    from cliplab.towers.saliency import direct_effect_map
+
+    px = pixels(shapes_model, n=2)
+    texts = ["a red circle", "a blue square"]
+    maps = direct_effect_map(shapes_model, px, texts, layers=[-1])
+    d = decompose(shapes_model, px, layers=[-1])
+    assert maps.shape == (2, 2, 4, 4)
+    assert torch.allclose(maps, d.token_map(shapes_model.encode_texts(texts)), atol=1e-6)
