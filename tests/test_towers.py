@@ -318,3 +318,23 @@ def test_direct_effect_map(shapes_model):
     d = decompose(shapes_model, px, layers=[-1])
     assert maps.shape == (2, 2, 4, 4)
     assert torch.allclose(maps, d.token_map(shapes_model.encode_texts(texts)), atol=1e-6)
+
+
+def test_direct_effect_map_points_at_the_named_object(shapes_model):
+    """Pointing game on two-object images of the built-in world (``benchmarks/pointing_game.py``): the direct
+    effect map of "a <colour> <shape>." peaks nearer that object than the other far more often than chance (½)."""
+    from cliplab.data.shapes_world import COLOURS, SHAPES
+    from cliplab.towers.saliency import direct_effect_map
+
+    ds = cliplab.data.shapes("test", n=40, seed=1, objects=2)
+    attrs = ds._a  # the world's object table: centres (x, y) as fractions of the side
+    centres = np.stack(np.meshgrid((np.arange(4) + 0.5) / 4, (np.arange(4) + 0.5) / 4), -1).reshape(-1, 2)
+    hits = []
+    for obj in (0, 1):
+        texts = [f"a {COLOURS[attrs['colour'][i, obj]]} {SHAPES[attrs['shape'][i, obj]]}." for i in range(40)]
+        maps = direct_effect_map(shapes_model, ds.images(range(40)), shapes_model.encode_texts(texts))
+        for i in range(40):
+            best = int(maps[i, i].flatten().argmax())
+            d = np.linalg.norm(centres[best] - attrs["xy"][i], axis=-1)
+            hits.append(d[obj] < d[1 - obj])
+    assert np.mean(hits) >= 0.8
