@@ -338,3 +338,20 @@ def test_direct_effect_map_points_at_the_named_object(shapes_model):
             d = np.linalg.norm(centres[best] - attrs["xy"][i], axis=-1)
             hits.append(d[obj] < d[1 - obj])
     assert np.mean(hits) >= 0.8
+
+
+def test_every_block_and_gradients_through_the_internals(deep_model):
+    px = pixels(deep_model)
+    t = trace(deep_model, px, every_block=True)
+    assert len(t.steps) == 3 and t.steps[-1].attended is not None
+    assert torch.equal(t.steps[-1].attended.weights, t.last_attention.weights)
+    for layer, step in enumerate(t.steps):  # each block's writes rebuild the stream
+        assert torch.allclose(t.residual[layer] + step.attention + step.mlp, t.residual[layer + 1], atol=1e-5)
+    x = px.clone().requires_grad_(True)
+    with torch.enable_grad():
+        pooled = run_tower(vit_tower(deep_model), x).pooled
+        (grad,) = torch.autograd.grad(pooled.sum(), x)
+    with torch.enable_grad():
+        y = px.clone().requires_grad_(True)
+        (own,) = torch.autograd.grad(deep_model.image_embeddings(y).sum(), y)
+    assert torch.allclose(grad, own, atol=1e-5)

@@ -164,15 +164,19 @@ def _eval(model: Any) -> Any:
     return module, was
 
 
-def trace(model: Any, images: Sequence[Any] | torch.Tensor) -> TowerTrace:
+def trace(model: Any, images: Sequence[Any] | torch.Tensor, *, every_block: bool = False) -> TowerTrace:
     """Run the image tower of ``model`` on ``images`` (PIL/paths through ``model.preprocess``, or a pixel tensor
-    of the model's resolution) and keep its internals; fp32, no gradients."""
+    of the model's resolution) and keep its internals; fp32, no gradients. ``every_block`` also keeps each
+    block's attention call and writes (``TowerTrace.steps``: attention weights, q/k/v, attention and MLP outputs).
+
+    For gradients through the internals (relevance maps), call ``run_tower(vit_tower(model), pixels)`` under
+    ``torch.enable_grad()`` instead."""
     tower = vit_tower(model)
     pixels = pixels_for(model, images, tower)
     module, was = _eval(model)
     try:
         with torch.no_grad():
-            return run_tower(tower, pixels)
+            return run_tower(tower, pixels, keep_steps=every_block)
     finally:
         module.train(was)
 
