@@ -233,6 +233,8 @@ def test_bad_input(shapes_model):
         decompose(shapes_model, torch.zeros(1, 3, 64, 64), layers=[4])
     with pytest.raises(ValueError, match="centering"):
         decompose(shapes_model, torch.zeros(1, 3, 64, 64), centering="mean")
+    with pytest.raises(ValueError, match="no images"):
+        decompose(shapes_model, [])
     # PIL images of another size are preprocessed to the model's resolution, so they are fine
     im = Image.fromarray(np.zeros((40, 90, 3), dtype=np.uint8))
     assert decompose(shapes_model, [im]).embedding.shape == (1, 128)
@@ -355,3 +357,13 @@ def test_every_block_and_gradients_through_the_internals(deep_model):
         y = px.clone().requires_grad_(True)
         (own,) = torch.autograd.grad(deep_model.image_embeddings(y).sum(), y)
     assert torch.allclose(grad, own, atol=1e-5)
+
+
+def test_euclidean_geometry_decomposes_but_has_no_logit_sum():
+    model = make_tiny_model(geometry="euclidean")
+    px = pixels(model, n=2)
+    d = decompose(model, px)
+    with torch.no_grad():
+        assert rel_err(d.total(), model.image_embeddings(px)) <= 1e-4
+    with pytest.raises(ValueError, match="cosine geometry"):
+        d.logit_contributions(model, model.encode_texts(["a red circle"]))
