@@ -281,8 +281,19 @@ def test_siglip_internals_and_refusals(siglip):
     assert t.patch_tokens().shape == (2, 16, 32) and t.last_attention.weights.shape == (2, 2, 16, 16)
     with pytest.raises(UnsupportedTowerError, match="attention-pooling head"):
         decompose(siglip, px)
-    with pytest.raises(UnsupportedTowerError, match="attention-pooling head"):
-        patch_features(siglip, px)
+    # patch features: the head applied to each token alone (a single key: attention weight 1)
+    feats = patch_features(siglip, px)
+    vm = siglip.vision_model
+    with torch.no_grad():
+        last = vm.post_layernorm(vm(pixel_values=px).last_hidden_state)
+        one = vm.head(last[:, 5:6])
+        a = vm.head.attention
+        v = last[:, 5] @ a.in_proj_weight[64:].T + a.in_proj_bias[64:]
+        by_hand = a.out_proj(v)
+        by_hand = by_hand + vm.head.mlp(vm.head.layernorm(by_hand))
+    assert feats.shape == (2, 16, 32)
+    assert torch.allclose(feats[:, 5], one.reshape(2, 32), atol=1e-5)
+    assert torch.allclose(feats[:, 5], by_hand, atol=1e-5)
 
 
 def test_gradient_times_input_matches_finite_differences():

@@ -9,7 +9,8 @@
 - the pooled output, equal to the model's own image embedding before normalisation.
 
 ``patch_features(model, images)`` projects the patch tokens into the joint space the way the model projects
-its pooled token (final layer norm, then the projection): ``ln_post(x_t) @ proj``, ``[B, N, E]``.
+its pooled token (final layer norm, then the projection): ``ln_post(x_t) @ proj``, ``[B, N, E]``; for an
+attention-pooling head (SigLIP), the head applied to each token alone.
 
 The forward is exact, not approximate: the tests check the pooled output against ``encode_images``.
 """
@@ -182,19 +183,21 @@ def trace(model: Any, images: Sequence[Any] | torch.Tensor, *, every_block: bool
 
 
 def patch_features(model: Any, images: Sequence[Any] | torch.Tensor, *, layer: int = -1) -> torch.Tensor:
-    """Patch tokens projected into the joint space like the pooled token: ``ln_post(x_t) @ proj`` ``[B, N, E]``.
+    """Patch tokens projected into the joint space the way the model projects its pooled token ``[B, N, E]``.
 
-    Only for class-token towers: an attention-pooling head (SigLIP) does not map single tokens into the joint
-    space, so it is refused. Not normalised.
+    Class-token towers: ``ln_post(x_t) @ proj``. Attention-pooling heads (SigLIP): the head applied to each token
+    alone, ``head(ln_post(x_t))`` — with a single key the probe's attention weight is 1, so this is the head's
+    value path (``W_O·v_t``) plus its MLP, the head's analogue of MaskCLIP's value embeddings. Not normalised.
     """
     t = trace(model, images)
-    if t.tower.pooling != "class-token":
-        raise UnsupportedTowerError(
-            f"model {t.tower.spec!r}: its pooled feature comes from an attention-pooling head over all tokens "
-            "(SigLIP), which defines no per-patch feature in the joint space"
-        )
+    tokens = t.patch_tokens(layer)
     with torch.no_grad():
-        return project(t.tower, t.tower.ln_post(t.patch_tokens(layer)))
+        if t.tower.pooling == "class-token":
+            return project(t.tower, t.tower.ln_post(tokens))
+        assert t.tower.head is not None
+        b, n, d = tokens.shape
+        alone = t.tower.head(t.tower.ln_post(tokens).reshape(b * n, 1, d))
+        return project(t.tower, alone).reshape(b, n, -1)
 
 
 __all__ = [
