@@ -165,17 +165,20 @@ class Decomposition:
         return out
 
 
-def _to_joint(tower: ViTTower, sigma: torch.Tensor, mu: torch.Tensor, centering: str):  # type: ignore[no-untyped-def]
+def _to_joint(
+    tower: ViTTower, sigma: torch.Tensor, mu: torch.Tensor, centering: str
+) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """``p, share ↦ (γ ⊙ C(p)/σ [+ β·share]) @ P`` with the full residual's ``μ``, ``σ`` (see the module doc)."""
     ln = tower.ln_post
-    d = sigma.new_ones(()) if ln.weight is None else ln.weight
+    gamma = sigma.new_ones(()) if ln.weight is None else ln.weight
     beta = None if ln.bias is None else ln.bias
 
     def fn(p: torch.Tensor, share: float) -> torch.Tensor:
         shape = (-1, *([1] * (p.ndim - 1)))
         if centering == "linear":
-            y = (p - p.mean(-1, keepdim=True)) * d / sigma.view(shape)
+            y = (p - p.mean(-1, keepdim=True)) * gamma / sigma.view(shape)
         else:
-            y = (p - mu.view(shape) * share) * d / sigma.view(shape)
+            y = (p - mu.view(shape) * share) * gamma / sigma.view(shape)
             if beta is not None:
                 y = y + beta * share
         return y @ tower.proj if tower.proj is not None else y
