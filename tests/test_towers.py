@@ -31,9 +31,9 @@ def deep_model():
     cfg = ModelConfig(image_size=24, patch_size=8, vision_width=32, vision_layers=3, vision_heads=4, text_width=32,
                       text_layers=1, text_heads=2, context_length=12, embed_dim=12)  # fmt: skip
     model = create_model(cfg, build_tokenizer(WORDS, context_length=12), seed=3)
-    with torch.no_grad():  # non-trivial norms, so the linearisation is exercised
+    with torch.no_grad():  # non-trivial norms and biases (initialised to 1 and 0), so every term is exercised
         for name, p in model.module.vision_model.named_parameters():
-            if "layernorm" in name or "layer_norm" in name:
+            if "layernorm" in name or "layer_norm" in name or name.endswith("bias"):
                 p.add_(0.3 * torch.randn_like(p))
     return model
 
