@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from cliplab.towers.internals import _eval, _scaled, pixels_for, run_block
 from cliplab.towers.vit import UnsupportedTowerError, ViTTower, vit_tower
@@ -250,12 +251,14 @@ def decompose(
     *,
     centering: str = "linear",
     batch_size: int = 64,
+    progress: bool = False,
 ) -> Decomposition:
     """The direct-effect decomposition of ``model``'s image embeddings of ``images`` (fp32).
 
     ``images``: PIL images or paths (through ``model.preprocess``) or a pixel tensor at the model's resolution.
     ``layers``: the layers whose per-token, per-head contributions are kept (``[B, K, T, H, E]`` floats each;
     default all, ``()`` none); per-layer and per-head totals are always kept. See the module doc for the formula.
+    ``progress`` shows a bar over the batches.
     """
     if centering not in CENTERINGS:
         raise ValueError(f"unknown centering {centering!r}; expected one of {CENTERINGS}")
@@ -277,9 +280,10 @@ def decompose(
     module, was = _eval(model)
     try:
         with torch.no_grad():
+            starts = range(0, len(pixels), batch_size)
             parts = [
                 _decompose_batch(tower, pixels[i : i + batch_size], chosen, centering)
-                for i in range(0, len(pixels), batch_size)
+                for i in tqdm(starts, disable=not progress, desc="decompose", unit="batch")
             ]
     finally:
         module.train(was)
