@@ -20,8 +20,8 @@ LAYERS: list[set[str]] = [
     {"cliplab", "_io", "_validation", "imaging"},  # leaves: atomic writes, estimator checks, image decoding
     {"data"},  # datasets, specs, the one loader
     {"models"},  # the Model protocol and model sources (encode through data's loader)
-    {"features", "losses", "metrics"},  # cached embeddings; pure loss and metric functions
-    {"zeroshot", "ood"},  # zero-shot weights and evaluation; OOD scores
+    {"features", "losses", "metrics", "towers"},  # cached embeddings; pure losses and metrics; towers' internals
+    {"zeroshot", "ood", "explain"},  # zero-shot weights and evaluation; OOD scores; attribution
     {"train", "adapt", "index", "probes", "estimate"},  # trainer; adapters; search index; probes; estimators
     # the built-in models' training recipes (on train, zeroshot, features) belong here too
     {"finetune", "curate", "assess"},  # fine-tuning on train; curation on index; assessments
