@@ -24,16 +24,10 @@ from cliplab.finetune.classifier import ImageClassifier, zeroshot_head
 from cliplab.finetune.objectives import METHODS, BetaMovingAverage, margin_metric_softmax
 from cliplab.finetune.weight_space import clone_model
 from cliplab.models.base import Model
+from cliplab.models.precision import PRECISIONS, autocast
+from cliplab.train.optim import build_optimizer, grad_scaler, param_groups
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 HEAD_KEY = "cliplab_finetune_head"
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -66,18 +60,6 @@ def _pixels(model: Model, dataset: Any, progress: bool) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def _param_groups(params: dict[str, torch.nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
-    decay = [p for p in params.values() if p.ndim >= 2]
-    rest = [p for p in params.values() if p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-
-def _schedule(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def finetune(
     model: Model,
     train: Any,
@@ -103,7 +85,7 @@ def finetune(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     for name, v in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -132,9 +114,15 @@ def finetune(
     params = dict(module.named_parameters())
     if head is not None:
         params[HEAD_KEY] = head
-    opt = torch.optim.AdamW(_param_groups(params, weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-8)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, warmup_steps, steps))
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None
+    opt, sched = build_optimizer(
+        param_groups(params.items(), weight_decay, decay_embeddings=True),
+        lr=lr,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        warmup=warmup_steps,
+        total=steps,
+    )
+    scaler = grad_scaler(precision, device, cuda_only=True)
     bma = BetaMovingAverage(module, steps, bma_beta) if method == "clipood" else None
     start = 0
     if output_dir is not None:
@@ -160,7 +148,7 @@ def finetune(
             gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
             idx = torch.randperm(len(labels), generator=gen)[:batch_size]
             px, y = pixels[idx].to(device), labels[idx].to(device)
-            with _autocast(device, precision):
+            with autocast(precision, device):
                 f = ft.image_features(px)
                 if method == "ce":
                     loss = torch.nn.functional.cross_entropy(f @ head.T, y)

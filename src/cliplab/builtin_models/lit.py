@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from cliplab.builtin_models.cache import cache_dir, lock_path, locked
 from cliplab.models.hf import HFModel
 
 log = logging.getLogger(__name__)
@@ -258,11 +259,9 @@ class LitRecipe:
 
     def load_shipped(self, directory: Path, *, spec: str, device: str | None = None) -> HFModel:
         """Assemble the shipped part with MiniLM into the cache on first use, then load that directory."""
-        from cliplab.models.builtin import _locked, builtin_dir
-
-        target = builtin_dir("shapes-lit")
+        target = cache_dir("shapes-lit", self.key())
         if not (target / "config.json").is_file():
-            with _locked(target.with_name(target.name + ".lock")):
+            with locked(lock_path(target)):
                 if not (target / "config.json").is_file():
                     self.assemble(directory, target)
         return HFModel.from_pretrained(str(target), spec=spec, device=device)
@@ -353,12 +352,13 @@ def locked_text_outputs(model: HFModel, texts: list[str], *, batch_size: int = 2
 def fit_locked_text(model: HFModel, dataset: Any, recipe: LitRecipe, *, progress: bool = True) -> list[float]:
     """Contrastive training with the text tower locked; its outputs are cached per unique caption.
 
-    Same schedule as ``cliplab.train.loop.fit_contrastive`` (AdamW, warm-up + cosine, clamped logit scale).
+    Same schedule as ``cliplab.train.in_memory.fit_contrastive`` (AdamW, warm-up + cosine, clamped logit scale).
     """
     import numpy as np
     from tqdm.auto import tqdm
 
-    from cliplab.train.loop import contrastive_step, param_groups, render_all, show_progress, warmup_cosine
+    from cliplab.train.in_memory import contrastive_step, render_all, show_progress
+    from cliplab.train.optim import build_optimizer, param_groups
 
     module = model.module
     lock_text_tower(module)
@@ -378,8 +378,14 @@ def fit_locked_text(model: HFModel, dataset: Any, recipe: LitRecipe, *, progress
     has_caption = np.nonzero(counts > 0)[0]
 
     module.vision_model.train()
-    opt = torch.optim.AdamW(param_groups(module, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, recipe.warmup_steps, recipe.steps))
+    opt, sched = build_optimizer(
+        param_groups(module, recipe.weight_decay),
+        lr=recipe.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        warmup=recipe.warmup_steps,
+        total=recipe.steps,
+    )
     trainable = [p for p in module.parameters() if p.requires_grad]
     losses: list[float] = []
     bar = tqdm(range(recipe.steps), disable=not progress, desc="train", unit="step")

@@ -1,8 +1,10 @@
-"""A compact contrastive training loop over an in-memory image–caption dataset.
+"""Contrastive training over an in-memory image–caption dataset (the built-in models' recipes).
 
-Used by the built-in model recipe. It renders/loads every image once, tokenises every caption once,
-then runs AdamW with linear warm-up + cosine decay, no weight decay on the logit scale, biases,
-norms and embeddings, and clamps ``log logit_scale`` to ``ln 100`` after each step (CLIP).
+It renders/loads every image once, tokenises every caption once, then runs the shared optimisation of
+``cliplab.train.optim`` (AdamW, linear warm-up + cosine decay, no weight decay on the logit scale, biases, norms
+and embeddings) and clamps ``log logit_scale`` to ``ln 100`` after each step (CLIP). A recipe's weights are
+shipped with the package, so its numbers must not change: this driver keeps its own batch sampling (numpy
+generator) rather than the ``Trainer``'s data pipeline.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from tqdm.auto import tqdm
 
 from cliplab.data.base import Dataset
 from cliplab.models.base import Model, prefetch
+from cliplab.train.optim import build_optimizer, param_groups
 
 MAX_LOG_SCALE = math.log(100.0)
 
@@ -29,27 +32,6 @@ class ContrastiveLoopConfig:
     warmup_steps: int = 50
     seed: int = 0
     render_batch: int = 512
-
-
-def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only; exclude the logit scale/bias, biases, norm gains and embeddings."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim < 2 or "logit_" in name or "embedding" in name or "norm" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """LR multiplier: linear warm-up to 1, then cosine decay to 0."""
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def render_all(model: Model, dataset: Dataset, batch: int = 512, progress: bool = True) -> torch.Tensor:
@@ -82,7 +64,7 @@ def contrastive_step(
     ``L = ½·[CE(s·I·Tᵀ, diag) + CE(s·T·Iᵀ, diag)]`` with ``s = exp(module.logit_scale)``; then backward, clip
     the gradient norm of ``params`` (default: all of ``model.module``'s) to ``max_norm``, AdamW and schedule
     step, and clamp ``log s ≤ ln 100``. A non-finite loss raises ``FloatingPointError`` before any update.
-    Shared by ``fit_contrastive`` and ``cliplab.models.builtin_lit.fit_locked_text``. Returns the loss.
+    Shared by ``fit_contrastive`` and ``cliplab.builtin_models.lit.fit_locked_text``. Returns the loss.
     """
     from cliplab.losses import clip_loss
 
@@ -133,11 +115,13 @@ def fit_contrastive(
 
     module = model.module
     module.train()
-    opt = torch.optim.AdamW(
-        param_groups(module, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, config.warmup_steps, config.steps)
+    opt, sched = build_optimizer(
+        param_groups(module, config.weight_decay),
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        warmup=config.warmup_steps,
+        total=config.steps,
     )
     losses: list[float] = []
     bar = tqdm(range(config.steps), disable=not progress, desc="train", unit="step")
@@ -151,3 +135,12 @@ def fit_contrastive(
         show_progress(bar, losses, module)
     module.eval()
     return losses
+
+
+__all__ = [
+    "ContrastiveLoopConfig",
+    "contrastive_step",
+    "fit_contrastive",
+    "render_all",
+    "show_progress",
+]
