@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cliplab.models.base import Model
+from cliplab.models.precision import autocast
 from cliplab.train import checkpoint as ckpt
 from cliplab.train.batches import Prefetcher, build_batches, load_training_data, training_captions
 from cliplab.train.config import TrainConfig
@@ -41,6 +42,7 @@ from cliplab.train.scaling import (
     enable_grad_checkpointing,
     full_model,
     full_model_state,
+    load_model_state,
     shard_fsdp,
     sync_replicated_grads,
 )
@@ -60,6 +62,7 @@ from cliplab.train.setup import (
     seed_everything,
     wrap_ddp,
 )
+from cliplab.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,8 @@ class Trainer:
         self.losses: list[float] = []
         self.history: list[dict[str, Any]] = []
         self.last_eval: dict[str, Any] = {}
+        #: the checkpoint's state when the run resumed (None for a fresh run)
+        self.resumed_state: TrainState | None = None
         self._ready = False
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -183,10 +188,7 @@ class Trainer:
 
     # -- one step ---------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        p = self.config.precision
-        if p == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+        return autocast(self.config.precision, self.device)
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         dtype = self.params[0].dtype if self.params else torch.float32
@@ -403,8 +405,8 @@ class Trainer:
         if self.env.distributed:
             dist.barrier()
 
-    def _stateful(self) -> dict[str, Any]:
-        """The objects whose ``state_dict`` a checkpoint keeps."""
+    def stateful_objects(self) -> dict[str, Any]:
+        """The objects whose ``state_dict`` a checkpoint keeps (``cliplab.train.state.STATEFUL``; None if absent)."""
         return dict(
             optimizer=self.optimizer,
             scheduler=self.scheduler,
@@ -413,9 +415,16 @@ class Trainer:
             distill_head=getattr(self.objective, "head", None),  # CLIP-KD's projections and ICL scale
         )
 
-    def _weights(self) -> dict[str, torch.Tensor]:
+    def model_state(self) -> dict[str, torch.Tensor]:
         """The full model state dict (under FSDP gathered to rank 0: every rank must call this)."""
         return full_model_state(self.wrapper) if self.config.fsdp else self.model.module.state_dict()
+
+    def load_model_state(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load a full model state dict (under FSDP each rank keeps its shards)."""
+        if self.config.fsdp:
+            load_model_state(self.wrapper, weights)
+        else:
+            self.model.module.load_state_dict(weights, strict=True)
 
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current step (rank 0; every rank contributes its RNG and stream state)."""
@@ -424,7 +433,7 @@ class Trainer:
         return self.checkpoint_path
 
     def _restore(self, path: Path) -> None:
-        restore_checkpoint(self, path, resume_free=_RESUME_FREE)
+        self.resumed_state = restore_checkpoint(self, path, resume_free=_RESUME_FREE)
 
     def save_model(self, directory: str | os.PathLike | None = None) -> Path | None:
         """Save the model in Hugging Face format (default ``output_dir/model``; see ``checkpoint.save_hf_model``).
@@ -434,7 +443,7 @@ class Trainer:
         target = Path(directory) if directory is not None else self.output_dir / "model"
         model = self.model
         if self.config.fsdp:
-            weights = self._weights()
+            weights = self.model_state()
             if not self.env.is_main:
                 return None
             model = full_model(self.fsdp_twin, weights)
