@@ -83,3 +83,26 @@ def test_training_loop_lowers_the_loss(tiny_recipe):
     )
     assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 - 0.2
     assert model.module.logit_scale.exp().item() <= 100.0 + 1e-4
+
+
+def test_builtin_source_is_registered_on_first_use_from_above_models():
+    """``cliplab.models`` names the ``builtin:`` form without importing the recipes (they sit above ``train``);
+    the first ``builtin:`` spec imports ``cliplab.builtin_models``, which registers the source."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "from cliplab.models import SPEC_FORMS, check_model_spec, model_sources\n"
+        "assert any(f.startswith('builtin:<name>') for f in SPEC_FORMS), list(SPEC_FORMS)\n"
+        "assert 'cliplab.builtin_models' not in sys.modules and 'cliplab.train.in_memory' not in sys.modules\n"
+        "check_model_spec('builtin:shapes')\n"
+        "assert 'cliplab.builtin_models' in sys.modules and 'builtin' in model_sources()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    src = Path(__file__).resolve().parents[1] / "src" / "cliplab"
+    for path in (src / "models").rglob("*.py"):  # the models layer never imports the recipes statically
+        text = path.read_text()
+        assert "from cliplab.builtin_models" not in text and "import cliplab.builtin_models" not in text, path
+        assert "from cliplab.train" not in text and "from cliplab.zeroshot" not in text, path

@@ -65,7 +65,9 @@ class ShapesRecipe:
     def load_shipped(self, directory: Path, *, spec: str, device: str | None = None) -> HFModel:
         model = HFModel.from_pretrained(str(directory), spec=spec)
         model.module.float()
-        return model.to(device) if device is not None else model
+        if device is not None:
+            model.to(device)
+        return model
 
 
 def train_shapes_model(recipe: ShapesRecipe, *, progress: bool = True) -> HFModel:
@@ -95,8 +97,9 @@ def train_shapes_model(recipe: ShapesRecipe, *, progress: bool = True) -> HFMode
     )
     report = shapes_zeroshot_report(model, progress=progress)
     log.info("builtin:shapes zero-shot accuracy: %s", json.dumps(report))
-    model.module.config.cliplab = {
-        **(getattr(model.module.config, "cliplab", None) or {}),
+    config: Any = model.module.config
+    config.cliplab = {
+        **(getattr(config, "cliplab", None) or {}),
         "recipe": asdict(recipe),
         "zeroshot_val": report,
     }

@@ -2,8 +2,11 @@
 
 ``method`` (see :mod:`cliplab.finetune.objectives`): ``"ce"`` (zero-shot-initialised head + cross-entropy,
 WiSE-FT's fine-tuning), ``"flyp"`` (contrastive loss against class prompts) or ``"clipood"`` (margin metric
-softmax + Beta moving average). AdamW (weight decay on weight matrices only), linear warm-up then cosine
-decay, ``precision`` ``fp32 | bf16 | fp16`` autocast (fp16 with a gradient scaler on CUDA), optional gradient
+softmax + Beta moving average). The optimisation is the trainer's (``cliplab.train.optim``,
+``cliplab.train.engine.OptimizerStep``): AdamW (weight decay on every weight matrix, embeddings included:
+``decay_embeddings=True``), linear warm-up then cosine decay, optional gradient-norm clipping (``max_grad_norm``),
+``precision`` ``fp32 | bf16 | fp16`` autocast (``cliplab.models.precision``; fp16 with a gradient scaler on
+CUDA), a non-finite loss stops the run (``FloatingPointError``) before the update; optional gradient
 checkpointing (the towers' own ``gradient_checkpointing_enable``). The input model is never modified: a copy
 is trained. Batches are drawn per step from a generator seeded by ``(seed, step)``, so a resumed run (from
 ``output_dir/checkpoints``, written atomically every ``checkpoint_every`` steps) continues exactly.
@@ -12,7 +15,6 @@ is trained. Batches are drawn per step from a generator seeded by ``(seed, step)
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +27,9 @@ from cliplab.finetune.objectives import METHODS, BetaMovingAverage, margin_metri
 from cliplab.finetune.weight_space import clone_model
 from cliplab.models.base import Model
 from cliplab.models.precision import PRECISIONS, autocast
+from cliplab.train.engine import OptimizerStep, check_finite
 from cliplab.train.optim import build_optimizer, grad_scaler, param_groups
+from cliplab.train.setup import clamp_logit_scale, logit_scale_param
 
 HEAD_KEY = "cliplab_finetune_head"
 
@@ -72,6 +76,7 @@ def finetune(
     warmup_steps: int = 0,
     precision: str = "fp32",
     grad_checkpointing: bool = False,
+    max_grad_norm: float | None = None,
     templates: Any = None,
     mms_lambda: float = 0.3,
     bma_beta: float = 0.5,
@@ -122,7 +127,13 @@ def finetune(
         warmup=warmup_steps,
         total=steps,
     )
-    scaler = grad_scaler(precision, device, cuda_only=True)
+    update = OptimizerStep(
+        [p for group in opt.param_groups for p in group["params"]],
+        opt,
+        sched,
+        scaler=grad_scaler(precision, device, cuda_only=True),
+        max_norm=max_grad_norm,
+    )
     bma = BetaMovingAverage(module, steps, bma_beta) if method == "clipood" else None
     start = 0
     if output_dir is not None:
@@ -150,27 +161,22 @@ def finetune(
             px, y = pixels[idx].to(device), labels[idx].to(device)
             with autocast(precision, device):
                 f = ft.image_features(px)
-                if method == "ce":
+                if head is not None:  # method "ce"
                     loss = torch.nn.functional.cross_entropy(f @ head.T, y)
                 elif method == "clipood":
                     loss = margin_metric_softmax(f, text_w.to(f.dtype), y, scale, mms_lambda)
                 else:
                     loss = _flyp_loss(ft, f, y, classnames, templates, gen)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            sched.step()
+            value = float(loss.detach())
+            check_finite(value, step + 1)
+            update.zero_grad()
+            update.backward(loss)
+            update.step()
             if method == "flyp":
-                with torch.no_grad():
-                    module.logit_scale.clamp_(max=math.log(100))
+                clamp_logit_scale(module)
             if bma is not None:
                 bma.update(module, step)
-            losses.append(float(loss.detach()))
+            losses.append(value)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             done = step + 1
             if output_dir is not None and checkpoint_every and (done % checkpoint_every == 0 or done == steps):
@@ -190,7 +196,7 @@ def finetune(
     if bma is not None:
         bma.copy_to(module)
     info = {"method": method, "steps": steps, "final_loss": losses[-1] if losses else None, "resumed_from": start}
-    if method == "ce":
+    if head is not None:  # method "ce"
         return ImageClassifier(ft, head.detach().clone(), classnames, templates, text_head=False, info=info)
     out_head = zeroshot_head(ft, classnames, templates) if method == "flyp" else zs_head.detach().cpu()
     return ImageClassifier(ft, out_head, classnames, templates, text_head=method == "flyp", info=info)
@@ -207,4 +213,4 @@ def _flyp_loss(
     texts = [prompts[int(c)][int(torch.randint(len(prompts[int(c)]), (1,), generator=gen))] for c in y.cpu()]
     tokens = {k: v.to(f.device) for k, v in model.tokenize(texts).items()}
     t = model.text_features(tokens)
-    return clip_loss(f, t.to(f.dtype), model.module.logit_scale.exp().reshape(()), geometry=model.geometry)
+    return clip_loss(f, t.to(f.dtype), logit_scale_param(model.module).exp().reshape(()), geometry=model.geometry)

@@ -32,7 +32,8 @@ def param_groups(
     ``decay_embeddings``, neither are those whose name contains ``embedding``, ``norm`` or ``logit_``.
     """
     pairs = named.named_parameters() if isinstance(named, nn.Module) else named
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in pairs:
         if not p.requires_grad:
             continue

@@ -112,11 +112,12 @@ def restore_checkpoint(trainer: Any, path: Path, *, resume_free: set[str]) -> Tr
         log.warning("resuming %s with a changed config (%s): the run will not be exact", path, ", ".join(changed))
     saved = state.stateful()
     for key, obj in trainer.stateful_objects().items():
-        if obj is not None and saved.get(key) is not None:
+        part = saved.get(key)
+        if obj is not None and part is not None:
             if key == "optimizer" and cfg.fsdp:
-                load_optimizer_state(trainer.wrapper, obj, saved[key])
+                load_optimizer_state(trainer.wrapper, obj, part)
             else:
-                obj.load_state_dict(saved[key])
+                obj.load_state_dict(part)
     if trainer.sampler.per_rank and (not state.samplers or len(state.samplers) != env.world_size):
         raise ValueError(
             f"{path}: a stream of shards resumes only with the number of processes that wrote the checkpoint "

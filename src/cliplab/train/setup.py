@@ -102,10 +102,18 @@ def logit_bias_param(module: nn.Module) -> nn.Parameter | None:
     return bias if isinstance(bias, nn.Parameter) and bias.requires_grad else None
 
 
+def logit_scale_param(module: nn.Module) -> nn.Parameter:
+    """``module.logit_scale`` (the log of CLIP's temperature), or ``TypeError`` when it is no parameter."""
+    scale = getattr(module, "logit_scale", None)
+    if not isinstance(scale, nn.Parameter):
+        raise TypeError(f"{type(module).__name__} has no logit_scale parameter to train")
+    return scale
+
+
 @torch.no_grad()
 def clamp_logit_scale(module: nn.Module) -> None:
     """CLIP: keep ``log logit_scale ≤ ln 100`` after every optimizer step."""
-    module.logit_scale.clamp_(max=MAX_LOG_SCALE)
+    logit_scale_param(module).clamp_(max=MAX_LOG_SCALE)
 
 
 class TwoTower(nn.Module):
@@ -127,7 +135,7 @@ class TwoTower(nn.Module):
             image = self.model.image_features(pixels)
         with torch.set_grad_enabled(grad and not self.lock_text):
             text = self.model.text_features(tokens)
-        scale = self.inner.logit_scale.exp().reshape(())
+        scale = logit_scale_param(self.inner).exp().reshape(())
         bias = logit_bias_param(self.inner)
         return (image, text), (scale, None if bias is None else bias.reshape(()))
 
@@ -291,7 +299,8 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
 
     ids = [device.index] if device.type == "cuda" else None
     params = inspect.signature(DDP.__init__).parameters
-    sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    sync: dict[str, Any] = {key: False}
     return DDP(module, device_ids=ids, **sync)
 
 
@@ -326,6 +335,7 @@ __all__ = [
     "init_distributed",
     "lock_tower",
     "logit_bias_param",
+    "logit_scale_param",
     "lr_lambda",
     "prepare_logit_params",
     "tower_parameters",
