@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cliplab.builtin_models.shapes import ShapesRecipe
 from cliplab.data import ImageFolder, make_loader, shapes
 from cliplab.data.shapes_world import VOCABULARY
 from cliplab.features import embed, embed_images
-from cliplab.models.builtin import ShapesRecipe
 from cliplab.models.factory import ModelConfig, build_tokenizer, create_model
 
 ARCHS = {

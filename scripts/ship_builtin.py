@@ -4,7 +4,7 @@
     python scripts/ship_builtin.py shapes     # one
 
 Trains each recipe (deterministic for a given torch version and thread count) and writes
-``src/cliplab/models/shipped/<name>/`` atomically: the weights plus ``recipe.json`` (the recipe's key and
+``src/cliplab/builtin_models/shipped/<name>/`` atomically: the weights plus ``recipe.json`` (the recipe's key and
 the zero-shot accuracy reached). Run it whenever the recipe or the world changes; ``tests/test_shipped.py``
 fails while a shipped copy is stale.
 """
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from cliplab.models.builtin import BUILTIN_MODELS, ship_builtin
+from cliplab.builtin_models.catalog import BUILTIN_MODELS, ship_builtin
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from cliplab.models import builtin_lit
-from cliplab.models.builtin_lit import LitRecipe, LitVisionConfig, locked_text_outputs, minilm_dir
+from cliplab.builtin_models import lit as builtin_lit
+from cliplab.builtin_models.lit import LitRecipe, LitVisionConfig, locked_text_outputs, minilm_dir
 from cliplab.models.hf import HFModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -191,7 +191,7 @@ def test_key_tracks_recipe_and_text_tower(monkeypatch):
 def _trained_model() -> HFModel:
     """The shipped builtin:shapes-lit (assembled with MiniLM on first use); it must never need training."""
     from cliplab import load_model
-    from cliplab.models.builtin import shipped_is_current
+    from cliplab.builtin_models.catalog import shipped_is_current
 
     assert shipped_is_current("shapes-lit"), "stale shipped weights: run python scripts/ship_builtin.py shapes-lit"
     return load_model("builtin:shapes-lit", device="cpu")

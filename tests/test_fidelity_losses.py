@@ -54,8 +54,8 @@ def test_euclip_objective_scales_features_by_inverse_sqrt_dim():
 def test_euclip_initial_loss_of_the_builtin_sized_model_is_near_chance():
     import dataclasses
 
+    from cliplab.builtin_models.shapes import ShapesRecipe
     from cliplab.data import shapes
-    from cliplab.models.builtin import ShapesRecipe
     from cliplab.models.factory import build_tokenizer, create_model
 
     cfg = dataclasses.replace(ShapesRecipe().model, geometry="euclidean")  # builtin:shapes' sizes, D = 128

@@ -23,8 +23,7 @@ LAYERS: list[set[str]] = [
     {"features", "losses", "metrics", "towers"},  # cached embeddings; pure losses and metrics; towers' internals
     {"zeroshot", "ood", "explain"},  # zero-shot weights and evaluation; OOD scores; attribution
     {"train", "adapt", "index", "probes", "estimate"},  # trainer; adapters; search index; probes; estimators
-    # the built-in models' training recipes (on train, zeroshot, features) belong here too
-    {"finetune", "curate", "assess"},  # fine-tuning on train; curation on index; assessments
+    {"finetune", "curate", "assess", "builtin_models"},  # fine-tuning; curation; assessments; built-in recipes
     {"bench", "serve"},  # the benchmark and its report; the web UI
     {"cli"},  # commands
     {"__main__"},  # ``python -m cliplab``

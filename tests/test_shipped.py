@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from cliplab import load_model
-from cliplab.models import builtin
-from cliplab.models.builtin import BUILTIN_MODELS, ShapesRecipe, ship_builtin, shipped_dir, shipped_info
+from cliplab.builtin_models import catalog, lit
+from cliplab.builtin_models import shapes as builtin_shapes
+from cliplab.builtin_models.catalog import BUILTIN_MODELS, ship_builtin, shipped_dir, shipped_info
+from cliplab.builtin_models.shapes import ShapesRecipe
 from cliplab.models.factory import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,12 +45,12 @@ def test_builtin_shapes_loads_without_training_and_reaches_the_recorded_accuracy
     def no_training(*args, **kwargs):
         raise AssertionError("builtin:shapes must load from the shipped weights, not train")
 
-    monkeypatch.setattr(builtin, "train_shapes_model", no_training)
+    monkeypatch.setattr(builtin_shapes, "train_shapes_model", no_training)
     model = load_model("builtin:shapes", device="cpu")
     assert model.spec == "builtin:shapes"
     assert all(p.dtype == torch.float32 for p in model.module.parameters())
     recorded = shipped_info("shapes")["zeroshot_val"]
-    measured = builtin.shapes_zeroshot_report(model)
+    measured = builtin_shapes.shapes_zeroshot_report(model)
     for task, acc in recorded.items():
         # fp16 storage moves a few borderline images at most
         assert measured[task] == pytest.approx(acc, abs=0.015), (task, measured, recorded)
@@ -56,14 +58,12 @@ def test_builtin_shapes_loads_without_training_and_reaches_the_recorded_accuracy
 
 
 def test_builtin_shapes_lit_assembles_from_the_shipped_part_without_training(monkeypatch):
-    from cliplab.models import builtin_lit
-
-    monkeypatch.setattr(builtin_lit.LitRecipe, "train", lambda *a, **k: pytest.fail("must not train"))
+    monkeypatch.setattr(lit.LitRecipe, "train", lambda *a, **k: pytest.fail("must not train"))
     model = load_model("builtin:shapes-lit", device="cpu")
-    assert (builtin.builtin_dir("shapes-lit") / "model.safetensors").is_file()  # assembled into the cache once
+    assert (catalog.builtin_dir("shapes-lit") / "model.safetensors").is_file()  # assembled into the cache once
     recorded = shipped_info("shapes-lit")["zeroshot_val"]
     # the assembled model is bit-identical to the trained one: the recorded accuracy, exactly
-    assert builtin_lit.lit_zeroshot_report(model) == recorded
+    assert lit.lit_zeroshot_report(model) == recorded
 
 
 def _tiny_recipe() -> ShapesRecipe:
@@ -74,9 +74,9 @@ def _tiny_recipe() -> ShapesRecipe:
 
 def test_ship_round_trip_and_stale_detection(tmp_path, monkeypatch):
     recipe = _tiny_recipe()
-    monkeypatch.setattr(builtin, "shapes_zeroshot_report", lambda model, n=600, progress=False: {"shape": 0.5})
+    monkeypatch.setattr(builtin_shapes, "shapes_zeroshot_report", lambda model, n=600, progress=False: {"shape": 0.5})
     monkeypatch.setitem(BUILTIN_MODELS, "tiny", recipe)
-    monkeypatch.setattr(builtin, "shipped_dir", lambda name: tmp_path / "shipped" / name)
+    monkeypatch.setattr(catalog, "shipped_dir", lambda name: tmp_path / "shipped" / name)
     info = ship_builtin("tiny", progress=False)
     assert info["key"] == recipe.key() and (tmp_path / "shipped" / "tiny" / "recipe.json").is_file()
     assert not list((tmp_path / "shipped").glob(".*")), "no temporary files left behind"
@@ -85,7 +85,7 @@ def test_ship_round_trip_and_stale_detection(tmp_path, monkeypatch):
     torch.manual_seed(123)  # global RNG state must not matter
     again = recipe.train(progress=False)
     fresh = recipe.train(progress=False)
-    monkeypatch.setattr(builtin, "train_shapes_model", lambda *a, **k: pytest.fail("must load the shipped copy"))
+    monkeypatch.setattr(builtin_shapes, "train_shapes_model", lambda *a, **k: pytest.fail("must load the shipped copy"))
     loaded = load_model("builtin:tiny", device="cpu")
     texts = ["a red circle.", "a blue square on the left."]
     # the shipped copy is fp16: equal to the float32 training result up to half-precision rounding
@@ -98,7 +98,7 @@ def test_ship_round_trip_and_stale_detection(tmp_path, monkeypatch):
     changed = ShapesRecipe(model=recipe.model, n_train=128, steps=7, batch_size=32, warmup_steps=2)
     monkeypatch.setitem(BUILTIN_MODELS, "tiny", changed)
     calls = []
-    monkeypatch.setattr(builtin, "train_shapes_model", lambda r, progress=True: calls.append(r) or fresh)
+    monkeypatch.setattr(builtin_shapes, "train_shapes_model", lambda r, progress=True: calls.append(r) or fresh)
     load_model("builtin:tiny", device="cpu")
     assert calls == [changed]
 

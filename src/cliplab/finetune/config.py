@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cliplab.finetune.loop import PRECISIONS
 from cliplab.finetune.objectives import METHODS
+from cliplab.models.precision import PRECISIONS
 
 
 @dataclass
@@ -69,7 +69,7 @@ class FinetuneConfig:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -2,8 +2,11 @@
 
 ``method`` (see :mod:`cliplab.finetune.objectives`): ``"ce"`` (zero-shot-initialised head + cross-entropy,
 WiSE-FT's fine-tuning), ``"flyp"`` (contrastive loss against class prompts) or ``"clipood"`` (margin metric
-softmax + Beta moving average). AdamW (weight decay on weight matrices only), linear warm-up then cosine
-decay, ``precision`` ``fp32 | bf16 | fp16`` autocast (fp16 with a gradient scaler on CUDA), optional gradient
+softmax + Beta moving average). The optimisation is the trainer's (``cliplab.train.optim``,
+``cliplab.train.engine.OptimizerStep``): AdamW (weight decay on every weight matrix, embeddings included:
+``decay_embeddings=True``), linear warm-up then cosine decay, optional gradient-norm clipping (``max_grad_norm``),
+``precision`` ``fp32 | bf16 | fp16`` autocast (``cliplab.models.precision``; fp16 with a gradient scaler on
+CUDA), a non-finite loss stops the run (``FloatingPointError``) before the update; optional gradient
 checkpointing (the towers' own ``gradient_checkpointing_enable``). The input model is never modified: a copy
 is trained. Batches are drawn per step from a generator seeded by ``(seed, step)``, so a resumed run (from
 ``output_dir/checkpoints``, written atomically every ``checkpoint_every`` steps) continues exactly.
@@ -12,7 +15,6 @@ is trained. Batches are drawn per step from a generator seeded by ``(seed, step)
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,16 +26,12 @@ from cliplab.finetune.classifier import ImageClassifier, zeroshot_head
 from cliplab.finetune.objectives import METHODS, BetaMovingAverage, margin_metric_softmax
 from cliplab.finetune.weight_space import clone_model
 from cliplab.models.base import Model
+from cliplab.models.precision import PRECISIONS, autocast
+from cliplab.train.engine import OptimizerStep, check_finite
+from cliplab.train.optim import build_optimizer, grad_scaler, param_groups
+from cliplab.train.setup import clamp_logit_scale, logit_scale_param
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 HEAD_KEY = "cliplab_finetune_head"
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -66,18 +64,6 @@ def _pixels(model: Model, dataset: Any, progress: bool) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def _param_groups(params: dict[str, torch.nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
-    decay = [p for p in params.values() if p.ndim >= 2]
-    rest = [p for p in params.values() if p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-
-def _schedule(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def finetune(
     model: Model,
     train: Any,
@@ -90,6 +76,7 @@ def finetune(
     warmup_steps: int = 0,
     precision: str = "fp32",
     grad_checkpointing: bool = False,
+    max_grad_norm: float | None = None,
     templates: Any = None,
     mms_lambda: float = 0.3,
     bma_beta: float = 0.5,
@@ -103,7 +90,7 @@ def finetune(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     for name, v in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -132,9 +119,21 @@ def finetune(
     params = dict(module.named_parameters())
     if head is not None:
         params[HEAD_KEY] = head
-    opt = torch.optim.AdamW(_param_groups(params, weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-8)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, warmup_steps, steps))
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None
+    opt, sched = build_optimizer(
+        param_groups(params.items(), weight_decay, decay_embeddings=True),
+        lr=lr,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        warmup=warmup_steps,
+        total=steps,
+    )
+    update = OptimizerStep(
+        [p for group in opt.param_groups for p in group["params"]],
+        opt,
+        sched,
+        scaler=grad_scaler(precision, device, cuda_only=True),
+        max_norm=max_grad_norm,
+    )
     bma = BetaMovingAverage(module, steps, bma_beta) if method == "clipood" else None
     start = 0
     if output_dir is not None:
@@ -160,29 +159,24 @@ def finetune(
             gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
             idx = torch.randperm(len(labels), generator=gen)[:batch_size]
             px, y = pixels[idx].to(device), labels[idx].to(device)
-            with _autocast(device, precision):
+            with autocast(precision, device):
                 f = ft.image_features(px)
-                if method == "ce":
+                if head is not None:  # method "ce"
                     loss = torch.nn.functional.cross_entropy(f @ head.T, y)
                 elif method == "clipood":
                     loss = margin_metric_softmax(f, text_w.to(f.dtype), y, scale, mms_lambda)
                 else:
                     loss = _flyp_loss(ft, f, y, classnames, templates, gen)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            sched.step()
+            value = float(loss.detach())
+            check_finite(value, step + 1)
+            update.zero_grad()
+            update.backward(loss)
+            update.step()
             if method == "flyp":
-                with torch.no_grad():
-                    module.logit_scale.clamp_(max=math.log(100))
+                clamp_logit_scale(module)
             if bma is not None:
                 bma.update(module, step)
-            losses.append(float(loss.detach()))
+            losses.append(value)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             done = step + 1
             if output_dir is not None and checkpoint_every and (done % checkpoint_every == 0 or done == steps):
@@ -202,7 +196,7 @@ def finetune(
     if bma is not None:
         bma.copy_to(module)
     info = {"method": method, "steps": steps, "final_loss": losses[-1] if losses else None, "resumed_from": start}
-    if method == "ce":
+    if head is not None:  # method "ce"
         return ImageClassifier(ft, head.detach().clone(), classnames, templates, text_head=False, info=info)
     out_head = zeroshot_head(ft, classnames, templates) if method == "flyp" else zs_head.detach().cpu()
     return ImageClassifier(ft, out_head, classnames, templates, text_head=method == "flyp", info=info)
@@ -219,4 +213,4 @@ def _flyp_loss(
     texts = [prompts[int(c)][int(torch.randint(len(prompts[int(c)]), (1,), generator=gen))] for c in y.cpu()]
     tokens = {k: v.to(f.device) for k, v in model.tokenize(texts).items()}
     t = model.text_features(tokens)
-    return clip_loss(f, t.to(f.dtype), model.module.logit_scale.exp().reshape(()), geometry=model.geometry)
+    return clip_loss(f, t.to(f.dtype), logit_scale_param(model.module).exp().reshape(()), geometry=model.geometry)

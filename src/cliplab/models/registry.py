@@ -50,6 +50,15 @@ class ModelSource:
 
 _SOURCES: dict[str, ModelSource] = {}
 
+#: sources that live in cliplab packages above ``cliplab.models`` (prefix → (module, form)): the module is imported
+#: when a spec first uses the prefix, and registers its source on import (``cliplab.builtin_models``)
+BUNDLED_SOURCES: dict[str, tuple[str, str]] = {
+    "builtin": (
+        "cliplab.builtin_models",
+        "builtin:<name> (the small models trained on the built-in shapes world, e.g. builtin:shapes)",
+    ),
+}
+
 
 def register_model_source(
     prefix: str,
@@ -88,6 +97,14 @@ def model_sources() -> dict[str, ModelSource]:
     return dict(_SOURCES)
 
 
+def _load_bundled(prefix: str) -> ModelSource | None:
+    """Import the cliplab package that registers ``prefix`` (``BUNDLED_SOURCES``) and return its source."""
+    if prefix not in BUNDLED_SOURCES:
+        return None
+    importlib.import_module(BUNDLED_SOURCES[prefix][0])
+    return _SOURCES.get(prefix)
+
+
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
@@ -113,6 +130,7 @@ class _Forms(Sequence[str]):
 
     def _items(self) -> list[str]:
         forms = [s.describe() for s in _SOURCES.values()]
+        forms += [form for prefix, (_, form) in BUNDLED_SOURCES.items() if prefix not in _SOURCES]
         try:
             pending = [ep for ep in _entry_points() if ep.name not in _SOURCES]
             forms += [f"{ep.name}:<target> (entry point {ep.value})" for ep in pending]
@@ -155,7 +173,7 @@ def _resolve(s: str) -> tuple[ModelSource, str]:
     m = _PREFIX.match(s)
     if m is not None:
         prefix, target = m.group(1), m.group(2)
-        source = _SOURCES.get(prefix) or _load_entry_point(prefix)
+        source = _SOURCES.get(prefix) or _load_bundled(prefix) or _load_entry_point(prefix)
         if source is not None:
             return source, target
     for source in list(_SOURCES.values()):
@@ -231,19 +249,6 @@ def _load_openclip(target: str, *, spec: str, device: str | None) -> Model:
     return OpenCLIPModel(arch, tag or None, spec=spec, device=device)
 
 
-def _check_builtin(target: str, spec: str) -> None:
-    from cliplab.models.builtin import BUILTIN_MODELS
-
-    if target not in BUILTIN_MODELS:
-        raise _unknown(spec, f"no built-in model {target!r} (available: {', '.join(sorted(BUILTIN_MODELS))})")
-
-
-def _load_builtin(target: str, *, spec: str, device: str | None) -> Model:
-    from cliplab.models.builtin import load_builtin
-
-    return load_builtin(target, device=device)
-
-
 def _is_dir(spec: str) -> bool:
     return Path(spec).expanduser().is_dir()
 
@@ -291,10 +296,4 @@ register_model_source(
     _load_openclip,
     check=_check_openclip,
     form="openclip:<arch>[/<pretrained-tag or checkpoint file>] or openclip:<dir> (needs open_clip installed)",
-)
-register_model_source(
-    "builtin",
-    _load_builtin,
-    check=_check_builtin,
-    form="builtin:<name> (the small models trained on the built-in shapes world, e.g. builtin:shapes)",
 )

@@ -1,4 +1,5 @@
-"""Training: gradient clipping, distributed helpers and the trainer."""
+"""Training: the trainer, its typed checkpoint state (``TrainState``), the optimizer step every loop shares
+(``OptimizerStep``, ``cliplab.train.optim``), gradient clipping and distributed helpers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 _LAZY = {
     "ZClip": "clipping",
     "AutoClip": "clipping",
+    "OptimizerStep": "engine",
     "Trainer": "trainer",
+    "TrainState": "state",
     "TrainConfig": "config",
     "train": "trainer",
 }

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from cliplab.train.grad_norm import (
+from cliplab.train.clipper_base import (
     _COEF_EPS,
     _STATE_VERSION,
     GradSource,

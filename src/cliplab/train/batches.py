@@ -245,14 +245,14 @@ class FixedTokenCache:
         except (TypeError, ValueError, AttributeError, RuntimeError):
             return None
         as_dict = isinstance(probe[0], dict)
-        parts = [p if as_dict else {"": p} for p in probe]
+        parts: list[Any] = [p if as_dict else {"": p} for p in probe]
         if not all(isinstance(v, torch.Tensor) and v.ndim == 2 for p in parts for v in p.values()):
             return None
         if any(parts[0][k].shape != parts[1][k].shape for k in parts[0]) or parts[0].keys() != parts[1].keys():
             return None
         tables: dict[str, list[np.ndarray]] = {k: [] for k in parts[0]}
         for start in range(0, len(captions), chunk):
-            out = model.tokenize(captions[start : start + chunk])
+            out: Any = model.tokenize(captions[start : start + chunk])
             for k, v in (out if as_dict else {"": out}).items():
                 tables[k].append(v.numpy())
         return cls({k: np.concatenate(v) for k, v in tables.items()}, as_dict)

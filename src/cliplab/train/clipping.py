@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cliplab.train.autoclip import AutoClip, _percentile_sorted
-from cliplab.train.grad_norm import (
+from cliplab.train.clipper_base import (
     _COEF_EPS,
     _STATE_VERSION,
     GradSource,

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from cliplab.models.factory import ModelConfig
+from cliplab.models.precision import PRECISIONS
 from cliplab.train.hard_negatives import HardNegativeOptions
 
 log = logging.getLogger(__name__)
 
 LOSSES = ("clip", "siglip", "infoloob")
-PRECISIONS = ("fp32", "bf16", "fp16")
 CLIP_MODES = ("none", "norm", "zclip", "autoclip")
 SCHEDULES = ("cosine", "constant")
 

@@ -20,6 +20,8 @@ Works with any backend (gloo on CPU, NCCL on GPU) and with unequal shard sizes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -138,7 +140,7 @@ def distributed_clip_loss(
     sizes = _gather_sizes(image.shape[0], image.device, group)
     all_image, all_text = _gather(image, sizes, group), _gather(text, sizes, group)
     offset, total = sum(sizes[:rank]), sum(sizes)
-    kw = {"offset": offset, "geometry": geometry, "chunk_size": chunk}
+    kw: dict[str, Any] = {"offset": offset, "geometry": geometry, "chunk_size": chunk}
     rows = clip_row_loss_sum(image, all_text, scale, bias, **kw) + clip_row_loss_sum(text, all_image, scale, bias, **kw)
     return rows * (0.5 * world / total)
 

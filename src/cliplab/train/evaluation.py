@@ -64,14 +64,14 @@ class PeriodicEval:
         if self.zeroshot is not None:
             ds, pixels = self.zeroshot
             feats = model.encode_images(pixels.to(dtype), batch_size=bs)
-            weights = zeroshot_weights(model, ds.classnames, self.options.templates or ds.templates)
+            weights = zeroshot_weights(model, ds.classnames or [], self.options.templates or ds.templates)
             logits = zeroshot_logits(feats, weights, model.logit_scale, model.logit_bias, model.geometry)
             labels = torch.as_tensor(ds.labels, dtype=torch.int64)
             out["zeroshot_acc1"] = (logits.argmax(1) == labels).float().mean().item()
         if self.retrieval is not None:
             ds, pixels = self.retrieval
             images = model.encode_images(pixels.to(dtype), batch_size=bs)
-            texts = model.encode_texts(list(ds.captions), batch_size=max(bs, 256))
+            texts = model.encode_texts(list(ds.captions or []), batch_size=max(bs, 256))
             out.update(recall_at_1(model, images, texts, np.asarray(ds.text_to_image)))
         return out
 

@@ -53,7 +53,7 @@ def capture_rng(device: torch.device | str | None = None) -> RNGState:
 def restore_rng(state: RNGState) -> None:
     """Restore a snapshot taken by ``capture_rng``."""
     torch.set_rng_state(state.cpu)
-    if state.cuda is not None:
+    if state.cuda is not None and state.device is not None:
         torch.cuda.set_rng_state(state.cuda, state.device)
 
 
@@ -128,7 +128,10 @@ def gradcache_backward(
     with torch.enable_grad():
         loss = loss_fn(full, shared_leaves)  # type: ignore[arg-type]
     (backward or torch.Tensor.backward)(loss)
-    per_grads = [torch.split(leaf.grad, sizes) if leaf.grad is not None else [None] * len(sizes) for leaf in full]
+    per_grads = [
+        torch.split(leaf.grad, sizes) if leaf is not None and leaf.grad is not None else [None] * len(sizes)
+        for leaf in full
+    ]
     shared_grads = [leaf.grad if leaf is not None else None for leaf in shared_leaves]
 
     for i, chunk in enumerate(chunks):

@@ -67,7 +67,7 @@ class HardNegativeSampler:
         return found
 
     def __call__(self, texts: Sequence[str], caption_indices: Sequence[int], epoch_key: int = 0) -> list[str]:
-        out = []
+        out: list[str] = []
         for text, index in zip(texts, np.asarray(caption_indices).tolist()):
             pool = self.candidates(text, int(index))
             if not pool:

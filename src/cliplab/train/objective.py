@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from cliplab.models.base import Model
 from cliplab.train.config import LossOptions
+
+if TYPE_CHECKING:
+    from cliplab.losses import DistillHead
 
 #: CLOOB's default inverse temperature (ml-jku/cloob ``--init-inv-tau``)
 CLOOB_INV_TAU = 14.3
@@ -91,7 +94,7 @@ class Objective:
             if not self.inv_tau > 0:
                 raise ValueError(f"loss.options.inv_tau must be positive, got {self.inv_tau}")
         self.teacher: Model | None = None
-        self.head: nn.Module | None = None
+        self.head: DistillHead | None = None
         self.distill_kw: dict[str, Any] = {}
 
         if options.distill is not None:

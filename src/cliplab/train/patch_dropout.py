@@ -12,7 +12,7 @@ that structure, never from a model name; anything else raises ``PatchDropoutUnsu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -61,7 +61,7 @@ class PatchDropout:
             raise ValueError(f"patch dropout probability must be in [0, 1), got {prob}")
         self.prob = float(prob)
         self.embeddings = find_patch_embeddings(module)
-        self.num_patches = int(self.embeddings.num_patches)
+        self.num_patches = int(cast(Any, self.embeddings).num_patches)
         self._handle = self.embeddings.register_forward_hook(self._hook)
 
     def _hook(self, mod: nn.Module, args: Any, output: Any) -> Any:

@@ -1,4 +1,5 @@
-"""A training run's checkpoint payload: what ``Trainer.save_checkpoint`` writes and ``resume`` restores.
+"""A training run's checkpoint: what ``Trainer.save_checkpoint`` writes and ``resume`` restores (a ``TrainState``
+beside the weights).
 
 Every rank contributes its RNG state (and, for a stream of shards, its own stream position); under FSDP the
 weights and the optimizer state are gathered as full state dicts first (``cliplab.train.scaling``), so
@@ -14,7 +15,8 @@ from typing import Any
 import torch.distributed as dist
 
 from cliplab.train import checkpoint as ckpt
-from cliplab.train.scaling import full_optimizer_state, load_model_state, load_optimizer_state
+from cliplab.train.scaling import full_optimizer_state, load_optimizer_state
+from cliplab.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -28,29 +30,56 @@ def gather_objects(env: Any, obj: Any) -> list[Any]:
     return out
 
 
-def write_checkpoint(trainer: Any) -> Path | None:
-    """Write the trainer's current step; returns the checkpoint path on rank 0 (the previous one elsewhere).
-    Every rank must call it."""
+def capture_state(trainer: Any) -> TrainState | None:
+    """The trainer's ``TrainState`` now, on rank 0 (None elsewhere). Collective: every rank contributes its RNG
+    state (and its stream position when each rank reads its own stream); under FSDP the optimizer state is
+    gathered first.
+
+    ``trainer``: anything with ``env``, ``config``, ``device``, ``step``, ``sampler``, ``sampler_state``,
+    ``last_eval``, ``wrapper``, ``optimizer`` and ``stateful_objects()`` (the ``Trainer``).
+    """
     env, cfg = trainer.env, trainer.config
     rngs = gather_objects(env, ckpt.rng_state(trainer.device))
     sampler = trainer.sampler_state.to_dict()
     samplers = gather_objects(env, sampler) if trainer.sampler.per_rank else None
-    weights = trainer._weights()
     optimizer = full_optimizer_state(trainer.wrapper, trainer.optimizer) if cfg.fsdp else None
     if not env.is_main:
-        return trainer.checkpoint_path
-    state = {k: None if v is None else v.state_dict() for k, v in trainer._stateful().items()}
+        return None
+    parts = {k: None if v is None else v.state_dict() for k, v in trainer.stateful_objects().items()}
     if optimizer is not None:
-        state["optimizer"] = optimizer
-    state.update(sampler=sampler, samplers=samplers, rng=rngs, config=cfg.to_dict(), eval=trainer.last_eval)
+        parts["optimizer"] = optimizer
+    return TrainState(
+        step=trainer.step,
+        sampler=sampler,
+        samplers=samplers,
+        rng=rngs,
+        config=cfg.to_dict(),
+        eval=trainer.last_eval,
+        **parts,
+    )
+
+
+def write_checkpoint(trainer: Any) -> Path | None:
+    """Write the trainer's current step; returns the checkpoint path on rank 0 (the previous one elsewhere).
+    Every rank must call it (``capture_state`` and ``Trainer.model_state`` are collective)."""
+    state = capture_state(trainer)
+    weights = trainer.model_state()
+    if state is None:
+        return trainer.checkpoint_path
     return ckpt.save_checkpoint(
         trainer.output_dir,
-        trainer.step,
+        state.step,
         weights,
-        state,
+        state.to_payload(),
         tokenizer=getattr(trainer.model, "tokenizer", None) if trainer.from_scratch else None,
-        keep=cfg.keep_checkpoints,
+        keep=trainer.config.keep_checkpoints,
     )
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, Any], TrainState]:
+    """``(weights, TrainState)`` of a trainer checkpoint directory (``ValueError`` naming it for another kind)."""
+    weights, payload = ckpt.load_checkpoint(path)
+    return weights, TrainState.from_payload(payload, Path(path) / ckpt.STATE_FILE)
 
 
 def changed_config_keys(old: dict[str, Any], new: dict[str, Any], free: set[str], prefix: str = "") -> list[str]:
@@ -68,43 +97,48 @@ def changed_config_keys(old: dict[str, Any], new: dict[str, Any], free: set[str]
     return out
 
 
-def restore_checkpoint(trainer: Any, path: Path, *, resume_free: set[str]) -> None:
+def restore_checkpoint(trainer: Any, path: Path, *, resume_free: set[str]) -> TrainState:
     """Load ``path`` into the trainer: weights, optimizer and friends, sampler position, step, RNG states.
 
     Config keys outside ``resume_free`` that changed since the checkpoint are named in a warning
     (nested keys as ``section.key``: ``data.num_workers`` in ``resume_free`` frees that one setting only).
+    Returns the checkpoint's ``TrainState``.
     """
     env, cfg = trainer.env, trainer.config
-    weights, state = ckpt.load_checkpoint(path)
-    if cfg.fsdp:
-        load_model_state(trainer.wrapper, weights)
-    else:
-        trainer.model.module.load_state_dict(weights, strict=True)
-    now = cfg.to_dict()
-    changed = changed_config_keys(state["config"], now, resume_free)
+    weights, state = read_checkpoint(path)
+    trainer.load_model_state(weights)
+    changed = changed_config_keys(state.config, cfg.to_dict(), resume_free)
     if changed:
         log.warning("resuming %s with a changed config (%s): the run will not be exact", path, ", ".join(changed))
-    for key, obj in trainer._stateful().items():
-        if obj is not None and state.get(key) is not None:
+    saved = state.stateful()
+    for key, obj in trainer.stateful_objects().items():
+        part = saved.get(key)
+        if obj is not None and part is not None:
             if key == "optimizer" and cfg.fsdp:
-                load_optimizer_state(trainer.wrapper, obj, state[key])
+                load_optimizer_state(trainer.wrapper, obj, part)
             else:
-                obj.load_state_dict(state[key])
-    samplers = state.get("samplers")
-    if trainer.sampler.per_rank and (not samplers or len(samplers) != env.world_size):
+                obj.load_state_dict(part)
+    if trainer.sampler.per_rank and (not state.samplers or len(state.samplers) != env.world_size):
         raise ValueError(
             f"{path}: a stream of shards resumes only with the number of processes that wrote the checkpoint "
-            f"({len(samplers or [])}), not {env.world_size}"
+            f"({len(state.samplers or [])}), not {env.world_size}"
         )
-    trainer.sampler_state = trainer.sampler.state_from_dict(samplers[env.rank] if samplers else state["sampler"])
-    trainer.step = int(state["step"])
-    rngs = state["rng"]
-    if len(rngs) != env.world_size:
-        log.warning("checkpoint written by %d processes, resuming with %d", len(rngs), env.world_size)
-    ckpt.set_rng_state(rngs[min(env.rank, len(rngs) - 1)], trainer.device)
-    trainer.last_eval = state.get("eval") or {}
+    trainer.sampler_state = trainer.sampler.state_from_dict(state.sampler_of(env.rank))
+    trainer.step = state.step
+    if len(state.rng) != env.world_size:
+        log.warning("checkpoint written by %d processes, resuming with %d", len(state.rng), env.world_size)
+    ckpt.set_rng_state(state.rng_of(env.rank), trainer.device)
+    trainer.last_eval = state.eval
     trainer.checkpoint_path = path
     log.info("resumed from %s (step %d)", path, trainer.step)
+    return state
 
 
-__all__ = ["changed_config_keys", "gather_objects", "restore_checkpoint", "write_checkpoint"]
+__all__ = [
+    "capture_state",
+    "changed_config_keys",
+    "gather_objects",
+    "read_checkpoint",
+    "restore_checkpoint",
+    "write_checkpoint",
+]

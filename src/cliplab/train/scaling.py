@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def enable_grad_checkpointing(model: Model) -> str:
     """Turn on activation checkpointing in ``model.module``; returns which API did it (``hf``/``open_clip``)."""
-    module = model.module
+    module: Any = model.module
     if hasattr(module, "activation_checkpointing_enable") or hasattr(module, "gradient_checkpointing_enable"):
         if getattr(module, "supports_gradient_checkpointing", True) is False:
             raise ValueError(f"{type(module).__name__} does not support gradient checkpointing")
@@ -52,7 +52,7 @@ def enable_grad_checkpointing(model: Model) -> str:
 
 def compile_module(module: nn.Module) -> nn.Module:
     """``torch.compile(module)`` (the wrapped module shares the parameters)."""
-    return torch.compile(module)
+    return cast(nn.Module, torch.compile(module))
 
 
 def replicated_params(module: nn.Module) -> list[nn.Parameter]:
@@ -104,7 +104,7 @@ def full_model_state(wrapper: nn.Module) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     state = get_model_state_dict(wrapper, options=_options(cpu_offload=True))
-    return {k.removeprefix("inner."): v for k, v in state.items()}
+    return {k.removeprefix("inner."): cast(torch.Tensor, v) for k, v in state.items()}
 
 
 def load_model_state(wrapper: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -16,6 +16,7 @@ from torch import nn
 
 from cliplab.models.base import Model
 from cliplab.train.config import TrainConfig
+from cliplab.train.optim import build_optimizer, grad_scaler, param_groups, schedule
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +102,18 @@ def logit_bias_param(module: nn.Module) -> nn.Parameter | None:
     return bias if isinstance(bias, nn.Parameter) and bias.requires_grad else None
 
 
+def logit_scale_param(module: nn.Module) -> nn.Parameter:
+    """``module.logit_scale`` (the log of CLIP's temperature), or ``TypeError`` when it is no parameter."""
+    scale = getattr(module, "logit_scale", None)
+    if not isinstance(scale, nn.Parameter):
+        raise TypeError(f"{type(module).__name__} has no logit_scale parameter to train")
+    return scale
+
+
 @torch.no_grad()
 def clamp_logit_scale(module: nn.Module) -> None:
     """CLIP: keep ``log logit_scale ≤ ln 100`` after every optimizer step."""
-    module.logit_scale.clamp_(max=MAX_LOG_SCALE)
+    logit_scale_param(module).clamp_(max=MAX_LOG_SCALE)
 
 
 class TwoTower(nn.Module):
@@ -126,45 +135,37 @@ class TwoTower(nn.Module):
             image = self.model.image_features(pixels)
         with torch.set_grad_enabled(grad and not self.lock_text):
             text = self.model.text_features(tokens)
-        scale = self.inner.logit_scale.exp().reshape(())
+        scale = logit_scale_param(self.inner).exp().reshape(())
         bias = logit_bias_param(self.inner)
         return (image, text), (scale, None if bias is None else bias.reshape(()))
 
 
 def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
-    """The LR multiplier per step: linear warm-up, then cosine to ``min_lr_ratio`` (or constant)."""
-    warmup, total, sched = config.schedule.warmup_steps, config.steps, config.schedule
-
-    def fn(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if sched.name == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return sched.min_lr_ratio + (1 - sched.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return fn  # a plain function: LambdaLR does not checkpoint it, so --steps may change on resume
+    """The LR multiplier per step (``cliplab.train.optim.warmup_cosine``): linear warm-up, then cosine to
+    ``min_lr_ratio`` (or constant)."""
+    sched = config.schedule
+    return schedule(sched.warmup_steps, config.steps, min_ratio=sched.min_lr_ratio, constant=sched.name == "constant")
 
 
 def build_optimization(config: TrainConfig, module: nn.Module, device: torch.device) -> tuple[list, Any, Any, Any]:
-    """``(trainable parameters, AdamW, LambdaLR, GradScaler or None)``.
+    """``(trainable parameters, AdamW, LambdaLR, GradScaler or None)`` (``cliplab.train.optim``).
 
-    Weight decay on weight matrices only (``cliplab.train.loop.param_groups``: not the logit scale/bias,
-    biases, norms, embeddings); a gradient scaler for fp16 autocast.
+    Weight decay on weight matrices only (not the logit scale/bias, biases, norms, embeddings); a gradient
+    scaler for fp16 autocast.
     """
-    from cliplab.train.loop import param_groups
-
-    opt = config.optimizer
+    opt, sched = config.optimizer, config.schedule
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(param_groups(module, opt.weight_decay), lr=opt.lr, betas=opt.betas, eps=opt.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    scaler = None
-    if config.precision == "fp16":
-        try:
-            scaler = torch.amp.GradScaler(device.type)
-        except (RuntimeError, ValueError) as err:
-            raise ValueError(f"precision fp16 is not supported on {device}: {err}; use bf16") from err
-    return params, optimizer, scheduler, scaler
+    optimizer, scheduler = build_optimizer(
+        param_groups(module, opt.weight_decay),
+        lr=opt.lr,
+        betas=opt.betas,
+        eps=opt.eps,
+        warmup=sched.warmup_steps,
+        total=config.steps,
+        min_ratio=sched.min_lr_ratio,
+        constant=sched.name == "constant",
+    )
+    return params, optimizer, scheduler, grad_scaler(config.precision, device)
 
 
 def build_clipper(config: TrainConfig) -> Any:
@@ -298,7 +299,8 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
 
     ids = [device.index] if device.type == "cuda" else None
     params = inspect.signature(DDP.__init__).parameters
-    sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    sync: dict[str, Any] = {key: False}
     return DDP(module, device_ids=ids, **sync)
 
 
@@ -333,6 +335,7 @@ __all__ = [
     "init_distributed",
     "lock_tower",
     "logit_bias_param",
+    "logit_scale_param",
     "lr_lambda",
     "prepare_logit_params",
     "tower_parameters",

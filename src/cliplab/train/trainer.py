@@ -20,7 +20,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,9 +29,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cliplab.models.base import Model
+from cliplab.models.precision import autocast
 from cliplab.train import checkpoint as ckpt
 from cliplab.train.batches import Prefetcher, build_batches, load_training_data, training_captions
 from cliplab.train.config import TrainConfig
+from cliplab.train.engine import OptimizerStep
 from cliplab.train.gradcache import direct_backward, gradcache_backward, split_batch
 from cliplab.train.objective import Objective
 from cliplab.train.run_state import restore_checkpoint, write_checkpoint
@@ -41,6 +43,7 @@ from cliplab.train.scaling import (
     enable_grad_checkpointing,
     full_model,
     full_model_state,
+    load_model_state,
     shard_fsdp,
     sync_replicated_grads,
 )
@@ -60,6 +63,7 @@ from cliplab.train.setup import (
     seed_everything,
     wrap_ddp,
 )
+from cliplab.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +106,14 @@ class Trainer:
         if model is not None and not isinstance(model, Model):
             raise TypeError(f"model must be a cliplab Model, got {type(model).__name__}")
         self.config, self.progress, self.resume = config, progress, resume
-        self.model: Model | None = model
+        # None until ``setup`` builds the model the config names
+        self.model: Model = model  # type: ignore[assignment]
         self.step = 0
         self.losses: list[float] = []
         self.history: list[dict[str, Any]] = []
         self.last_eval: dict[str, Any] = {}
+        #: the checkpoint's state when the run resumed (None for a fresh run)
+        self.resumed_state: TrainState | None = None
         self._ready = False
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -150,7 +157,8 @@ class Trainer:
         if cfg.grad_checkpointing:
             enable_grad_checkpointing(model)
         self.wrapper = TwoTower(model, lock_image=cfg.lock_image, lock_text=cfg.lock_text)
-        self.fsdp_twin, self.replicated = None, []
+        self.fsdp_twin: Any = None
+        self.replicated: list[nn.Parameter] = []
         if cfg.fsdp:  # before the optimizer: sharding replaces the parameters
             if cfg.grad_clip.mode != "none":
                 raise ValueError("fsdp: true supports grad_clip.mode none only")
@@ -160,6 +168,10 @@ class Trainer:
             cfg, self.objective.optimized(model.module), self.device
         )
         self.clipper = build_clipper(cfg)
+        max_norm = cfg.grad_clip.max_norm if cfg.grad_clip.mode == "norm" else None
+        self.update = OptimizerStep(
+            self.params, self.optimizer, self.scheduler, scaler=self.scaler, max_norm=max_norm, clipper=self.clipper
+        )
         self.sampler, self.loader = build_batches(cfg, data, model, self.env, self.objective.teacher)
         self.evaluator = None
         if self.env.is_main and (cfg.eval.zeroshot or cfg.eval.retrieval):
@@ -183,10 +195,7 @@ class Trainer:
 
     # -- one step ---------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        p = self.config.precision
-        if p == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+        return autocast(self.config.precision, self.device)
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         dtype = self.params[0].dtype if self.params else torch.float32
@@ -202,7 +211,7 @@ class Trainer:
         """One optimizer step on a loaded batch; raises ``TrainingDiverged`` on a non-finite loss."""
         cfg = self.config
         batch = self._to_device(batch)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.update.zero_grad()
         teacher = self.objective.teacher_features(batch, cfg.batch_size, self._autocast)
         inputs = {"pixels": batch["pixels"], "tokens": batch["tokens"]}
         if "negative_tokens" in batch:  # hard negatives (one process, no accumulation: checked at set-up)
@@ -226,7 +235,7 @@ class Trainer:
                     raise
                 raise TrainingDiverged(self.step + 1, float("nan"), self.checkpoint_path) from err
 
-        backward = (lambda loss: self.scaler.scale(loss).backward()) if self.scaler else None
+        backward = self.update.backward_fn
         if cfg.accum_steps == 1:
             loss = direct_backward(forward, loss_fn, inputs, backward=backward)
         else:
@@ -236,7 +245,7 @@ class Trainer:
                 split_batch(inputs, cfg.accum_steps),
                 first_pass=lambda b: forward(b, self.wrapper),
                 backward=backward,
-                no_sync=self.ddp.no_sync if self.ddp is not None else None,
+                no_sync=cast(Any, self.ddp).no_sync if self.ddp is not None else None,
                 device=self.device,
             )
         if self.replicated:
@@ -248,27 +257,9 @@ class Trainer:
         value = float(loss)
         if not math.isfinite(value):
             raise TrainingDiverged(self.step + 1, value, self.checkpoint_path)
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        grad_norm, clip = self._clip()
-        lr = self.optimizer.param_groups[0]["lr"]
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
+        out = self.update.step()
         clamp_logit_scale(self.model.module)
-        return {"loss": value, "lr": lr, "grad_norm": grad_norm, "clip": clip}
-
-    def _clip(self) -> tuple[Any, float | None]:
-        mode = self.config.grad_clip.mode
-        if mode == "norm":
-            max_norm = self.config.grad_clip.max_norm
-            return torch.nn.utils.clip_grad_norm_(self.params, max_norm), max_norm
-        if self.clipper is not None:
-            return self.clipper.step(self.params), self.clipper.last_clip
-        return None, None
+        return {"loss": value, **out}
 
     def _grad_norm(self) -> float:
         if self.config.fsdp:
@@ -325,6 +316,7 @@ class Trainer:
             if self.step < cfg.steps:
                 pending = prefetch.submit(self.sampler_state)
             while self.step < cfg.steps:
+                assert pending is not None  # submitted before the loop and after every step but the last
                 batch, state = pending.result()
                 if self.step + 1 < cfg.steps:  # sample and load the next batch while this one trains
                     pending = prefetch.submit(state)
@@ -403,8 +395,8 @@ class Trainer:
         if self.env.distributed:
             dist.barrier()
 
-    def _stateful(self) -> dict[str, Any]:
-        """The objects whose ``state_dict`` a checkpoint keeps."""
+    def stateful_objects(self) -> dict[str, Any]:
+        """The objects whose ``state_dict`` a checkpoint keeps (``cliplab.train.state.STATEFUL``; None if absent)."""
         return dict(
             optimizer=self.optimizer,
             scheduler=self.scheduler,
@@ -413,9 +405,16 @@ class Trainer:
             distill_head=getattr(self.objective, "head", None),  # CLIP-KD's projections and ICL scale
         )
 
-    def _weights(self) -> dict[str, torch.Tensor]:
+    def model_state(self) -> dict[str, torch.Tensor]:
         """The full model state dict (under FSDP gathered to rank 0: every rank must call this)."""
         return full_model_state(self.wrapper) if self.config.fsdp else self.model.module.state_dict()
+
+    def load_model_state(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load a full model state dict (under FSDP each rank keeps its shards)."""
+        if self.config.fsdp:
+            load_model_state(self.wrapper, weights)
+        else:
+            self.model.module.load_state_dict(weights, strict=True)
 
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current step (rank 0; every rank contributes its RNG and stream state)."""
@@ -424,7 +423,7 @@ class Trainer:
         return self.checkpoint_path
 
     def _restore(self, path: Path) -> None:
-        restore_checkpoint(self, path, resume_free=_RESUME_FREE)
+        self.resumed_state = restore_checkpoint(self, path, resume_free=_RESUME_FREE)
 
     def save_model(self, directory: str | os.PathLike | None = None) -> Path | None:
         """Save the model in Hugging Face format (default ``output_dir/model``; see ``checkpoint.save_hf_model``).
@@ -434,7 +433,7 @@ class Trainer:
         target = Path(directory) if directory is not None else self.output_dir / "model"
         model = self.model
         if self.config.fsdp:
-            weights = self._weights()
+            weights = self.model_state()
             if not self.env.is_main:
                 return None
             model = full_model(self.fsdp_twin, weights)
@@ -443,8 +442,9 @@ class Trainer:
     def _teardown(self) -> None:
         if getattr(self, "loader", None) is not None:
             self.loader.close()
-        if getattr(self, "patch_dropout", None) is not None:
-            self.patch_dropout.remove()
+        patch_dropout = getattr(self, "patch_dropout", None)
+        if patch_dropout is not None:
+            patch_dropout.remove()
         if self.model is not None:
             self.model.module.eval()
         env = getattr(self, "env", None)

@@ -1,5 +1,5 @@
-"""Gradient-norm plumbing shared by the adaptive clippers (``ZClip``, ``AutoClip``): collect gradients,
-one fused total norm with a single host sync, in-place scaling, state validation."""
+"""``NormClipper``, the base class of the adaptive gradient clippers (``ZClip``, ``AutoClip``), and its
+plumbing: collect gradients, one fused total norm with a single host sync, in-place scaling, state validation."""
 
 from __future__ import annotations
 

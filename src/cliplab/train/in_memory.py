@@ -1,14 +1,16 @@
-"""A compact contrastive training loop over an in-memory image–caption dataset.
+"""Contrastive training over an in-memory image–caption dataset (the built-in models' recipes).
 
-Used by the built-in model recipe. It renders/loads every image once, tokenises every caption once,
-then runs AdamW with linear warm-up + cosine decay, no weight decay on the logit scale, biases,
-norms and embeddings, and clamps ``log logit_scale`` to ``ln 100`` after each step (CLIP).
+It renders/loads every image once, tokenises every caption once, then runs the shared optimisation of
+``cliplab.train.optim`` (AdamW, linear warm-up + cosine decay, no weight decay on the logit scale, biases, norms
+and embeddings) and clamps ``log logit_scale`` to ``ln 100`` after each step (CLIP). A recipe's weights are
+shipped with the package, so its numbers must not change: this driver keeps its own batch sampling (numpy
+generator) rather than the ``Trainer``'s data pipeline.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,8 +18,9 @@ from tqdm.auto import tqdm
 
 from cliplab.data.base import Dataset
 from cliplab.models.base import Model, prefetch
-
-MAX_LOG_SCALE = math.log(100.0)
+from cliplab.train.engine import OptimizerStep
+from cliplab.train.optim import build_optimizer, param_groups
+from cliplab.train.setup import clamp_logit_scale, logit_scale_param
 
 
 @dataclass
@@ -29,27 +32,6 @@ class ContrastiveLoopConfig:
     warmup_steps: int = 50
     seed: int = 0
     render_batch: int = 512
-
-
-def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only; exclude the logit scale/bias, biases, norm gains and embeddings."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim < 2 or "logit_" in name or "embedding" in name or "norm" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """LR multiplier: linear warm-up to 1, then cosine decay to 0."""
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def render_all(model: Model, dataset: Dataset, batch: int = 512, progress: bool = True) -> torch.Tensor:
@@ -70,40 +52,53 @@ def contrastive_step(
     model: Model,
     image_features: torch.Tensor,
     text_features: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    params: list[torch.nn.Parameter] | None = None,
+    update: OptimizerStep,
     *,
     step: int = 0,
-    max_norm: float = 1.0,
 ) -> float:
     """One optimizer step of the symmetric CLIP loss on ready features (Radford et al. 2021).
 
-    ``L = ½·[CE(s·I·Tᵀ, diag) + CE(s·T·Iᵀ, diag)]`` with ``s = exp(module.logit_scale)``; then backward, clip
-    the gradient norm of ``params`` (default: all of ``model.module``'s) to ``max_norm``, AdamW and schedule
-    step, and clamp ``log s ≤ ln 100``. A non-finite loss raises ``FloatingPointError`` before any update.
-    Shared by ``fit_contrastive`` and ``cliplab.models.builtin_lit.fit_locked_text``. Returns the loss.
+    ``L = ½·[CE(s·I·Tᵀ, diag) + CE(s·T·Iᵀ, diag)]`` with ``s = exp(module.logit_scale)``; then ``update`` (backward,
+    clip, AdamW and schedule step: ``cliplab.train.engine.OptimizerStep``) and clamp ``log s ≤ ln 100``. A
+    non-finite loss raises ``FloatingPointError`` before any update. Shared by ``fit_contrastive`` and
+    ``cliplab.builtin_models.lit.fit_locked_text``. Returns the loss.
     """
     from cliplab.losses import clip_loss
 
     module = model.module
-    loss = clip_loss(image_features, text_features, module.logit_scale.exp(), geometry=model.geometry)
+    loss = clip_loss(image_features, text_features, logit_scale_param(module).exp(), geometry=model.geometry)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss became {loss.item()} at step {step}; training stopped")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(module.parameters() if params is None else params, max_norm)
-    optimizer.step()
-    scheduler.step()
-    with torch.no_grad():
-        module.logit_scale.clamp_(max=MAX_LOG_SCALE)
+    update.zero_grad()
+    update.backward(loss)
+    update.step()
+    clamp_logit_scale(module)
     return loss.item()
+
+
+def recipe_update(
+    module: torch.nn.Module, config: ContrastiveLoopConfig | Any, params: list[torch.nn.Parameter] | None = None
+) -> OptimizerStep:
+    """The built-in recipes' optimisation: AdamW (β = (0.9, 0.98), ε = 1e-6; weight decay on matrices only),
+    warm-up + cosine over ``config.steps``, the gradient norm of ``params`` (default: all of ``module``'s)
+    clipped to 1."""
+    optimizer, scheduler = build_optimizer(
+        param_groups(module, config.weight_decay),
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        warmup=config.warmup_steps,
+        total=config.steps,
+    )
+    params = list(module.parameters()) if params is None else params
+    return OptimizerStep(params, optimizer, scheduler, max_norm=1.0)
 
 
 def show_progress(bar: tqdm, losses: list[float], module: torch.nn.Module) -> None:
     """Every 10 steps: the mean loss of the last 10 and the logit scale on the progress bar."""
     if len(losses) % 10 == 0:
-        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{float(module.logit_scale.detach().exp()):.1f}")
+        scale = float(logit_scale_param(module).detach().exp())
+        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{scale:.1f}")
 
 
 def fit_contrastive(
@@ -114,18 +109,15 @@ def fit_contrastive(
     Returns the per-step losses.
     """
     captions, t2i = dataset.captions, dataset.text_to_image
-    if not captions:
+    if not captions or t2i is None:
         raise ValueError(f"dataset {dataset.name!r} has no captions to train on")
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     pixels = render_all(model, dataset, config.render_batch, progress)
-    tokens = model.tokenizer(
-        list(captions),
-        padding="max_length",
-        truncation=True,  # type: ignore[attr-defined]
-        max_length=model.max_length,
-        return_tensors="pt",
-    )  # type: ignore[attr-defined]
+    hf: Any = model  # an HFModel: its tokenizer pads every caption to max_length
+    tokens = hf.tokenizer(
+        list(captions), padding="max_length", truncation=True, max_length=hf.max_length, return_tensors="pt"
+    )
     order = np.argsort(t2i, kind="stable")
     counts = np.bincount(t2i, minlength=len(dataset))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -133,12 +125,7 @@ def fit_contrastive(
 
     module = model.module
     module.train()
-    opt = torch.optim.AdamW(
-        param_groups(module, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, config.warmup_steps, config.steps)
-    )
+    update = recipe_update(module, config)
     losses: list[float] = []
     bar = tqdm(range(config.steps), disable=not progress, desc="train", unit="step")
     for _ in bar:
@@ -147,7 +134,17 @@ def fit_contrastive(
         batch_tokens = {k: v[cap] for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         image_features = model.image_features(pixels[img].to(model.device))
         text_features = model.text_features({k: v.to(model.device) for k, v in batch_tokens.items()})
-        losses.append(contrastive_step(model, image_features, text_features, opt, sched, step=len(losses)))
+        losses.append(contrastive_step(model, image_features, text_features, update, step=len(losses)))
         show_progress(bar, losses, module)
     module.eval()
     return losses
+
+
+__all__ = [
+    "ContrastiveLoopConfig",
+    "contrastive_step",
+    "fit_contrastive",
+    "recipe_update",
+    "render_all",
+    "show_progress",
+]

@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from cliplab.builtin_models.cache import cache_dir, lock_path, locked
 from cliplab.models.hf import HFModel
 
 log = logging.getLogger(__name__)
@@ -219,8 +220,9 @@ class LitRecipe:
         report = lit_zeroshot_report(model)
         seconds = round(time.perf_counter() - start, 1)
         log.info("builtin:shapes-lit zero-shot accuracy: %s (%.0f s)", json.dumps(report), seconds)
-        model.module.config.cliplab = {
-            **(getattr(model.module.config, "cliplab", None) or {}),
+        config: Any = model.module.config
+        config.cliplab = {
+            **(getattr(config, "cliplab", None) or {}),
             "geometry": "cosine",
             "recipe": asdict(self),
             "text_tower": {"distribution": MINILM_DISTRIBUTION, "sha256": minilm_fingerprint(), "locked": True},
@@ -240,7 +242,7 @@ class LitRecipe:
 
         state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.module.state_dict().items()
                  if k.startswith(TRAINED_PREFIXES)}  # fmt: skip
-        config = model.module.config
+        config: Any = model.module.config
         config.cliplab = {**(getattr(config, "cliplab", None) or {}), "geometry": model.geometry}
         with atomic_dir(directory) as tmp:
             save_file(state, str(Path(tmp) / TRAINED_FILE), metadata={"format": "pt"})
@@ -258,11 +260,9 @@ class LitRecipe:
 
     def load_shipped(self, directory: Path, *, spec: str, device: str | None = None) -> HFModel:
         """Assemble the shipped part with MiniLM into the cache on first use, then load that directory."""
-        from cliplab.models.builtin import _locked, builtin_dir
-
-        target = builtin_dir("shapes-lit")
+        target = cache_dir("shapes-lit", self.key())
         if not (target / "config.json").is_file():
-            with _locked(target.with_name(target.name + ".lock")):
+            with locked(lock_path(target)):
                 if not (target / "config.json").is_file():
                     self.assemble(directory, target)
         return HFModel.from_pretrained(str(target), spec=spec, device=device)
@@ -296,7 +296,7 @@ class LitRecipe:
                     f"{shipped} was trained against MiniLM weights {lit['text_tower']['sha256']}, "
                     f"but {text_dir / MINILM_WEIGHTS} has {actual}; reinstall {MINILM_DISTRIBUTION}"
                 )
-        config = VisionTextDualEncoderConfig.from_pretrained(str(shipped))
+        config: Any = VisionTextDualEncoderConfig.from_pretrained(str(shipped))
         text = BertModel.from_pretrained(str(text_dir))
         module = VisionTextDualEncoderModel(config, vision_model=CLIPVisionModel(config.vision_config), text_model=text)
         trained = load_file(str(shipped / TRAINED_FILE))
@@ -313,8 +313,9 @@ class LitRecipe:
 
 def lock_text_tower(module: torch.nn.Module) -> None:
     """Freeze ``module.text_model`` (LiT's locked tower): no gradients, eval mode (no dropout)."""
-    module.text_model.requires_grad_(False)
-    module.text_model.eval()
+    text_model: Any = module.text_model
+    text_model.requires_grad_(False)
+    text_model.eval()
 
 
 def _round_trained_to_fp16(module: torch.nn.Module) -> None:
@@ -333,7 +334,7 @@ def locked_text_outputs(model: HFModel, texts: list[str], *, batch_size: int = 2
     """
     from cliplab.models.hf import mean_pool
 
-    text_model = model.module.text_model
+    text_model: Any = model.module.text_model
     was_training = text_model.training
     text_model.eval()
     out = []
@@ -353,21 +354,21 @@ def locked_text_outputs(model: HFModel, texts: list[str], *, batch_size: int = 2
 def fit_locked_text(model: HFModel, dataset: Any, recipe: LitRecipe, *, progress: bool = True) -> list[float]:
     """Contrastive training with the text tower locked; its outputs are cached per unique caption.
 
-    Same schedule as ``cliplab.train.loop.fit_contrastive`` (AdamW, warm-up + cosine, clamped logit scale).
+    Same schedule as ``cliplab.train.in_memory.fit_contrastive`` (AdamW, warm-up + cosine, clamped logit scale).
     """
     import numpy as np
     from tqdm.auto import tqdm
 
-    from cliplab.train.loop import contrastive_step, param_groups, render_all, show_progress, warmup_cosine
+    from cliplab.train.in_memory import contrastive_step, recipe_update, render_all, show_progress
 
-    module = model.module
+    module: Any = model.module
     lock_text_tower(module)
     captions, t2i = list(dataset.captions), np.asarray(dataset.text_to_image)
-    unique, caption_ids = np.unique(np.array(captions, dtype=object).astype(str), return_inverse=True)
+    unique, inverse = np.unique(np.array(captions, dtype=object).astype(str), return_inverse=True)
     t0 = time.perf_counter()
     cached = locked_text_outputs(model, [str(u) for u in unique], batch_size=recipe.text_batch)
     log.info("cached the locked text tower for %d unique captions in %.1f s", len(unique), time.perf_counter() - t0)
-    caption_ids = torch.as_tensor(caption_ids.reshape(-1))
+    caption_ids = torch.as_tensor(inverse.reshape(-1))
     pixels = render_all(model, dataset, 512, progress)
 
     rng = np.random.default_rng(recipe.seed)
@@ -378,9 +379,7 @@ def fit_locked_text(model: HFModel, dataset: Any, recipe: LitRecipe, *, progress
     has_caption = np.nonzero(counts > 0)[0]
 
     module.vision_model.train()
-    opt = torch.optim.AdamW(param_groups(module, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, recipe.warmup_steps, recipe.steps))
-    trainable = [p for p in module.parameters() if p.requires_grad]
+    update = recipe_update(module, recipe, [p for p in module.parameters() if p.requires_grad])
     losses: list[float] = []
     bar = tqdm(range(recipe.steps), disable=not progress, desc="train", unit="step")
     for _ in bar:
@@ -388,7 +387,7 @@ def fit_locked_text(model: HFModel, dataset: Any, recipe: LitRecipe, *, progress
         cap = order[starts[img] + rng.integers(0, counts[img])]
         image_features = model.image_features(pixels[img].to(model.device))
         text_features = model.normalize(module.text_projection(cached[caption_ids[cap]].to(model.device)))
-        losses.append(contrastive_step(model, image_features, text_features, opt, sched, trainable, step=len(losses)))
+        losses.append(contrastive_step(model, image_features, text_features, update, step=len(losses)))
         show_progress(bar, losses, module)
     module.eval()
     return losses
@@ -404,7 +403,8 @@ def lit_zeroshot_report(model: HFModel, n: int = 600, *, split: str = "val", see
     for task, synonyms in SYNONYMS.items():
         ds = shapes(split, n=n, seed=seed, task=task, objects=1)
         images, labels = embed_images(model, ds, progress=False), torch.as_tensor(ds.labels)
-        for kind, names in (("original", ds.classnames), ("synonyms", [synonyms[c] for c in ds.classnames])):
+        classnames = list(ds.classnames or [])
+        for kind, names in (("original", classnames), ("synonyms", [synonyms[c] for c in classnames])):
             weights = zeroshot_weights(model, names, TEMPLATES[task])
             logits = zeroshot_logits(images, weights, model.logit_scale, model.logit_bias, model.geometry)
             out[f"{task}_{kind}"] = round(float((logits.argmax(1) == labels).float().mean()), 4)
