@@ -99,7 +99,6 @@ def _expand(text: str, where: str) -> str:
 
 
 def _check_stages(stages: Any, where: str) -> tuple[str, ...]:
-    import cliplab.bench.stages  # noqa: F401  (registers the built-in stages)
     from cliplab.bench.stage import STAGES
 
     if isinstance(stages, str):

@@ -29,14 +29,14 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     from cliplab.adapt.protocol import run_few_shot
     from cliplab.adapt.views import embed_support_views
 
-    sets, train = ctx.source.support("adapt")
+    sets, train = ctx.data.support("adapt")
     test, W = sets.test, sets.weights
     max_k = int(torch.bincount(train.labels).min())
     shots = [k for k in ctx.shots if k <= max_k]
     if not shots:
         return {"skipped": "a class has no training image"}
-    support_ds = ctx.source.support_dataset("adapt")
-    validation = ctx.source.separate_validation("adapt")
+    support_ds = ctx.data.support_dataset("adapt")
+    validation = ctx.data.separate_validation("adapt")
     val = validation[0] if validation is not None else None
     views = None
     if support_ds is not None:
@@ -85,6 +85,7 @@ register_stage(
     Stage(
         "adapt",
         run,
+        order=20,
         title="few-shot adaptation",
         nav="Few-shot",
         section=adapt_section,

@@ -21,7 +21,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     from cliplab.assess import estimation_evaluation
     from cliplab.zeroshot import zeroshot_logits
 
-    sets, val, shifted = ctx.source.shifted("estimate", max(100, ctx.n // 4))
+    sets, val, shifted = ctx.data.shifted("estimate", max(100, ctx.n // 4))
     m = ctx.model
 
     def logits_of(f: Any) -> torch.Tensor:
@@ -47,6 +47,7 @@ register_stage(
     Stage(
         "estimate",
         run,
+        order=90,
         title="accuracy estimation",
         nav="Estimation",
         section=estimate_section,

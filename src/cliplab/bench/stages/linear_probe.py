@@ -23,7 +23,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     """Linear probe on the support features (weight decay searched on a held-out fifth), test metrics."""
     from cliplab.assess.linear_probe_benchmark import linear_probe_benchmark
 
-    sets, train = ctx.source.support("linear_probe")
+    sets, train = ctx.data.support("linear_probe")
     if len(train) < 2:
         return {"skipped": f"{len(train)} training image(s): nothing to split for the weight-decay search"}
     out = linear_probe_benchmark(
@@ -48,6 +48,7 @@ register_stage(
     Stage(
         "linear_probe",
         run,
+        order=30,
         title="linear probe",
         nav="Linear probe",
         headline=headline,

@@ -20,7 +20,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     """
     from cliplab.assess import ood_evaluation
 
-    tasks = ctx.source.ood()
+    tasks = ctx.data.ood()
     if isinstance(tasks, str):
         return {"skipped": tasks}
     # NegLabel with the small built-in word list, named as such in the results ("neglabel.source"): the
@@ -48,6 +48,7 @@ register_stage(
     Stage(
         "ood",
         run,
+        order=70,
         title="OOD detection",
         nav="OOD",
         section=ood_section,

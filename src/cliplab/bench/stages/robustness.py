@@ -7,8 +7,8 @@ chance there), shifted by Gaussian noise and Gaussian blur (severity 3); other d
 (at most three). The report draws ID accuracy against mean shifted accuracy: the zero-shot point, the
 fine-tuned point and the α curve between them.
 
-It costs a fine-tuning run (tens of seconds on CPU), so it is not one of the default stages: importing this
-module registers it (``cliplab bench --only ... robustness`` after ``import cliplab.bench.stages.robustness``).
+It costs a fine-tuning run (tens of seconds on CPU), so it is not one of the default stages
+(``Stage(default=False)``): run it with ``cliplab bench --only ... robustness``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ MAX_SHIFTED = 3
 
 
 def _sets(ctx: BenchContext) -> tuple[Any, Any, dict[str, Any], str]:
-    from cliplab.bench.sources import is_builtin_world
+    from cliplab.bench.data_kinds import is_builtin_world
 
     if is_builtin_world(ctx.data_spec):
         task = "pattern"
@@ -38,8 +38,8 @@ def _sets(ctx: BenchContext) -> tuple[Any, Any, dict[str, Any], str]:
             kv = dict(part.split("=") for part in opt.split(","))
             shifted[opt] = ctx.dataset("test", task=task, corruption=kv["corruption"], severity=int(kv["severity"]))
         return train, test, shifted, task
-    sets, _, stream = ctx.source.shifted("robustness", ctx.n)
-    train = ctx.source.support_dataset("robustness")
+    sets, _, stream = ctx.data.shifted("robustness", ctx.n)
+    train = ctx.data.support_dataset("robustness")
     if train is None:
         raise ValueError("this data source has no training images for fine-tuning")
     shifted = {}
@@ -143,6 +143,7 @@ STAGE = register_stage(
     Stage(
         "robustness",
         run,
+        order=100,
         title="robust fine-tuning",
         nav="Robustness",
         default=False,

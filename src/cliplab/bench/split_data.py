@@ -1,11 +1,11 @@
-"""A bench source for data with real splits (``coop:``, ``wds:``, ``hfds:`` ... any data source declaring a
+"""A kind of bench data for data with real splits (``coop:``, ``wds:``, ``hfds:`` ... any data source declaring a
 ``train`` split): stages that need training images get the ``train`` split instead of half the test set.
 
-* zero-shot, retrieval, calibration's test set: the ``test`` split (as :class:`FilesSource`);
+* zero-shot, retrieval, calibration's test set: the ``test`` split (as :class:`FilesData`);
 * few-shot support and the linear probe's training set: the ``train`` split, tested on the whole test split
   (CoOp's and CLIP_benchmark's protocols); data published without one (most CLIP_benchmark webdatasets
-  hold only ``test``) fall back to halving the test set per class, as :class:`FilesSource`;
-* validation: the ``val`` split where the data have one, else half of the test set (as :class:`FilesSource`).
+  hold only ``test``) fall back to halving the test set per class, as :class:`FilesData`;
+* validation: the ``val`` split where the data have one, else half of the test set (as :class:`FilesData`).
 
 Splits are loaded only when a stage asks for them, so a zero-shot suite over hub datasets downloads no train
 split. Registered for every spec whose data source declares ``train`` (the built-in world keeps its own).
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cliplab.bench.sources import FilesSource, TaskSets, is_builtin_world, register_bench_source
+from cliplab.bench.builtin_data import FilesData
+from cliplab.bench.data_kinds import TaskSets, is_builtin_world, register_bench_data
 
 
 def has_train_split(spec: str) -> bool:
@@ -32,7 +33,7 @@ def has_train_split(spec: str) -> bool:
     return bool(source.splits) and "train" in source.splits
 
 
-class SplitsSource(FilesSource):
+class SplitsData(FilesData):
     """Data with a ``train`` split (module docstring)."""
 
     support_note = "the train split (the test split is the test set)"
@@ -46,7 +47,7 @@ class SplitsSource(FilesSource):
 
     def support(self, stage: str) -> tuple[TaskSets, Any]:
         train = self._split("train")
-        if train is None:  # no train split: half of each class of the test set, as FilesSource
+        if train is None:  # no train split: half of each class of the test set, as FilesData
             return super().support(stage)
         return self.main(stage), self.ctx.embed(train)
 
@@ -71,4 +72,4 @@ class SplitsSource(FilesSource):
         return None if val is None else (self.ctx.embed(val), val)
 
 
-register_bench_source(has_train_split, SplitsSource)
+register_bench_data("splits", SplitsData, has_train_split)

@@ -1,30 +1,25 @@
-"""Where a bench's data come from: a :class:`BenchSource` answers "which sets does stage X use".
+"""The built-in kinds of bench data: the built-in world and files (any other data spec).
 
-Stages ask the source for the test / support / validation sets of their main task, the OOD sets and the
-shifted sets, and never look at the data spec themselves. Two sources are built in:
-
-* :class:`BuiltinWorldSource` (``shapes``, ``builtin:shapes:...``): every role has its own rendered split —
+* :class:`BuiltinWorldData` (``shapes``, ``builtin:shapes:...``): every role has its own rendered split —
   ``BUILTIN_TASKS`` per stage, support from the train split, validation from the val split, held-out shapes and
   colours as near OOD and the same as sketches as far OOD, rendered corruptions plus ``STYLE_SHIFTS``;
-* :class:`FilesSource` (image folders, caption files, any other spec): one test set, split in half per class
+* :class:`FilesData` (image folders, caption files, any other spec): one test set, split in half per class
   for support/validation, the ``--ood-data`` sets as OOD, and ``Corrupted`` copies of half the test set.
 
-``register_bench_source(detect, factory)`` adds another: ``detect(spec)`` says whether it handles a data spec
-and ``factory(ctx)`` builds it; the newest registration that detects a spec wins.
+Imported by ``BENCH_DATA`` (:mod:`cliplab.bench.data_kinds`) the first time it is used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+from cliplab.bench.data_kinds import BenchData, OODTask, TaskSets, is_builtin_world, register_bench_data
 
 if TYPE_CHECKING:
-    from cliplab.bench.stage import BenchContext
     from cliplab.data.base import Dataset
 
 #: Built-in world: the task (and shapes options) each stage runs on, chosen so that zero-shot is weak there.
@@ -44,115 +39,8 @@ STYLE_SHIFTS = ("outline", "sketch")
 SEVERITIES = (1, 3, 5)
 
 
-@dataclass
-class TaskSets:
-    """The main classification task of a stage: its test features, zero-shot class weights and test dataset.
 
-    ``task``: the task key (``classes`` on files); ``style``: the built-in world's rendering style, None on files.
-    """
-
-    task: str
-    style: str | None
-    test: Any
-    weights: torch.Tensor
-    dataset: Dataset
-
-
-@dataclass
-class OODTask:
-    """One OOD evaluation: ID test and train features of a task, its class weights, and the OOD sets by name."""
-
-    task: str
-    test: Any
-    train: Any
-    weights: torch.Tensor
-    sets: dict[str, Any]
-
-
-class BenchSource:
-    """The data of a bench run, by role. Subclasses implement every method; ``ctx`` gives model and options.
-
-    Class attributes used by the report (which has only ``results.json``): ``support_note`` (where few-shot
-    support sets come from) and :meth:`size_rows`.
-    """
-
-    support_note = "drawn from the train split"
-
-    def __init__(self, ctx: BenchContext) -> None:
-        self.ctx = ctx
-
-    @classmethod
-    def load_options(cls, n: int) -> dict[str, Any]:
-        """Options every ``load_dataset`` call of this source adds (``--n`` on the built-in world)."""
-        return {}
-
-    @classmethod
-    def size_rows(cls, results: dict[str, Any]) -> list[list[Any]]:
-        """Rows of the report's run table that describe the data's size."""
-        return []
-
-    def dataset(self, split: str = "test", **options: Any) -> Dataset:
-        from cliplab.data import load_dataset
-
-        return load_dataset(self.ctx.data_spec, split=split, **{**self.load_options(self.ctx.n), **options})
-
-    def zeroshot_sets(self) -> list[tuple[str, Dataset]]:
-        """``(task, test dataset)`` for every zero-shot task."""
-        raise NotImplementedError
-
-    def retrieval_set(self) -> Dataset:
-        """The captioned test set for retrieval."""
-        raise NotImplementedError
-
-    def main(self, stage: str) -> TaskSets:
-        """The test set of ``stage``'s main task (raises ValueError when the data have no class labels)."""
-        raise NotImplementedError
-
-    def support(self, stage: str) -> tuple[TaskSets, Any]:
-        """``(test sets, support features)`` for few-shot adaptation; the test set may be what is left."""
-        raise NotImplementedError
-
-    def validation(self, stage: str) -> tuple[TaskSets, Any]:
-        """``(test sets, validation features)``, e.g. to fit a temperature."""
-        raise NotImplementedError
-
-    def support_dataset(self, stage: str) -> Dataset | None:
-        """The dataset whose features ``support(stage)`` returns, row for row (to embed augmented passes)."""
-        return None
-
-    def separate_validation(self, stage: str) -> tuple[Any, Dataset] | None:
-        """``(features, dataset)`` of a validation split disjoint from ``support`` and the test set, or None
-        (few-shot hyper-parameters are then searched on a split of each support set)."""
-        return None
-
-    def ood(self) -> list[OODTask] | str:
-        """The OOD evaluations, or why there are none (a ``skipped`` reason)."""
-        raise NotImplementedError
-
-    def shifted(self, stage: str, n: int) -> tuple[TaskSets, Any, Iterator[tuple[str, Dataset]]]:
-        """``(test sets, clean validation features, (name, shifted dataset) ...)`` with about ``n`` images each."""
-        raise NotImplementedError
-
-    # -- shared helpers ----------------------------------------------------------------------------------------
-
-    def _task_sets(self, ds: Dataset, task: str, style: str | None) -> TaskSets:
-        from cliplab.zeroshot import zeroshot_weights
-
-        feats = self.ctx.embed(ds)
-        if feats.labels is None or not feats.classnames:
-            raise ValueError(f"dataset {ds.name!r} has no class labels")
-        templates = self.ctx.templates or ds.templates
-        return TaskSets(task, style, feats, zeroshot_weights(self.ctx.model, feats.classnames, templates), ds)
-
-
-def is_builtin_world(spec: str) -> bool:
-    """Whether a data spec names the built-in shapes world (``shapes``, ``builtin:shapes``, with options)."""
-    from cliplab.data import is_builtin_world as names_shapes  # the one parse of a spec: DataSpec
-
-    return names_shapes(spec)
-
-
-class BuiltinWorldSource(BenchSource):
+class BuiltinWorldData(BenchData):
     """The built-in shapes world: a rendered split for every role, OOD and shifted sets rendered on demand."""
 
     support_note = "drawn from the train split"
@@ -230,7 +118,7 @@ class BuiltinWorldSource(BenchSource):
         return sets, val, shifted_sets()
 
 
-class FilesSource(BenchSource):
+class FilesData(BenchData):
     """An image folder, a caption file or any other dataset spec: one test set, halved per class where a stage
     needs a second set; OOD from ``--ood-data``; shifted sets are corrupted copies of half the test set."""
 
@@ -299,28 +187,6 @@ class FilesSource(BenchSource):
         return sets, val, shifted_sets()
 
 
-#: (detect, factory) pairs; the newest registration that detects a spec wins
-SOURCES: list[tuple[Callable[[str], bool], Callable[[BenchContext], BenchSource]]] = []
-
-
-def register_bench_source(detect: Callable[[str], bool], factory: Callable[[BenchContext], BenchSource]) -> None:
-    """Use ``factory(ctx)`` as the bench source of every data spec ``detect(spec)`` accepts (ahead of earlier
-    registrations)."""
-    SOURCES.append((detect, factory))
-
-
-def bench_source_factory(spec: str) -> Callable[[BenchContext], BenchSource]:
-    """The factory (usually a :class:`BenchSource` subclass) registered for a data spec."""
-    for detect, factory in reversed(SOURCES):
-        if detect(str(spec)):
-            return factory
-    raise ValueError(f"no bench source handles data spec {spec!r}")
-
-
-def source_class_attr(spec: str, attr: str) -> Any:
-    """A class attribute (or classmethod) of the source for ``spec``, falling back to :class:`BenchSource`'s."""
-    return getattr(bench_source_factory(spec), attr, getattr(BenchSource, attr))
-
-
-register_bench_source(lambda spec: True, FilesSource)
-register_bench_source(is_builtin_world, BuiltinWorldSource)
+#: the data kinds asked last (newest registration first): any spec is files; the built-in world before that
+register_bench_data("files", FilesData, lambda spec: True)
+register_bench_data("builtin_world", BuiltinWorldData, is_builtin_world)
