@@ -12,9 +12,9 @@ from cliplab.cli.common import add_common, cache_dir, print_json, print_table
 
 def add_probe(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """The ``cliplab probe`` parser (its handler is ``run``, wired in ``cliplab.cli.commands``)."""
-    from cliplab.probes.sources import PROBE_SOURCES
+    from cliplab.probes.formats import probe_forms
 
-    forms = "; ".join(d for _, _, d in PROBE_SOURCES.values())
+    forms = "; ".join(probe_forms())
     p = sub.add_parser(
         "probe",
         help="compositional probes: true caption vs hard negatives (built-in, SugarCrepe, Winoground, ARO)",
