@@ -29,6 +29,7 @@ import importlib
 import importlib.metadata
 import itertools
 import pkgutil
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -77,6 +78,7 @@ class Registry(Generic[T]):
         self._counter = itertools.count()
         self._builtins_loaded = not self.builtins
         self._entry_points_loaded = False
+        self._entry_point_cache: tuple[tuple[str, ...], list[importlib.metadata.EntryPoint]] | None = None
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, names={self.names()!r})"
@@ -95,10 +97,14 @@ class Registry(Generic[T]):
                     importlib.import_module(f"{name}.{info.name}")
 
     def entry_points(self) -> list[importlib.metadata.EntryPoint]:
-        """The entry points of ``group`` that installed packages declare (none without a group)."""
+        """The entry points of ``group`` that installed packages declare (none without a group); read again only
+        when ``sys.path`` changes (scanning the installed distributions is slow)."""
         if self.group is None:
             return []
-        return list(importlib.metadata.entry_points(group=self.group))
+        key = tuple(sys.path)
+        if self._entry_point_cache is None or self._entry_point_cache[0] != key:
+            self._entry_point_cache = (key, list(importlib.metadata.entry_points(group=self.group)))
+        return list(self._entry_point_cache[1])
 
     def pending(self) -> list[importlib.metadata.EntryPoint]:
         """Entry points whose name is not registered yet (not loaded); a broken installation gives none."""

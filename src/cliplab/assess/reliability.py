@@ -92,7 +92,7 @@ def ood_evaluation(
         raise ValueError(f"unknown OOD method(s) {unknown}; choose from {list(known)}")
     skipped: dict[str, str] = {}
     if train_features is None:
-        for m in [m for m in methods if OOD_METHODS[m] == "train"]:
+        for m in [m for m in methods if known[m] == "train"]:
             skipped[m] = "needs in-distribution training features"
     for m in [m for m in methods if known[m] == "scorer"]:
         needs = ood.OOD_SCORERS[m].requires

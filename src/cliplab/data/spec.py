@@ -71,8 +71,8 @@ class DataSpec:
             raise TypeError(f"a dataset spec must be a string or a path, got {type(spec).__name__}")
         rest = text.removeprefix("builtin:")
         name, colon, tail = rest.partition(":")
-        if name in DATA_SOURCES:
-            source = DATA_SOURCES.get(name)
+        source = DATA_SOURCES.get(name, None)  # a plug-in's entry point of that name is loaded here
+        if source is not None:
             if not source.target:
                 try:
                     return cls(name, "", parse_options(tail), text)
