@@ -10,7 +10,17 @@ from cliplab.bench import STAGES, Metric, Stage, StageResult, register_stage, un
 from cliplab.bench.comparison import compare
 
 #: the built-in default stages, in the order they declare
-BUILTIN_ORDER = ("zeroshot", "adapt", "linear_probe", "retrieval", "probes", "geometry", "ood", "calibration", "estimate")
+BUILTIN_ORDER = (
+    "zeroshot",
+    "adapt",
+    "linear_probe",
+    "retrieval",
+    "probes",
+    "geometry",
+    "ood",
+    "calibration",
+    "estimate",
+)
 
 
 class Note:

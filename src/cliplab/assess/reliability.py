@@ -38,6 +38,11 @@ def ood_methods() -> dict[str, str]:
     return {**OOD_METHODS, **{name: "scorer" for name in OOD_SCORERS if name not in OOD_METHODS}}
 
 
+def _scores_of(scorer: Any) -> Callable[[str, Features], torch.Tensor]:
+    """``(set name, features) -> scores`` of a fitted ``OODScorer``."""
+    return lambda name, f: scorer.score(f.images)
+
+
 def _curve(x: np.ndarray, y: np.ndarray, points: int = 200) -> dict[str, list[float]]:
     """Down-sample a curve to at most ``points`` points (for plots in results.json)."""
     idx = np.unique(np.linspace(0, len(x) - 1, min(points, len(x))).round().astype(int))
@@ -116,6 +121,7 @@ def ood_evaluation(
     }
     neglabel_info: dict[str, Any] | None = None
     if "neglabel" in methods:
+        assert encode_texts is not None  # skipped above otherwise
         neg = ood.NegLabel(**{"exclude": [], **(neglabel_options or {})})
         classnames = list(id_features.classnames or [])
         pos, id_prompts = W, "the given text weights"
@@ -156,7 +162,7 @@ def ood_evaluation(
             None if train_features is None else train_features.labels,
             W,
         )
-        scorers[m] = lambda n, f, s=plugged: s.score(f.images)
+        scorers[m] = _scores_of(plugged)
 
     results: dict[str, Any] = {"methods": methods, "skipped": skipped, "sets": {}, "mean": {}}
     if "knn" in scorers:

@@ -11,9 +11,9 @@ Imported by ``BENCH_DATA`` (:mod:`cliplab.bench.data_kinds`) the first time it i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -152,7 +152,7 @@ class FilesData(BenchData):
 
     def support_dataset(self, stage: str) -> Dataset:
         sets, tr, _ = self._halves(stage)
-        return sets.dataset.subset(tr)
+        return sets.dataset.subset(cast(Sequence[int], tr))
 
     def validation(self, stage: str) -> tuple[TaskSets, Any]:
         sets, vi, ti = self._halves(stage)
@@ -175,7 +175,7 @@ class FilesData(BenchData):
         sets, vi, ti = self._halves(stage)
         val = sets.test.subset(vi)
         pick = np.sort(np.random.default_rng(self.ctx.seed).permutation(ti)[:n])
-        base = sets.dataset.subset(pick)
+        base = sets.dataset.subset(cast(Sequence[int], pick))
         pp = self.ctx.model.preprocess
         size = max(pp.crop) if pp.crop else (pp.resize if isinstance(pp.resize, int) else 224)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from cliplab._io import write_text_atomic
 from cliplab.bench import html as H
-from cliplab.bench.figures import MISSING, finite, fmt, numbers
 from cliplab.bench.data_kinds import data_class_attr
+from cliplab.bench.figures import MISSING, finite, fmt, numbers
 from cliplab.bench.stage import STAGES, Section, Stage
 
 #: names in the report's time table of the timing keys that are not stages (stages: their ``Stage.title``)

@@ -9,6 +9,7 @@ import numpy as np
 
 from cliplab.bench import figures
 from cliplab.bench import html as H
+from cliplab.bench.data_kinds import data_class_attr
 from cliplab.bench.figures import (
     HALF,
     MARKERS,
@@ -22,7 +23,6 @@ from cliplab.bench.figures import (
     numbers,
     rank,
 )
-from cliplab.bench.data_kinds import data_class_attr
 
 
 def _acc(r: dict[str, Any], k: int) -> dict[str, Any]:

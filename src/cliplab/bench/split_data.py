@@ -30,7 +30,7 @@ def has_train_split(spec: str) -> bool:
         source = _resolve(DataSpec.parse(spec))
     except (ValueError, KeyError, FileNotFoundError):
         return False
-    return bool(source.splits) and "train" in source.splits
+    return source.splits is not None and "train" in source.splits
 
 
 class SplitsData(FilesData):

@@ -68,8 +68,8 @@ def add_bench(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def check(args: argparse.Namespace) -> tuple[list[str] | None, tuple[int, ...]]:
     """Every spec, path and list option of a single run, before any work; returns the stages and seeds."""
-    from cliplab.bench.runner import STAGES
     from cliplab.bench.data_kinds import data_class_attr
+    from cliplab.bench.runner import STAGES
 
     only, seeds, n = _common_options(args, STAGES)
     model, data = (args.model or [DEFAULT_MODEL])[0], (args.data or [DEFAULT_DATA])[0]
@@ -100,8 +100,8 @@ def is_suite(args: argparse.Namespace) -> bool:
 
 def build_suite(args: argparse.Namespace) -> Any:
     """The suite of a run from ``--suite`` and/or repeated ``--model`` / ``--data``, checked before any work."""
-    from cliplab.bench.runner import STAGES
     from cliplab.bench.data_kinds import data_class_attr
+    from cliplab.bench.runner import STAGES
     from cliplab.bench.suite import Suite, datasets_from_specs, load_suite, models_from_specs
 
     only, seeds, n = _common_options(args, STAGES)

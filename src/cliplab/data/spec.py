@@ -107,4 +107,5 @@ def is_builtin_world(spec: str | os.PathLike | DataSpec) -> bool:
     try:
         return DataSpec.parse(spec).scheme == "shapes"
     except ValueError:  # malformed options: still the shapes world by name
-        return os.fspath(spec).removeprefix("builtin:").partition(":")[0] == "shapes"
+        text = spec.text if isinstance(spec, DataSpec) else os.fspath(spec)
+        return text.removeprefix("builtin:").partition(":")[0] == "shapes"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -177,7 +177,7 @@ def finetune(
             sched.step()
             if objective.trains_logit_scale:
                 with torch.no_grad():
-                    module.logit_scale.clamp_(max=math.log(100))
+                    cast(torch.Tensor, module.logit_scale).clamp_(max=math.log(100))
             if bma is not None:
                 bma.update(module, step)
             losses.append(float(loss.detach()))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -119,7 +119,8 @@ def flyp_loss(batch: ObjectiveBatch) -> torch.Tensor:
     texts = [prompts[int(c)][int(torch.randint(len(prompts[int(c)]), (1,), generator=gen))] for c in y.cpu()]
     tokens = {k: v.to(f.device) for k, v in model.tokenize(texts).items()}
     t = model.text_features(tokens)
-    return clip_loss(f, t.to(f.dtype), model.module.logit_scale.exp().reshape(()), geometry=model.geometry)
+    scale = cast(torch.Tensor, model.module.logit_scale).exp().reshape(())
+    return clip_loss(f, t.to(f.dtype), scale, geometry=model.geometry)
 
 
 def clipood_loss(batch: ObjectiveBatch) -> torch.Tensor:

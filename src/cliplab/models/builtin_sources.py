@@ -11,6 +11,7 @@ from pathlib import Path
 from cliplab.models.base import Model
 from cliplab.models.registry import register_model_source, unknown_spec
 
+
 def _check_hf(target: str, spec: str) -> None:
     if not target:
         raise unknown_spec(spec, "the hf: prefix needs a repository id, e.g. hf:openai/clip-vit-base-patch32")

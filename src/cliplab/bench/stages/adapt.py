@@ -56,7 +56,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     with warnings.catch_warnings():
         # 1-shot support sets without a validation split leave the linear probe none; its fallback C is documented
         warnings.filterwarnings("ignore", message=".*no validation split possible")
-        kw = {"logit_scale": ctx.model.logit_scale, "train_views": views, "val": val, "dataset": name,
+        kw: dict[str, Any] = {"logit_scale": ctx.model.logit_scale, "train_views": views, "val": val, "dataset": name,
               "method_params": BENCH_METHOD_PARAMS}  # fmt: skip
         res = run_few_shot(train, test, W, shots=shots, seeds=ctx.seeds, progress=ctx.progress, **kw)
         res["base_to_new"] = base_to_new(train, test, W, methods=res["methods"], k=shots[-1], seeds=ctx.seeds[:1], **kw)

@@ -26,7 +26,11 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     # NegLabel with the small built-in word list, named as such in the results ("neglabel.source"): the
     # paper's WordNet pool is ~75k prompts to embed per task, minutes on a CPU (and the built-in world's
     # models read only the world's vocabulary); `cliplab ood` runs the full recipe.
-    kw = {"encode_texts": ctx.model.encode_texts, "curves": True, "neglabel_options": {"source": "builtin"}}
+    kw: dict[str, Any] = {
+        "encode_texts": ctx.model.encode_texts,
+        "curves": True,
+        "neglabel_options": {"source": "builtin"},
+    }
     return {
         t.task: ood_evaluation(t.test, t.sets, t.weights, ctx.model.logit_scale, train_features=t.train, **kw)
         for t in tasks

@@ -31,7 +31,7 @@ def caption_probe(dataset: Any, seed: int = 0) -> Any:
             image_index.append(image)
             captions.append([caption, negative])
             kinds.append(kind)
-    return SelectionProbe(getattr(dataset, "name", "captions"), dataset, image_index, captions, kinds)
+    return SelectionProbe(getattr(dataset, "name", "captions"), dataset, np.asarray(image_index), captions, kinds)
 
 
 def run(ctx: BenchContext) -> dict[str, Any] | StageResult:

@@ -20,7 +20,7 @@ from cliplab.bench.figures import fmt, number
 from cliplab.bench.stage import BenchContext, Metric, Stage, StageResult, register_stage
 
 #: fine-tuning settings of the stage (CE, AdamW; chosen for the built-in model, not tuned on test data)
-SETTINGS = {"method": "ce", "steps": 150, "batch_size": 32, "lr": 1e-4}
+SETTINGS: dict[str, Any] = {"method": "ce", "steps": 150, "batch_size": 32, "lr": 1e-4}
 BUILTIN_SHIFTS = ("corruption=gaussian_noise,severity=3", "corruption=gaussian_blur,severity=3")
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MAX_SHIFTED = 3
@@ -39,9 +39,10 @@ def _sets(ctx: BenchContext) -> tuple[Any, Any, dict[str, Any], str]:
             shifted[opt] = ctx.dataset("test", task=task, corruption=kv["corruption"], severity=int(kv["severity"]))
         return train, test, shifted, task
     sets, _, stream = ctx.data.shifted("robustness", ctx.n)
-    train = ctx.data.support_dataset("robustness")
-    if train is None:
-        raise ValueError("this data source has no training images for fine-tuning")
+    support = ctx.data.support_dataset("robustness")
+    if support is None:
+        raise ValueError("this data has no training images for fine-tuning")
+    train = support
     shifted = {}
     for name, ds in stream:
         shifted[name] = ds
