@@ -179,11 +179,12 @@ def test_every_built_in_stage_and_metric_is_documented():
 
 def test_data_kinds_pick_by_data_spec(tiny_model):
     from cliplab.bench import BENCH_DATA, BenchContext, BenchData, register_bench_data
-    from cliplab.bench.builtin_data import BuiltinWorldData, FilesData
+    from cliplab.bench.builtin_data import BuiltinWorldData, FilesData, SplitsData
 
     assert isinstance(BenchContext(tiny_model, "shapes:image_size=32", n=8).data, BuiltinWorldData)
     assert isinstance(BenchContext(tiny_model, "builtin:shapes", n=8).data, BuiltinWorldData)
     assert isinstance(BenchContext(tiny_model, "/data/photos", n=8).data, FilesData)
+    assert isinstance(BenchContext(tiny_model, "coop:oxford_pets:root=/data", n=8).data, SplitsData)
 
     class Mine(BenchData):
         pass
@@ -193,3 +194,17 @@ def test_data_kinds_pick_by_data_spec(tiny_model):
         assert isinstance(BenchContext(tiny_model, "mine:x", n=8).data, Mine)
         assert isinstance(BenchContext(tiny_model, "shapes", n=8).data, BuiltinWorldData)
     assert "mine" not in BENCH_DATA
+
+
+def test_data_kinds_are_asked_in_the_same_order_whatever_was_imported_first():
+    """Data with a train split before files, even when the built-in kinds' module is imported first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import cliplab.bench.builtin_data; from cliplab.bench.data_kinds import bench_data_factory; "
+        "print(bench_data_factory('coop:oxford_pets:root=/data').__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "SplitsData"

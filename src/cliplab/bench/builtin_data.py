@@ -1,10 +1,21 @@
-"""The built-in kinds of bench data: the built-in world and files (any other data spec).
+"""The built-in kinds of bench data: the built-in world, data with a train split, files (any other data spec).
 
 * :class:`BuiltinWorldData` (``shapes``, ``builtin:shapes:...``): every role has its own rendered split —
   ``BUILTIN_TASKS`` per stage, support from the train split, validation from the val split, held-out shapes and
   colours as near OOD and the same as sketches as far OOD, rendered corruptions plus ``STYLE_SHIFTS``;
 * :class:`FilesData` (image folders, caption files, any other spec): one test set, split in half per class
-  for support/validation, the ``--ood-data`` sets as OOD, and ``Corrupted`` copies of half the test set.
+  for support/validation, the ``--ood-data`` sets as OOD, and ``Corrupted`` copies of half the test set;
+* :class:`SplitsData` (``coop:``, ``wds:``, ``hfds:`` ... any data source declaring a ``train`` split): as
+  files, except that stages needing training images get the ``train`` split:
+
+  - zero-shot, retrieval, calibration's test set: the ``test`` split;
+  - few-shot support and the linear probe's training set: the ``train`` split, tested on the whole test split
+    (CoOp's and CLIP_benchmark's protocols); data published without one (most CLIP_benchmark webdatasets hold
+    only ``test``) fall back to halving the test set per class;
+  - validation: the ``val`` split where the data have one, else half of the test set.
+
+  Splits are loaded only when a stage asks for them, so a zero-shot suite over hub datasets downloads no train
+  split.
 
 Imported by ``BENCH_DATA`` (:mod:`cliplab.bench.data_kinds`) the first time it is used.
 """
@@ -187,6 +198,62 @@ class FilesData(BenchData):
         return sets, val, shifted_sets()
 
 
-#: the data kinds asked last (newest registration first): any spec is files; the built-in world before that
+def has_train_split(spec: str) -> bool:
+    """Whether the spec's data source declares a ``train`` split (read from the registry; nothing is loaded)."""
+    from cliplab.data.registry import _resolve
+    from cliplab.data.spec import DataSpec
+
+    if is_builtin_world(spec):
+        return False
+    try:
+        source = _resolve(DataSpec.parse(spec))
+    except (ValueError, KeyError, FileNotFoundError):
+        return False
+    return source.splits is not None and "train" in source.splits
+
+
+class SplitsData(FilesData):
+    """Data with a ``train`` split (module docstring)."""
+
+    support_note = "the train split (the test split is the test set)"
+
+    def _split(self, split: str) -> Any:
+        """The split, or None where the data lack it (a wds set published with its test split only)."""
+        try:
+            return self.dataset(split)
+        except (ValueError, FileNotFoundError):
+            return None
+
+    def support(self, stage: str) -> tuple[TaskSets, Any]:
+        train = self._split("train")
+        if train is None:  # no train split: half of each class of the test set, as FilesData
+            return super().support(stage)
+        return self.main(stage), self.ctx.embed(train)
+
+    def support_dataset(self, stage: str) -> Any:
+        train = self._split("train")
+        if train is not None:
+            return train
+        fallback = getattr(super(), "support_dataset", None)
+        return fallback(stage) if fallback is not None else None
+
+    def _val(self) -> Any:
+        return self._split("val")
+
+    def validation(self, stage: str) -> tuple[TaskSets, Any]:
+        val = self._val()
+        if val is None:
+            return super().validation(stage)
+        return self.main(stage), self.ctx.embed(val)
+
+    def separate_validation(self, stage: str) -> tuple[Any, Any] | None:
+        val = self._val()
+        return None if val is None else (self.ctx.embed(val), val)
+
+
+# Registered in this order, so asked (newest first) as: data with a train split, the built-in world, files
+# (any spec). All three are registered here, in one module, so that the order cannot depend on which module
+# some code imported first.
 register_bench_data("files", FilesData, lambda spec: True)
 register_bench_data("builtin_world", BuiltinWorldData, is_builtin_world)
+register_bench_data("splits", SplitsData, has_train_split)

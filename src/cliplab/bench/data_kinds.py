@@ -4,9 +4,9 @@ Stages ask ``ctx.data`` (the run's :class:`BenchData`) for the test / support / 
 task, the OOD sets and the shifted sets, and never look at the data spec themselves. The kinds are the
 registry ``BENCH_DATA`` (a :class:`cliplab.extension.Registry`; entry-point group ``cliplab.bench_data``):
 ``register_bench_data(name, factory, detect)`` adds one, ``detect(spec)`` says whether it handles a data spec
-and ``factory(ctx)`` builds it; the newest registration that detects a spec wins. Built-in kinds
-(:mod:`cliplab.bench.builtin_data`: the built-in world, files; :mod:`cliplab.bench.split_data`: data with a
-train split) are imported on first use.
+and ``factory(ctx)`` builds it; the newest registration that detects a spec wins. The built-in kinds
+(:mod:`cliplab.bench.builtin_data`: data with a train split, the built-in world, files) are imported on first
+use.
 
 :class:`BenchContext`, what every stage is given, lives here too (it builds ``ctx.data``), below the stages.
 """
@@ -196,12 +196,9 @@ def _check(name: str, kind: DataKind) -> None:
         raise TypeError(f"bench data kind {name!r} must be a DataKind (see register_bench_data), got {kind!r}")
 
 
-#: name → :class:`DataKind`; the built-ins are registered by ``builtin_data`` and ``split_data``
+#: name → :class:`DataKind`; the built-ins are registered by ``cliplab.bench.builtin_data``
 BENCH_DATA: Registry[DataKind] = Registry(
-    "bench data kind",
-    group="cliplab.bench_data",
-    builtins=("cliplab.bench.builtin_data", "cliplab.bench.split_data"),
-    check=_check,
+    "bench data kind", group="cliplab.bench_data", builtins=("cliplab.bench.builtin_data",), check=_check
 )
 
 
