@@ -19,10 +19,10 @@ BENCH_METHOD_PARAMS = {"linear_probe": {"max_iter": 100}}
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:
-    """Few-shot adaptation: every method × shots × seeds (support sets from the source's support role).
+    """Few-shot adaptation: every method × shots × seeds (support sets from the data's support role).
 
     The reference protocol (``cliplab.adapt.protocol``): ``BENCH_PASSES`` augmented passes of the support
-    images, hyper-parameters searched on the source's own validation split where it has one (the built-in
+    images, hyper-parameters searched on the data's own validation split where it has one (the built-in
     world's val split), else on a split of each support set; ``results.protocol`` records which.
     """
     from cliplab.adapt.base_new_protocol import base_to_new

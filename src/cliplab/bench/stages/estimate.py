@@ -1,4 +1,4 @@
-"""Stage ``estimate``: label-free accuracy estimation over the source's shifted sets."""
+"""Stage ``estimate``: label-free accuracy estimation over the data's shifted sets."""
 
 from __future__ import annotations
 

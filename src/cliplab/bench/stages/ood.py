@@ -1,4 +1,4 @@
-"""Stage ``ood``: OOD detection of the source's OOD sets against its ID test set (section in ``report_sections``)."""
+"""Stage ``ood``: OOD detection of the data's OOD sets against its ID test set (section in ``report_sections``)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The model is fine-tuned (``cliplab.finetune.finetune``, CE with a zero-shot-initialised head) on the training
 images of the stage's task, then the zero-shot classifier, the fine-tuned one and their WiSE-FT mixtures are
 scored on the in-distribution test set and on shifted sets. Built-in world: the pattern task (zero-shot is at
-chance there), shifted by Gaussian noise and Gaussian blur (severity 3); other data: the source's shifted sets
+chance there), shifted by Gaussian noise and Gaussian blur (severity 3); other data: the data's shifted sets
 (at most three). The report draws ID accuracy against mean shifted accuracy: the zero-shot point, the
 fine-tuned point and the α curve between them.
 
