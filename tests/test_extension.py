@@ -215,3 +215,13 @@ def test_registry_modules_are_in_no_import_cycle(module):
     graph = _import_graph()
     assert module in graph
     assert not _reaches(graph, module, module), f"{module} imports itself through a cycle"
+
+
+def test_the_public_entry_points_say_did_you_mean():
+    from cliplab.data import load_dataset
+    from cliplab.models import load_model
+
+    with pytest.raises(ValueError, match="unknown data source 'wsd'; did you mean 'wds'"):
+        load_dataset("wsd:/nowhere")
+    with pytest.raises(ValueError, match=r"prefix 'hff' \(did you mean hf:\?\)"):
+        load_model("hff:org/model", device="cpu")

@@ -42,7 +42,9 @@ _MISSING: Any = object()
 
 
 class UnknownNameError(ValueError, KeyError):
-    """No object is registered under a name; the message lists the closest names."""
+    """No object is registered under a name; the message lists the closest names (also in ``close``)."""
+
+    close: list[str]
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
@@ -191,7 +193,9 @@ class Registry(Generic[T]):
         names = self.names() + [ep.name for ep in self.pending()]
         close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        return UnknownNameError(f"unknown {self.kind} {name!r}{hint} (registered: {', '.join(names) or 'none'})")
+        err = UnknownNameError(f"unknown {self.kind} {name!r}{hint} (registered: {', '.join(names) or 'none'})")
+        err.close = close
+        return err
 
     def names(self) -> list[str]:
         """The registered names, in iteration order."""

@@ -69,7 +69,7 @@ def _unknown_spec(spec: DataSpec) -> ValueError:
     head = spec.text.partition(":")[0]
     hint = ""
     if ":" in spec.text and SCHEME.match(head):
-        hint = f" (and {head!r} is no registered data source: {', '.join(data_sources())})"
+        hint = f" (and {DATA_SOURCES.unknown(head)})"  # unknown data source 'wsd'; did you mean 'wds'? ...
     return ValueError(
         f"unknown dataset spec {spec.text!r}: no such file or directory{hint}. Accepted forms:\n  - {forms}"
     )

@@ -165,7 +165,9 @@ def _resolve(s: str) -> tuple[ModelSource, str]:
     if path.exists():
         raise unknown_spec(s, f"{path} is a file, not a model directory")
     if m is not None:
-        raise unknown_spec(s, f"no model source is registered for the prefix {m.group(1)!r}")
+        close = MODEL_SOURCES.unknown(m.group(1)).close
+        hint = f" (did you mean {' or '.join(f'{c}:' for c in close)}?)" if close else ""
+        raise unknown_spec(s, f"no model source is registered for the prefix {m.group(1)!r}{hint}")
     raise unknown_spec(s, "it is neither an existing directory nor a known prefix")
 
 
