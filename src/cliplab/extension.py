@@ -153,8 +153,10 @@ class Registry(Generic[T]):
 
     def unregister(self, name: str) -> T:
         """Remove ``name`` and return its object (UnknownNameError if it is not registered)."""
-        obj = self.get(name)
-        del self._items[name]
+        self.load_builtins()
+        if name not in self._items:
+            raise self.unknown(name)
+        obj = self._items.pop(name)
         self._seq.pop(name, None)
         return obj
 
