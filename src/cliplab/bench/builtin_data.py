@@ -50,7 +50,6 @@ STYLE_SHIFTS = ("outline", "sketch")
 SEVERITIES = (1, 3, 5)
 
 
-
 class BuiltinWorldData(BenchData):
     """The built-in shapes world: a rendered split for every role, OOD and shifted sets rendered on demand."""
 

@@ -182,7 +182,6 @@ def is_builtin_world(spec: str) -> bool:
     return names_shapes(spec)
 
 
-
 @dataclass(frozen=True)
 class DataKind:
     """A registered kind of bench data: ``factory(ctx) -> BenchData`` for the specs ``detect(spec)`` accepts."""
