@@ -9,6 +9,19 @@ import pytest
 from cliplab.bench import STAGES, Metric, Stage, StageResult, register_stage, unregister_stage
 from cliplab.bench.comparison import compare
 
+#: the built-in default stages, in the order they declare
+BUILTIN_ORDER = (
+    "zeroshot",
+    "adapt",
+    "linear_probe",
+    "retrieval",
+    "probes",
+    "geometry",
+    "ood",
+    "calibration",
+    "estimate",
+)
+
 
 class Note:
     """In-memory report data (not JSON-able): only the stage's own section may see it."""
@@ -18,7 +31,7 @@ class Note:
 
 
 def _toy_run(ctx):
-    sets = ctx.source.main("toy")  # the main task's test set, whatever the data
+    sets = ctx.data.main("toy")  # the main task's test set, whatever the data
     labels = sets.test.labels
     return StageResult({"n_test": len(labels), "majority": float((labels == 0).float().mean()), "errors": 3}, Note("x"))
 
@@ -152,11 +165,10 @@ def test_register_stage_rejects_reserved_and_bad_names():
 
 def test_every_built_in_stage_and_metric_is_documented():
     """docs/bench-results.md has a section per built-in stage naming the last key of each of its metrics."""
-    from cliplab.bench.stages import ORDER
-
     doc = (Path(__file__).parents[1] / "docs" / "bench-results.md").read_text()
-    assert list(STAGES)[: len(ORDER)] == list(ORDER)
-    for name in ORDER:
+    default = [name for name in STAGES if STAGES[name].default]
+    assert default[:9] == list(BUILTIN_ORDER)  # the order each built-in stage declares (Stage.order)
+    for name in default[:9]:
         part = doc.split(f"## `stages.{name}`", 1)
         assert len(part) == 2, f"no section for stage {name}"
         section = part[1].split("\n## ", 1)[0]
@@ -165,20 +177,34 @@ def test_every_built_in_stage_and_metric_is_documented():
             assert key in section, f"{name}: metric key {key!r} not documented"
 
 
-def test_sources_pick_by_data_spec(tiny_model):
-    from cliplab.bench import BenchContext, BenchSource, register_bench_source
-    from cliplab.bench.sources import SOURCES, BuiltinWorldSource, FilesSource
+def test_data_kinds_pick_by_data_spec(tiny_model):
+    from cliplab.bench import BENCH_DATA, BenchContext, BenchData, register_bench_data
+    from cliplab.bench.builtin_data import BuiltinWorldData, FilesData, SplitsData
 
-    assert isinstance(BenchContext(tiny_model, "shapes:image_size=32", n=8).source, BuiltinWorldSource)
-    assert isinstance(BenchContext(tiny_model, "builtin:shapes", n=8).source, BuiltinWorldSource)
-    assert isinstance(BenchContext(tiny_model, "/data/photos", n=8).source, FilesSource)
+    assert isinstance(BenchContext(tiny_model, "shapes:image_size=32", n=8).data, BuiltinWorldData)
+    assert isinstance(BenchContext(tiny_model, "builtin:shapes", n=8).data, BuiltinWorldData)
+    assert isinstance(BenchContext(tiny_model, "/data/photos", n=8).data, FilesData)
+    assert isinstance(BenchContext(tiny_model, "coop:oxford_pets:root=/data", n=8).data, SplitsData)
 
-    class Mine(BenchSource):
+    class Mine(BenchData):
         pass
 
-    register_bench_source(lambda spec: spec.startswith("mine:"), Mine)
-    try:
-        assert isinstance(BenchContext(tiny_model, "mine:x", n=8).source, Mine)
-        assert isinstance(BenchContext(tiny_model, "shapes", n=8).source, BuiltinWorldSource)
-    finally:
-        SOURCES.pop()
+    with BENCH_DATA.restoring():
+        register_bench_data("mine", Mine, lambda spec: spec.startswith("mine:"))
+        assert isinstance(BenchContext(tiny_model, "mine:x", n=8).data, Mine)
+        assert isinstance(BenchContext(tiny_model, "shapes", n=8).data, BuiltinWorldData)
+    assert "mine" not in BENCH_DATA
+
+
+def test_data_kinds_are_asked_in_the_same_order_whatever_was_imported_first():
+    """Data with a train split before files, even when the built-in kinds' module is imported first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import cliplab.bench.builtin_data; from cliplab.bench.data_kinds import bench_data_factory; "
+        "print(bench_data_factory('coop:oxford_pets:root=/data').__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "SplitsData"

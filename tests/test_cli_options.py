@@ -135,9 +135,9 @@ def test_bench_help_lists_the_stages_of_the_registry():
 
 def test_probe_help_lists_the_probe_sources():
     from cliplab.cli.probe import PROBE_FORMS
-    from cliplab.probes.sources import PROBE_SOURCES
+    from cliplab.probes.formats import probe_forms
 
-    assert list(PROBE_FORMS) == [d for _, _, d in PROBE_SOURCES.values()]
+    assert list(PROBE_FORMS) == probe_forms()
 
 
 def test_every_option_of_every_command_has_help():

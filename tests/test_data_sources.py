@@ -59,8 +59,9 @@ def load_solid(target: str, split: str = "test", *, n: int = 3, size: int = 32) 
 @pytest.fixture
 def solid(monkeypatch):
     """The toy ``solid`` scheme, registered for one test only."""
-    monkeypatch.setattr(registry, "_SOURCES", dict(registry.data_sources()))
-    register_data_source("solid", load_solid, splits=("train", "test"), target=False)
+    with registry.DATA_SOURCES.restoring():
+        register_data_source("solid", load_solid, splits=("train", "test"), target=False)
+        yield
 
 
 def write_images(root, names, seed=0):
@@ -119,8 +120,12 @@ def test_toy_source_through_the_cli(solid, tiny_model_dir, capsys, tmp_path):
     assert "unknown option(s) 'shade'" in capsys.readouterr().err
 
 
-def test_detect_claims_bare_paths_before_the_builtins(monkeypatch, tmp_path):
-    monkeypatch.setattr(registry, "_SOURCES", dict(registry.data_sources()))
+def test_detect_claims_bare_paths_before_the_builtins(tmp_path):
+    with registry.DATA_SOURCES.restoring():
+        _detect_claims_bare_paths_before_the_builtins(tmp_path)
+
+
+def _detect_claims_bare_paths_before_the_builtins(tmp_path):
     path = tmp_path / "colours.solid"
     path.write_text("toy\n")
     with pytest.raises(ValueError, match="unsupported caption file type '.solid'"):

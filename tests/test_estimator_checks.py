@@ -1,4 +1,4 @@
-"""Common checks over every registered adapter (``cliplab.adapt.METHODS``) and OOD scorer (``cliplab.ood.OOD_SCORERS``).
+"""Common checks over every registered adapter (``cliplab.adapt.ADAPTERS``) and OOD scorer (``OOD_SCORERS``).
 
 Like scikit-learn's ``check_estimator``: ``fit`` returns self, output shapes, input validation, clone round trip,
 determinism under a seed, inputs left untouched, unknown and invalid parameters rejected. A toy adapter is
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import clone
 
-from cliplab.adapt import METHODS, Adapter, register_method
+from cliplab.adapt import ADAPTERS, Adapter, register_method
 from cliplab.adapt.protocol import run_few_shot
 from cliplab.data import k_shot_indices
 from cliplab.features import Features
@@ -24,7 +24,7 @@ from test_adapt import make_task
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 C, D, D2 = 4, 16, 12
-ADAPTERS = sorted(METHODS)
+ADAPTER_NAMES = sorted(ADAPTERS)
 SCORERS = sorted(OOD_SCORERS)
 #: small settings so every check runs in well under a second (defaults otherwise)
 FAST = {"tip_adapter_f": {"epochs": 3}, "clip_adapter": {"epochs": 3}, "amu": {"epochs": 3}, "lp++": {"epochs": 30}}
@@ -38,7 +38,7 @@ def task():
 
 # --------------------------------------------------------------------- adapters
 def _adapter(name: str) -> Adapter:
-    return METHODS[name](**FAST.get(name, {}))
+    return ADAPTERS[name](**FAST.get(name, {}))
 
 
 def _inputs(est: Adapter, task: dict, which: str) -> dict:
@@ -68,7 +68,7 @@ def _invalid_value(constraint) -> object:
     return None
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", ADAPTER_NAMES)
 def test_adapter_fit_returns_self_and_output_shapes(name, task):
     est = _adapter(name)
     assert _fit(est, task) is est
@@ -81,7 +81,7 @@ def test_adapter_fit_returns_self_and_output_shapes(name, task):
     assert est.n_classes_ == C and est.n_features_in_ == D
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", ADAPTER_NAMES)
 def test_adapter_rejects_bad_inputs(name, task):
     est = _adapter(name)
     X, y = task["X"], task["y"]
@@ -104,7 +104,7 @@ def test_adapter_rejects_bad_inputs(name, task):
         _logits(_adapter(name), task)
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", ADAPTER_NAMES)
 def test_adapter_clone_round_trip(name, task):
     est = _fit(_adapter(name), task)
     twin = clone(est)
@@ -115,14 +115,14 @@ def test_adapter_clone_round_trip(name, task):
     assert torch.equal(_logits(_fit(twin, task), task), _logits(est, task))
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", ADAPTER_NAMES)
 def test_adapter_is_deterministic_under_its_seed(name, task):
     first = _logits(_fit(_adapter(name), task), task)
     torch.manual_seed(12345)  # the global generator must not matter
     assert torch.equal(_logits(_fit(_adapter(name), task), task), first)
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", ADAPTER_NAMES)
 def test_adapter_fit_does_not_mutate_its_inputs(name, task):
     copies = {k: v.clone() for k, v in task.items()}
     est = _fit(_adapter(name), task)
@@ -131,9 +131,9 @@ def test_adapter_fit_does_not_mutate_its_inputs(name, task):
         assert torch.equal(v, copies[k]), f"{name} changed its input {k}"
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", ADAPTER_NAMES)
 def test_adapter_rejects_unknown_and_invalid_parameters(name, task):
-    cls = METHODS[name]
+    cls = ADAPTERS[name]
     with pytest.raises(ValueError, match="no parameter 'not_a_param'"):
         cls().set_params(not_a_param=1)
     with pytest.raises(TypeError):
@@ -150,13 +150,13 @@ def test_adapter_rejects_unknown_and_invalid_parameters(name, task):
 
 def test_gda_alpha_is_validated(task):
     with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
-        _fit(METHODS["gda"](alpha=-1.0), task)
+        _fit(ADAPTERS["gda"](alpha=-1.0), task)
     with pytest.raises(ValueError, match="alpha"):
-        _fit(METHODS["gda"](alpha=float("nan")), task)
+        _fit(ADAPTERS["gda"](alpha=float("nan")), task)
 
 
 def test_amu_declares_its_auxiliary_input_and_fit_refuses_without_it(task):
-    amu = METHODS["amu"]
+    amu = ADAPTERS["amu"]
     assert amu.requires == {"aux_features"}
     with pytest.raises(TypeError, match="aux_features"):
         amu(epochs=1).fit(task["X"], task["y"], text_weights=task["W"])
@@ -275,7 +275,7 @@ def _raise(name, value):
 def toy_method():
     register_method("nearest_mean", NearestMean)
     yield "nearest_mean"
-    METHODS.pop("nearest_mean")
+    ADAPTERS.pop("nearest_mean")
 
 
 def test_a_registered_toy_adapter_runs_through_the_protocol(toy_method, task):
@@ -332,6 +332,6 @@ def test_the_protocol_passes_declared_extra_inputs(task):
             extra_inputs={"depth": (depth_train, depth_test)},
         )
     finally:
-        METHODS.pop("needs_depth")
+        ADAPTERS.pop("needs_depth")
     idx = torch.as_tensor(k_shot_indices(task["y"], 2, 1, num_classes=C))
     assert torch.equal(seen[-1].flatten(), idx.float())  # the support rows of the extra input

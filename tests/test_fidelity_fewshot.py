@@ -102,14 +102,14 @@ class _Recorder:
     def __init__(self, monkeypatch, names):
         self.seen: dict[str, list] = {n: [] for n in names}
         for name in names:
-            base = protocol.METHODS[name]
+            base = protocol.ADAPTERS[name]
             seen = self.seen[name]
 
             def fit(self, features, labels, __base=base, __seen=seen, **kw):
                 __seen.append((torch.as_tensor(features).clone(), kw, self.get_params()))
                 return __base.fit(self, features, labels, **kw)
 
-            monkeypatch.setitem(protocol.METHODS, name, type(f"Rec{base.__name__}", (base,), {"fit": fit}))
+            monkeypatch.setitem(protocol.ADAPTERS, name, type(f"Rec{base.__name__}", (base,), {"fit": fit}))
 
 
 def test_each_method_gets_its_reference_share_of_the_augmented_passes(monkeypatch, world):
@@ -192,7 +192,7 @@ def test_search_runs_on_min_k_4_clean_images_per_class_of_the_val_split(monkeypa
             scored.append(torch.as_tensor(features).clone())
             return super()._score_grid(features, settings, **kw)
 
-    monkeypatch.setitem(protocol.METHODS, "gda", Spy)
+    monkeypatch.setitem(protocol.ADAPTERS, "gda", Spy)
     run_few_shot(train, test, W, methods=["gda"], shots=(2, 8), seeds=(3,), train_views=views, val=val,
                  progress=False)  # fmt: skip
     for got, k in zip(scored, (2, 8)):
@@ -209,7 +209,7 @@ def test_fallback_validates_on_clean_features_of_held_out_support_images(monkeyp
             scored.append(torch.as_tensor(features).clone())
             return super()._score_grid(features, settings, **kw)
 
-    monkeypatch.setitem(protocol.METHODS, "tip_adapter", Spy)
+    monkeypatch.setitem(protocol.ADAPTERS, "tip_adapter", Spy)
     grids = {"tip_adapter": {"alpha": [1.0], "beta": [1.0]}}
     res = run_few_shot(train, test, W, methods=["tip_adapter"], shots=(4,), seeds=(1,), train_views=views,
                        param_grids=grids, progress=False)  # fmt: skip
@@ -258,7 +258,7 @@ def test_protocol_selects_tip_settings_by_dataset_name_and_allows_overrides(monk
             made.append(kw)
             super().__init__(**kw)
 
-    monkeypatch.setitem(protocol.METHODS, "tip_adapter_f", Spy)
+    monkeypatch.setitem(protocol.ADAPTERS, "tip_adapter_f", Spy)
     kw = dict(methods=["tip_adapter_f"], shots=(1,), seeds=(1,), search=False, progress=False)
     run_few_shot(train, test, W, dataset="EuroSAT", method_params={"tip_adapter_f": {"epochs": 1}}, **kw)
     assert made[-1]["epochs"] == 1 and made[-1]["alpha"] == 2 and made[-1]["beta"] == 1  # override wins

@@ -232,14 +232,13 @@ def test_cli_finetune(tiny, tmp_path, capsys):
 def test_robustness_stage_runs_and_reports(tiny, monkeypatch):
     from cliplab.bench import STAGES, register_stage, unregister_stage
     from cliplab.bench.stage import BenchContext
-    from cliplab.bench.stages import ORDER
     from cliplab.bench.stages import robustness as stage
 
     registered_here = "robustness" not in STAGES
     if registered_here:
         register_stage(stage.STAGE)
     try:
-        assert "robustness" not in ORDER  # opt-in: not part of the default run
+        assert not STAGES["robustness"].default  # opt-in: not part of the default run
         monkeypatch.setattr(stage, "SETTINGS", {**stage.SETTINGS, "steps": 2, "batch_size": 8})
         ctx = BenchContext(tiny, "shapes:image_size=32", n=24, progress=False, cache_dir=False)
         r = stage.run(ctx)

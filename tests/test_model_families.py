@@ -16,8 +16,8 @@ from PIL import Image
 import cliplab
 from cliplab.data import load_dataset
 from cliplab.features import embed
-from cliplab.models.hf import HFModel
 from cliplab.imaging.preprocess import PatchPreprocess, Preprocess, unpack_patches
+from cliplab.models.hf import HFModel
 from cliplab.zeroshot import zeroshot_evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")

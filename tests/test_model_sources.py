@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from cliplab.cli.commands import main
+from cliplab.imaging.preprocess import Preprocess
 from cliplab.models import (
     SPEC_FORMS,
     Model,
@@ -23,7 +24,6 @@ from cliplab.models import (
     unregister_model_source,
 )
 from cliplab.models.openclip import OpenCLIPModel
-from cliplab.imaging.preprocess import Preprocess
 
 
 class ToyModel(Model):

@@ -40,7 +40,7 @@ def _support_sets(monkeypatch, data, **kw):
             seen.append(sorted(idx.tolist()))
             return super().fit(features, labels, **fit_kw)
 
-    monkeypatch.setitem(protocol.METHODS, "tip_adapter", Recording)
+    monkeypatch.setitem(protocol.ADAPTERS, "tip_adapter", Recording)
     out = run_few_shot(train, test, W, methods=["tip_adapter"], shots=SHOTS, seeds=SEEDS, progress=False, **kw)
     jobs = list(itertools.product(SHOTS, SEEDS))
     assert len(seen) == len(jobs)  # search=False: exactly one fit per (k, seed)

@@ -9,7 +9,7 @@ Training-free: ``ZeroShot`` (``s0 = logit_scale · f·Wᵀ``), ``TipAdapter``, `
 ``TipAdapterF``, ``LinearProbe``, ``CLIPAdapter``, ``LPPlusPlus``, ``AMU`` (needs ``aux_features``).
 Hyper-parameters are chosen on a split of the support set with ``search_and_fit`` (or ``grid_search``
 with a separate validation split), never on test data; each class has a ``default_grid()``.
-``METHODS`` is the registry of adapters the few-shot protocol runs; ``register_method(name, cls)`` adds one.
+``ADAPTERS`` is the registry of adapters the few-shot protocol runs; ``register_method(name, cls)`` adds one.
 ``FewShotProtocol`` holds the protocols' settings (methods, shots, seeds, search, per-method overrides).
 """
 
@@ -22,20 +22,20 @@ from cliplab.adapt.gda import GDA
 from cliplab.adapt.linear_probe import LinearProbe
 from cliplab.adapt.lpplusplus import LPPlusPlus
 from cliplab.adapt.prompting import PROMPT_METHODS, TPT, CoCoOp, CoOp, KgCoOp, MaPLe, ProGrad
-from cliplab.adapt.protocol import METHODS, register_method
 from cliplab.adapt.protocol_settings import FewShotProtocol
+from cliplab.adapt.registry import ADAPTERS, register_method
 from cliplab.adapt.search import grid_search, search_and_fit, split_validation
 from cliplab.adapt.tip import TipAdapter, TipAdapterF
 from cliplab.adapt.zeroshot import ZeroShot
 
 __all__ = [
+    "ADAPTERS",
     "AMU",
     "GDA",
     "Adapter",
     "CLIPAdapter",
     "LPPlusPlus",
     "LinearProbe",
-    "METHODS",
     "PROMPT_METHODS",
     "TPT",
     "CoCoOp",

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from cliplab.adapt.protocol import (
-    METHODS,
+    ADAPTERS,
     Draw,
     _accuracy,
     _as_pool,
@@ -87,7 +87,7 @@ def base_to_new(
     pool = _as_pool(train_views, train, "train_views")
     # main_base2new.py fits GDA's base classes with the mean of the per-class covariances
     method_params = {"gda": {"covariance": "class_mean"}} | dict(protocol.method_params or {})
-    methods = [m for m in (protocol.methods or METHODS) if not _requires(m)]  # no extra inputs for the new classes
+    methods = [m for m in (protocol.methods or ADAPTERS) if not _requires(m)]  # no extra inputs for the new classes
     p = _Prepared(base_train, text_weights[:n_base], methods, None if pool is None else pool.subset(keep),
                   base_val, {}, None)  # fmt: skip
     W_base, W_new = text_weights[:n_base], text_weights[n_base:]
@@ -113,6 +113,6 @@ def base_to_new(
     for m in methods:
         base, new = float(np.mean(base_acc[m])), float(np.mean(new_acc[m]))
         hm = 2 * base * new / (base + new) if base + new > 0 else 0.0
-        how = "own" if hasattr(METHODS[m], "new_class_logits") else "zero-shot"
+        how = "own" if hasattr(ADAPTERS[m], "new_class_logits") else "zero-shot"
         out[m] = {"base": base, "new": new, "hm": hm, "new_classifier": how}
     return {"k": k, "n_base_classes": n_base, "n_new_classes": n_cls - n_base, "zeroshot_new": zs_new, "results": out}

@@ -39,14 +39,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cliplab.adapt.amu import AMU
 from cliplab.adapt.base import Adapter
-from cliplab.adapt.clip_adapter import CLIPAdapter
-from cliplab.adapt.gda import GDA
-from cliplab.adapt.linear_probe import LinearProbe
-from cliplab.adapt.lpplusplus import LPPlusPlus
 from cliplab.adapt.protocol_settings import DEFAULT_SHOTS as DEFAULT_SHOTS  # re-exported: the public default
 from cliplab.adapt.protocol_settings import FewShotProtocol
+from cliplab.adapt.registry import ADAPTERS
 from cliplab.adapt.search import fit_with_validation, grid_search, split_validation
 from cliplab.adapt.tip import TipAdapter, TipAdapterF
 from cliplab.adapt.tip_settings import dataset_key, tip_settings
@@ -55,30 +51,6 @@ from cliplab.adapt.zeroshot import ZeroShot
 from cliplab.data.sampling import k_shot_indices
 from cliplab.features import Features
 
-#: method name → estimator class, the registry of adapters (``register_method`` adds one). A class's
-#: ``requires`` names the extra per-image inputs it needs (``amu``: ``aux_features`` from a second encoder).
-METHODS: dict[str, type[Adapter]] = {
-    "zeroshot": ZeroShot,
-    "tip_adapter": TipAdapter,
-    "tip_adapter_f": TipAdapterF,
-    "gda": GDA,
-    "linear_probe": LinearProbe,
-    "clip_adapter": CLIPAdapter,
-    "lp++": LPPlusPlus,
-    "amu": AMU,
-}
-
-
-def register_method(name: str, cls: type[Adapter], *, replace: bool = False) -> type[Adapter]:
-    """Add the adapter class ``cls`` to ``METHODS`` under ``name`` (for ``run_few_shot``, ``cliplab adapt``)."""
-    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
-        raise TypeError(f"a method must be an Adapter subclass, got {cls!r}")
-    if name in METHODS and METHODS[name] is not cls and not replace:
-        raise ValueError(f"method {name!r} is already registered (pass replace=True to override)")
-    METHODS[name] = cls
-    return cls
-
-
 #: Draw of one run: ``draw(k, seed) -> (support rows of the training set, validation rows or None)``.
 Draw = Callable[[int, int], tuple[Any, Any]]
 #: an extra per-image input: (train rows, test rows) or (train rows, test rows, validation rows)
@@ -86,7 +58,7 @@ ExtraInput = tuple[torch.Tensor, ...]
 
 
 def _requires(name: str) -> frozenset[str]:
-    return frozenset(getattr(METHODS[name], "requires", frozenset()))
+    return frozenset(getattr(ADAPTERS[name], "requires", frozenset()))
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -118,7 +90,7 @@ def method_settings(
     initial alpha/beta and epochs; its keys from the first ``cache_passes`` passes); other methods: their
     defaults and ``default_grid()``. ``method_params[name]`` / ``param_grids[name]`` override.
     """
-    cls = METHODS[name]
+    cls = ADAPTERS[name]
     params: dict[str, Any] = {}
     grid: dict[str, list[Any]] = dict(cls.default_grid())
     if issubclass(cls, TipAdapter):
@@ -236,10 +208,10 @@ class _Prepared:
                 raise ValueError("validation features need labels within the classes of the text weights")
             self.val_labels = val.labels
         self.inputs = inputs
-        self.methods = list(methods or [m for m in METHODS if _requires(m) <= inputs.keys()])
-        unknown = [m for m in self.methods if m not in METHODS]
+        self.methods = list(methods or [m for m in ADAPTERS if _requires(m) <= inputs.keys()])
+        unknown = [m for m in self.methods if m not in ADAPTERS]
         if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+            raise ValueError(f"unknown method(s) {unknown}; choose from {list(ADAPTERS)}")
         for m in self.methods:
             missing = sorted(_requires(m) - inputs.keys())
             if missing:
@@ -300,7 +272,7 @@ def _runs(
             vidx = torch.as_tensor(np.asarray(vidx), dtype=torch.int64)
             val = (p.val.images[vidx], p.val_labels[vidx])
         for m in p.methods:
-            cls = METHODS[m]
+            cls = ADAPTERS[m]
             role = cls.augmentation
             if _requires(m) and augmented is not None and p.aux_pool is None:
                 role = "none"  # no augmented passes of the extra inputs: both branches on the clean images

@@ -14,6 +14,7 @@ from cliplab.assess.reliability import (
     calibration_evaluation,
     estimation_evaluation,
     ood_evaluation,
+    ood_methods,
     split_half,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "estimation_evaluation",
     "modality_gap",
     "ood_evaluation",
+    "ood_methods",
     "split_half",
     "uniformity",
 ]

@@ -30,6 +30,19 @@ OOD_METHODS: dict[str, str] = {
 }
 
 
+def ood_methods() -> dict[str, str]:
+    """``OOD_METHODS`` and every other scorer registered in ``cliplab.ood.OOD_SCORERS`` (what it needs:
+    ``"scorer"``, read from its ``requires``)."""
+    from cliplab.ood import OOD_SCORERS
+
+    return {**OOD_METHODS, **{name: "scorer" for name in OOD_SCORERS if name not in OOD_METHODS}}
+
+
+def _scores_of(scorer: Any) -> Callable[[str, Features], torch.Tensor]:
+    """``(set name, features) -> scores`` of a fitted ``OODScorer``."""
+    return lambda name, f: scorer.score(f.images)
+
+
 def _curve(x: np.ndarray, y: np.ndarray, points: int = 200) -> dict[str, list[float]]:
     """Down-sample a curve to at most ``points`` points (for plots in results.json)."""
     idx = np.unique(np.linspace(0, len(x) - 1, min(points, len(x))).round().astype(int))
@@ -65,7 +78,9 @@ def ood_evaluation(
     official recipe (``cliplab.ood.NegLabel``: WordNet nouns and adjectives when WordNet is installed, else
     the built-in list), its ID labels embedded with its own template (``"The nice {}."``) when the ID
     features carry class names; ``neglabel_options`` are keyword arguments of ``NegLabel`` (e.g.
-    ``source="builtin"``). ``results["neglabel"]`` names the candidate source and sizes.
+    ``source="builtin"``). ``results["neglabel"]`` names the candidate source and sizes. Any other scorer
+    registered in ``cliplab.ood.OOD_SCORERS`` runs too (``ood_methods()``): built with its defaults, fit on what
+    its ``requires`` names (``train_features``, ``labels``, ``text_weights``) and skipped when that is missing.
     """
     from cliplab import ood
     from cliplab.metrics import ood_metrics
@@ -75,14 +90,21 @@ def ood_evaluation(
     for name, f in ood_features.items():
         if len(f) == 0:
             raise ValueError(f"OOD set {name!r} is empty")
-    methods = list(methods or OOD_METHODS)
-    unknown = [m for m in methods if m not in OOD_METHODS]
+    known = ood_methods()
+    methods = list(methods or known)
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise ValueError(f"unknown OOD method(s) {unknown}; choose from {list(OOD_METHODS)}")
+        raise ValueError(f"unknown OOD method(s) {unknown}; choose from {list(known)}")
     skipped: dict[str, str] = {}
     if train_features is None:
-        for m in [m for m in methods if OOD_METHODS[m] == "train"]:
+        for m in [m for m in methods if known[m] == "train"]:
             skipped[m] = "needs in-distribution training features"
+    for m in [m for m in methods if known[m] == "scorer"]:
+        needs = ood.OOD_SCORERS[m].requires
+        if ("train_features" in needs and train_features is None) or (
+            "labels" in needs and (train_features is None or train_features.labels is None)
+        ):
+            skipped[m] = f"needs {' and '.join(sorted(needs - {'text_weights'}))}"
     if encode_texts is None and "neglabel" in methods:
         skipped["neglabel"] = "needs a text encoder for the negative word list"
     methods = [m for m in methods if m not in skipped]
@@ -98,7 +120,8 @@ def ood_evaluation(
         "mcm": lambda n, f: ood.mcm(f.images, W),
     }
     neglabel_info: dict[str, Any] | None = None
-    if "neglabel" in methods and encode_texts is not None:  # skipped above without a text encoder
+    if "neglabel" in methods:
+        assert encode_texts is not None  # skipped above otherwise
         neg = ood.NegLabel(**{"exclude": [], **(neglabel_options or {})})
         classnames = list(id_features.classnames or [])
         pos, id_prompts = W, "the given text weights"
@@ -132,6 +155,14 @@ def ood_evaluation(
             else:
                 maha = ood.Mahalanobis().fit(train_features.images, train_features.labels, W)
                 scorers["mahalanobis"] = lambda n, f: maha.score(f.images)
+
+    for m in [m for m in methods if known[m] == "scorer"]:
+        plugged = ood.OOD_SCORERS[m]().fit(
+            None if train_features is None else train_features.images,
+            None if train_features is None else train_features.labels,
+            W,
+        )
+        scorers[m] = _scores_of(plugged)
 
     results: dict[str, Any] = {"methods": methods, "skipped": skipped, "sets": {}, "mean": {}}
     if "knn" in scorers:

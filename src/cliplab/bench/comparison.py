@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import cliplab.bench.stages  # noqa: F401  (registers the built-in stages)
 from cliplab.bench.figures import finite
 from cliplab.bench.stage import STAGES
 

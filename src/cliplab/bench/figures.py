@@ -99,8 +99,8 @@ def finite_range(*values: Any) -> tuple[float, float] | None:
 
 
 def builtin_world(results: dict[str, Any]) -> bool:
-    """Whether the run used the built-in shapes world (the bench source's test, on ``results.json``)."""
-    from cliplab.bench.sources import is_builtin_world
+    """Whether the run used the built-in shapes world (the bench data kind's test, on ``results.json``)."""
+    from cliplab.bench.data_kinds import is_builtin_world
 
     return is_builtin_world(results["data"]["spec"])
 

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cliplab.bench.stages  # noqa: F401  (registers the built-in stages)
 from cliplab._io import write_text_atomic
 from cliplab.bench import html as H
+from cliplab.bench.data_kinds import data_class_attr
 from cliplab.bench.figures import MISSING, finite, fmt, numbers
-from cliplab.bench.sources import source_class_attr
 from cliplab.bench.stage import STAGES, Section, Stage
 
 #: names in the report's time table of the timing keys that are not stages (stages: their ``Stage.title``)
@@ -61,7 +60,7 @@ def _overview(results: dict[str, Any], report_data: Any = None) -> str:
             ],
             ["data", data["spec"]],
             *([["OOD data", ", ".join(data["ood"])]] if data.get("ood") else []),
-            *source_class_attr(data["spec"], "size_rows")(results),
+            *data_class_attr(data["spec"], "size_rows")(results),
             [
                 "few-shot",
                 f"shots {_join(results['config'].get('shots'))}; seeds {_join(results['config'].get('seeds'))}",

@@ -9,6 +9,7 @@ import numpy as np
 
 from cliplab.bench import figures
 from cliplab.bench import html as H
+from cliplab.bench.data_kinds import data_class_attr
 from cliplab.bench.figures import (
     HALF,
     MARKERS,
@@ -22,7 +23,6 @@ from cliplab.bench.figures import (
     numbers,
     rank,
 )
-from cliplab.bench.sources import source_class_attr
 
 
 def _acc(r: dict[str, Any], k: int) -> dict[str, Any]:
@@ -143,7 +143,7 @@ def adapt_section(results: dict[str, Any], data: Any = None) -> str | None:
             "zero-shot; the harmonic mean (HM) shows what adapting the base classes costs or gains overall.</p>"
         )
         body += f'<div class="cols">{_base_to_new_figure(plt, b2n)}<div>{table}</div></div>'
-    where = source_class_attr(results["data"]["spec"], "support_note")
+    where = data_class_attr(results["data"]["spec"], "support_note")
     protocol = (res.get("protocol") or {}).get("text") or "hyper-parameters searched on a split of each support set"
     lead = (
         f"Support sets{_on_task(res)} of {shots[0]}–{shots[-1]} images per class {where}, seeds "

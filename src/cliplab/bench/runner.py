@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import cliplab
-import cliplab.bench.split_source  # noqa: F401  (registers the bench source of data with a train split)
-import cliplab.bench.stages  # noqa: F401  (registers the built-in stages)
 from cliplab._io import to_jsonable, write_text_atomic
-from cliplab.bench.sources import BUILTIN_TASKS, STYLE_SHIFTS
+from cliplab.bench.builtin_data import BUILTIN_TASKS, STYLE_SHIFTS
 from cliplab.bench.stage import STAGES, BenchContext, Stage, StageResult
 from cliplab.models.base import Model
 

@@ -1,60 +1,39 @@
 """Bench stages as plug-ins: a :class:`Stage` bundles what the runner, the report and ``--compare`` need.
 
 One call, ``register_stage(Stage(...))``, adds a stage to ``cliplab bench``: its ``run`` is called with the
-:class:`BenchContext` (the data come from ``ctx.source``, see :mod:`cliplab.bench.sources`), its result is
+:class:`BenchContext` (the data come from ``ctx.data``, see :mod:`cliplab.bench.data_kinds`), its result is
 stored under ``stages.<name>`` in ``results.json``, its ``section`` renders its part of ``report.html``, its
 ``headline`` adds overview cards and its ``metrics`` are the rows ``--compare`` shows, each with the direction
-that counts as better.
+that counts as better. Stages run (and appear in the report) in the order each declares, ``Stage(order=...)``
+(ties: registration order). ``STAGES`` is a :class:`cliplab.extension.Registry` (entry-point group
+``cliplab.bench_stages``); the built-in stages are the modules of :mod:`cliplab.bench.stages`, imported on first
+use, so a built-in stage is one file.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from cliplab.bench.sources import BenchSource
-    from cliplab.data.base import Dataset
-    from cliplab.models.base import Model
+from cliplab.bench.data_kinds import BenchContext
+from cliplab.extension import Registry
 
+__all__ = [
+    "STAGES",
+    "BenchContext",
+    "Headline",
+    "Metric",
+    "Section",
+    "Stage",
+    "StageResult",
+    "register_stage",
+    "unregister_stage",
+]
 
-@dataclass
-class BenchContext:
-    """What every stage shares: the model, the data spec and run options, the data source, cached features."""
-
-    model: Model
-    data_spec: str
-    n: int
-    batch_size: int = 64
-    cache_dir: Any = None
-    progress: bool = True
-    seed: int = 0
-    seeds: tuple[int, ...] = (1, 2, 3)
-    shots: tuple[int, ...] = (1, 2, 4, 8, 16)
-    ood_specs: tuple[str, ...] = ()
-    #: class-name templates for every zero-shot classifier of the run (None: each dataset's own)
-    templates: Any = None
-    _source: BenchSource | None = field(default=None, init=False, repr=False)
-
-    @property
-    def source(self) -> BenchSource:
-        """The :class:`~cliplab.bench.sources.BenchSource` for ``data_spec`` (the newest registered match)."""
-        if self._source is None:
-            from cliplab.bench.sources import bench_source_factory
-
-            self._source = bench_source_factory(self.data_spec)(self)
-        return self._source
-
-    def dataset(self, split: str = "test", **options: Any) -> Dataset:
-        """``load_dataset(data_spec, split, **options)`` with the source's defaults (e.g. ``n``)."""
-        return self.source.dataset(split, **options)
-
-    def embed(self, dataset: Dataset) -> Any:
-        from cliplab.features import embed
-
-        return embed(self.model, dataset, batch_size=self.batch_size, cache_dir=self.cache_dir, progress=self.progress)
+#: the order of a stage that declares none: after every built-in one
+LAST = 1000.0
 
 
 @dataclass(frozen=True)
@@ -116,7 +95,9 @@ class Stage:
     ``title``: display name (the time table of the report); ``nav``: the report's navigation label (default
     ``title``); ``section``: renders the stage's report section (default: a table of its ``metrics``);
     ``headline``: the overview cards; ``metrics``: what ``--compare`` compares; ``default``: whether a run
-    without ``--only`` includes it (an opt-in stage, e.g. one that fine-tunes the model, sets False).
+    without ``--only`` includes it (an opt-in stage, e.g. one that fine-tunes the model, sets False);
+    ``order``: its place in the run and the report, smaller first (the built-ins use 10, 20, ..., 100; the
+    default ``LAST`` puts a stage after them; ties keep registration order).
     """
 
     name: str
@@ -127,6 +108,7 @@ class Stage:
     headline: Headline | None = None
     metrics: tuple[Metric, ...] = ()
     default: bool = True
+    order: float = LAST
 
     def __post_init__(self) -> None:
         self.title = self.title or self.name
@@ -144,21 +126,33 @@ class Stage:
         return [r[1:] for r in rows]
 
 
-#: registered stages in run and page order (``cliplab.bench.stages`` registers the built-in ones)
-STAGES: dict[str, Stage] = {}
+def _check(name: str, stage: Stage) -> None:
+    if not isinstance(stage, Stage):
+        raise TypeError(f"a bench stage must be a Stage, got {stage!r}")
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"a stage name is letters, digits, '_' or '-', got {name!r}")
+    if name in ("overview", "load_model", "report", "total"):
+        raise ValueError(f"{name!r} is reserved (report section or timing key)")
+    if name != stage.name:
+        raise ValueError(f"stage {stage.name!r} registered under another name, {name!r}")
 
 
-def register_stage(stage: Stage) -> Stage:
-    """Add ``stage`` to ``cliplab bench`` (after the stages registered before it); a name already taken is replaced
-    in place. Returns ``stage``."""
-    if not stage.name or not stage.name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"a stage name is letters, digits, '_' or '-', got {stage.name!r}")
-    if stage.name in ("overview", "load_model", "report", "total"):
-        raise ValueError(f"{stage.name!r} is reserved (report section or timing key)")
-    STAGES[stage.name] = stage
-    return stage
+#: registered stages by name, iterated in run and page order (``Stage.order``); built-ins in ``cliplab.bench.stages``
+STAGES: Registry[Stage] = Registry(
+    "bench stage",
+    group="cliplab.bench_stages",
+    builtins=("cliplab.bench.stages",),
+    check=_check,
+    order=lambda stage: stage.order,
+)
+
+
+def register_stage(stage: Stage, *, replace: bool = False) -> Stage:
+    """Add ``stage`` to ``cliplab bench`` at its ``order``; a taken name raises ValueError unless ``replace``.
+    Returns ``stage``."""
+    return STAGES.register(stage.name, stage, replace=replace)
 
 
 def unregister_stage(name: str) -> Stage:
-    """Remove a registered stage (tests, or replacing a built-in one's position); returns it."""
-    return STAGES.pop(name)
+    """Remove a registered stage (tests, or replacing a built-in one); returns it."""
+    return STAGES.unregister(name)

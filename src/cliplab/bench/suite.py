@@ -1,7 +1,8 @@
 """Bench suites: several models × several datasets, each pair (a *cell*) one ``run_bench``.
 
 A suite comes from repeated ``--model`` / ``--data`` options or from a YAML file (``--suite FILE``, or the name
-of a shipped one: :func:`shipped_suites`, files in ``cliplab/bench/suites/``)::
+of a registered one: ``SUITES``, a :class:`cliplab.extension.Registry` of suite files by name, entry-point group
+``cliplab.suites``; the shipped ones are the files in ``cliplab/bench/suites/``, ``register_suite`` adds one)::
 
     name: my-suite
     models:                      # specs, or {name, spec}; --model on the command line replaces them
@@ -25,9 +26,10 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from cliplab.extension import Registry
 
 #: CLIP_benchmark's task names (its ``--task``) and ours, as the stages they run
 TASK_STAGES: dict[str, tuple[str, ...]] = {
@@ -99,7 +101,6 @@ def _expand(text: str, where: str) -> str:
 
 
 def _check_stages(stages: Any, where: str) -> tuple[str, ...]:
-    import cliplab.bench.stages  # noqa: F401  (registers the built-in stages)
     from cliplab.bench.stage import STAGES
 
     if isinstance(stages, str):
@@ -234,10 +235,32 @@ def parse_suite(raw: Any, where: str, base: Path | None = None) -> Suite:
     )
 
 
+def _check_suite(name: str, path: Path) -> None:
+    if not name or not isinstance(path, Path):
+        raise TypeError(f"suite {name!r} must be registered as the Path of its YAML file, got {path!r}")
+
+
+def _adopt_suite(name: str, loaded: Any) -> Path:
+    """An entry point's object: a path, or a function returning one."""
+    return Path(loaded() if callable(loaded) else loaded)
+
+
+#: suite name → its YAML file; the shipped ones are registered by ``cliplab.bench.suites``
+SUITES: Registry[Path] = Registry(
+    "suite", group="cliplab.suites", builtins=("cliplab.bench.suites",), check=_check_suite, adopt=_adopt_suite
+)
+
+
+def register_suite(name: str, path: str | os.PathLike, *, replace: bool = False) -> Path:
+    """Make ``--suite NAME`` (and ``load_suite(name)``) read the suite file ``path``; a taken name raises
+    ValueError unless ``replace``. Returns the path."""
+    return SUITES.register(name, Path(path), replace=replace)
+
+
 def shipped_suites() -> dict[str, Path]:
-    """The suite files shipped with cliplab, by name (``clip_benchmark``, ``coop_fewshot``)."""
-    folder = resources.files("cliplab.bench").joinpath("suites")
-    return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if str(f).endswith((".yaml", ".yml"))}
+    """The registered suite files by name: those shipped with cliplab (``clip_benchmark``, ``coop_fewshot``) and
+    any ``register_suite`` added."""
+    return dict(SUITES.items())
 
 
 def load_suite(path_or_name: str | os.PathLike) -> Suite:
@@ -247,11 +270,9 @@ def load_suite(path_or_name: str | os.PathLike) -> Suite:
     text = os.fspath(path_or_name)
     path = Path(text).expanduser()
     if not path.is_file():
-        shipped = shipped_suites()
-        if text in shipped:
-            path = shipped[text]
-        else:
-            raise FileNotFoundError(f"suite file not found: {text} (shipped suites: {', '.join(sorted(shipped))})")
+        if text not in SUITES:
+            raise FileNotFoundError(f"suite file not found: {text}; {SUITES.unknown(text)}")
+        path = SUITES[text]
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

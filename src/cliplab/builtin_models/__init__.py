@@ -6,7 +6,7 @@ trained contrastively on captions of the built-in shapes world (``cliplab.data.s
 pretrained MiniLM-L6 sentence encoder, so it understands words the captions never use. Both need no network.
 
 The recipes train with ``cliplab.train``, so this package sits above it (and above ``cliplab.models``, whose
-registry imports it when a spec first uses ``builtin:``); importing it registers the ``builtin:`` model source.
+``builtin:`` source, in ``cliplab.models.builtin_sources``, imports the catalogue by name on first use).
 Shipped weights, the cache and the catalogue: ``cliplab.builtin_models.catalog``.
 """
 

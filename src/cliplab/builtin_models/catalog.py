@@ -1,5 +1,5 @@
-"""The catalogue of built-in models (``BUILTIN_MODELS``): their shipped weights, their cache, and the ``builtin:``
-model source.
+"""The catalogue of built-in models (``BUILTIN_MODELS``): their shipped weights and their cache; the ``builtin:``
+model source (``cliplab.models.builtin_sources``) imports this module by name when a spec first uses the prefix.
 
 **Shipped weights.** The package carries each built-in model's trained weights (fp16 safetensors,
 a few MB) under ``cliplab/builtin_models/shipped/<name>/``, with ``recipe.json`` recording the recipe's key and
@@ -23,9 +23,7 @@ from cliplab._io import atomic_dir
 from cliplab.builtin_models.cache import cache_dir, lock_path, locked
 from cliplab.builtin_models.lit import LitRecipe
 from cliplab.builtin_models.shapes import ShapesRecipe
-from cliplab.models.base import Model
 from cliplab.models.hf import HFModel
-from cliplab.models.registry import BUNDLED_SOURCES, register_model_source
 
 log = logging.getLogger(__name__)
 
@@ -124,30 +122,9 @@ def describe() -> dict[str, Any]:
     return out
 
 
-def _check_spec(target: str, spec: str) -> None:
-    if target not in BUILTIN_MODELS:
-        available = ", ".join(sorted(BUILTIN_MODELS))
-        raise ValueError(f"unknown model spec {spec!r}: no built-in model {target!r} (available: {available})")
-
-
-def _load_spec(target: str, *, spec: str, device: str | None) -> Model:
-    return load_builtin(target, device=device)
-
-
-#: the ``builtin:`` model source (``cliplab.models.registry`` imports this package when a spec uses the prefix)
-SOURCE = register_model_source(
-    "builtin",
-    _load_spec,
-    check=_check_spec,
-    form=BUNDLED_SOURCES["builtin"][1],
-    replace=True,
-)
-
-
 __all__ = [
     "BUILTIN_MODELS",
     "BuiltinRecipe",
-    "SOURCE",
     "builtin_dir",
     "describe",
     "load_builtin",

@@ -94,12 +94,12 @@ def add_bench(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def check(args: argparse.Namespace) -> tuple[list[str] | None, tuple[int, ...]]:
     """Every spec, path and list option of a single run, before any work; returns the stages and seeds."""
+    from cliplab.bench.data_kinds import data_class_attr
     from cliplab.bench.runner import STAGES
-    from cliplab.bench.sources import source_class_attr
 
     only, seeds, n = _common_options(args, STAGES)
     model, data = (args.model or [DEFAULT_MODEL])[0], (args.data or [DEFAULT_DATA])[0]
-    preflight.data(data, "--data", **source_class_attr(data, "load_options")(n))
+    preflight.data(data, "--data", **data_class_attr(data, "load_options")(n))
     for spec in args.ood_data:
         preflight.data(spec, "--ood-data")
     preflight.model(model, "--model")
@@ -126,8 +126,8 @@ def is_suite(args: argparse.Namespace) -> bool:
 
 def build_suite(args: argparse.Namespace) -> Any:
     """The suite of a run from ``--suite`` and/or repeated ``--model`` / ``--data``, checked before any work."""
+    from cliplab.bench.data_kinds import data_class_attr
     from cliplab.bench.runner import STAGES
-    from cliplab.bench.sources import source_class_attr
     from cliplab.bench.suite import Suite, datasets_from_specs, load_suite, models_from_specs
 
     only, seeds, n = _common_options(args, STAGES)
@@ -165,7 +165,7 @@ def build_suite(args: argparse.Namespace) -> Any:
     in_file = f" of suite {suite.path}" if args.suite else ""
     for d in suite.datasets:
         option = f"dataset {d.name!r}{in_file}" if args.suite else "--data"
-        preflight.data(d.spec, option, **source_class_attr(d.spec, "load_options")(suite.n))
+        preflight.data(d.spec, option, **data_class_attr(d.spec, "load_options")(suite.n))
     for spec in args.ood_data:
         preflight.data(spec, "--ood-data")
     for m in suite.models:

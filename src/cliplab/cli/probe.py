@@ -9,8 +9,8 @@ from typing import Any
 from cliplab.cli import preflight
 from cliplab.cli.common import add_common, cache_dir, print_json, print_table
 
-#: the accepted probe spec forms, for ``--help`` without importing the probes (``cliplab.probes.sources``
-#: ``PROBE_SOURCES`` is the truth; a test keeps the two equal)
+#: the built-in probe spec forms, for ``--help`` without importing the probes (``cliplab.probes.formats``
+#: ``PROBE_FORMATS`` is the truth; a test keeps the two equal)
 PROBE_FORMS = (
     "shapes[:n=..,seed=..,image_size=..] (generated on the built-in world)",
     "sugarcrepe:<dir>[:images=<val2017 dir>]",

@@ -1,6 +1,6 @@
 """``cliplab adapt --methods coop,cocoop,kgcoop,prograd,maple,tpt,coop_tpt``: prompt learners beside the adapters.
 
-``split_methods`` sorts ``--methods`` into feature adapters (``cliplab.adapt.METHODS``) and prompt learners
+``split_methods`` sorts ``--methods`` into feature adapters (``cliplab.adapt.ADAPTERS``) and prompt learners
 (``cliplab.adapt.prompting.PROMPT_METHODS``); ``add_prompt_methods`` runs the prompt learners' protocol
 (``run_prompt_few_shot``, and ``prompt_base_to_new`` with ``--base-to-new``) on the same support/test data and
 merges their rows into the feature adapters' result, which has the same shape.
@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 def split_methods(arg: str | None) -> tuple[list[str] | None, list[str]]:
     """``(feature methods or None for all, prompt methods)``; only prompt methods → ``(["zeroshot"], ...)``."""
     from cliplab.adapt.prompting import PROMPT_METHODS
-    from cliplab.adapt.protocol import METHODS
+    from cliplab.adapt.registry import ADAPTERS
     from cliplab.cli import preflight
 
-    names = preflight.names(arg, "--methods", [*METHODS, *PROMPT_METHODS])
+    names = preflight.names(arg, "--methods", [*ADAPTERS, *PROMPT_METHODS])
     if names is None:
         return None, []
     if not names:

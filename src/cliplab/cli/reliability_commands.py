@@ -114,10 +114,10 @@ def _check(args: argparse.Namespace, *data: tuple[str | None, str, str | None]) 
 
 def run_ood(args: argparse.Namespace) -> int:
     from cliplab.assess import ood_evaluation
-    from cliplab.assess.reliability import OOD_METHODS
+    from cliplab.assess.reliability import ood_methods
     from cliplab.data.spec import is_builtin_world
 
-    methods = preflight.names(args.methods, "--methods", OOD_METHODS) or None
+    methods = preflight.names(args.methods, "--methods", ood_methods()) or None
     train_spec = args.train_data or (args.id_data if is_builtin_world(args.id_data) else None)
     _check(
         args,

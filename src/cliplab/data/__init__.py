@@ -10,6 +10,7 @@ from cliplab.data.folders import CaptionDataset, ImageFiles, ImageFolder
 from cliplab.data.loader import ImageList, Loader, make_loader
 from cliplab.data.registry import DATA_FORMS, DataSource, check_data_spec, load_dataset, register_data_source
 from cliplab.data.sampling import k_shot, k_shot_indices
+from cliplab.data.schemes import DATA_SOURCES, unregister_data_source
 from cliplab.data.shapes_world import shapes
 from cliplab.data.spec import DataSpec, is_builtin_world, parse_options
 
@@ -28,6 +29,7 @@ _LAZY = {
 
 __all__ = [
     "DATA_FORMS",
+    "DATA_SOURCES",
     "CaptionDataset",
     "DataSource",
     "DataSpec",
@@ -46,6 +48,7 @@ __all__ = [
     "make_loader",
     "parse_options",
     "register_data_source",
+    "unregister_data_source",
     "shapes",
     *sorted(_LAZY),
 ]

@@ -3,7 +3,8 @@
 A data source is a scheme (``shapes``, ``folder``, ``captions``, or one registered with
 ``register_data_source``) with a loader ``loader(target, split=..., **options) -> Dataset``. A spec names its
 scheme (``folder:/data/pets``) or is a bare path, which goes to the first source whose ``detect(path)`` is
-true (sources registered later are asked first, so a new format can claim paths before the built-ins).
+true (newest registration first, so a new format can claim paths before the built-ins). The registry itself,
+``DATA_SOURCES``, is :mod:`cliplab.data.schemes`'s.
 
 Both ``load_dataset`` and ``check_data_spec`` (the CLI's cheap pre-flight) go through ``prepare``: the spec is
 parsed once (``DataSpec.parse``), the source resolved, the options checked against those it accepts and the
@@ -17,20 +18,25 @@ option other than ``test`` is refused with a message saying the data has no spli
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
-import pkgutil
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from cliplab.data.base import Dataset
+from cliplab.data.schemes import (
+    DATA_SOURCES,
+    SCHEME,
+    DataSource,
+    data_source,
+    data_sources,
+    register_data_source,
+    unregister_data_source,
+)
 from cliplab.data.spec import DataSpec, parse_options
 
 __all__ = [
     "DATA_FORMS",
+    "DATA_SOURCES",
     "DataSource",
     "DataSpec",
     "check_data_spec",
@@ -41,6 +47,7 @@ __all__ = [
     "parse_options",
     "prepare",
     "register_data_source",
+    "unregister_data_source",
 ]
 
 #: the built-in forms (``data_forms()`` lists every registered one)
@@ -50,99 +57,6 @@ DATA_FORMS = (
     "a directory of images without class sub-folders (unlabelled, e.g. OOD images)",
     "a .csv/.tsv/.jsonl caption file (image path + caption per row)",
 )
-
-Loader = Callable[..., Dataset]
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """A registered scheme; see ``register_data_source``."""
-
-    scheme: str
-    loader: Loader
-    detect: Callable[[str], bool] | None = None
-    #: accepted option names (``split`` aside); None: any (the loader checks them)
-    options: tuple[str, ...] | None = None
-    #: the splits it has, or None for data without splits
-    splits: tuple[str, ...] | None = None
-    #: whether specs name a target (a path): ``scheme:<target>[:options]``; else ``scheme[:options]``
-    target: bool = True
-    #: a cheap ``check(target, split=..., **options)`` that raises what the loader would, without loading
-    check: Callable[..., None] | None = None
-    description: str = ""
-
-
-_SOURCES: dict[str, DataSource] = {}
-_BUILTINS_LOADED = False
-_SCHEME = re.compile(r"^[a-z][a-z0-9_-]+$")
-
-
-def register_data_source(
-    scheme: str,
-    loader: Loader,
-    detect: Callable[[str], bool] | None = None,
-    *,
-    options: Sequence[str] | None = None,
-    splits: Sequence[str] | None = None,
-    target: bool = True,
-    check: Callable[..., None] | None = None,
-    description: str = "",
-) -> DataSource:
-    """Register ``loader`` for specs ``scheme:<target>[:key=value,...]`` (and bare paths ``detect`` accepts).
-
-    ``loader(target, split=..., **options)`` returns a ``Dataset``. ``options``: the option names it accepts
-    (default: its keyword parameters other than ``target`` and ``split``); any other is refused with a
-    ValueError naming the spec. ``splits``: the splits the data has (None: none; ``split`` is then refused
-    unless it is ``test``/None, and the loader gets ``split=None``). ``target=False`` for a scheme that
-    takes no path (``shapes:n=100``). ``check``: a cheap validation for the CLI's pre-flight (default: only
-    the options are checked). Registering a scheme again replaces it.
-    """
-    if not _SCHEME.match(scheme):
-        raise ValueError(f"a data source scheme is lower-case letters, digits, '_' or '-' (2+ chars), got {scheme!r}")
-    if options is None:
-        params = inspect.signature(loader).parameters.values()
-        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-            names = [p.name for p in params if p.kind in kinds]
-            options = [n for n in names[1:] if n != "split"]  # the first is the target
-    source = DataSource(
-        scheme=scheme,
-        loader=loader,
-        detect=detect,
-        options=None if options is None else tuple(options),
-        splits=None if splits is None else tuple(splits),
-        target=target,
-        check=check,
-        description=description or f"{scheme}:{'<path>' if target else ''}[:key=value,...]",
-    )
-    _SOURCES.pop(scheme, None)  # re-registered: asked first again
-    _SOURCES[scheme] = source
-    return source
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    import cliplab.data.sources as pkg
-
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{pkg.__name__}.{info.name}")
-
-
-def data_sources() -> dict[str, DataSource]:
-    """Every registered source by scheme (built-ins first, in registration order)."""
-    _load_builtins()
-    return dict(_SOURCES)
-
-
-def data_source(scheme: str) -> DataSource:
-    """The source registered for ``scheme``."""
-    sources = data_sources()
-    if scheme not in sources:
-        raise ValueError(f"no data source {scheme!r}; registered: {', '.join(sources)}")
-    return sources[scheme]
 
 
 def data_forms() -> list[str]:
@@ -155,23 +69,22 @@ def _unknown_spec(spec: DataSpec) -> ValueError:
     forms = "\n  - ".join(data_forms())
     head = spec.text.partition(":")[0]
     hint = ""
-    if ":" in spec.text and _SCHEME.match(head):
-        hint = f" (and {head!r} is no registered data source: {', '.join(data_sources())})"
+    if ":" in spec.text and SCHEME.match(head):
+        hint = f" (and {DATA_SOURCES.unknown(head)})"  # unknown data source 'wsd'; did you mean 'wds'? ...
     return ValueError(
         f"unknown dataset spec {spec.text!r}: no such file or directory{hint}. Accepted forms:\n  - {forms}"
     )
 
 
 def _resolve(spec: DataSpec) -> DataSource:
-    sources = data_sources()
     if spec.scheme is not None:
-        return sources[spec.scheme]
+        return DATA_SOURCES.get(spec.scheme)
     path = os.path.expanduser(spec.target)
     if not os.path.exists(path):
         raise _unknown_spec(spec)
-    for source in reversed(sources.values()):
-        if source.detect is not None and source.detect(path):
-            return source
+    found = DATA_SOURCES.detect(lambda source: source.detect is not None and source.detect(path))
+    if found is not None:
+        return found[1]
     raise ValueError(f"dataset {spec.text!r}: {path} is not a form any data source reads (neither a folder nor a file)")
 
 

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cliplab.data.schemes import DATA_SOURCES
+
 _OPTION = r"\s*[A-Za-z_][A-Za-z0-9_]*\s*=[^,:=]*"
 _OPTIONS = re.compile(rf"^{_OPTION}(,{_OPTION})*,?\s*$")
 
@@ -64,15 +66,13 @@ class DataSpec:
         """Parse ``spec`` (see the module docstring); raises ValueError for malformed options."""
         if isinstance(spec, DataSpec):
             return spec
-        from cliplab.data.registry import data_source, data_sources
-
         text = os.fspath(spec)
         if not isinstance(text, str):
             raise TypeError(f"a dataset spec must be a string or a path, got {type(spec).__name__}")
         rest = text.removeprefix("builtin:")
         name, colon, tail = rest.partition(":")
-        if name in data_sources():
-            source = data_source(name)
+        source = DATA_SOURCES.get(name, None)  # a plug-in's entry point of that name is loaded here
+        if source is not None:
             if not source.target:
                 try:
                     return cls(name, "", parse_options(tail), text)

@@ -7,12 +7,19 @@
 from __future__ import annotations
 
 from cliplab.estimate.baselines import atc, atc_temperature, atc_threshold, average_confidence, doc, nuclear_norm
-from cliplab.estimate.evaluation import ACCURACY_ESTIMATORS, ESTIMATORS, evaluate_estimators
+from cliplab.estimate.evaluation import (
+    ACCURACY_ESTIMATORS,
+    ESTIMATORS,
+    AccuracyEstimator,
+    evaluate_estimators,
+    register_estimator,
+)
 from cliplab.estimate.mano_score import mano, mano_criterion, mano_uses_softmax
 
 __all__ = [
     "ACCURACY_ESTIMATORS",
     "ESTIMATORS",
+    "AccuracyEstimator",
     "atc",
     "atc_temperature",
     "atc_threshold",
@@ -23,4 +30,5 @@ __all__ = [
     "mano_criterion",
     "mano_uses_softmax",
     "nuclear_norm",
+    "register_estimator",
 ]

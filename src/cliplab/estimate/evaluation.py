@@ -1,4 +1,9 @@
-"""Compare accuracy estimators across shifted test sets: R² (squared Pearson), Spearman ρ, MAE."""
+"""Compare accuracy estimators across shifted test sets: R² (squared Pearson), Spearman ρ, MAE.
+
+``ESTIMATORS`` is the registry of label-free accuracy estimators (a :class:`cliplab.extension.Registry`;
+entry-point group ``cliplab.estimators``): ``register_estimator(name, fn, accuracy=...)`` adds one, which
+``evaluate_estimators`` (and ``cliplab estimate``, the bench's ``estimate`` stage) then runs.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,38 @@ import torch
 from cliplab._validation import ArrayLike, as_labels
 from cliplab.estimate.baselines import atc, atc_temperature, average_confidence, doc, nuclear_norm
 from cliplab.estimate.mano_score import mano, mano_criterion, mano_uses_softmax
+from cliplab.extension import Registry
 from cliplab.ood.scores import as_logits
 
-# fn(logits, val_logits, val_labels) -> float
-Estimator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]
+#: ``fn(logits, val_logits, val_labels) -> float``: an estimate for one shifted set (not the ``Estimator`` base
+#: class of ``cliplab._validation``, which fitted methods subclass)
+AccuracyEstimator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], float]
 
-ESTIMATORS: dict[str, Estimator] = {
+
+def _check(name: str, fn: AccuracyEstimator) -> None:
+    if not callable(fn):
+        raise TypeError(f"an accuracy estimator is a function fn(logits, val_logits, val_labels), got {fn!r}")
+
+
+#: name → ``fn(logits, val_logits, val_labels) -> float``
+ESTIMATORS: Registry[AccuracyEstimator] = Registry("accuracy estimator", group="cliplab.estimators", check=_check)
+#: Built-in estimators whose output is itself an accuracy (MAE is reported only for these).
+ACCURACY_ESTIMATORS = frozenset({"average_confidence", "doc", "atc", "atc_entropy"})
+#: every registered estimator whose output is an accuracy (``register_estimator(..., accuracy=True)``)
+_ACCURACY_OUTPUT: set[str] = set()
+
+
+def register_estimator(
+    name: str, fn: AccuracyEstimator, *, accuracy: bool = False, replace: bool = False
+) -> AccuracyEstimator:
+    """Add ``fn(logits, val_logits, val_labels) -> float`` to ``ESTIMATORS``; ``accuracy``: its output is an
+    accuracy (so ``evaluate_estimators`` reports its MAE). A taken name raises ValueError unless ``replace``."""
+    ESTIMATORS.register(name, fn, replace=replace)
+    (_ACCURACY_OUTPUT.add if accuracy else _ACCURACY_OUTPUT.discard)(name)
+    return fn
+
+
+for _name, _fn in {
     "average_confidence": lambda z, zv, yv: average_confidence(z),
     "doc": lambda z, zv, yv: doc(zv, yv, z),
     "atc": lambda z, zv, yv: atc(zv, yv, z, score="maxconf"),
@@ -26,9 +57,8 @@ ESTIMATORS: dict[str, Estimator] = {
     # the branch is decided on the ID validation set, hence the same for every shifted set
     "mano": lambda z, zv, yv: mano(z, softmax=mano_uses_softmax(zv)),
     "nuclear_norm": lambda z, zv, yv: nuclear_norm(z),
-}
-#: Built-in estimators whose output is itself an accuracy (MAE is reported only for these).
-ACCURACY_ESTIMATORS = frozenset({"average_confidence", "doc", "atc", "atc_entropy"})
+}.items():
+    register_estimator(_name, _fn, accuracy=_name in ACCURACY_ESTIMATORS)
 
 
 def _pearson_r2(x: np.ndarray, y: np.ndarray) -> float:
@@ -51,21 +81,23 @@ def evaluate_estimators(
     sets: Sequence[tuple[str, ArrayLike, ArrayLike]],
     val_logits: ArrayLike,
     val_labels: ArrayLike,
-    estimators: Sequence[str] | Mapping[str, Estimator] = tuple(ESTIMATORS),
+    estimators: Sequence[str] | Mapping[str, AccuracyEstimator] | None = None,
     *,
-    accuracy_estimators: Collection[str] = ACCURACY_ESTIMATORS,
+    accuracy_estimators: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Run each estimator on every shifted set ``(name, logits, labels)`` and score it against the truth.
 
     The true accuracy of a set is top-1 accuracy of its logits; labels are used only for that. The
     validation set (in-distribution, labelled) feeds the estimators that need it (DoC, ATC).
 
-    ``estimators``: names from ``ESTIMATORS`` or a mapping ``name -> fn(logits, val_logits, val_labels)``.
+    ``estimators``: names from ``ESTIMATORS`` (None: every registered one) or a mapping ``name -> fn(logits,
+    val_logits, val_labels)``.
     Per estimator: ``r2`` = squared Pearson correlation between estimates and accuracies, ``spearman``
     = Spearman ρ (both NaN when either side is constant), and ``mae`` = mean |estimate − accuracy| only
-    for estimators whose output *is* an accuracy (names in ``accuracy_estimators``: average confidence,
-    DoC, ATC); score-type estimators (MaNo, nuclear norm) get ``mae = None``, since turning a score
-    into an accuracy needs a fitted map that the shifted sets themselves must not provide.
+    for estimators whose output *is* an accuracy (names in ``accuracy_estimators``, default those registered
+    with ``accuracy=True``: average confidence, DoC, ATC); score-type estimators (MaNo, nuclear norm) get
+    ``mae = None``, since turning a score into an accuracy needs a fitted map that the shifted sets themselves
+    must not provide.
 
     MaNo's normalisation (softmax or Taylor) is decided once, on the validation logits, and reused for
     every set (``mano_uses_softmax``); ``protocol["mano"]`` records ``Φ_val`` and the branch. ATC divides
@@ -79,6 +111,10 @@ def evaluate_estimators(
     names = [s[0] for s in sets]
     if len(set(names)) != len(names):
         raise ValueError(f"set names must be unique, got {names}")
+    if accuracy_estimators is None:
+        accuracy_estimators = frozenset(_ACCURACY_OUTPUT)
+    if estimators is None:
+        estimators = ESTIMATORS.names()
     if isinstance(estimators, Mapping):
         fns = dict(estimators)
     else:
@@ -116,13 +152,13 @@ def evaluate_estimators(
             "estimates": estimates,
         }
     protocol: dict[str, Any] = {}
-    if "mano" in fns and fns["mano"] is ESTIMATORS["mano"]:
+    if "mano" in fns and fns["mano"] is ESTIMATORS.get("mano", None):
         phi = mano_criterion(zv)
         protocol["mano"] = {
             "phi_val": phi,
             "branch": "softmax" if mano_uses_softmax(zv) else "taylor",
             "decided_on": "validation",
         }
-    if any(fns.get(e) is ESTIMATORS[e] for e in ("atc", "atc_entropy")):
+    if any(fns.get(e) is ESTIMATORS.get(e, None) for e in ("atc", "atc_entropy")):
         protocol["atc"] = {"temperature": atc_temperature(zv, yv), "fit_on": "validation", "threshold": "balance"}
     return {"accuracy": accuracy, "estimators": results, "protocol": protocol}

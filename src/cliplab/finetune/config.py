@@ -2,7 +2,7 @@
 
     model: builtin:shapes
     data: shapes:task=pattern,n=400        # labelled training data, read from ``split``
-    method: ce                             # ce | flyp | clipood
+    method: ce                             # ce | flyp | clipood | a registered objective
     steps: 150
     lr: 1.0e-4
     output_dir: runs/finetune
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cliplab.finetune.objectives import METHODS
+from cliplab.finetune.objectives import FINETUNE_OBJECTIVES
 from cliplab.models.precision import PRECISIONS
 
 
@@ -66,8 +66,8 @@ class FinetuneConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in FINETUNE_OBJECTIVES:
+            raise ValueError(f"method must be one of {FINETUNE_OBJECTIVES.names()}, got {self.method!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("steps", "batch_size"):

@@ -23,13 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from cliplab.finetune.classifier import ImageClassifier, zeroshot_head
-from cliplab.finetune.objectives import METHODS, BetaMovingAverage, margin_metric_softmax
+from cliplab.finetune.objectives import FINETUNE_OBJECTIVES, BetaMovingAverage, ObjectiveBatch
 from cliplab.finetune.weight_space import clone_model
 from cliplab.models.base import Model
 from cliplab.models.precision import PRECISIONS, autocast
 from cliplab.train.engine import OptimizerStep, check_finite
 from cliplab.train.optim import build_optimizer, grad_scaler, param_groups
-from cliplab.train.setup import clamp_logit_scale, logit_scale_param
+from cliplab.train.setup import clamp_logit_scale
 
 HEAD_KEY = "cliplab_finetune_head"
 
@@ -87,8 +87,9 @@ def finetune(
     progress: bool = True,
 ) -> ImageClassifier:
     """Fine-tune a copy of ``model`` on ``train`` (a labelled cliplab Dataset); returns the classifier."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in FINETUNE_OBJECTIVES:
+        raise ValueError(f"method must be one of {FINETUNE_OBJECTIVES.names()}, got {method!r}")
+    objective = FINETUNE_OBJECTIVES[method]
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     for name, v in (("steps", steps), ("batch_size", batch_size)):
@@ -111,7 +112,7 @@ def finetune(
     module = ft.module
     labels = torch.as_tensor(np.asarray(labels_np), dtype=torch.long)
     pixels = _pixels(model, train, progress)
-    head = torch.nn.Parameter(zs_head.clone()) if method == "ce" else None
+    head = torch.nn.Parameter(zs_head.clone()) if objective.trains_head else None
     text_w = (zs_head / model.logit_scale).to(device)  # normalised class text features (clipood)
     flags = {n: p.requires_grad for n, p in module.named_parameters()}
     for p in module.parameters():
@@ -134,7 +135,7 @@ def finetune(
         scaler=grad_scaler(precision, device, cuda_only=True),
         max_norm=max_grad_norm,
     )
-    bma = BetaMovingAverage(module, steps, bma_beta) if method == "clipood" else None
+    bma = BetaMovingAverage(module, steps, bma_beta) if objective.weight_average else None
     start = 0
     if output_dir is not None:
         from cliplab.train.checkpoint import load_checkpoint, resume_point
@@ -151,6 +152,7 @@ def finetune(
                 bma.load_state_dict(state["bma"])
             start = int(state["step"])
     scale = model.logit_scale
+    options = {"mms_lambda": mms_lambda}
     module.train()
     losses: list[float] = []
     bar = tqdm(range(start, steps), disable=not progress, desc=f"finetune ({method})", unit="step")
@@ -161,18 +163,14 @@ def finetune(
             px, y = pixels[idx].to(device), labels[idx].to(device)
             with autocast(precision, device):
                 f = ft.image_features(px)
-                if head is not None:  # method "ce"
-                    loss = torch.nn.functional.cross_entropy(f @ head.T, y)
-                elif method == "clipood":
-                    loss = margin_metric_softmax(f, text_w.to(f.dtype), y, scale, mms_lambda)
-                else:
-                    loss = _flyp_loss(ft, f, y, classnames, templates, gen)
+                batch = ObjectiveBatch(ft, f, y, head, text_w, scale, classnames, templates, gen, options)
+                loss = objective.loss(batch)
             value = float(loss.detach())
             check_finite(value, step + 1)
             update.zero_grad()
             update.backward(loss)
             update.step()
-            if method == "flyp":
+            if objective.trains_logit_scale:
                 clamp_logit_scale(module)
             if bma is not None:
                 bma.update(module, step)
@@ -196,21 +194,8 @@ def finetune(
     if bma is not None:
         bma.copy_to(module)
     info = {"method": method, "steps": steps, "final_loss": losses[-1] if losses else None, "resumed_from": start}
-    if head is not None:  # method "ce"
+    if head is not None:
         return ImageClassifier(ft, head.detach().clone(), classnames, templates, text_head=False, info=info)
-    out_head = zeroshot_head(ft, classnames, templates) if method == "flyp" else zs_head.detach().cpu()
-    return ImageClassifier(ft, out_head, classnames, templates, text_head=method == "flyp", info=info)
+    out_head = zeroshot_head(ft, classnames, templates) if objective.text_head else zs_head.detach().cpu()
+    return ImageClassifier(ft, out_head, classnames, templates, text_head=objective.text_head, info=info)
 
-
-def _flyp_loss(
-    model: Model, f: torch.Tensor, y: torch.Tensor, classnames: list[str], templates: Any, gen: torch.Generator
-) -> torch.Tensor:
-    """CLIP loss between the images and one prompt of each image's class (template drawn per image)."""
-    from cliplab.losses import clip_loss
-    from cliplab.zeroshot.templates import class_prompts
-
-    prompts = class_prompts(classnames, templates or ["a photo of a {}."])  # per class, its sentences
-    texts = [prompts[int(c)][int(torch.randint(len(prompts[int(c)]), (1,), generator=gen))] for c in y.cpu()]
-    tokens = {k: v.to(f.device) for k, v in model.tokenize(texts).items()}
-    t = model.text_features(tokens)
-    return clip_loss(f, t.to(f.dtype), logit_scale_param(model.module).exp().reshape(()), geometry=model.geometry)

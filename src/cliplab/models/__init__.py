@@ -1,8 +1,9 @@
 """Models: loading (``load_model``), the ``Model`` interface, preprocessing, backends."""
 
-from cliplab.models.base import Model
 from cliplab.imaging.preprocess import Preprocess, load_image
+from cliplab.models.base import Model
 from cliplab.models.registry import (
+    MODEL_SOURCES,
     SPEC_FORMS,
     ModelSource,
     check_model_spec,
@@ -13,6 +14,7 @@ from cliplab.models.registry import (
 )
 
 __all__ = [
+    "MODEL_SOURCES",
     "SPEC_FORMS",
     "Model",
     "ModelSource",

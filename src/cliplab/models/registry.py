@@ -2,16 +2,17 @@
 
 A *model source* handles the specs ``<prefix>:<target>`` (``hf:``, ``openclip:``, ``builtin:``, ``local:``) and
 optionally recognises bare specs (``detect``: the local Hugging Face directory source claims existing
-directories). Register one with ``register_model_source``; other packages add families through the
-``cliplab.model_sources`` entry-point group (``name = "module:loader"``, the name being the prefix), loaded
-only when a spec uses a prefix nobody registered. ``load_model`` and ``check_model_spec`` (the CLI's cheap
-preflight) resolve a spec the same way.
+directories; newest registration first, so a plug-in claims a spec before the built-ins). The registry is
+``MODEL_SOURCES`` (a :class:`cliplab.extension.Registry`; the built-ins live in
+:mod:`cliplab.models.builtin_sources`, imported on first use). Register one with ``register_model_source``;
+other packages add families through the ``cliplab.model_sources`` entry-point group (``name =
+"module:loader"``, the name being the prefix), loaded only when a spec uses a prefix nobody registered (or a
+bare spec is matched). ``load_model`` and ``check_model_spec`` (the CLI's cheap preflight) resolve a spec the
+same way.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ from typing import Any, overload
 
 import torch
 
+from cliplab.extension import Registry
 from cliplab.models.base import Model
 
 #: ``loader(target, *, spec, device) -> Model``; ``target`` is the spec without its ``prefix:``
@@ -48,17 +50,32 @@ class ModelSource:
         return self.form or f"{self.prefix}:<target>"
 
 
-_SOURCES: dict[str, ModelSource] = {}
+def _check(prefix: str, source: ModelSource) -> None:
+    if not _PREFIX.match(f"{prefix}:"):
+        raise ValueError(f"invalid model source prefix {prefix!r}: letters, digits and _.+- (starting with a letter)")
+    if not isinstance(source, ModelSource):
+        raise TypeError(f"model source {prefix!r} must be a ModelSource (see register_model_source), got {source!r}")
 
-#: sources that live in cliplab packages above ``cliplab.models`` (prefix → (module, form)): the module is imported
-#: when a spec first uses the prefix, and registers its source on import (``cliplab.builtin_models``)
-BUNDLED_SOURCES: dict[str, tuple[str, str]] = {
-    "builtin": (
-        "cliplab.builtin_models",
-        "builtin:<name> (the small models trained on the built-in shapes world, e.g. builtin:shapes)",
-    ),
-}
 
+def _adopt(prefix: str, loaded: Any) -> ModelSource:
+    """An entry point's object: a ``ModelSource``, or a loader (its form names the distribution)."""
+    if isinstance(loaded, ModelSource):
+        return loaded
+    if not callable(loaded):
+        raise TypeError(f"the entry point {prefix!r} of {ENTRY_POINT_GROUP} must be a loader, got {loaded!r}")
+    ep = next((e for e in MODEL_SOURCES.entry_points() if e.name == prefix), None)
+    dist = getattr(getattr(ep, "dist", None), "name", None)
+    return ModelSource(prefix, loaded, form=f"{prefix}:<target> (from {dist or (ep.value if ep else prefix)})")
+
+
+#: prefix → :class:`ModelSource`; built-ins in :mod:`cliplab.models.builtin_sources`
+MODEL_SOURCES: Registry[ModelSource] = Registry(
+    "model source",
+    group=ENTRY_POINT_GROUP,
+    builtins=("cliplab.models.builtin_sources",),
+    check=_check,
+    adopt=_adopt,
+)
 
 def register_model_source(
     prefix: str,
@@ -72,7 +89,7 @@ def register_model_source(
     """Register ``loader`` for specs ``<prefix>:<target>`` (``prefix`` with or without the colon).
 
     ``loader(target, *, spec, device) -> Model``. ``detect(spec) -> bool`` lets the source claim bare specs
-    (e.g. a local directory); sources are asked in registration order. Registering a taken prefix raises
+    (e.g. a local directory); sources are asked newest registration first. Registering a taken prefix raises
     ``ValueError`` unless ``replace=True``.
     """
     name = prefix[:-1] if prefix.endswith(":") else prefix
@@ -80,62 +97,26 @@ def register_model_source(
         raise ValueError(f"invalid model source prefix {prefix!r}: letters, digits and _.+- (starting with a letter)")
     if not callable(loader):
         raise TypeError(f"the loader for {name}: must be callable, got {type(loader).__name__}")
-    if name in _SOURCES and not replace:
-        raise ValueError(f"model source prefix {name!r} is already registered (pass replace=True to override)")
     source = ModelSource(name, loader, detect, check, form or f"{name}:<target>")
-    _SOURCES[name] = source
-    return source
+    return MODEL_SOURCES.register(name, source, replace=replace)
 
 
 def unregister_model_source(prefix: str) -> None:
-    """Remove a registered source (tests, plugins that unload)."""
-    _SOURCES.pop(prefix.rstrip(":"), None)
+    """Remove a registered source (tests, plugins that unload); an unknown prefix is ignored."""
+    MODEL_SOURCES.pop(prefix.rstrip(":"), None)
 
 
 def model_sources() -> dict[str, ModelSource]:
     """The registered sources, by prefix (entry points not yet loaded are not included)."""
-    return dict(_SOURCES)
-
-
-def _load_bundled(prefix: str) -> ModelSource | None:
-    """Import the cliplab package that registers ``prefix`` (``BUNDLED_SOURCES``) and return its source."""
-    if prefix not in BUNDLED_SOURCES:
-        return None
-    importlib.import_module(BUNDLED_SOURCES[prefix][0])
-    return _SOURCES.get(prefix)
-
-
-def _entry_points() -> list[importlib.metadata.EntryPoint]:
-    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
-
-
-def _load_entry_point(prefix: str) -> ModelSource | None:
-    """Register the entry point named ``prefix`` (if any package declares one) and return its source."""
-    for ep in _entry_points():
-        if ep.name != prefix:
-            continue
-        obj = ep.load()
-        if prefix in _SOURCES:  # the module registered itself on import
-            return _SOURCES[prefix]
-        if isinstance(obj, ModelSource):
-            _SOURCES[prefix] = obj
-            return obj
-        dist = getattr(getattr(ep, "dist", None), "name", None)
-        return register_model_source(prefix, obj, form=f"{prefix}:<target> (from {dist or ep.value})")
-    return None
+    return dict(MODEL_SOURCES.items())
 
 
 class _Forms(Sequence[str]):
     """The accepted spec forms, read live from the registry (plus entry points not loaded yet)."""
 
     def _items(self) -> list[str]:
-        forms = [s.describe() for s in _SOURCES.values()]
-        forms += [form for prefix, (_, form) in BUNDLED_SOURCES.items() if prefix not in _SOURCES]
-        try:
-            pending = [ep for ep in _entry_points() if ep.name not in _SOURCES]
-            forms += [f"{ep.name}:<target> (entry point {ep.value})" for ep in pending]
-        except Exception:  # a broken installation must not hide the real error
-            pass
+        forms = [s.describe() for s in MODEL_SOURCES.values()]
+        forms += [f"{ep.name}:<target> (entry point {ep.value})" for ep in MODEL_SOURCES.pending()]
         return forms
 
     @overload
@@ -163,7 +144,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _unknown(spec: str, why: str) -> ValueError:
+def unknown_spec(spec: str, why: str) -> ValueError:
     forms = "\n  - ".join(SPEC_FORMS)
     return ValueError(f"unknown model spec {spec!r}: {why}. Accepted forms:\n  - {forms}")
 
@@ -173,18 +154,20 @@ def _resolve(s: str) -> tuple[ModelSource, str]:
     m = _PREFIX.match(s)
     if m is not None:
         prefix, target = m.group(1), m.group(2)
-        source = _SOURCES.get(prefix) or _load_bundled(prefix) or _load_entry_point(prefix)
+        source = MODEL_SOURCES.get(prefix, None)  # loads an entry point of that name
         if source is not None:
             return source, target
-    for source in list(_SOURCES.values()):
-        if source.detect is not None and source.detect(s):
-            return source, s
+    found = MODEL_SOURCES.detect(lambda source: source.detect is not None and source.detect(s))
+    if found is not None:
+        return found[1], s
     path = Path(s).expanduser()
     if path.exists():
-        raise _unknown(s, f"{path} is a file, not a model directory")
+        raise unknown_spec(s, f"{path} is a file, not a model directory")
     if m is not None:
-        raise _unknown(s, f"no model source is registered for the prefix {m.group(1)!r}")
-    raise _unknown(s, "it is neither an existing directory nor a known prefix")
+        close = MODEL_SOURCES.unknown(m.group(1)).close
+        hint = f" (did you mean {' or '.join(f'{c}:' for c in close)}?)" if close else ""
+        raise unknown_spec(s, f"no model source is registered for the prefix {m.group(1)!r}{hint}")
+    raise unknown_spec(s, "it is neither an existing directory nor a known prefix")
 
 
 def load_model(spec: str | os.PathLike | Model, device: str | torch.device | None = None) -> Model:
@@ -217,83 +200,3 @@ def check_model_spec(spec: str | os.PathLike | Model) -> None:
         source.check(target, s)
 
 
-# --------------------------------------------------------------------- the built-in sources
-def _check_hf(target: str, spec: str) -> None:
-    if not target:
-        raise _unknown(spec, "the hf: prefix needs a repository id, e.g. hf:openai/clip-vit-base-patch32")
-
-
-def _load_hf(target: str, *, spec: str, device: str | None) -> Model:
-    from cliplab.models.hf import HFModel
-
-    return HFModel.from_pretrained(target, spec=spec, device=device)
-
-
-def _check_openclip(target: str, spec: str) -> None:
-    from cliplab.models.openclip import INSTALL_HINT
-
-    if not target.partition("/")[0] and not (target and _is_dir(target)):
-        raise _unknown(spec, "the openclip: prefix needs an architecture, e.g. openclip:ViT-B-32/laion2b_s34b_b79k")
-    if importlib.util.find_spec("open_clip") is None:
-        raise ImportError(f"model spec {spec!r}: {INSTALL_HINT}")
-
-
-def _load_openclip(target: str, *, spec: str, device: str | None) -> Model:
-    from cliplab.models.openclip import SCHEMAS, OpenCLIPModel
-
-    if target and _is_dir(target):
-        return OpenCLIPModel.from_dir(target, spec=spec, device=device)
-    if target.startswith(SCHEMAS):
-        return OpenCLIPModel(target, None, spec=spec, device=device)
-    arch, _, tag = target.partition("/")
-    return OpenCLIPModel(arch, tag or None, spec=spec, device=device)
-
-
-def _is_dir(spec: str) -> bool:
-    return Path(spec).expanduser().is_dir()
-
-
-def _is_open_clip_dir(path: Path) -> bool:
-    """A directory in open_clip's format (``open_clip_config.json``, no Hugging Face ``config.json``)."""
-    return (path / "open_clip_config.json").is_file() and not (path / "config.json").is_file()
-
-
-def _check_local(target: str, spec: str) -> None:
-    path = Path(target).expanduser()
-    if not path.is_dir():
-        why = f"{path} is a file, not a model directory" if path.exists() else f"no directory {path}"
-        raise _unknown(spec, why)
-    if _is_open_clip_dir(path):
-        _check_openclip(str(path), spec)
-    elif not (path / "config.json").is_file():
-        raise _unknown(
-            spec,
-            f"directory {path} has no config.json (Hugging Face) nor open_clip_config.json (open_clip), so it is "
-            "not a model directory",
-        )
-
-
-def _load_local(target: str, *, spec: str, device: str | None) -> Model:
-    from cliplab.models.hf import HFModel
-
-    if _is_open_clip_dir(Path(target).expanduser()):
-        return _load_openclip(str(Path(target).expanduser()), spec=spec, device=device)
-    path = str(Path(target).expanduser())
-    return HFModel.from_pretrained(path, spec=path, device=device)
-
-
-register_model_source(
-    "local",
-    _load_local,
-    detect=_is_dir,
-    check=_check_local,
-    form="a local model directory, bare or as local:<dir> (what Model.save writes: a saved transformers "
-    "CLIP-family model, or open_clip's open_clip_config.json + weights)",
-)
-register_model_source("hf", _load_hf, check=_check_hf, form="hf:<repo-id> (downloaded through transformers)")
-register_model_source(
-    "openclip",
-    _load_openclip,
-    check=_check_openclip,
-    form="openclip:<arch>[/<pretrained-tag or checkpoint file>] or openclip:<dir> (needs open_clip installed)",
-)

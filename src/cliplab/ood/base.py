@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Self
 import torch
 
 from cliplab._validation import ArrayLike, Estimator
+from cliplab.extension import Registry
 
 __all__ = ["OOD_SCORERS", "OODScorer", "register_ood_scorer"]
 
@@ -45,15 +46,17 @@ class OODScorer(Estimator):
         return value
 
 
-#: scorer name → class, the registry of fitted OOD scorers (``register_ood_scorer`` adds one)
-OOD_SCORERS: dict[str, type[OODScorer]] = {}
+def _check(name: str, cls: type[OODScorer]) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, OODScorer)):
+        raise TypeError(f"an OOD scorer must be an OODScorer subclass, got {cls!r}")
+
+
+#: scorer name → class, the registry of fitted OOD scorers (``register_ood_scorer`` adds one; entry-point group
+#: ``cliplab.ood_scorers``); the built-ins are registered by ``cliplab.ood``
+OOD_SCORERS: Registry[type[OODScorer]] = Registry("OOD scorer", group="cliplab.ood_scorers", check=_check)
 
 
 def register_ood_scorer(name: str, cls: type[OODScorer], *, replace: bool = False) -> type[OODScorer]:
-    """Add the scorer class ``cls`` to ``OOD_SCORERS`` under ``name``."""
-    if not (isinstance(cls, type) and issubclass(cls, OODScorer)):
-        raise TypeError(f"an OOD scorer must be an OODScorer subclass, got {cls!r}")
-    if name in OOD_SCORERS and OOD_SCORERS[name] is not cls and not replace:
-        raise ValueError(f"OOD scorer {name!r} is already registered (pass replace=True to override)")
-    OOD_SCORERS[name] = cls
-    return cls
+    """Add the scorer class ``cls`` to ``OOD_SCORERS`` under ``name`` (``ood_evaluation`` and ``cliplab ood``
+    then run it); a taken name raises ValueError unless ``replace``."""
+    return OOD_SCORERS.register(name, cls, replace=replace)

@@ -9,14 +9,15 @@ from cliplab.probes.aro import load_aro_order, load_vg_attribution, load_vg_rela
 from cliplab.probes.base import PairProbe, ProbeImages, SelectionProbe
 from cliplab.probes.builtin_probes import builtin_probe
 from cliplab.probes.evaluation import evaluate_probe, selection_metrics, winoground_metrics
-from cliplab.probes.sources import PROBE_SOURCES, load_probe
+from cliplab.probes.formats import PROBE_FORMATS, ProbeFormat, load_probe, register_probe_format
 from cliplab.probes.sugarcrepe import SUGARCREPE_TYPES, load_sugarcrepe
 from cliplab.probes.winoground import load_winoground
 
 __all__ = [
-    "PROBE_SOURCES",
+    "PROBE_FORMATS",
     "SUGARCREPE_TYPES",
     "PairProbe",
+    "ProbeFormat",
     "ProbeImages",
     "SelectionProbe",
     "builtin_probe",
@@ -27,6 +28,7 @@ __all__ = [
     "load_vg_attribution",
     "load_vg_relation",
     "load_winoground",
+    "register_probe_format",
     "selection_metrics",
     "winoground_metrics",
 ]

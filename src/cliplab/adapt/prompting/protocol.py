@@ -40,27 +40,29 @@ from cliplab.adapt.prompting.tpt import TPT
 from cliplab.adapt.protocol_settings import DEFAULT_SHOTS, FewShotProtocol
 from cliplab.data.base import Dataset
 from cliplab.data.sampling import k_shot_indices
+from cliplab.extension import Registry
 from cliplab.models.base import Model
 
-#: name → prompt-learner class (``register_prompt_method`` adds one); ``cliplab adapt --methods`` accepts these
-PROMPT_METHODS: dict[str, type[PromptLearner]] = {
-    "coop": CoOp,
-    "cocoop": CoCoOp,
-    "kgcoop": KgCoOp,
-    "prograd": ProGrad,
-    "maple": MaPLe,
-    "tpt": TPT,
-}
+
+def _check(name: str, cls: type[PromptLearner]) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, PromptLearner)):
+        raise TypeError(f"a prompt method must be a PromptLearner subclass, got {cls!r}")
+
+
+#: name → prompt-learner class (``register_prompt_method`` adds one; entry-point group
+#: ``cliplab.prompt_methods``); ``cliplab adapt --methods`` accepts these
+PROMPT_METHODS: Registry[type[PromptLearner]] = Registry("prompt method", group="cliplab.prompt_methods", check=_check)
 
 
 def register_prompt_method(name: str, cls: type[PromptLearner], *, replace: bool = False) -> type[PromptLearner]:
-    """Add ``cls`` (a ``PromptLearner`` subclass) to ``PROMPT_METHODS`` under ``name``."""
-    if not (isinstance(cls, type) and issubclass(cls, PromptLearner)):
-        raise TypeError(f"a prompt method must be a PromptLearner subclass, got {cls!r}")
-    if name in PROMPT_METHODS and PROMPT_METHODS[name] is not cls and not replace:
-        raise ValueError(f"prompt method {name!r} is already registered (pass replace=True to override)")
-    PROMPT_METHODS[name] = cls
-    return cls
+    """Add ``cls`` (a ``PromptLearner`` subclass) to ``PROMPT_METHODS`` under ``name``; a taken name raises
+    ValueError unless ``replace``."""
+    return PROMPT_METHODS.register(name, cls, replace=replace)
+
+
+for _name, _cls in (("coop", CoOp), ("cocoop", CoCoOp), ("kgcoop", KgCoOp), ("prograd", ProGrad), ("maple", MaPLe)):
+    register_prompt_method(_name, _cls)
+register_prompt_method("tpt", TPT)
 
 
 class _Data:

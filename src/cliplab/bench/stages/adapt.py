@@ -20,10 +20,10 @@ BENCH_METHOD_PARAMS = {"linear_probe": {"max_iter": 100}}
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:
-    """Few-shot adaptation: every method × shots × seeds (support sets from the source's support role).
+    """Few-shot adaptation: every method × shots × seeds (support sets from the data's support role).
 
     The reference protocol (``cliplab.adapt.protocol``): ``BENCH_PASSES`` augmented passes of the support
-    images, hyper-parameters searched on the source's own validation split where it has one (the built-in
+    images, hyper-parameters searched on the data's own validation split where it has one (the built-in
     world's val split), else on a split of each support set; ``results.protocol`` records which.
     """
     from cliplab.adapt.base_new_protocol import base_to_new
@@ -31,14 +31,14 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     from cliplab.adapt.protocol_settings import FewShotProtocol
     from cliplab.adapt.views import embed_support_views
 
-    sets, train = ctx.source.support("adapt")
+    sets, train = ctx.data.support("adapt")
     test, W = sets.test, sets.weights
     max_k = int(torch.bincount(train.labels).min())
     shots = [k for k in ctx.shots if k <= max_k]
     if not shots:
         return {"skipped": "a class has no training image"}
-    support_ds = ctx.source.support_dataset("adapt")
-    validation = ctx.source.separate_validation("adapt")
+    support_ds = ctx.data.support_dataset("adapt")
+    validation = ctx.data.separate_validation("adapt")
     val = validation[0] if validation is not None else None
     views = None
     if support_ds is not None:
@@ -90,6 +90,7 @@ register_stage(
     Stage(
         "adapt",
         run,
+        order=20,
         title="few-shot adaptation",
         nav="Few-shot",
         section=adapt_section,

@@ -16,7 +16,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     from cliplab.assess import calibration_evaluation
     from cliplab.zeroshot import zeroshot_logits
 
-    sets, val = ctx.source.validation("calibration")
+    sets, val = ctx.data.validation("calibration")
     m = ctx.model
 
     def logits_of(f: Any) -> torch.Tensor:
@@ -36,6 +36,7 @@ register_stage(
     Stage(
         "calibration",
         run,
+        order=80,
         title="calibration",
         nav="Calibration",
         section=calibration_section,

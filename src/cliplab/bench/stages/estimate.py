@@ -1,4 +1,4 @@
-"""Stage ``estimate``: label-free accuracy estimation over the source's shifted sets."""
+"""Stage ``estimate``: label-free accuracy estimation over the data's shifted sets."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     from cliplab.assess import estimation_evaluation
     from cliplab.zeroshot import zeroshot_logits
 
-    sets, val, shifted = ctx.source.shifted("estimate", max(100, ctx.n // 4))
+    sets, val, shifted = ctx.data.shifted("estimate", max(100, ctx.n // 4))
     m = ctx.model
 
     def logits_of(f: Any) -> torch.Tensor:
@@ -47,6 +47,7 @@ register_stage(
     Stage(
         "estimate",
         run,
+        order=90,
         title="accuracy estimation",
         nav="Estimation",
         section=estimate_section,

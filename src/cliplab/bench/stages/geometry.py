@@ -16,7 +16,7 @@ def run(ctx: BenchContext) -> dict[str, Any] | StageResult:
     """Geometry of the image and caption features of the retrieval test set."""
     from cliplab.assess.geometry import embedding_geometry
 
-    ds = ctx.source.retrieval_set()
+    ds = ctx.data.retrieval_set()
     if not ds.captions:
         return {"skipped": f"dataset {ds.name!r} has no captions (the geometry compares images with their captions)"}
     feats = ctx.embed(ds)
@@ -97,6 +97,7 @@ register_stage(
     Stage(
         "geometry",
         run,
+        order=60,
         title="embedding geometry",
         nav="Geometry",
         section=section,

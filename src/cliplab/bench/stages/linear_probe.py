@@ -1,7 +1,7 @@
 """Stage ``linear_probe``: CLIP_benchmark's linear-probe task beside our adapters.
 
 The probe (:func:`cliplab.assess.linear_probe_benchmark.linear_probe_benchmark`, CLIP_benchmark's defaults) is
-trained on the source's support role — the train split on the built-in world (shape task), one half of each
+trained on the data's support role — the train split on the built-in world (shape task), one half of each
 class otherwise — with ``VAL_PROPORTION`` of it split off to search the weight decay (CLIP_benchmark's
 ``--val_proportion``), then retrained on all of it and tested on the test set. It runs by default: about 20
 trainings of a probe on cached features, about a second on the built-in world (whose train features the
@@ -23,7 +23,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     """Linear probe on the support features (weight decay searched on a held-out fifth), test metrics."""
     from cliplab.assess.linear_probe_benchmark import linear_probe_benchmark
 
-    sets, train = ctx.source.support("linear_probe")
+    sets, train = ctx.data.support("linear_probe")
     if len(train) < 2:
         return {"skipped": f"{len(train)} training image(s): nothing to split for the weight-decay search"}
     out = linear_probe_benchmark(
@@ -48,6 +48,7 @@ register_stage(
     Stage(
         "linear_probe",
         run,
+        order=30,
         title="linear probe",
         nav="Linear probe",
         headline=headline,

@@ -1,4 +1,4 @@
-"""Stage ``ood``: OOD detection of the source's OOD sets against its ID test set (section in ``report_sections``)."""
+"""Stage ``ood``: OOD detection of the data's OOD sets against its ID test set (section in ``report_sections``)."""
 
 from __future__ import annotations
 
@@ -20,13 +20,17 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     """
     from cliplab.assess import ood_evaluation
 
-    tasks = ctx.source.ood()
+    tasks = ctx.data.ood()
     if isinstance(tasks, str):
         return {"skipped": tasks}
     # NegLabel with the small built-in word list, named as such in the results ("neglabel.source"): the
     # paper's WordNet pool is ~75k prompts to embed per task, minutes on a CPU (and the built-in world's
     # models read only the world's vocabulary); `cliplab ood` runs the full recipe.
-    kw = {"encode_texts": ctx.model.encode_texts, "curves": True, "neglabel_options": {"source": "builtin"}}
+    kw: dict[str, Any] = {
+        "encode_texts": ctx.model.encode_texts,
+        "curves": True,
+        "neglabel_options": {"source": "builtin"},
+    }
     return {
         t.task: ood_evaluation(t.test, t.sets, t.weights, ctx.model.logit_scale, train_features=t.train, **kw)
         for t in tasks
@@ -48,6 +52,7 @@ register_stage(
     Stage(
         "ood",
         run,
+        order=70,
         title="OOD detection",
         nav="OOD",
         section=ood_section,

@@ -31,7 +31,7 @@ def caption_probe(dataset: Any, seed: int = 0) -> Any:
             image_index.append(image)
             captions.append([caption, negative])
             kinds.append(kind)
-    return SelectionProbe(getattr(dataset, "name", "captions"), dataset, image_index, captions, kinds)
+    return SelectionProbe(getattr(dataset, "name", "captions"), dataset, np.asarray(image_index), captions, kinds)
 
 
 def run(ctx: BenchContext) -> dict[str, Any] | StageResult:
@@ -39,7 +39,7 @@ def run(ctx: BenchContext) -> dict[str, Any] | StageResult:
     from cliplab.data.shapes_world import ShapesDataset
     from cliplab.probes import builtin_probe, evaluate_probe
 
-    ds = ctx.source.retrieval_set()
+    ds = ctx.data.retrieval_set()
     if isinstance(ds, ShapesDataset):
         probe, generated = builtin_probe(dataset=ds, seed=ctx.seed), "built-in world"
     elif ds.captions:
@@ -108,6 +108,7 @@ register_stage(
     Stage(
         "probes",
         run,
+        order=50,
         title="compositional probes",
         nav="Probes",
         section=section,

@@ -15,7 +15,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
 
     from cliplab.metrics import clipscore, retrieval
 
-    ds = ctx.source.retrieval_set()
+    ds = ctx.data.retrieval_set()
     if not ds.captions:
         return {"skipped": f"dataset {ds.name!r} has no captions"}
     feats = ctx.embed(ds)
@@ -68,6 +68,7 @@ register_stage(
     Stage(
         "retrieval",
         run,
+        order=40,
         title="retrieval",
         nav="Retrieval",
         section=section,

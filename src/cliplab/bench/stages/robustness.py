@@ -3,12 +3,12 @@
 The model is fine-tuned (``cliplab.finetune.finetune``, CE with a zero-shot-initialised head) on the training
 images of the stage's task, then the zero-shot classifier, the fine-tuned one and their WiSE-FT mixtures are
 scored on the in-distribution test set and on shifted sets. Built-in world: the pattern task (zero-shot is at
-chance there), shifted by Gaussian noise and Gaussian blur (severity 3); other data: the source's shifted sets
+chance there), shifted by Gaussian noise and Gaussian blur (severity 3); other data: the data's shifted sets
 (at most three). The report draws ID accuracy against mean shifted accuracy: the zero-shot point, the
 fine-tuned point and the α curve between them.
 
-It costs a fine-tuning run (tens of seconds on CPU), so it is not one of the default stages: importing this
-module registers it (``cliplab bench --only ... robustness`` after ``import cliplab.bench.stages.robustness``).
+It costs a fine-tuning run (tens of seconds on CPU), so it is not one of the default stages
+(``Stage(default=False)``): run it with ``cliplab bench --only ... robustness``.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from cliplab.bench.figures import fmt, number
 from cliplab.bench.stage import BenchContext, Metric, Stage, StageResult, register_stage
 
 #: fine-tuning settings of the stage (CE, AdamW; chosen for the built-in model, not tuned on test data)
-SETTINGS = {"method": "ce", "steps": 150, "batch_size": 32, "lr": 1e-4}
+SETTINGS: dict[str, Any] = {"method": "ce", "steps": 150, "batch_size": 32, "lr": 1e-4}
 BUILTIN_SHIFTS = ("corruption=gaussian_noise,severity=3", "corruption=gaussian_blur,severity=3")
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MAX_SHIFTED = 3
 
 
 def _sets(ctx: BenchContext) -> tuple[Any, Any, dict[str, Any], str]:
-    from cliplab.bench.sources import is_builtin_world
+    from cliplab.bench.data_kinds import is_builtin_world
 
     if is_builtin_world(ctx.data_spec):
         task = "pattern"
@@ -38,10 +38,11 @@ def _sets(ctx: BenchContext) -> tuple[Any, Any, dict[str, Any], str]:
             kv = dict(part.split("=") for part in opt.split(","))
             shifted[opt] = ctx.dataset("test", task=task, corruption=kv["corruption"], severity=int(kv["severity"]))
         return train, test, shifted, task
-    sets, _, stream = ctx.source.shifted("robustness", ctx.n)
-    train = ctx.source.support_dataset("robustness")
-    if train is None:
-        raise ValueError("this data source has no training images for fine-tuning")
+    sets, _, stream = ctx.data.shifted("robustness", ctx.n)
+    support = ctx.data.support_dataset("robustness")
+    if support is None:
+        raise ValueError("this data has no training images for fine-tuning")
+    train = support
     shifted = {}
     for name, ds in stream:
         shifted[name] = ds
@@ -143,6 +144,7 @@ STAGE = register_stage(
     Stage(
         "robustness",
         run,
+        order=100,
         title="robust fine-tuning",
         nav="Robustness",
         default=False,

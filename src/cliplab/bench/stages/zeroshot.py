@@ -35,7 +35,7 @@ def run(ctx: BenchContext) -> StageResult:
     from cliplab.metrics.classification import classification_report, confusion_matrix
     from cliplab.zeroshot import zeroshot_logits, zeroshot_weights
 
-    sets = ctx.source.zeroshot_sets()
+    sets = ctx.data.zeroshot_sets()
     out: dict[str, Any] = {}
     samples: list[Samples] = []
     for task, ds in sets:
@@ -177,6 +177,7 @@ register_stage(
     Stage(
         "zeroshot",
         run,
+        order=10,
         title="zero-shot",
         nav="Zero-shot",
         section=section,

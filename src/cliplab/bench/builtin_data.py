@@ -1,30 +1,36 @@
-"""Where a bench's data come from: a :class:`BenchSource` answers "which sets does stage X use".
+"""The built-in kinds of bench data: the built-in world, data with a train split, files (any other data spec).
 
-Stages ask the source for the test / support / validation sets of their main task, the OOD sets and the
-shifted sets, and never look at the data spec themselves. Two sources are built in:
-
-* :class:`BuiltinWorldSource` (``shapes``, ``builtin:shapes:...``): every role has its own rendered split —
+* :class:`BuiltinWorldData` (``shapes``, ``builtin:shapes:...``): every role has its own rendered split —
   ``BUILTIN_TASKS`` per stage, support from the train split, validation from the val split, held-out shapes and
   colours as near OOD and the same as sketches as far OOD, rendered corruptions plus ``STYLE_SHIFTS``;
-* :class:`FilesSource` (image folders, caption files, any other spec): one test set, split in half per class
-  for support/validation, the ``--ood-data`` sets as OOD, and ``Corrupted`` copies of half the test set.
+* :class:`FilesData` (image folders, caption files, any other spec): one test set, split in half per class
+  for support/validation, the ``--ood-data`` sets as OOD, and ``Corrupted`` copies of half the test set;
+* :class:`SplitsData` (``coop:``, ``wds:``, ``hfds:`` ... any data source declaring a ``train`` split): as
+  files, except that stages needing training images get the ``train`` split:
 
-``register_bench_source(detect, factory)`` adds another: ``detect(spec)`` says whether it handles a data spec
-and ``factory(ctx)`` builds it; the newest registration that detects a spec wins.
+  - zero-shot, retrieval, calibration's test set: the ``test`` split;
+  - few-shot support and the linear probe's training set: the ``train`` split, tested on the whole test split
+    (CoOp's and CLIP_benchmark's protocols); data published without one (most CLIP_benchmark webdatasets hold
+    only ``test``) fall back to halving the test set per class;
+  - validation: the ``val`` split where the data have one, else half of the test set.
+
+  Splits are loaded only when a stage asks for them, so a zero-shot suite over hub datasets downloads no train
+  split.
+
+Imported by ``BENCH_DATA`` (:mod:`cliplab.bench.data_kinds`) the first time it is used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import torch
+
+from cliplab.bench.data_kinds import BenchData, OODTask, TaskSets, is_builtin_world, register_bench_data
 
 if TYPE_CHECKING:
-    from cliplab.bench.stage import BenchContext
     from cliplab.data.base import Dataset
 
 #: Built-in world: the task (and shapes options) each stage runs on, chosen so that zero-shot is weak there.
@@ -44,115 +50,7 @@ STYLE_SHIFTS = ("outline", "sketch")
 SEVERITIES = (1, 3, 5)
 
 
-@dataclass
-class TaskSets:
-    """The main classification task of a stage: its test features, zero-shot class weights and test dataset.
-
-    ``task``: the task key (``classes`` on files); ``style``: the built-in world's rendering style, None on files.
-    """
-
-    task: str
-    style: str | None
-    test: Any
-    weights: torch.Tensor
-    dataset: Dataset
-
-
-@dataclass
-class OODTask:
-    """One OOD evaluation: ID test and train features of a task, its class weights, and the OOD sets by name."""
-
-    task: str
-    test: Any
-    train: Any
-    weights: torch.Tensor
-    sets: dict[str, Any]
-
-
-class BenchSource:
-    """The data of a bench run, by role. Subclasses implement every method; ``ctx`` gives model and options.
-
-    Class attributes used by the report (which has only ``results.json``): ``support_note`` (where few-shot
-    support sets come from) and :meth:`size_rows`.
-    """
-
-    support_note = "drawn from the train split"
-
-    def __init__(self, ctx: BenchContext) -> None:
-        self.ctx = ctx
-
-    @classmethod
-    def load_options(cls, n: int) -> dict[str, Any]:
-        """Options every ``load_dataset`` call of this source adds (``--n`` on the built-in world)."""
-        return {}
-
-    @classmethod
-    def size_rows(cls, results: dict[str, Any]) -> list[list[Any]]:
-        """Rows of the report's run table that describe the data's size."""
-        return []
-
-    def dataset(self, split: str = "test", **options: Any) -> Dataset:
-        from cliplab.data import load_dataset
-
-        return load_dataset(self.ctx.data_spec, split=split, **{**self.load_options(self.ctx.n), **options})
-
-    def zeroshot_sets(self) -> list[tuple[str, Dataset]]:
-        """``(task, test dataset)`` for every zero-shot task."""
-        raise NotImplementedError
-
-    def retrieval_set(self) -> Dataset:
-        """The captioned test set for retrieval."""
-        raise NotImplementedError
-
-    def main(self, stage: str) -> TaskSets:
-        """The test set of ``stage``'s main task (raises ValueError when the data have no class labels)."""
-        raise NotImplementedError
-
-    def support(self, stage: str) -> tuple[TaskSets, Any]:
-        """``(test sets, support features)`` for few-shot adaptation; the test set may be what is left."""
-        raise NotImplementedError
-
-    def validation(self, stage: str) -> tuple[TaskSets, Any]:
-        """``(test sets, validation features)``, e.g. to fit a temperature."""
-        raise NotImplementedError
-
-    def support_dataset(self, stage: str) -> Dataset | None:
-        """The dataset whose features ``support(stage)`` returns, row for row (to embed augmented passes)."""
-        return None
-
-    def separate_validation(self, stage: str) -> tuple[Any, Dataset] | None:
-        """``(features, dataset)`` of a validation split disjoint from ``support`` and the test set, or None
-        (few-shot hyper-parameters are then searched on a split of each support set)."""
-        return None
-
-    def ood(self) -> list[OODTask] | str:
-        """The OOD evaluations, or why there are none (a ``skipped`` reason)."""
-        raise NotImplementedError
-
-    def shifted(self, stage: str, n: int) -> tuple[TaskSets, Any, Iterator[tuple[str, Dataset]]]:
-        """``(test sets, clean validation features, (name, shifted dataset) ...)`` with about ``n`` images each."""
-        raise NotImplementedError
-
-    # -- shared helpers ----------------------------------------------------------------------------------------
-
-    def _task_sets(self, ds: Dataset, task: str, style: str | None) -> TaskSets:
-        from cliplab.zeroshot import zeroshot_weights
-
-        feats = self.ctx.embed(ds)
-        if feats.labels is None or not feats.classnames:
-            raise ValueError(f"dataset {ds.name!r} has no class labels")
-        templates = self.ctx.templates or ds.templates
-        return TaskSets(task, style, feats, zeroshot_weights(self.ctx.model, feats.classnames, templates), ds)
-
-
-def is_builtin_world(spec: str) -> bool:
-    """Whether a data spec names the built-in shapes world (``shapes``, ``builtin:shapes``, with options)."""
-    from cliplab.data import is_builtin_world as names_shapes  # the one parse of a spec: DataSpec
-
-    return names_shapes(spec)
-
-
-class BuiltinWorldSource(BenchSource):
+class BuiltinWorldData(BenchData):
     """The built-in shapes world: a rendered split for every role, OOD and shifted sets rendered on demand."""
 
     support_note = "drawn from the train split"
@@ -230,7 +128,7 @@ class BuiltinWorldSource(BenchSource):
         return sets, val, shifted_sets()
 
 
-class FilesSource(BenchSource):
+class FilesData(BenchData):
     """An image folder, a caption file or any other dataset spec: one test set, halved per class where a stage
     needs a second set; OOD from ``--ood-data``; shifted sets are corrupted copies of half the test set."""
 
@@ -264,7 +162,7 @@ class FilesSource(BenchSource):
 
     def support_dataset(self, stage: str) -> Dataset:
         sets, tr, _ = self._halves(stage)
-        return sets.dataset.subset(tr)
+        return sets.dataset.subset(cast(Sequence[int], tr))
 
     def validation(self, stage: str) -> tuple[TaskSets, Any]:
         sets, vi, ti = self._halves(stage)
@@ -287,7 +185,7 @@ class FilesSource(BenchSource):
         sets, vi, ti = self._halves(stage)
         val = sets.test.subset(vi)
         pick = np.sort(np.random.default_rng(self.ctx.seed).permutation(ti)[:n])
-        base = sets.dataset.subset(pick)
+        base = sets.dataset.subset(cast(Sequence[int], pick))
         pp = self.ctx.model.preprocess
         size = max(pp.crop) if pp.crop else (pp.resize if isinstance(pp.resize, int) else 224)
 
@@ -299,28 +197,62 @@ class FilesSource(BenchSource):
         return sets, val, shifted_sets()
 
 
-#: (detect, factory) pairs; the newest registration that detects a spec wins
-SOURCES: list[tuple[Callable[[str], bool], Callable[[BenchContext], BenchSource]]] = []
+def has_train_split(spec: str) -> bool:
+    """Whether the spec's data source declares a ``train`` split (read from the registry; nothing is loaded)."""
+    from cliplab.data.registry import _resolve
+    from cliplab.data.spec import DataSpec
+
+    if is_builtin_world(spec):
+        return False
+    try:
+        source = _resolve(DataSpec.parse(spec))
+    except (ValueError, KeyError, FileNotFoundError):
+        return False
+    return source.splits is not None and "train" in source.splits
 
 
-def register_bench_source(detect: Callable[[str], bool], factory: Callable[[BenchContext], BenchSource]) -> None:
-    """Use ``factory(ctx)`` as the bench source of every data spec ``detect(spec)`` accepts (ahead of earlier
-    registrations)."""
-    SOURCES.append((detect, factory))
+class SplitsData(FilesData):
+    """Data with a ``train`` split (module docstring)."""
+
+    support_note = "the train split (the test split is the test set)"
+
+    def _split(self, split: str) -> Any:
+        """The split, or None where the data lack it (a wds set published with its test split only)."""
+        try:
+            return self.dataset(split)
+        except (ValueError, FileNotFoundError):
+            return None
+
+    def support(self, stage: str) -> tuple[TaskSets, Any]:
+        train = self._split("train")
+        if train is None:  # no train split: half of each class of the test set, as FilesData
+            return super().support(stage)
+        return self.main(stage), self.ctx.embed(train)
+
+    def support_dataset(self, stage: str) -> Any:
+        train = self._split("train")
+        if train is not None:
+            return train
+        fallback = getattr(super(), "support_dataset", None)
+        return fallback(stage) if fallback is not None else None
+
+    def _val(self) -> Any:
+        return self._split("val")
+
+    def validation(self, stage: str) -> tuple[TaskSets, Any]:
+        val = self._val()
+        if val is None:
+            return super().validation(stage)
+        return self.main(stage), self.ctx.embed(val)
+
+    def separate_validation(self, stage: str) -> tuple[Any, Any] | None:
+        val = self._val()
+        return None if val is None else (self.ctx.embed(val), val)
 
 
-def bench_source_factory(spec: str) -> Callable[[BenchContext], BenchSource]:
-    """The factory (usually a :class:`BenchSource` subclass) registered for a data spec."""
-    for detect, factory in reversed(SOURCES):
-        if detect(str(spec)):
-            return factory
-    raise ValueError(f"no bench source handles data spec {spec!r}")
-
-
-def source_class_attr(spec: str, attr: str) -> Any:
-    """A class attribute (or classmethod) of the source for ``spec``, falling back to :class:`BenchSource`'s."""
-    return getattr(bench_source_factory(spec), attr, getattr(BenchSource, attr))
-
-
-register_bench_source(lambda spec: True, FilesSource)
-register_bench_source(is_builtin_world, BuiltinWorldSource)
+# Registered in this order, so asked (newest first) as: data with a train split, the built-in world, files
+# (any spec). All three are registered here, in one module, so that the order cannot depend on which module
+# some code imported first.
+register_bench_data("files", FilesData, lambda spec: True)
+register_bench_data("builtin_world", BuiltinWorldData, is_builtin_world)
+register_bench_data("splits", SplitsData, has_train_split)
