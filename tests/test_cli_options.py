@@ -318,7 +318,7 @@ def test_the_gitignore_makes_git_ignore_the_default_output(tmp_path):
 
 
 def test_train_steps_shorter_than_the_warmup_clamps_it_with_a_note(tmp_path, caplog):
-    from cliplab.cli.common import load_config
+    from cliplab.cli.preflight import load_config
     from cliplab.train.config import TrainConfig
 
     config_file = Path(__file__).parents[1] / "configs" / "shapes-tiny.yaml"

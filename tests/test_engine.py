@@ -76,9 +76,9 @@ def test_finetune_clips_the_gradient_norm(tiny_world):
 
 
 def test_finetune_stops_on_a_non_finite_loss(tiny_world, monkeypatch):
-    from cliplab.finetune import finetune, loop
+    from cliplab.finetune import finetune, objectives
 
     model, data = tiny_world
-    monkeypatch.setattr(loop, "margin_metric_softmax", lambda f, *a: f.sum() * float("nan"))
+    monkeypatch.setattr(objectives, "margin_metric_softmax", lambda f, *a: f.sum() * float("nan"))
     with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
         finetune(model, data, method="clipood", steps=2, batch_size=8, progress=False)

@@ -68,8 +68,7 @@ def test_weights_from_every_form_match_an_independent_computation():
 
 
 def test_cli_loads_json_txt_and_plus_combinations(tmp_path):
-    from cliplab.cli.common import UsageError
-    from cliplab.cli.zeroshot import load_templates
+    from cliplab.cli.common import UsageError, load_templates
 
     (tmp_path / "cupl.json").write_text(json.dumps(CUPL))
     (tmp_path / "t.txt").write_text("a photo of a {c}.\n\na drawing of a {c}.\n")

@@ -19,11 +19,11 @@ from cliplab.cli.common import (
     add_common,
     cache_dir,
     int_list,
+    load_templates,
     nonnegative_int,
     print_json,
     print_table,
 )
-from cliplab.cli.zeroshot import load_templates
 
 
 def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -158,7 +158,7 @@ def build_suite(args: argparse.Namespace) -> Any:
     if args.templates:  # for every dataset without its own
         from dataclasses import replace
 
-        from cliplab.cli.zeroshot import load_templates
+        from cliplab.cli.common import load_templates
 
         templates = load_templates(args.templates)
         suite.datasets = [d if d.templates is not None else replace(d, templates=templates) for d in suite.datasets]
@@ -204,7 +204,7 @@ def _log(args: argparse.Namespace) -> Any:
 
 def run_single(args: argparse.Namespace) -> int:
     from cliplab.bench import run_bench
-    from cliplab.cli.zeroshot import load_templates
+    from cliplab.cli.common import load_templates
     from cliplab.models import load_model
 
     only, seeds = check(args)

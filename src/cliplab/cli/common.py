@@ -227,16 +227,25 @@ def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], title: st
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
 
 
-def load_config(cls: Any, args: Any, what: str) -> Any:
-    """``cls.from_file(args.config)`` with the command line's ``--output-dir``, ``--steps`` and ``--device``
-    applied (``cls``: a config dataclass with ``from_file`` and ``replace``; ``what`` names it in errors)."""
-    from cliplab.cli import preflight
+def load_templates(value: str | None) -> Any:
+    """A template set name, a ``.json``/``.txt`` file, or several joined by ``+`` (see ``read_templates``)."""
+    if value is None:
+        return None
+    from cliplab.zeroshot.templates import read_templates
 
-    preflight.existing_file(args.config, "CONFIG", what)
-    config = cls.from_file(args.config)
-    overrides = {
-        k: v
-        for k, v in (("output_dir", args.output_dir), ("steps", args.steps), ("device", args.device))
-        if v is not None
-    }
-    return config.replace(**overrides) if overrides else config
+    try:
+        return read_templates(value)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from err
+
+
+def load_classnames(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise UsageError(f"class-names file not found: {path}")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise UsageError(f"class-names file {path} is empty")
+    return names

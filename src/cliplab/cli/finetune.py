@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import default_output_dir, load_config, positive_int, print_json, print_table
+from cliplab.cli.common import default_output_dir, positive_int, print_json, print_table
+from cliplab.cli.preflight import load_config
 
 
 def add_finetune(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

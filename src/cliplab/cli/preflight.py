@@ -123,7 +123,7 @@ def names(text: str | None, option: str, known: Iterable[str]) -> list[str] | No
 
 def templates(value: str | None, option: str = "--templates", *, files: bool = True) -> None:
     """A known template set name or (``files``) a JSON file that exists and parses, as ``load_templates`` reads it."""
-    from cliplab.cli.zeroshot import load_templates
+    from cliplab.cli.common import load_templates
     from cliplab.zeroshot.templates import get_templates
 
     with _about(option):
@@ -139,3 +139,16 @@ def common(args: argparse.Namespace) -> None:
     batch_size = getattr(args, "batch_size", None)
     if batch_size is not None and batch_size <= 0:
         raise UsageError(f"--batch-size must be positive, got {batch_size}")
+
+
+def load_config(cls: Any, args: Any, what: str) -> Any:
+    """``cls.from_file(args.config)`` with the command line's ``--output-dir``, ``--steps`` and ``--device``
+    applied (``cls``: a config dataclass with ``from_file`` and ``replace``; ``what`` names it in errors)."""
+    existing_file(args.config, "CONFIG", what)
+    config = cls.from_file(args.config)
+    overrides = {
+        k: v
+        for k, v in (("output_dir", args.output_dir), ("steps", args.steps), ("device", args.device))
+        if v is not None
+    }
+    return config.replace(**overrides) if overrides else config

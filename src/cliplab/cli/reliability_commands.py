@@ -6,8 +6,16 @@ import argparse
 from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import SPLIT_HELP, TEMPLATES_HELP, UsageError, add_common, cache_dir, print_json, print_table
-from cliplab.cli.zeroshot import load_templates
+from cliplab.cli.common import (
+    SPLIT_HELP,
+    TEMPLATES_HELP,
+    UsageError,
+    add_common,
+    cache_dir,
+    load_templates,
+    print_json,
+    print_table,
+)
 
 
 def add_ood(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -7,7 +7,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from cliplab.cli import preflight
-from cliplab.cli.common import default_output_dir, load_config, positive_int, print_json, print_table
+from cliplab.cli.common import default_output_dir, positive_int, print_json, print_table
+from cliplab.cli.preflight import load_config
 
 if TYPE_CHECKING:
     from cliplab.train.config import TrainConfig

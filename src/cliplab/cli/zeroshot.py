@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import SPLIT_HELP, TEMPLATES_HELP, UsageError, add_common, cache_dir, print_json, print_table
-
-
-def load_templates(value: str | None) -> Any:
-    """A template set name, a ``.json``/``.txt`` file, or several joined by ``+`` (see ``read_templates``)."""
-    if value is None:
-        return None
-    from cliplab.zeroshot.templates import read_templates
-
-    try:
-        return read_templates(value)
-    except (ValueError, FileNotFoundError) as err:
-        raise UsageError(str(err)) from err
-
-
-def load_classnames(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    path = Path(value)
-    if not path.is_file():
-        raise UsageError(f"class-names file not found: {path}")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names:
-        raise UsageError(f"class-names file {path} is empty")
-    return names
+from cliplab.cli.common import (
+    SPLIT_HELP,
+    TEMPLATES_HELP,
+    add_common,
+    cache_dir,
+    load_classnames,
+    load_templates,
+    print_json,
+    print_table,
+)
 
 
 def add_zeroshot(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
