@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from cliplab.data import check_data_spec, load_dataset
+from cliplab.data.anomaly_files import AnomalyData
 
 
 def _image(path, size=(16, 16), seed=0, fmt=None):
@@ -43,6 +44,7 @@ def _mvtec(root):
 def test_mvtec_layout_labels_types_and_masks(tmp_path):
     masks = _mvtec(tmp_path)
     ds = load_dataset(f"mvtec:{tmp_path}:category=bottle")
+    assert isinstance(ds, AnomalyData)
     assert len(ds) == 3 and ds.labels.tolist() == [0, 1, 1]
     assert ds.defect_types == ["good", "broken_large", "contamination"] and ds.categories == ["bottle"] * 3
     assert ds.classnames == ["normal", "anomalous"]

@@ -125,3 +125,13 @@ def test_shapes_world_segmentation_matches_the_rendered_objects():
             assert region.sum() > 20
             assert np.abs(image[region] - ds._a["rgb"][i, k]).mean() < 12
         assert np.abs(image[by_shape == 0] - ds._a["bg"][i]).mean() < 12
+
+
+def test_defects_follow_the_anomaly_protocol(test_set):
+    from cliplab.data.anomaly_files import AnomalyData
+
+    assert isinstance(test_set, AnomalyData)
+    assert not isinstance(shapes("test", n=2), AnomalyData)
+    mask = test_set.mask(int(np.nonzero(test_set.labels)[0][0]))
+    mask[:] = False  # the caller's copy: the dataset's cached render is untouched
+    assert test_set.mask(int(np.nonzero(test_set.labels)[0][0])).any()

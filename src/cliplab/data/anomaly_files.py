@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -27,13 +27,36 @@ from PIL import Image
 from cliplab.data.base import files_fingerprint, stable_hash
 from cliplab.data.folders import IMAGE_EXTENSIONS, ImageFileDataset
 
-__all__ = ["ANOMALY_CLASSNAMES", "NORMAL", "AnomalyFiles", "AnomalySample", "choose_categories", "read_mask"]
+__all__ = ["ANOMALY_CLASSNAMES", "NORMAL", "AnomalyData", "AnomalyFiles", "AnomalySample", "choose_categories",
+           "read_mask"]  # fmt: skip
 
 #: the class names of ``label`` (0 normal, 1 anomalous)
 ANOMALY_CLASSNAMES = ["normal", "anomalous"]
 #: the ``defect_type`` of a normal image (MVTec AD's folder name for it)
 NORMAL = "good"
 ANOMALY_SPLITS = ("train", "test")
+
+
+@runtime_checkable
+class AnomalyData(Protocol):
+    """What anomaly-detection data offers beyond a ``Dataset`` (``AnomalyFiles``, ``ShapesDefects``).
+
+    ``labels`` are 0 normal / 1 anomalous; ``dataset[i]`` carries ``defect_type`` and ``category`` too.
+    """
+
+    @property
+    def defect_types(self) -> list[str]: ...
+
+    @property
+    def categories(self) -> list[str]: ...
+
+    def mask(self, index: int) -> np.ndarray:
+        """Bool ``[H, W]`` at the image's size, True on the defect."""
+        ...
+
+    def defect_type(self, index: int) -> str: ...
+
+    def category(self, index: int) -> str: ...
 
 
 @dataclass(frozen=True)

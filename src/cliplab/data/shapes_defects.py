@@ -88,6 +88,7 @@ class ShapesDefects(Dataset):
         self.name = f"shapes-defects-{category or 'all'}-{split}"
         self._params = [self._draw(i) for i in range(self.n)]
         self._labels = np.asarray([p["label"] for p in self._params], dtype=np.int64)
+        self._last: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     # ------------------------------------------------------------------------------------- attributes
     def _rng(self, i: int) -> np.random.Generator:
@@ -183,6 +184,14 @@ class ShapesDefects(Dataset):
     def _render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(image [S,S,3] uint8, defect mask [S,S] bool, object mask [S,S] bool)`` of image ``index``."""
         i = self._position(index)
+        last = self._last  # image(i) then mask(i) render once (one assignment: safe across loader threads)
+        if last is not None and last[0] == i:
+            return last[1]
+        out = self._paint(i)
+        self._last = (i, out)
+        return out
+
+    def _paint(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p, S = self._params[i], self.image_size
         C = 2 * S
         obj = self._object(p, C)
@@ -213,14 +222,14 @@ class ShapesDefects(Dataset):
 
     def render(self, index: int) -> np.ndarray:
         """Image ``index`` as an ``[S, S, 3]`` uint8 array."""
-        return self._render(index)[0]
+        return self._render(index)[0].copy()
 
     def image(self, index: int) -> Image.Image:
         return Image.fromarray(self.render(index), "RGB")
 
     def mask(self, index: int) -> np.ndarray:
         """Bool ``[S, S]``: True on the defect (all False for a normal image)."""
-        return self._render(index)[1]
+        return self._render(index)[1].copy()
 
     def masks(self, indices: Sequence[int]) -> list[np.ndarray]:
         return [self.mask(int(i)) for i in indices]
