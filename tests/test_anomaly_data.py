@@ -61,6 +61,8 @@ def test_mvtec_layout_labels_types_and_masks(tmp_path):
     both = load_dataset(f"mvtec:{tmp_path}")
     assert len(both) == 6 and both.categories == ["bottle"] * 3 + ["cable"] * 3
     np.testing.assert_array_equal(both.mask(5), masks[("cable", "contamination")])
+    one = load_dataset(f"mvtec:{tmp_path / 'cable'}")  # a category's own folder
+    assert one.categories == ["cable"] * 3 and one.defect_types == ["good", "broken_large", "contamination"]
 
 
 def test_mvtec_unknown_category_lists_those_present(tmp_path):
@@ -200,3 +202,16 @@ def test_plain_folder_without_masks_and_with_one_missing(tmp_path):
     (tmp_path / "good").rename(tmp_path / "normal")
     with pytest.raises(ValueError, match="no good/ folder"):
         check_data_spec(f"anomaly-folder:{tmp_path}")
+
+
+def test_the_loader_reads_anomaly_data(tmp_path):
+    from cliplab.data import make_loader
+    from cliplab.imaging.preprocess import Preprocess
+
+    _mvtec(tmp_path)
+    for spec in (f"mvtec:{tmp_path}", "shapes-defects:n=5,image_size=32"):
+        ds = load_dataset(spec)
+        batches = list(make_loader(ds, Preprocess(resize=(32, 32), crop=None), batch_size=4, num_workers=2))
+        assert [int(i) for b in batches for i in b["index"]] == list(range(len(ds)))
+        assert [int(v) for b in batches for v in b["label"]] == ds.labels.tolist()
+        assert batches[0]["pixel_values"].shape[1:] == (3, 32, 32)

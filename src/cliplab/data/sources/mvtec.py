@@ -8,7 +8,8 @@
 ```
 
 A category is a folder of ``<root>`` with a ``train/`` or ``test/`` folder; without ``category`` every one
-is read (each image keeps its own ``category``). ``split=train`` is the normal images only.
+is read (each image keeps its own ``category``). ``split=train`` is the normal images only. A category's
+own folder given as the root (``mvtec:/data/mvtec/bottle``) reads that category.
 Returns an ``AnomalyFiles`` (``cliplab.data.anomaly_files``).
 """
 
@@ -62,9 +63,16 @@ def mvtec_samples(root: Path, category: str, split: str) -> list[AnomalySample]:
     return samples
 
 
+def _category_root(root: Path, category: str | None) -> tuple[Path, str | None]:
+    """``<root>/<category>`` given as the root (it holds ``train/`` or ``test/``): its parent and its name."""
+    if any((root / s).is_dir() for s in ANOMALY_SPLITS) and category in (None, root.name):
+        return root.parent, root.name
+    return root, category
+
+
 def load(target: str, split: str | None = "test", *, category: str | None = None) -> AnomalyFiles:
     """MVTec AD (one category, or all); see the module docstring."""
-    root = Path(target)
+    root, category = _category_root(Path(target), category)
     chosen = choose_categories(root, mvtec_categories(root), category, "MVTec AD")
     split = split or "test"
     samples = [s for c in chosen for s in mvtec_samples(root, c, split)]
@@ -74,7 +82,7 @@ def load(target: str, split: str | None = "test", *, category: str | None = None
 
 def check(target: str, split: str | None = "test", *, spec: str, category: str | None = None, **_: Any) -> None:
     """The root exists and the category is one of its folders (no image is read)."""
-    root = Path(target)
+    root, category = _category_root(Path(target), category)
     try:
         choose_categories(root, mvtec_categories(root), category, "MVTec AD")
     except (FileNotFoundError, ValueError) as err:
