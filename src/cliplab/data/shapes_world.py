@@ -410,6 +410,12 @@ class ShapesDataset(Dataset):
         S = self.image_size
         return np.array([self.render(i) for i in idx], dtype=np.uint8).reshape(-1, S, S, 3)
 
+    def segmentation(self, index: int, by: str = "shape") -> np.ndarray:
+        """int64 ``[S, S]`` class map: 0 background, else 1 + shape (or colour) index (``shapes_segmentation``)."""
+        from cliplab.data.shapes_segmentation import shapes_class_map
+
+        return shapes_class_map(self, index, by)
+
     @property
     def labels(self) -> np.ndarray | None:
         """int64 class indices into ``classnames`` (first object), or None for a held-out attribute."""
