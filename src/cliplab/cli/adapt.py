@@ -183,9 +183,9 @@ def run(args: argparse.Namespace) -> int:
             )
     W = zeroshot_weights(model, classnames, load_templates(args.templates) or train_ds.templates)
     protocol = FewShotProtocol(
-        methods=methods,
-        shots=shots,
-        seeds=seeds,
+        methods=tuple(methods) if methods is not None else None,
+        shots=tuple(shots),
+        seeds=tuple(seeds),
         search=not args.no_search,
         dataset=args.settings_for or train_ds.name,
         resume_file=args.resume_file,  # the prompt learners'

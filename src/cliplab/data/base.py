@@ -157,7 +157,7 @@ class Wrapper(Dataset):
         self.parent = parent
         self.name = parent.name if name is None else name
 
-    @property  # type: ignore[override]
+    @property
     def classnames(self) -> list[str] | None:
         own = self.__dict__.get("_classnames", _UNSET)
         return self.parent.classnames if own is _UNSET else own
@@ -166,7 +166,7 @@ class Wrapper(Dataset):
     def classnames(self, value: list[str] | None) -> None:
         self.__dict__["_classnames"] = value
 
-    @property  # type: ignore[override]
+    @property
     def templates(self) -> list[str] | None:
         own = self.__dict__.get("_templates", _UNSET)
         return self.parent.templates if own is _UNSET else own

@@ -57,7 +57,7 @@ def _check_builtin(target: str, spec: str) -> None:
 
 
 def _load_builtin(target: str, *, spec: str, device: str | None) -> Model:
-    return importlib.import_module(_CATALOG).load_builtin(target, device=device)  # type: ignore[no-any-return]
+    return importlib.import_module(_CATALOG).load_builtin(target, device=device)
 
 
 def _is_dir(spec: str) -> bool:

@@ -373,7 +373,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             except ValueError as err:
                 errors.append(str(err))
         raise ValueError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {hint}")
-    if dataclasses.is_dataclass(hint):
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return _build(hint, value, path)
     if hint is Any:
         return value
