@@ -484,3 +484,20 @@ def test_cli_uses_the_datasets_dassl_draw_for_support_and_validation():
         got_train, got_val = draw(k, seed)
         assert list(got_train) == want_train and list(got_val) == want_val
     assert _draw(object(), train_y, val_y) is None  # other data: cliplab's sampler
+
+
+def test_gda_class_mean_rank_deficient_matches_float64_reference():
+    """Issue #26: 16 clean shots of 5 classes in D = 512 give a rank-deficient pooled covariance; main_base2new.py's
+    ``pinv(mean_k cov_k)`` must not invert float32 centring residue (logits ~1e12, accuracy 0.81 instead of 1)."""
+    t = make_task(C=5, D=512, shots=16, n_test=200, seed=3)
+    est = GDA(alpha=1.0, covariance="class_mean").fit(t["X"], t["y"], text_weights=t["W"])
+    Xn, yn = t["X"].double().numpy(), t["y"].numpy()
+    mus = np.stack([Xn[yn == c].mean(0) for c in range(5)])
+    inv = np.linalg.pinv(np.mean([np.cov(Xn[yn == c], rowvar=False) for c in range(5)], axis=0), hermitian=True)
+    b = np.log(1 / 5) - 0.5 * np.einsum("nd,dc,nc->n", mus, inv, mus)
+    f = t["Xt"].double().numpy()
+    ref = 100.0 * f @ t["W"].double().numpy().T + (f @ (mus @ inv).T + b)
+    got = est.logits(t["Xt"]).double().numpy()
+    assert np.abs(got).max() < 1e6
+    assert (got.argmax(1) == ref.argmax(1)).mean() == 1.0
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
