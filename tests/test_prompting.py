@@ -391,3 +391,38 @@ def test_coop_on_an_open_clip_style_text_tower():
     assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
     with pytest.raises(ValueError, match="too long"):  # the 10-token context: sot + 2 ctx + 6 + . + eot = 11
         CoOp(n_ctx=2, epochs=0).fit(model, f, y, ["red blue red blue red circle", "square"])
+
+
+def test_class_name_exactly_filling_the_context_is_accepted(tiny):
+    """The boundary of the length check (issue #26: ``>=`` for ``>`` survived): a prompt that needs exactly the text
+    tower's length fits; one token more does not."""
+    from cliplab.adapt.prompting.text_prompts import _Tokens, build_layout, context_length
+
+    limit, tok = context_length(tiny), _Tokens(tiny)
+    per_word = len(tok.content("red"))
+    free = limit - tok.prefix - 4 - len(tok.content(".")) - tok.suffix  # tokens left for the name with 4 ctx
+    assert free % per_word == 0 and free > 0
+    name = " ".join(["red"] * (free // per_word))
+    assert len(tok.content(name)) == free
+    layout = build_layout(tiny, ["circle", name], n_ctx=4)  # needs exactly `limit` tokens
+    assert layout.slots.shape == (2, 4)
+    with pytest.raises(ValueError, match="too long"):
+        build_layout(tiny, ["circle", name + " red"], n_ctx=4)
+
+
+def test_cocoop_shift_is_added_to_the_context(tiny, data):
+    """``ctx_m(f) = ctx_m + π(f)`` (KaiyangZhou/CoOp ``cocoop.py``: ``ctx_shifted = ctx + bias``), not ``π(f)`` alone
+    (issue #26: the replacement survived): each image's text features equal those of a plain prompt whose
+    context is the learned one plus that image's shift."""
+    _, f, y = data
+    est = CoCoOp(epochs=1, batch_size=4).fit(tiny, f, y, CLASSES)
+    text = est.prompt_.text
+    shift = est.meta_shift(f[:2])
+    assert not torch.allclose(text.ctx.detach(), torch.zeros_like(text.ctx))
+    with torch.no_grad():
+        per_image = est.prompt_(f[:2])  # [2, C, D]
+        learned = text.ctx.detach().clone()
+        for i in range(2):
+            text.ctx.copy_(learned + shift[i].to(learned))
+            torch.testing.assert_close(per_image[i], text(), atol=1e-5, rtol=1e-5)
+        text.ctx.copy_(learned)
