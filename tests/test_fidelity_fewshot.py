@@ -68,16 +68,24 @@ def gda_reference_run(vecs, labels, W, val_f, val_y, test_f, test_y):
     return acc(100.0 * tf @ W.T + best_alpha * (tf @ Wg.T + b), test_y), best_alpha
 
 
-def test_gda_at_two_shots_uses_augmented_passes_and_the_validation_split(world):
+@pytest.mark.parametrize("validation", [None, "min_k_4"])
+def test_gda_at_two_shots_uses_augmented_passes_and_the_validation_split(world, validation):
+    """GDA's recipe searches alpha on the whole val split (main_few_shots.py); ``validation="min_k_4"`` is the
+    named alternative of min(k, 4) images per class."""
     train, val, test, W, views = world["train"], world["val"], world["test"], world["W"], world["views"]
     seeds = (1, 2, 3)
     res = run_few_shot(train, test, W, methods=["gda"], shots=(1, 2), seeds=seeds, train_views=views, val=val,
-                       progress=False)  # fmt: skip
+                       progress=False, validation=validation)  # fmt: skip
+    assert res["recipes"]["gda"]["recipe"] == "few_shots"
+    assert res["recipes"]["gda"]["validation"] == (validation or "full")
     for k in (1, 2):
         ref = []
         for seed in seeds:
             idx = k_shot_indices(train.labels, k, seed, num_classes=8)
-            vidx = k_shot_indices(val.labels, min(k, 4), seed, num_classes=8)
+            if validation is None:
+                vidx = torch.arange(len(val.labels))
+            else:
+                vidx = k_shot_indices(val.labels, min(k, 4), seed, num_classes=8)
             vecs = views[:, idx].reshape(-1, views.shape[-1])
             y = train.labels[idx].repeat(views.shape[0])
             ref.append(gda_reference_run(vecs, y, W, val.images[vidx], val.labels[vidx], test.images, test.labels)[0])
@@ -194,10 +202,14 @@ def test_search_runs_on_min_k_4_clean_images_per_class_of_the_val_split(monkeypa
 
     monkeypatch.setitem(protocol.METHODS, "gda", Spy)
     run_few_shot(train, test, W, methods=["gda"], shots=(2, 8), seeds=(3,), train_views=views, val=val,
-                 progress=False)  # fmt: skip
+                 progress=False, validation="min_k_4")  # fmt: skip
     for got, k in zip(scored, (2, 8)):
         want = val.images[k_shot_indices(val.labels, min(k, 4), 3, num_classes=8)]
         assert torch.equal(got, want)
+    scored.clear()  # GDA's recipe (issue #26): the whole val split, as main_few_shots.py
+    run_few_shot(train, test, W, methods=["gda"], shots=(2,), seeds=(3,), train_views=views, val=val,
+                 progress=False)  # fmt: skip
+    assert len(scored) == 1 and torch.equal(scored[0], val.images)
 
 
 def test_fallback_validates_on_clean_features_of_held_out_support_images(monkeypatch, world):
@@ -428,7 +440,7 @@ def test_protocol_passes_amu_the_aux_encoders_passes_of_the_same_crops(monkeypat
     rec = _Recorder(monkeypatch, ["amu"])
     res = run_few_shot(train, test, W, methods=["amu"], shots=(2,), seeds=(1,), train_views=pool, val=val,
                        aux_train=t["A"], aux_test=t["At"][240:], aux_val=t["At"][:240], aux_views=aux_pool,
-                       method_params={"amu": {"epochs": 1}}, progress=False)  # fmt: skip
+                       method_params={"amu": {"epochs": 1}}, progress=False, validation="min_k_4")  # fmt: skip
     idx = k_shot_indices(train.labels, 2, 1, num_classes=8)
     got, kw, _ = rec.seen["amu"][-1]  # the refit after the search on the validation split
     assert torch.equal(got, pool[:, idx]) and torch.equal(kw["aux_features"], aux_pool[:, idx])
