@@ -81,7 +81,7 @@ class Recipe:
             "validation": self.validation,
             "params": dict(self.params),
             "grid": dict(self.grid_spec),
-            "file": self.path if not self.path.startswith("cliplab:") else self.path,
+            "file": self.path,
         }
 
 
