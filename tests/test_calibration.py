@@ -213,3 +213,14 @@ def test_confidence_equal_to_the_reported_upper_edge_stays_in_its_bin():
     np.testing.assert_array_equal(r["confidence"], upper)
     r = reliability_diagram(_probs_with_confidence(lower[1:]), np.zeros(14, int), n_bins=15, from_probs=True)
     np.testing.assert_array_equal(r["count"], [1] * 14 + [0])
+
+
+def test_ece_and_reliability_diagram_default_to_15_bins():
+    """Guo et al.'s (and CLIP calibration studies') 15 equal-width bins are the default: a value that differs
+    between 14 and 15 bins pins it (issue #26: a 14-bin mutation survived)."""
+    z, y = _data(seed=3)
+    p = softmax(z, 1)
+    assert _ece_loop(p, y, 15) != pytest.approx(_ece_loop(p, y, 14), abs=1e-6)
+    assert ece(z, y) == pytest.approx(_ece_loop(p, y, 15), abs=1e-9)
+    r = reliability_diagram(z, y)
+    assert len(r["count"]) == 15 and r["ece"] == pytest.approx(_ece_loop(p, y, 15), abs=1e-9)

@@ -268,6 +268,7 @@ def test_bench_on_a_webdataset_equals_clip_benchmarks_definitions(tmp_path):
         assert ret[f"image_retrieval_recall@{k}"] == pytest.approx(t2i_r)
         assert ret[f"text_retrieval_recall@{k}"] == pytest.approx(i2t_r)
     assert ret["n_images"] == 24 and ret["n_captions"] == len(flat)
+    assert ret["ties"] == "topk"  # CLIP_benchmark's convention on its webdatasets (issue #26)
 
 
 def test_linear_probe_stage_trains_on_the_train_split_of_a_webdataset(tmp_path):

@@ -221,3 +221,18 @@ def test_webdataset_input_gives_shards_and_is_idempotent(tmp_path):
     assert (tmp_path / "out2" / "test" / "0.tar").read_bytes() == (tmp_path / "out" / "test" / "0.tar").read_bytes()
     with pytest.raises(ValueError, match="written as shards into a directory"):
         curate_dataset(f"wds:{src}", tmp_path / "out.csv", cfg, progress=False)
+
+
+def test_balancing_with_caller_counts_of_zero_keeps_the_pairs():
+    """Caller-supplied counts (re-applying the raw data's) may be 0 for a concept: p = t / max(0, t) = 1, never a
+    division by zero (issue #26); negative counts are refused."""
+    from cliplab.curate.filters import balance
+
+    captions = ["a circle", "a square", "a circle and a square"]
+    keys = ["a", "b", "c"]
+    removed, counts = balance(captions, keys, ["circle", "square"], t=1, seed=0, counts={"circle": 0, "square": 0})
+    assert removed == {} and counts == {"circle": 0, "square": 0}
+    removed, _ = balance(captions, keys, ["circle", "square"], t=1, seed=0, counts={"square": 0})  # circle: absent
+    assert removed == {}
+    with pytest.raises(ValueError, match="counts"):
+        balance(captions, keys, ["circle"], t=1, counts={"circle": -1})

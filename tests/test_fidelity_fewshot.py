@@ -68,16 +68,24 @@ def gda_reference_run(vecs, labels, W, val_f, val_y, test_f, test_y):
     return acc(100.0 * tf @ W.T + best_alpha * (tf @ Wg.T + b), test_y), best_alpha
 
 
-def test_gda_at_two_shots_uses_augmented_passes_and_the_validation_split(world):
+@pytest.mark.parametrize("validation", [None, "min_k_4"])
+def test_gda_at_two_shots_uses_augmented_passes_and_the_validation_split(world, validation):
+    """GDA's recipe searches alpha on the whole val split (main_few_shots.py); ``validation="min_k_4"`` is the
+    named alternative of min(k, 4) images per class."""
     train, val, test, W, views = world["train"], world["val"], world["test"], world["W"], world["views"]
     seeds = (1, 2, 3)
     res = run_few_shot(train, test, W, methods=["gda"], shots=(1, 2), seeds=seeds, train_views=views, val=val,
-                       progress=False)  # fmt: skip
+                       progress=False, validation=validation)  # fmt: skip
+    assert res["recipes"]["gda"]["recipe"] == "few_shots"
+    assert res["recipes"]["gda"]["validation"] == (validation or "full")
     for k in (1, 2):
         ref = []
         for seed in seeds:
             idx = k_shot_indices(train.labels, k, seed, num_classes=8)
-            vidx = k_shot_indices(val.labels, min(k, 4), seed, num_classes=8)
+            if validation is None:
+                vidx = torch.arange(len(val.labels))
+            else:
+                vidx = k_shot_indices(val.labels, min(k, 4), seed, num_classes=8)
             vecs = views[:, idx].reshape(-1, views.shape[-1])
             y = train.labels[idx].repeat(views.shape[0])
             ref.append(gda_reference_run(vecs, y, W, val.images[vidx], val.labels[vidx], test.images, test.labels)[0])
@@ -194,10 +202,14 @@ def test_search_runs_on_min_k_4_clean_images_per_class_of_the_val_split(monkeypa
 
     monkeypatch.setitem(protocol.ADAPTERS, "gda", Spy)
     run_few_shot(train, test, W, methods=["gda"], shots=(2, 8), seeds=(3,), train_views=views, val=val,
-                 progress=False)  # fmt: skip
+                 progress=False, validation="min_k_4")  # fmt: skip
     for got, k in zip(scored, (2, 8)):
         want = val.images[k_shot_indices(val.labels, min(k, 4), 3, num_classes=8)]
         assert torch.equal(got, want)
+    scored.clear()  # GDA's recipe (issue #26): the whole val split, as main_few_shots.py
+    run_few_shot(train, test, W, methods=["gda"], shots=(2,), seeds=(3,), train_views=views, val=val,
+                 progress=False)  # fmt: skip
+    assert len(scored) == 1 and torch.equal(scored[0], val.images)
 
 
 def test_fallback_validates_on_clean_features_of_held_out_support_images(monkeypatch, world):
@@ -428,7 +440,7 @@ def test_protocol_passes_amu_the_aux_encoders_passes_of_the_same_crops(monkeypat
     rec = _Recorder(monkeypatch, ["amu"])
     res = run_few_shot(train, test, W, methods=["amu"], shots=(2,), seeds=(1,), train_views=pool, val=val,
                        aux_train=t["A"], aux_test=t["At"][240:], aux_val=t["At"][:240], aux_views=aux_pool,
-                       method_params={"amu": {"epochs": 1}}, progress=False)  # fmt: skip
+                       method_params={"amu": {"epochs": 1}}, progress=False, validation="min_k_4")  # fmt: skip
     idx = k_shot_indices(train.labels, 2, 1, num_classes=8)
     got, kw, _ = rec.seen["amu"][-1]  # the refit after the search on the validation split
     assert torch.equal(got, pool[:, idx]) and torch.equal(kw["aux_features"], aux_pool[:, idx])
@@ -484,3 +496,26 @@ def test_cli_uses_the_datasets_dassl_draw_for_support_and_validation():
         got_train, got_val = draw(k, seed)
         assert list(got_train) == want_train and list(got_val) == want_val
     assert _draw(object(), train_y, val_y) is None  # other data: cliplab's sampler
+
+
+@pytest.mark.parametrize("shots, passes", [(16, 0), (4, 10)])
+def test_gda_class_mean_rank_deficient_matches_float64_reference(shots, passes):
+    """Issue #26: 16 clean shots (or 4 shots × 10 views) of 5 classes in D = 512 give a rank-deficient pooled
+    covariance; main_base2new.py's ``pinv(mean_k cov_k)`` must not invert float32 centring residue (logits ~1e12,
+    accuracy 0.81 instead of 1; argmax agreeing on 75 % of queries at 4 × 10)."""
+    t = make_task(C=5, D=512, shots=shots, n_test=200, seed=3)
+    X, y = t["X"], t["y"]
+    support = augment(X, passes, seed=1) if passes else X
+    est = GDA(alpha=1.0, covariance="class_mean").fit(support, y, text_weights=t["W"])
+    if passes:
+        X, y = support.reshape(-1, 512), y.repeat(passes)
+    Xn, yn = X.double().numpy(), y.numpy()
+    mus = np.stack([Xn[yn == c].mean(0) for c in range(5)])
+    inv = np.linalg.pinv(np.mean([np.cov(Xn[yn == c], rowvar=False) for c in range(5)], axis=0), hermitian=True)
+    b = np.log(1 / 5) - 0.5 * np.einsum("nd,dc,nc->n", mus, inv, mus)
+    f = t["Xt"].double().numpy()
+    ref = 100.0 * f @ t["W"].double().numpy().T + (f @ (mus @ inv).T + b)
+    got = est.logits(t["Xt"]).double().numpy()
+    assert np.abs(got).max() < 1e6
+    assert (got.argmax(1) == ref.argmax(1)).mean() == 1.0
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())

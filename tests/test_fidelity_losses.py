@@ -191,3 +191,31 @@ def test_trainer_optimises_and_checkpoints_the_distillation_head(tmp_path, tiny_
     assert all(not torch.equal(b, p.detach()) for b, p in zip(before, head.parameters()))
     _, state = load_checkpoint(latest_checkpoint(tmp_path / "run"))
     assert torch.equal(state["distill_head"]["visual_proj.weight"], head.visual_proj.weight.detach().cpu())
+
+
+def test_euclidean_model_logits_are_the_training_logits():
+    """Issue #26: ``Model.logits`` of a fresh Euclidean model gives the objective's loss (near chance, ln B), not
+    the unscaled −s‖x − y‖² (loss ~220 at D = 128)."""
+    import dataclasses
+
+    from cliplab.data import shapes
+    from cliplab.models.builtin import ShapesRecipe
+    from cliplab.models.factory import build_tokenizer, create_model
+    from cliplab.zeroshot.weights import zeroshot_logits
+
+    cfg = dataclasses.replace(ShapesRecipe().model, geometry="euclidean")
+    ds = shapes("train", n=32, seed=0, image_size=cfg.image_size)
+    captions = [c if isinstance(c, str) else c[0] for c in ds.captions[:32]]
+    model = create_model(cfg, build_tokenizer(captions, context_length=cfg.context_length), seed=0)
+    with torch.no_grad():
+        image = model.image_features(torch.stack([model.preprocess(ds.image(i)) for i in range(32)]))
+        text = model.text_features(model.tokenize(captions))
+        scale = model.module.logit_scale.exp()
+        trained = float(Objective(LossOptions(name="clip"), model, ENV, CPU)(image, text, scale, None))
+        evaluated = float(_symmetric_ce(model.logits(image, text).double()))
+        zs = zeroshot_logits(image, text, model.logit_scale, None, "euclidean")
+    assert evaluated == pytest.approx(trained, rel=1e-4)
+    assert abs(evaluated - math.log(32)) < 1.5
+    torch.testing.assert_close(zs, model.logits(image, text), rtol=1e-5, atol=1e-5)
+    expected = -float(scale) * torch.cdist(image.double(), text.double()).square() / cfg.embed_dim
+    torch.testing.assert_close(model.similarity(image, text).double() * float(scale), expected, rtol=1e-4, atol=1e-3)

@@ -122,8 +122,8 @@ def test_euclidean_geometry_is_saved_and_not_normalised(tmp_path):
     f, t = loaded.encode_images(_images(2)), loaded.encode_texts(["a circle"])
     assert not torch.allclose(f.norm(dim=1), torch.ones(2))
     assert torch.allclose(
-        loaded.logits(f, t), -loaded.logit_scale * ((f[:, None] - t[None]) ** 2).sum(-1), atol=1e-4
-    )
+        loaded.logits(f, t), -loaded.logit_scale * ((f[:, None] - t[None]) ** 2).sum(-1) / f.shape[1], atol=1e-4
+    )  # EuCLIP's features scaled by 1/√D, as in training (issue #26)
 
 
 @pytest.mark.parametrize(

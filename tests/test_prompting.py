@@ -391,3 +391,103 @@ def test_coop_on_an_open_clip_style_text_tower():
     assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
     with pytest.raises(ValueError, match="too long"):  # the 10-token context: sot + 2 ctx + 6 + . + eot = 11
         CoOp(n_ctx=2, epochs=0).fit(model, f, y, ["red blue red blue red circle", "square"])
+
+
+def test_class_name_exactly_filling_the_context_is_accepted(tiny):
+    """The boundary of the length check (issue #26: ``>=`` for ``>`` survived): a prompt that needs exactly the text
+    tower's length fits; one token more does not."""
+    from cliplab.adapt.prompting.text_prompts import _Tokens, build_layout, context_length
+
+    limit, tok = context_length(tiny), _Tokens(tiny)
+    per_word = len(tok.content("red"))
+    free = limit - tok.prefix - 4 - len(tok.content(".")) - tok.suffix  # tokens left for the name with 4 ctx
+    assert free % per_word == 0 and free > 0
+    name = " ".join(["red"] * (free // per_word))
+    assert len(tok.content(name)) == free
+    layout = build_layout(tiny, ["circle", name], n_ctx=4)  # needs exactly `limit` tokens
+    assert layout.slots.shape == (2, 4)
+    with pytest.raises(ValueError, match="too long"):
+        build_layout(tiny, ["circle", name + " red"], n_ctx=4)
+
+
+def test_cocoop_shift_is_added_to_the_context(tiny, data):
+    """``ctx_m(f) = ctx_m + π(f)`` (KaiyangZhou/CoOp ``cocoop.py``: ``ctx_shifted = ctx + bias``), not ``π(f)`` alone
+    (issue #26: the replacement survived): each image's text features equal those of a plain prompt whose
+    context is the learned one plus that image's shift."""
+    _, f, y = data
+    est = CoCoOp(epochs=1, batch_size=4).fit(tiny, f, y, CLASSES)
+    text = est.prompt_.text
+    shift = est.meta_shift(f[:2])
+    assert not torch.allclose(text.ctx.detach(), torch.zeros_like(text.ctx))
+    with torch.no_grad():
+        per_image = est.prompt_(f[:2])  # [2, C, D]
+        learned = text.ctx.detach().clone()
+        for i in range(2):
+            text.ctx.copy_(learned + shift[i].to(learned))
+            torch.testing.assert_close(per_image[i], text(), atol=1e-5, rtol=1e-5)
+        text.ctx.copy_(learned)
+
+
+def test_maple_inserts_the_deep_prompts_from_the_second_layer_on():
+    """MaPLe (muzairkhattak/multimodal-prompt-learning): with depth J, layers 1 … J−1 of both towers receive the
+    deep prompts (text: ``deep_text[j−1]`` at the context slots; vision: ``proj_j(deep_text[j−1])`` as the last M
+    tokens). The one-layer test model cannot see layer 1 (issue #26: ``range(2, depth)`` survived), so this
+    builds a two-layer tiny model and reads the inputs of layer 1 of each tower."""
+    from cliplab.models.factory import ModelConfig, build_tokenizer, create_model
+    from helpers import WORDS
+
+    cfg = ModelConfig(image_size=32, patch_size=8, vision_width=32, vision_layers=2, vision_heads=2, text_width=32,
+                      text_layers=2, text_heads=2, context_length=12, embed_dim=16)  # fmt: skip
+    model = create_model(cfg, build_tokenizer(WORDS, context_length=12), seed=0)
+    px = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    maple = MaPLe(epochs=0, prompt_depth=2).fit(model, px, torch.arange(6) % 3, CLASSES)
+    prompt = maple.prompt_
+    assert maple.depth_ == 2
+    seen: dict[str, torch.Tensor] = {}
+
+    def grab(name):
+        return lambda module, args: seen.__setitem__(name, args[0].detach().clone())
+
+    hooks = [
+        prompt.towers.text_layers[1].layer_norm1.register_forward_pre_hook(grab("text")),
+        prompt.towers.vision_layers[1].layer_norm1.register_forward_pre_hook(grab("vision")),
+    ]
+    try:
+        with torch.no_grad():
+            prompt.text_features()
+            prompt.image_features(model, px)
+    finally:
+        for h in hooks:
+            h.remove()
+    slots, m = prompt.text.layout.slots, prompt.text.n_ctx
+    deep = prompt.deep_text[0].detach()
+    text_in = seen["text"]
+    for c in range(len(CLASSES)):
+        torch.testing.assert_close(text_in[c, slots[c]], deep)
+    with torch.no_grad():
+        expected = prompt.proj[1](deep)
+    torch.testing.assert_close(seen["vision"][:, -m:], expected[None].expand(len(px), -1, -1))
+
+
+def test_best_epoch_snapshot_is_a_copy_not_a_view(tiny, data, monkeypatch):
+    """The prompt kept is the one of the epoch whose ``val_accuracy_`` is reported, not the last one (issue #26: a
+    shallow ``dict(state_dict())`` snapshot, aliasing the parameters, survived). Validation accuracies are scripted
+    so that the first check is the best."""
+    _, f, y = data
+    scripted = iter([0.9, 0.2, 0.1])
+    contexts: list[torch.Tensor] = []
+
+    def fake_accuracy(self, xv, yv):
+        contexts.append(self.prompt_.ctx.detach().clone())
+        return next(scripted)
+
+    monkeypatch.setattr(CoOp, "_accuracy", fake_accuracy)
+    coop = CoOp(epochs=3, eval_every=1, lr=0.05).fit(tiny, f[:6], y[:6], CLASSES, val=f[6:], val_labels=y[6:])
+    assert coop.val_accuracy_ == 0.9 and len(contexts) == 3
+    assert not torch.allclose(contexts[0], contexts[2])
+    torch.testing.assert_close(coop.prompt_.ctx.detach(), contexts[0], atol=0, rtol=0)
+    best = CoOp(epochs=0).fit(tiny, f[:6], y[:6], CLASSES)
+    with torch.no_grad():
+        best.prompt_.ctx.copy_(contexts[0])
+    monkeypatch.undo()
+    torch.testing.assert_close(coop.logits(f), best.logits(f), atol=1e-5, rtol=1e-5)

@@ -272,3 +272,70 @@ def test_refclipscore_validation():
         refclipscore(img, txt, [np.ones((1, 4)), np.ones((2, 3))])
     with pytest.raises(ValueError, match="empty"):
         refclipscore(img, txt, [np.ones((1, 4)), np.ones((0, 4))])
+
+
+def _clip_benchmark_recall(images: torch.Tensor, texts: torch.Tensor, t2i: torch.Tensor, k: int) -> dict[str, float]:
+    """CLIP_benchmark's ``recall_at_k`` (clip_benchmark/metrics/zeroshot_retrieval.py): ``torch.topk`` over the
+    score matrix ``texts @ imagesᵀ``, a hit when a positive is among the top k."""
+    scores = (texts.double() @ images.double().T).float()
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[torch.arange(len(scores)), t2i] = True
+
+    def recall(s: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        top = torch.topk(s, k, dim=1)[1]
+        onehot = torch.nn.functional.one_hot(top, num_classes=s.shape[1])
+        return (onehot * p[:, None, :]).sum(dim=(1, 2)) / p.sum(dim=1)
+
+    return {
+        f"image_retrieval_recall@{k}": float((recall(scores, positive) > 0).float().mean()),
+        f"text_retrieval_recall@{k}": float((recall(scores.T, positive.T) > 0).float().mean()),
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_index_ties_match_clip_benchmark_topk_on_duplicate_captions(seed):
+    """Issue #26: class-style captions repeat exactly; CLIP_benchmark breaks the ties by index."""
+    g = torch.Generator().manual_seed(seed)
+    n_images, n_strings = 30, 4
+    images = torch.nn.functional.normalize(torch.randn(n_images, 8, generator=g), dim=1)
+    strings = torch.nn.functional.normalize(torch.randn(n_strings, 8, generator=g), dim=1)
+    caption_of = torch.randint(n_strings, (n_images, 2), generator=g)  # two captions per image, few strings
+    texts = strings[caption_of.flatten()]
+    t2i = torch.arange(n_images).repeat_interleave(2)
+    got_any_difference = False
+    for k in (1, 2, 5):
+        ref = _clip_benchmark_recall(images, texts, t2i, k)
+        for chunk in (None, 7):
+            got = retrieval(images, texts, t2i, ks=(k,), ties="topk", chunk_size=chunk)
+            assert got == pytest.approx(ref, abs=1e-6)
+        got_any_difference |= retrieval(images, texts, t2i, ks=(k,)) != pytest.approx(ref, abs=1e-6)
+    assert got_any_difference  # the pessimistic convention differs on these ties
+
+
+def test_ties_option_is_checked_and_default_follows_the_data():
+    from cliplab.metrics.retrieval_metrics import default_ties
+
+    with pytest.raises(ValueError, match="ties"):
+        retrieval(torch.eye(3), torch.eye(3), [0, 1, 2], ties="random")
+    assert default_ties("wds:clip-benchmark/wds_mscoco_captions") == "topk"
+    with pytest.raises(ValueError, match="ties"):
+        retrieval_ranks(torch.eye(3), torch.eye(3), [0, 1, 2], ties="topk")
+    assert default_ties("shapes") == "pessimistic"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_index_ties_order_equal_scores_by_index(seed):
+    """``ties="index"``: the rank of the first relevant item in the order ``(−score, index)``, by brute force."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.nn.functional.normalize(torch.randn(12, 6, generator=g), dim=1)
+    strings = torch.nn.functional.normalize(torch.randn(3, 6, generator=g), dim=1)
+    texts = strings[torch.randint(3, (24,), generator=g)]
+    t2i = torch.arange(12).repeat_interleave(2)
+    s = (texts.double() @ images.double().T).float()
+    t2i_ranks, i2t_ranks = retrieval_ranks(images, texts, t2i, ties="index", chunk_size=5)
+    for t in range(24):
+        order = sorted(range(12), key=lambda i: (-float(s[t, i]), i))
+        assert int(t2i_ranks[t]) == order.index(int(t2i[t]))
+    for i in range(12):
+        order = sorted(range(24), key=lambda t: (-float(s[t, i]), t))
+        assert int(i2t_ranks[i]) == min(r for r, t in enumerate(order) if int(t2i[t]) == i)

@@ -240,3 +240,29 @@ def test_bad_tpt_settings(tiny):
         TPT(augmix="yes").fit(tiny, None, None, CLASSES)
     with pytest.raises(ValueError, match="crop_scale"):
         TPT(crop_scale=(0.5, 2)).fit(tiny, None, None, CLASSES)
+
+
+def test_tpt_tunes_on_the_lowest_entropy_views(tiny, monkeypatch):
+    """Confidence selection (azshue/TPT ``select_confident_samples``): the ``selection`` fraction of views with the
+    LOWEST prediction entropy under the initial prompt enters the loss (issue #26: highest survived)."""
+    import torch.nn.functional as F
+
+    from cliplab.adapt.prompting import tpt as tpt_module
+
+    g = torch.Generator().manual_seed(1)
+    views = torch.randn(20, 3, 32, 32, generator=g)
+    est = TPT(n_views=20, selection=0.25, steps=1).fit(tiny, None, None, CLASSES)
+    with torch.no_grad():
+        z = tiny.logits(tiny.image_features(views), est.prompt_())
+        ent = -(F.softmax(z, 1) * F.log_softmax(z, 1)).sum(1)
+    expected = set(torch.argsort(ent)[:5].tolist())
+    assert ent[sorted(expected)].max() < ent[sorted(set(range(20)) - expected)].min()
+    seen = []
+    real = tpt_module.average_entropy
+    monkeypatch.setattr(
+        tpt_module, "average_entropy", lambda rows: (seen.append(rows.detach().clone()), real(rows))[1]
+    )
+    est._tune_and_predict(views)
+    (rows,) = seen
+    assert rows.shape[0] == 5
+    torch.testing.assert_close(rows.sort(dim=0).values, z[sorted(expected)].sort(dim=0).values, atol=1e-5, rtol=1e-5)

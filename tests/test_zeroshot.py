@@ -51,7 +51,7 @@ def test_zeroshot_logits_formula():
     f, w = torch.randn(5, 4, generator=g), torch.randn(3, 4, generator=g)
     assert torch.allclose(zeroshot_logits(f, w, 10.0, -1.0), 10.0 * f @ w.T - 1.0)
     d2 = ((f[:, None, :] - w[None]) ** 2).sum(-1)
-    assert torch.allclose(zeroshot_logits(f, w, 2.0, geometry="euclidean"), -2.0 * d2, atol=1e-5)
+    assert torch.allclose(zeroshot_logits(f, w, 2.0, geometry="euclidean"), -2.0 * d2 / 4, atol=1e-5)  # EuCLIP: /D
     with pytest.raises(ValueError, match="dimension"):
         zeroshot_logits(f, torch.randn(3, 5))
 

@@ -22,6 +22,7 @@ from cliplab.adapt.protocol import (
     _requires,
     _runs,
     _zeroshot_accuracy,
+    recipes_ran,
 )
 from cliplab.adapt.protocol_settings import FewShotProtocol
 from cliplab.adapt.views import SupportViews
@@ -70,7 +71,8 @@ def base_to_new(
     the new classes: ``new_class_logits`` where the method has one (GDA, CLIP-Adapter), else zero-shot.
     The support (and validation) images are the base-class part of the draw over all classes (``draw``, as
     ``run_few_shot``'s), as Dassl draws the few-shot set before ``subsample_classes``. GDA's base classifier
-    uses ``covariance="class_mean"`` as ``main_base2new.py`` (``method_params`` overrides).
+    uses ``covariance="class_mean"`` as ``main_base2new.py`` (GDA's ``base2new`` recipe; ``recipes`` or
+    ``method_params`` override).
     """
     protocol = FewShotProtocol.resolve(protocol, "base_to_new", **settings)
     k = protocol.base_to_new_shots if k is None else int(k)
@@ -85,8 +87,8 @@ def base_to_new(
     new_test, new_test_labels, _ = _restrict(test, n_base, n_cls)
     base_val = _restrict(val, 0, n_base)[0] if val is not None else None
     pool = _as_pool(train_views, train, "train_views")
-    # main_base2new.py fits GDA's base classes with the mean of the per-class covariances
-    method_params = {"gda": {"covariance": "class_mean"}} | dict(protocol.method_params or {})
+    # main_base2new.py fits GDA's base classes with the mean of the per-class covariances: its recipe
+    recipes = {"gda": "base2new"} | dict(protocol.recipes or {})
     methods = [m for m in (protocol.methods or ADAPTERS) if not _requires(m)]  # no extra inputs for the new classes
     p = _Prepared(base_train, text_weights[:n_base], methods, None if pool is None else pool.subset(keep),
                   base_val, {}, None)  # fmt: skip
@@ -101,7 +103,7 @@ def base_to_new(
     zs_new = _zeroshot_accuracy(new_test.images, new_test_labels, W_new) if len(new_test) else float("nan")
     base_acc: dict[str, list[float]] = {m: [] for m in methods}
     new_acc: dict[str, list[float]] = {m: [] for m in methods}
-    run_protocol = dataclasses.replace(protocol, shots=(k,), method_params=method_params)
+    run_protocol = dataclasses.replace(protocol, shots=(k,), recipes=recipes)
     runs = _runs(p, W_base, logit_scale, run_protocol, base_draw)
     for _k, _seed, m, est, _chosen, _s in runs:
         base_acc[m].append(_accuracy(est.logits(base_test.images), base_test_labels))
@@ -115,4 +117,11 @@ def base_to_new(
         hm = 2 * base * new / (base + new) if base + new > 0 else 0.0
         how = "own" if hasattr(ADAPTERS[m], "new_class_logits") else "zero-shot"
         out[m] = {"base": base, "new": new, "hm": hm, "new_classifier": how}
-    return {"k": k, "n_base_classes": n_base, "n_new_classes": n_cls - n_base, "zeroshot_new": zs_new, "results": out}
+    return {
+        "k": k,
+        "n_base_classes": n_base,
+        "n_new_classes": n_cls - n_base,
+        "zeroshot_new": zs_new,
+        "results": out,
+        "recipes": recipes_ran(methods, run_protocol),
+    }

@@ -75,9 +75,14 @@ class GDA(Adapter):
             trace = 0.0  # only rounding residue (e.g. identical views of one image): no covariance
         mus64 = mus.double()
         if self.covariance == "class_mean" and trace > 0:
+            # centred in float64 (as torch.cov): float32 residue would be inverted by pinv when the pooled
+            # covariance is rank-deficient (few shots, no views), giving logits of ~1e12
+            X64 = X.double()
             per_class = torch.zeros(d, d, dtype=torch.float64, device=X.device)
             for k in range(C):
-                rows = (X[y == k] - mus[k]).double()
+                rows = X64[y == k]
+                mus64[k] = rows.mean(dim=0)
+                rows = rows - mus64[k]
                 if rows.shape[0] > 1:
                     per_class += rows.T @ rows / (rows.shape[0] - 1)
             Pmu = mus64 @ torch.linalg.pinv(per_class / C, hermitian=True)  # rows: P μ_k

@@ -29,7 +29,8 @@ class LPPlusPlus(Adapter):
     ``W`` starts at the class sums of *one* view (the first), as the reference's single augmented pass
     gives: summing all ``V`` views would make ``W`` ``V`` times larger and shift the image/text balance.
     The few-shot protocol passes LP++ one augmented pass (the reference extracts the support features
-    once through its random-crop transform) and validates on ``min(k, 4)`` clean images per class.
+    once through its random-crop transform); LP++ has no grid, so no validation images are used (its recipe
+    records the reference's k per class, which only selects the reference's reported epoch).
 
     Deviations from the official code: it trains 300 epochs and keeps the epoch with the best
     validation accuracy (the test set for ImageNet); we run ``epochs`` full-batch iterations (default

@@ -16,9 +16,12 @@ fits on the whole support set). Only data without a validation split falls back 
 class out of the support set (``search_and_fit``, validated on the held-out images' clean features); with
 one shot per class and no validation split the defaults are used (recorded as ``"defaults"``).
 
-Tip-Adapter's search ranges and Tip-Adapter-F's initial alpha/beta and epochs follow the official
-per-dataset configs, selected by the dataset's name (``cliplab.adapt.tip_settings``); ``method_params`` and
-``param_grids`` override any method's parameters and grids.
+Each method runs its reference recipe (``cliplab.recipes``: ``recipes/<method>/<name>.yaml``): its parameters,
+search grid and validation size (Tip-Adapter and GDA the whole val split, LP++ k per class, the linear probe
+``min(k, 4)`` per class, AMU and CLIP-Adapter no search). Tip-Adapter's recipes are its per-dataset configs,
+selected by the dataset's name; ``FewShotProtocol.recipes`` picks another recipe (or a user's YAML file),
+``validation`` one policy for all, and ``method_params``/``param_grids`` override any parameter or grid. The
+results record, per method, the recipe that ran and its resolved settings (``results["recipes"]``).
 
 Base-to-new generalisation (``base_to_new`` in ``cliplab.adapt.base_new_protocol``): the first ``ceil(C/2)``
 classes are "base", the rest "new" (Dassl's ``subsample_classes``). Adapters are fit on the base classes and
@@ -44,12 +47,12 @@ from cliplab.adapt.protocol_settings import DEFAULT_SHOTS as DEFAULT_SHOTS  # re
 from cliplab.adapt.protocol_settings import FewShotProtocol
 from cliplab.adapt.registry import ADAPTERS
 from cliplab.adapt.search import fit_with_validation, grid_search, split_validation
-from cliplab.adapt.tip import TipAdapter, TipAdapterF
-from cliplab.adapt.tip_settings import dataset_key, tip_settings
+from cliplab.adapt.tip import TipAdapterF
 from cliplab.adapt.views import CACHE_PASSES, SupportViews, views_for
 from cliplab.adapt.zeroshot import ZeroShot
 from cliplab.data.sampling import k_shot_indices
 from cliplab.features import Features
+from cliplab.recipes import Recipe, dataset_key, load_recipe
 
 #: Draw of one run: ``draw(k, seed) -> (support rows of the training set, validation rows or None)``.
 Draw = Callable[[int, int], tuple[Any, Any]]
@@ -76,6 +79,19 @@ def val_shots(k: int, most: int = 4) -> int:
     return min(int(k), int(most))
 
 
+def method_recipe(name: str, dataset: str | None, recipes: Mapping[str, str] | None = None) -> Recipe | None:
+    """The recipe method ``name`` runs (``cliplab.recipes``): ``recipes[name]`` (a recipe name or a YAML path), else
+    the one for ``dataset`` (Tip-Adapter's per-dataset configs), else the method's default; None when the method
+    has no recipe files (its constructor defaults and ``default_grid()`` then)."""
+    choice = (recipes or {}).get(name)
+    try:
+        return load_recipe(name, choice, dataset)
+    except LookupError:
+        if choice is not None and not str(choice).endswith((".yaml", ".yml")):
+            raise ValueError(f"no recipes for method {name!r} (asked for recipe {choice!r})") from None
+        return None
+
+
 def method_settings(
     name: str,
     dataset: str | None,
@@ -83,25 +99,33 @@ def method_settings(
     cache_passes: int = CACHE_PASSES,
     method_params: Mapping[str, Mapping[str, Any]] | None = None,
     param_grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
+    recipes: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """``(constructor params, search grid)`` of method ``name`` on ``dataset`` (a dataset name, or None).
 
-    Tip-Adapter(-F): the official per-dataset config (``tip_settings``: search range, Tip-Adapter-F's
-    initial alpha/beta and epochs; its keys from the first ``cache_passes`` passes); other methods: their
-    defaults and ``default_grid()``. ``method_params[name]`` / ``param_grids[name]`` override.
+    The method's recipe (``method_recipe``: e.g. Tip-Adapter's per-dataset config, with Tip-Adapter-F's keys
+    from the first ``cache_passes`` passes) gives both; a method without recipe files its defaults and
+    ``default_grid()``. ``method_params[name]`` / ``param_grids[name]`` override.
     """
     cls = ADAPTERS[name]
     params: dict[str, Any] = {}
     grid: dict[str, list[Any]] = dict(cls.default_grid())
-    if issubclass(cls, TipAdapter):
-        row = tip_settings(dataset)
-        grid = row.grid()
-        if issubclass(cls, TipAdapterF):
-            params = {"alpha": row.init_alpha, "beta": row.init_beta, "epochs": row.epochs, "cache_views": cache_passes}
+    recipe = method_recipe(name, dataset, recipes)
+    if recipe is not None:
+        params = dict(recipe.params)
+        grid = dict(recipe.grid) or grid  # a recipe without a grid (no search) keeps default_grid for --validation
+    if issubclass(cls, TipAdapterF):
+        params["cache_views"] = cache_passes
     params.update((method_params or {}).get(name, {}))
     if param_grids and name in param_grids:
         grid = dict(param_grids[name])
     return params, grid
+
+
+def method_validation(name: str, recipe: Recipe | None, protocol: FewShotProtocol) -> str:
+    """The validation policy of a method (``cliplab.recipes.VALIDATION``): the protocol's ``validation`` when
+    set, else its recipe's, else ``min_k_4``."""
+    return protocol.validation or (recipe.validation if recipe is not None else "min_k_4")
 
 
 def _factory(cls: type[Adapter], seed: int, params: Mapping[str, Any]) -> Callable[..., Adapter]:
@@ -258,20 +282,26 @@ def _runs(
             cache_passes=cache_passes,
             method_params=protocol.method_params,
             param_grids=protocol.param_grids,
+            recipes=protocol.recipes,
         )
         for m in p.methods
     }
+    policies = {
+        m: method_validation(m, method_recipe(m, protocol.dataset, protocol.recipes), protocol) for m in p.methods
+    }
     for k, seed in tqdm(jobs, disable=not protocol.progress, desc="few-shot", unit="run"):
-        idx, vidx = draw(k, seed)
+        idx, drawn = draw(k, seed)
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
         y = p.labels[idx]
         clean = p.train.images[idx]
         augmented = p.pool.take(idx) if p.pool is not None else None
-        val = None
-        if p.val is not None and p.val_labels is not None and vidx is not None:
-            vidx = torch.as_tensor(np.asarray(vidx), dtype=torch.int64)
-            val = (p.val.images[vidx], p.val_labels[vidx])
         for m in p.methods:
+            vidx = _validation_rows(policies[m], p, k, seed, drawn)
+            val = (
+                None
+                if vidx is None or p.val is None or p.val_labels is None
+                else (p.val.images[vidx], p.val_labels[vidx])
+            )
             cls = ADAPTERS[m]
             role = cls.augmentation
             if _requires(m) and augmented is not None and p.aux_pool is None:
@@ -291,10 +321,26 @@ def _runs(
             params, grid = settings[m]
             t0 = time.perf_counter()
             est, chosen = _fit_method(
-                cls, _factory(cls, seed, params), grid, support, y, clean, W, scale, m_val, protocol.search,
-                extra, clean_extra, val_extra,
+                cls, _factory(cls, seed, params), grid, support, y, clean, W, scale, m_val,
+                protocol.search and policies[m] != "none", extra, clean_extra, val_extra,
             )  # fmt: skip
             yield k, seed, m, est, chosen, time.perf_counter() - t0
+
+
+def _validation_rows(policy: str, p: _Prepared, k: int, seed: int, drawn: Any) -> torch.Tensor | None:
+    """The validation rows a method with validation ``policy`` is searched on in a ``k``-shot run: the whole val
+    split (``full``), ``k`` per class (``k_per_class``), the draw's ``min(k, val_shots)`` per class (``min_k_4``);
+    None without a val split (the search then carves the support set) or with ``none``."""
+    if p.val_labels is None or policy == "none":
+        return None
+    if policy == "full":
+        return torch.arange(len(p.val_labels))
+    if policy == "k_per_class":
+        vk = min(int(k), int(torch.bincount(p.val_labels, minlength=p.n_cls).min()))
+        if vk < 1:
+            return None
+        return torch.as_tensor(np.asarray(k_shot_indices(p.val_labels, vk, seed, num_classes=p.n_cls)))
+    return None if drawn is None else torch.as_tensor(np.asarray(drawn), dtype=torch.int64)
 
 
 def protocol_note(
@@ -309,7 +355,8 @@ def protocol_note(
         else "none (clean support features)"
     )
     val = {
-        "dataset": "the dataset's validation split, min(k, 4) clean images per class per run",
+        "dataset": "the dataset's validation split, clean images; how many per method: its recipe's validation "
+        "(results.recipes)",
         "support": "carved from the support set (25% per class; data without a validation split)",
     }[validation]
     return {
@@ -405,4 +452,27 @@ def run_few_shot(
             dataset=protocol.dataset,
             search=protocol.search,
         ),
+        "recipes": recipes_ran(p.methods, protocol),
     }
+
+
+def recipes_ran(methods: Sequence[str], protocol: FewShotProtocol) -> dict[str, dict[str, Any]]:
+    """For each method: the recipe that ran (name, source, validation) and its resolved settings
+    (``params``: the constructor's keyword arguments after ``method_params``; ``grid``: the search grid as written,
+    or the override). Methods without recipe files report ``{"recipe": None}`` and their parameters."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        if m == "zeroshot":
+            continue
+        recipe = method_recipe(m, protocol.dataset, protocol.recipes)
+        params, grid = method_settings(
+            m, protocol.dataset, cache_passes=protocol.cache_passes, method_params=protocol.method_params,
+            param_grids=protocol.param_grids, recipes=protocol.recipes,
+        )  # fmt: skip
+        entry: dict[str, Any] = recipe.summary() if recipe is not None else {"recipe": None, "grid": grid}
+        entry["params"] = params
+        if protocol.param_grids and m in protocol.param_grids:
+            entry["grid"] = dict(protocol.param_grids[m])
+        entry["validation"] = method_validation(m, recipe, protocol)
+        out[m] = entry
+    return out

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cliplab.adapt.views import CACHE_PASSES
+from cliplab.recipes import VALIDATION
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = (1, 2, 3)
@@ -32,10 +33,15 @@ class FewShotProtocol:
     - ``methods``: method names (None: every registered method that can run on the inputs given).
     - ``shots``: support images per class, one run per ``k`` and seed; ``seeds``: one support draw per seed.
     - ``search``: pick hyper-parameters on validation images (never the test split); False: the defaults.
-    - ``val_shots``: validation images per class of a ``k``-shot run, ``min(k, val_shots)`` (4: Dassl's rule).
+    - ``val_shots``: validation images per class of a ``k``-shot run under the ``min_k_4`` policy,
+      ``min(k, val_shots)`` (4: Dassl's rule).
     - ``dataset``: the dataset's name, which selects Tip-Adapter's per-dataset settings (``--settings-for``).
     - ``method_params``: per method, constructor keyword arguments (``{"coop": {"epochs": 50}}``);
       ``param_grids``: per feature adapter, the search grid replacing ``default_grid()``.
+    - ``recipes``: per method, the recipe to run (a name in ``cliplab/recipes/<method>/`` or a YAML file's path;
+      default: the dataset's, else the method's default recipe); ``validation``: one validation policy for every
+      method (``cliplab.recipes.VALIDATION``: ``full``, ``k_per_class``, ``min_k_4`` (``min(k, val_shots)``),
+      ``none``), None: each recipe's.
     - ``cache_passes``: augmented passes Tip-Adapter and GDA use (feature adapters).
     - ``resume_file``: the prompt protocols' JSON file of finished runs (``cliplab.adapt.prompting.resume``).
     - ``progress``: show a progress bar.
@@ -49,6 +55,8 @@ class FewShotProtocol:
     dataset: str | None = None
     method_params: Mapping[str, Mapping[str, Any]] | None = None
     param_grids: Mapping[str, Mapping[str, list[Any]]] | None = None
+    recipes: Mapping[str, str] | None = None
+    validation: str | None = None
     cache_passes: int = CACHE_PASSES
     resume_file: str | Path | None = None
     progress: bool = True
@@ -62,6 +70,8 @@ class FewShotProtocol:
         object.__setattr__(self, "seeds", _ints("seeds", self.seeds))
         if int(self.val_shots) < 1:
             raise ValueError(f"val_shots must be at least 1, got {self.val_shots}")
+        if self.validation is not None and self.validation not in VALIDATION:
+            raise ValueError(f"validation must be one of {list(VALIDATION)}, got {self.validation!r}")
         if int(self.cache_passes) < 1:
             raise ValueError(f"cache_passes must be at least 1, got {self.cache_passes}")
 

@@ -1,8 +1,10 @@
 """Hyper-parameter search on a validation set — never on test data.
 
-Two entry points. ``fit_with_validation`` takes the support set and a *separate* validation set (the
-dataset's own ``val`` split: CoOp's few-shot val of ``min(k, 4)`` images per class), scores the grid
-there and refits the best setting on the whole support set — the protocol of every reference. The
+Two entry points. ``fit_with_validation`` takes the support set and a *separate* validation set (images of
+the dataset's own ``val`` split: as many as the method's recipe says — the whole split for Tip-Adapter and GDA,
+``min(k, 4)`` per class for lpclip's linear probe; ``cliplab.recipes``), scores the grid there and keeps the
+best setting, fitted on the whole support set. References differ (AMU and CLIP-Adapter search nothing; several
+search on the test set, which this module never does). The
 fallback for data without a validation split is ``search_and_fit``: it receives only the support set,
 splits it by image with ``split_validation``, scores every setting with ``grid_search`` (fitting on the
 training part, all its views) and refits the best one on the whole support set; validation queries are

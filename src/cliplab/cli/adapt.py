@@ -1,10 +1,12 @@
 """``cliplab adapt MODEL DATA``: the few-shot protocol — methods × shots × seeds, mean ± std.
 
 Protocol (``cliplab.adapt.protocol``): support sets from DATA's train split; ``--views`` (default 10)
-random-crop passes of the support images, each method taking its reference's share; hyper-parameters
-searched on DATA's own validation split when it has one (``min(k, 4)`` clean images per class per run),
-or on ``--val-data``, else on a split of the support set; Tip-Adapter's per-dataset settings by the
-dataset's name (``--settings-for`` picks another); the dataset's own templates unless ``--templates``.
+random-crop passes of the support images, each method taking its reference's share; each method runs its
+reference recipe (``cliplab/recipes/<method>/<name>.yaml``; ``--recipe`` picks another or a file of yours), whose
+hyper-parameters are searched on DATA's own validation split when it has one (as many clean images as the
+recipe's ``validation`` says; ``--validation`` overrides), or on ``--val-data``, else on a split of the support
+set; Tip-Adapter's per-dataset recipe by the dataset's name (``--settings-for`` picks another); the dataset's
+own templates unless ``--templates``. ``--json`` records each method's recipe and resolved settings.
 """
 
 from __future__ import annotations
@@ -69,6 +71,21 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="NAME",
         help="use the Tip-Adapter settings of this dataset (default: chosen by DATA's name; see docs/settings.md)",
     )
+    p.add_argument(
+        "--recipe",
+        default=None,
+        metavar="METHOD=NAME,...",
+        help="the recipe each method runs (cliplab/recipes/<method>/<name>.yaml; default: the dataset's, else the "
+        "method's default), e.g. 'tip=imagenet,gda=base2new' ('tip': both Tip-Adapters), or METHOD=FILE.yaml / "
+        "FILE.yaml (its 'method:') for your own",
+    )
+    p.add_argument(
+        "--validation",
+        default=None,
+        choices=("full", "k_per_class", "min_k_4", "none"),
+        help="one validation policy for every method instead of each recipe's (full val split, k or min(k, 4) "
+        "images per class, or no search)",
+    )
     p.add_argument("--aux-model", default=None, help="second encoder for AMU's auxiliary features")
     p.add_argument("--base-to-new", action="store_true", help="also report base-to-new generalisation (16 shots)")
     p.add_argument("--no-search", action="store_true", help="use default hyper-parameters (no validation search)")
@@ -105,6 +122,33 @@ def _draw(train_ds: object, train_labels: Any, val_labels: Any) -> Any:
     )
 
 
+#: short names ``--recipe`` accepts for several methods at once
+RECIPE_ALIASES = {"tip": ("tip_adapter", "tip_adapter_f")}
+
+
+def parse_recipes(text: str | None) -> dict[str, str]:
+    """``--recipe``: ``METHOD=NAME`` pairs (or a YAML file, alone or as ``METHOD=FILE``) → ``{method: name or
+    path}``, each resolved now so that a wrong name fails before any encoder runs."""
+    from cliplab.recipes import load_recipe
+
+    out: dict[str, str] = {}
+    for item in [t.strip() for t in (text or "").split(",") if t.strip()]:
+        if "=" in item:
+            method, _, name = (x.strip() for x in item.partition("="))
+            methods: tuple[str, ...] = RECIPE_ALIASES.get(method, (method,))
+        else:
+            method, name, methods = "", item, ()
+        try:
+            if not methods:  # a file naming its method
+                methods = (load_recipe("", name).method,)
+            for m in methods:
+                load_recipe(m, name)
+                out[m] = name
+        except (ValueError, LookupError) as e:
+            raise UsageError(f"--recipe {item!r}: {e}") from None
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from cliplab.adapt.base_new_protocol import base_to_new
     from cliplab.adapt.protocol import run_few_shot
@@ -121,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
 
     shots, seeds = list(args.shots), list(args.seeds)  # checked by argparse (int_list)
     methods, prompt_methods = split_methods(args.methods)
+    recipes = parse_recipes(args.recipe)
     preflight.common(args)
     preflight.templates(args.templates)
     preflight.data(args.data, split="train")
@@ -188,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
         seeds=tuple(seeds),
         search=not args.no_search,
         dataset=args.settings_for or train_ds.name,
+        recipes=recipes or None,
+        validation=args.validation,
         resume_file=args.resume_file,  # the prompt learners'
         progress=not args.quiet,
     )
@@ -243,6 +290,9 @@ def run(args: argparse.Namespace) -> int:
         title=f"few-shot accuracy (%) over seeds {seeds}; zero-shot {100 * res['zeroshot']:.1f}",
     )
     print(res["protocol"]["text"])
+    if res.get("recipes"):
+        ran = ", ".join(f"{m}: {r['recipe']} ({r['validation']})" for m, r in res["recipes"].items())
+        print(f"Recipes (validation): {ran}")
     if "base_to_new" in res:
         b2n = res["base_to_new"]["results"]
         print_table(

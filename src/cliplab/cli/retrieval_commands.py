@@ -25,6 +25,13 @@ def add_retrieve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("data", help="caption dataset: a .csv/.jsonl file, or shapes[:opts]")
     p.add_argument("--ks", type=int_list(1), default="1,5,10", help="comma-separated k of recall@k (default 1,5,10)")
     p.add_argument("--split", default="test", help=SPLIT_HELP)
+    p.add_argument(
+        "--ties",
+        choices=("pessimistic", "index", "topk"),
+        default=None,
+        help="tie-break of equal scores: pessimistic (ties count against the match), index, or topk "
+        "(CLIP_benchmark's torch.topk); default: topk for wds: data, else pessimistic",
+    )
     add_common(p, skip_images=True)
     return p
 
@@ -47,6 +54,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
     from cliplab.data import load_dataset
     from cliplab.features import embed
     from cliplab.metrics import retrieval
+    from cliplab.metrics.retrieval_metrics import default_ties
     from cliplab.models import load_model
 
     ks = tuple(args.ks)  # checked by argparse (int_list)
@@ -58,9 +66,10 @@ def run_retrieve(args: argparse.Namespace) -> int:
     if not dataset.captions:
         raise UsageError(f"dataset {dataset.name!r} has no captions; retrieval needs a caption dataset")
     feats = embed(model, dataset, batch_size=args.batch_size, cache_dir=cache_dir(args), progress=not args.quiet)
-    result = retrieval(feats.images, feats.texts, feats.text_to_image, ks=ks)
-    n_captions = 0 if feats.texts is None else int(feats.texts.shape[0])
-    result = {**result, "n_images": len(feats), "n_captions": n_captions}
+    assert feats.texts is not None  # a caption dataset's features have texts
+    ties = args.ties or default_ties(args.data)
+    result = retrieval(feats.images, feats.texts, feats.text_to_image, ks=ks, ties=ties)
+    result = {**result, "ties": ties, "n_images": len(feats), "n_captions": int(feats.texts.shape[0])}
     if args.json:
         print_json(result)
     else:
@@ -68,7 +77,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
         print_table(
             rows,
             ["k", "text→image", "image→text"],
-            title=f"retrieval: {args.model} on {dataset.name} ({len(feats)} images, {result['n_captions']} captions)",
+            title=f"retrieval: {args.model} on {dataset.name} ({len(feats)} images, {result['n_captions']} captions; "
+            f"ties: {ties})",
         )
     return 0
 

@@ -158,6 +158,9 @@ def balance(
             for c in ms:
                 counted[c] += 1
         counts = counted
+    bad = {c: n for c, n in counts.items() if isinstance(n, bool) or not isinstance(n, int) or n < 0}
+    if bad:
+        raise ValueError(f"balancing counts must be non-negative integers, got {bad}")
     out = {}
     for i, ms in enumerate(matched):
         if not ms:

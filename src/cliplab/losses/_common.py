@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from cliplab._validation import ArrayLike, as_tensor
+from cliplab.models.geometry import pairwise_logits as pairwise_logits  # re-exported: Model.logits uses it too
 
 GEOMETRIES = ("cosine", "euclidean")
 Scalar = float | int | torch.Tensor
@@ -68,17 +69,6 @@ def as_scalar(value: Scalar | None, name: str, like: torch.Tensor, *, default: f
     if not bool(torch.isfinite(t.detach())):
         raise ValueError(f"{name} must be finite, got {float(t)}")
     return t
-
-
-def pairwise_logits(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, geometry: str) -> torch.Tensor:
-    """``[N, M]`` logits without bias: ``s·a·bᵀ`` or ``−s·‖a_i − b_j‖²`` (expanded as ‖a‖² + ‖b‖² − 2a·b).
-
-    The scale multiplies the ``[N, D]`` factor, not the ``[N, M]`` product (one pass less over the logits).
-    """
-    if geometry == "cosine":
-        return (scale * a) @ b.T
-    a_sq, b_sq = scale * a.pow(2).sum(1), scale * b.pow(2).sum(1)
-    return torch.addmm(-a_sq[:, None], a * (2.0 * scale), b.T) - b_sq[None, :]
 
 
 def paired_logits(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, geometry: str) -> torch.Tensor:

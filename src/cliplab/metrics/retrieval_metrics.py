@@ -21,7 +21,10 @@ import torch
 
 from cliplab._validation import ArrayLike, as_features, as_labels, as_tensor, l2_normalize
 
-__all__ = ["retrieval", "retrieval_ranks", "clipscore", "refclipscore"]
+__all__ = ["TIES", "default_ties", "retrieval", "retrieval_ranks", "clipscore", "refclipscore"]
+
+#: the tie-break conventions of :func:`retrieval` (``"topk"`` has no ranks: not for :func:`retrieval_ranks`)
+TIES = ("pessimistic", "index", "topk")
 
 # Number of similarity scores (float64) one chunk may hold when ``chunk_size`` is not given: 2**24 → 128 MiB.
 _CHUNK_ELEMENTS = 1 << 24
@@ -71,6 +74,7 @@ def retrieval_ranks(
     text_to_image: ArrayLike,
     *,
     chunk_size: int | None = None,
+    ties: str = "pessimistic",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """0-based rank of the first relevant item for every query, in both directions.
 
@@ -81,10 +85,23 @@ def retrieval_ranks(
     * image → text, one rank per image i, with ``P_i = {t : g(t) = i}`` and ``s*_i = max_{t∈P_i} s(t, i)``:
       ``r_i = #{t ∉ P_i : s(t, i) ≥ s*_i}``.
 
-    A query is a hit at k iff its rank is < k. **Ties count against the relevant item** (pessimistic
-    tie-break): a wrong candidate with exactly the same score as the best relevant one is ranked before it.
-    This is deterministic, never inflates recall (CLIP_benchmark's ``torch.topk`` breaks ties arbitrarily),
-    and gives recall 0 for degenerate constant features instead of a lucky guess. Ties are judged on the
+    A query is a hit at k iff its rank is < k. ``ties`` names the tie-break (see :data:`TIES`):
+
+    * ``"pessimistic"`` (default): **ties count against the relevant item**: a wrong candidate with exactly the
+      same score as the best relevant one is ranked before it. Deterministic, never inflates recall, and gives
+      recall 0 for degenerate constant features instead of a lucky guess;
+    * ``"index"``: equal scores ordered by index (lowest first), what CLIP_benchmark's ``torch.topk`` would give
+      were it stable: candidates are ordered by ``(−s, index)``, so
+      ``r_t = #{i : s(t, i) > s(t, g(t))} + #{i < g(t) : s(t, i) = s(t, g(t))}`` and, with
+      ``t*_i`` the lowest-index own caption reaching ``s*_i``, ``r_i = #{t : s(t, i) > s*_i} +
+      #{t ∉ P_i, t < t*_i : s(t, i) = s*_i}``.
+
+    :func:`retrieval` also offers ``"topk"``, CLIP_benchmark's computation itself (``torch.topk`` on the score
+    matrix, ``clip_benchmark/metrics/zeroshot_retrieval.py``), whose order among equal scores is whatever
+    ``topk``'s selection leaves (not by index: measured on CPU). With duplicate caption strings (class-style
+    captions, COCO's repeats) image → text recall differs between the conventions.
+
+    Ties are judged on the
     scores rounded to float32 after a float64 product, so the result is the same for every ``chunk_size``
     (float64 products of different chunkings differ in their last bits at most, which the rounding removes
     unless a product falls within ~1e-16 of a float32 rounding boundary: the only, vanishingly rare, exception).
@@ -96,6 +113,8 @@ def retrieval_ranks(
 
     Returns ``(text_to_image_ranks [M], image_to_text_ranks [N])`` as int64 tensors.
     """
+    if ties not in TIES[:2]:
+        raise ValueError(f"ties must be one of {list(TIES[:2])} for ranks, got {ties!r}")
     images, texts, t2i = _check_inputs(image_features, text_features, text_to_image)
     n, m = images.shape[0], texts.shape[0]
     rows = _chunk_rows(chunk_size, n)
@@ -105,6 +124,8 @@ def retrieval_ranks(
         stop = min(start + rows, m)
         pos[start:stop] = (texts[start:stop].double() * images[t2i[start:stop]].double()).sum(dim=1).float()
     best = torch.full((n,), float("-inf"), device=images.device).scatter_reduce(0, t2i, pos, "amax")
+    if ties == "index":
+        return _index_ranks(images, texts, t2i, pos, best, rows)
     # One pass over caption chunks serves both directions: each score is computed once.
     t2i_ranks = torch.empty(m, dtype=torch.int64, device=images.device)
     at_least_best = torch.zeros(n, dtype=torch.int64, device=images.device)  # Σ_t [s(t, i) ≥ s*_i]
@@ -121,6 +142,29 @@ def retrieval_ranks(
     return t2i_ranks, i2t_ranks
 
 
+def _index_ranks(
+    images: torch.Tensor, texts: torch.Tensor, t2i: torch.Tensor, pos: torch.Tensor, best: torch.Tensor, rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ranks under CLIP_benchmark's tie-break (equal scores ordered by index), one pass over caption chunks."""
+    n, m = images.shape[0], texts.shape[0]
+    image_idx = torch.arange(n, device=images.device)
+    caption_idx = torch.arange(m, device=images.device)
+    # t*_i: the lowest-index own caption reaching s*_i
+    first = torch.full((n,), m, dtype=torch.int64, device=images.device)
+    first = first.scatter_reduce(0, t2i, torch.where(pos >= best[t2i], caption_idx, m), "amin")
+    t2i_ranks = torch.empty(m, dtype=torch.int64, device=images.device)
+    i2t_ranks = torch.zeros(n, dtype=torch.int64, device=images.device)
+    for start in range(0, m, rows):
+        stop = min(start + rows, m)
+        s = _scores(texts[start:stop], images)  # [c, N]
+        g = t2i[start:stop, None]
+        positive = s.gather(1, g)
+        t2i_ranks[start:stop] = (s > positive).sum(dim=1) + ((s == positive) & (image_idx[None, :] < g)).sum(dim=1)
+        earlier = caption_idx[start:stop, None] < first[None, :]  # own captions after t*_i never count
+        i2t_ranks += ((s > best[None, :]) | ((s == best[None, :]) & earlier)).sum(dim=0)
+    return t2i_ranks, i2t_ranks
+
+
 def retrieval(
     image_features: ArrayLike,
     text_features: ArrayLike,
@@ -128,6 +172,7 @@ def retrieval(
     ks: Sequence[int] = (1, 5, 10),
     *,
     chunk_size: int | None = None,
+    ties: str = "pessimistic",
 ) -> dict[str, float]:
     """Image–text retrieval recall@k in both directions (CLIP_benchmark definitions).
 
@@ -138,10 +183,13 @@ def retrieval(
         ks: cut-offs k ≥ 1.
         chunk_size: queries per chunk (``None``: automatic, about 2**24 scores per chunk). Every value gives
             the same result (see :func:`retrieval_ranks`).
+        ties: the tie-break: ``"pessimistic"`` (ties count against the relevant item), ``"index"`` (equal scores
+            by index) or ``"topk"`` (CLIP_benchmark's ``torch.topk``, exactly); see :func:`retrieval_ranks` and
+            :func:`default_ties`.
 
     Returns:
         ``{"image_retrieval_recall@k": (1/M) Σ_t [r_t < k], "text_retrieval_recall@k": (1/N) Σ_i [r_i < k]}``
-        for every k, with the ranks of :func:`retrieval_ranks` (ties count against the relevant item).
+        for every k, with the ranks of :func:`retrieval_ranks` under ``ties``.
         "image retrieval" is text → image (find the image of a caption); "text retrieval" is image → text.
 
     Raises:
@@ -154,12 +202,57 @@ def retrieval(
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"every k in ks must be a positive integer, got {k!r}")
-    t2i_ranks, i2t_ranks = retrieval_ranks(image_features, text_features, text_to_image, chunk_size=chunk_size)
+    if ties == "topk":
+        return _topk_recall(image_features, text_features, text_to_image, ks, chunk_size)
+    t2i_ranks, i2t_ranks = retrieval_ranks(
+        image_features, text_features, text_to_image, chunk_size=chunk_size, ties=ties
+    )
     out: dict[str, float] = {}
     for k in ks:
         out[f"image_retrieval_recall@{k}"] = float((t2i_ranks < k).double().mean())
         out[f"text_retrieval_recall@{k}"] = float((i2t_ranks < k).double().mean())
     return out
+
+
+def _topk_recall(
+    image_features: ArrayLike,
+    text_features: ArrayLike,
+    text_to_image: ArrayLike,
+    ks: tuple[int, ...],
+    chunk_size: int | None,
+) -> dict[str, float]:
+    """CLIP_benchmark's ``recall_at_k`` literally: a hit when a relevant item is among ``torch.topk(scores, k)``
+    (one ``topk`` call per k, as there), rows of ``texts @ imagesᵀ`` for text → image and of its transpose for
+    image → text, in chunks of rows (``topk`` works row by row, so chunking changes nothing)."""
+    images, texts, t2i = _check_inputs(image_features, text_features, text_to_image)
+    n, m = images.shape[0], texts.shape[0]
+    t2i_hits = {k: torch.zeros(m, dtype=torch.bool, device=images.device) for k in ks}
+    i2t_hits = {k: torch.zeros(n, dtype=torch.bool, device=images.device) for k in ks}
+    rows = _chunk_rows(chunk_size, n)
+    for start in range(0, m, rows):
+        stop = min(start + rows, m)
+        s = _scores(texts[start:stop], images)
+        for k in ks:
+            t2i_hits[k][start:stop] = (s.topk(min(k, n), dim=1).indices == t2i[start:stop, None]).any(dim=1)
+    rows = _chunk_rows(chunk_size, m)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        s = _scores(images[start:stop], texts)
+        own = torch.arange(start, stop, device=images.device)[:, None]
+        for k in ks:
+            i2t_hits[k][start:stop] = (t2i[s.topk(min(k, m), dim=1).indices] == own).any(dim=1)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"image_retrieval_recall@{k}"] = float(t2i_hits[k].double().mean())
+        out[f"text_retrieval_recall@{k}"] = float(i2t_hits[k].double().mean())
+    return out
+
+
+def default_ties(data_spec: str | None) -> str:
+    """The tie-break a data spec's retrieval uses by default: CLIP_benchmark's ``"topk"`` for its webdatasets
+    (``wds:`` specs, the ``clip_benchmark`` suite), so that recall is comparable with its tables; else
+    ``"pessimistic"``."""
+    return "topk" if str(data_spec or "").startswith("wds:") else "pessimistic"
 
 
 def _unit(x: torch.Tensor, name: str) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 ``logits = logit_scale · sim(image, text) + logit_bias`` where ``sim`` is the cosine similarity of
 L2-normalised features (``geometry="cosine"``) or the negative squared Euclidean distance of raw
-features (``geometry="euclidean"``, EuCLIP).
+features scaled by ``1/√D`` (``geometry="euclidean"``, EuCLIP; ``cliplab.models.geometry``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from cliplab._validation import l2_normalize
 from cliplab.imaging.preprocess import ImageInput, PatchPreprocess, Preprocess
+from cliplab.models.geometry import feature_logits
 
 GEOMETRIES = ("cosine", "euclidean")
 T = TypeVar("T")
@@ -149,15 +150,13 @@ class Model:
         return self.normalize(self.text_embeddings(tokens))
 
     def similarity(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """``sim(image, text)``: cosine (dot of normalised features) or ``−‖x − y‖²``."""
-        if self.geometry == "cosine":
-            return image_features @ text_features.T
-        return -torch.cdist(image_features, text_features).square()
+        """``sim(image, text)``: cosine (dot of normalised features) or ``−‖x − y‖²/D`` (EuCLIP's features scaled
+        by ``1/√D``, as in training: ``cliplab.models.geometry``)."""
+        return feature_logits(image_features, text_features, 1.0, None, self.geometry)
 
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """``logit_scale · sim + logit_bias``."""
-        z = self.logit_scale * self.similarity(image_features, text_features)
-        return z if self.logit_bias is None else z + self.logit_bias
+        """``logit_scale · sim + logit_bias``: the training objective's logits (``geometry.feature_logits``)."""
+        return feature_logits(image_features, text_features, self.logit_scale, self.logit_bias, self.geometry)
 
     @torch.inference_mode()
     def encode_images(

@@ -21,7 +21,6 @@ reference's setting:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from cliplab.models.base import Model
+from cliplab.models.geometry import euclidean_feature_scale
 from cliplab.train.config import LossOptions
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
 
 def _feature_scale(value: Any, dim: int) -> float:
     if value == "sqrt_dim":
-        return 1.0 / math.sqrt(dim)
+        return euclidean_feature_scale(dim)  # the scale Model.logits applies at evaluation
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"loss.options.feature_scale must be 'sqrt_dim' or a positive number, got {value!r}")
     return float(value)

@@ -50,13 +50,11 @@ def zeroshot_logits(
     logit_bias: float | None = None,
     geometry: str = "cosine",
 ) -> torch.Tensor:
-    """``s · f @ Wᵀ (+ b)`` (cosine) or ``−s · ‖f − W‖² (+ b)`` (Euclidean)."""
+    """``s · f @ Wᵀ (+ b)`` (cosine) or ``−s · ‖f − W‖²/D (+ b)`` (Euclidean): ``Model.logits``'s function."""
+    from cliplab.models.geometry import feature_logits
+
     f = as_features(image_features, "image features")
     w = as_features(weights, "class weights", dim=f.shape[1])
-    if geometry == "cosine":
-        z = logit_scale * f @ w.T
-    elif geometry == "euclidean":
-        z = -logit_scale * torch.cdist(f, w).square()
-    else:
+    if geometry not in ("cosine", "euclidean"):
         raise ValueError(f"unknown geometry {geometry!r}; expected 'cosine' or 'euclidean'")
-    return z if logit_bias is None else z + logit_bias
+    return feature_logits(f, w, logit_scale, logit_bias, geometry)

@@ -14,12 +14,15 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     import torch
 
     from cliplab.metrics import clipscore, retrieval
+    from cliplab.metrics.retrieval_metrics import default_ties
 
     ds = ctx.data.retrieval_set()
     if not ds.captions:
         return {"skipped": f"dataset {ds.name!r} has no captions"}
     feats = ctx.embed(ds)
-    out: dict[str, Any] = dict(retrieval(feats.images, feats.texts, feats.text_to_image, ks=(1, 5, 10)))
+    ties = default_ties(ctx.data_spec)  # CLIP_benchmark's topk on its webdatasets, so recall matches its tables
+    out: dict[str, Any] = dict(retrieval(feats.images, feats.texts, feats.text_to_image, ks=(1, 5, 10), ties=ties))
+    out["ties"] = ties
     paired = feats.images[feats.text_to_image]
     shuffled = feats.texts[torch.randperm(feats.texts.shape[0], generator=torch.Generator().manual_seed(ctx.seed))]
     out["clipscore_matching"] = float(clipscore(paired, feats.texts).mean())
@@ -59,7 +62,7 @@ def section(results: dict[str, Any], data: Any = None) -> str | None:
         "Retrieval and caption scoring",
         f"{ret['n_images']} images, {ret['n_captions']} captions. Text → image: share of captions whose image "
         "ranks in the top k; image → text: share of images with one of their captions in the top k "
-        "(CLIP_benchmark definitions).",
+        f"(CLIP_benchmark definitions; ties: {ret.get('ties', 'pessimistic')}).",
         body,
     )
 
