@@ -97,7 +97,9 @@ def test_in_memory_convert_matches(tmp_path):
     px, ids = pixels(), src.tokenizer(CAPTIONS)
     with torch.no_grad():
         torch.testing.assert_close(hf.image_embeddings(px), src.module.encode_image(px), atol=1e-5, rtol=0)
-        torch.testing.assert_close(hf.text_embeddings({"input_ids": ids}), src.module.encode_text(ids), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            hf.text_embeddings({"input_ids": ids}), src.module.encode_text(ids), atol=1e-5, rtol=0
+        )
     back = convert(hf, "openclip")
     with torch.no_grad():
         torch.testing.assert_close(back.module.encode_text(ids), src.module.encode_text(ids), atol=1e-5, rtol=0)

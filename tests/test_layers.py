@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"cliplab", "_io", "_validation", "imaging"},  # leaves: atomic writes, estimator checks, image decoding
     {"data"},  # datasets, specs, the one loader
     {"models"},  # the Model protocol and model sources (encode through data's loader)
-    {"features", "losses", "metrics"},  # cached embeddings; pure loss and metric functions
+    {"features", "losses", "metrics", "interop"},  # cached embeddings; pure loss and metric functions; ONNX/convert
     {"zeroshot", "ood"},  # zero-shot weights and evaluation; OOD scores
     {"train", "adapt", "index", "probes", "estimate"},  # trainer; adapters; search index; probes; estimators
     # the built-in models' training recipes (on train, zeroshot, features) belong here too

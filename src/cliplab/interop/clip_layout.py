@@ -113,7 +113,10 @@ def hf_problems(config: dict[str, Any]) -> list[str]:
     if (config.get("cliplab") or {}).get("text_pooling", "model") != "model":
         problems.append("cliplab text_pooling 'mean' (open_clip's CLIP pools at the end-of-text token)")
     eos, vocab = text.get("eos_token_id"), int(text["vocab_size"])
-    if eos not in (2, vocab - 1):  # 2: the legacy argmax pooling; otherwise the first eos, = argmax when it is the top id
+    if eos not in (
+        2,
+        vocab - 1,
+    ):  # 2: the legacy argmax pooling; otherwise the first eos, = argmax when it is the top id
         problems.append(
             f"text_config.eos_token_id={eos} is not the highest token id {vocab - 1} (open_clip pools at the argmax id)"
         )

@@ -29,7 +29,10 @@ from cliplab.models.base import Model
 TARGETS = ("hf", "openclip")
 _BICUBIC, _BILINEAR = 3, 2  # PIL resampling codes
 #: CLIP's OpenAI BPE: 49408 tokens, start and end of text last (OpenAI's spelling, and open_clip's)
-_OPENAI_SPECIALS = ({"<|startoftext|>": 49406, "<|endoftext|>": 49407}, {"<start_of_text>": 49406, "<end_of_text>": 49407})
+_OPENAI_SPECIALS = (
+    {"<|startoftext|>": 49406, "<|endoftext|>": 49407},
+    {"<start_of_text>": 49406, "<end_of_text>": 49407},
+)
 
 
 def convert(model: Model, to: str) -> Model:

@@ -298,3 +298,4 @@ register_model_source(
     check=_check_builtin,
     form="builtin:<name> (the small models trained on the built-in shapes world, e.g. builtin:shapes)",
 )
+register_model_source("onnx", lambda t, **kw: importlib.import_module("cliplab.models.onnx_runtime").load_onnx(t, **kw), check=lambda t, s: importlib.import_module("cliplab.models.onnx_runtime").check_onnx(t, s), form="onnx:<dir> (encoders exported by `cliplab export --format onnx`, run by onnxruntime)")  # noqa: E501
