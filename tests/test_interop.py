@@ -225,3 +225,41 @@ def test_unmappable_configs_list_every_problem():
         convert(hf_clip(), "hf")
     with pytest.raises(ValueError, match="--to must be one of"):
         convert_dir(hf_clip(), "/tmp/never", to="onnx")
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def test_cli_export_and_convert(tmp_path, capsys):
+    from cliplab.cli.commands import main
+
+    src = tmp_path / "tiny"
+    hf_clip().save(src)
+    assert main(["export", str(src), "-o", str(tmp_path / "onnx"), "--json", "--quiet"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["max_abs_feature_diff"] < 1e-4 and info["dtype"] == "float32"
+    assert main(["export", str(src), "-o", str(tmp_path / "onnx16"), "--fp16", "--json", "-q"]) == 0
+    info16 = json.loads(capsys.readouterr().out)
+    assert 0 < info16["max_abs_feature_diff"] < 2e-2  # float16 weights: close, not equal
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(tmp_path / "onnx16" / "text_encoder.onnx")).graph
+    kinds = {init.data_type for init in graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in kinds and onnx.TensorProto.FLOAT not in kinds
+    argv = ["convert", str(src), str(tmp_path / "long"), "--to", "hf", "--stretch-text", "248", "--json", "-q"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["text_positions"] == 248
+    assert cliplab.load_model(str(tmp_path / "long"), device="cpu").max_length == 248
+
+
+def test_cli_refuses_before_loading(tmp_path, capsys):
+    from cliplab.cli.commands import main
+
+    (tmp_path / "file").write_text("x")
+    assert main(["export", "builtin:nope", "-o", str(tmp_path / "out")]) == 2
+    assert "MODEL" in capsys.readouterr().err
+    assert main(["export", "builtin:shapes", "-o", str(tmp_path / "file")]) == 2
+    assert "--output" in capsys.readouterr().err
+    assert main(["convert", "builtin:shapes", str(tmp_path / "c"), "--to", "hf", "--stretch-text", "1"]) == 2
+    assert "--stretch-text" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "missing"), str(tmp_path / "c"), "--to", "hf"]) == 2
+    assert "SRC" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["convert", "builtin:shapes", str(tmp_path / "c"), "--to", "tflite"])

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune:add_finetune", "finetune:run"),
     "index": ("index:add_index", "index:run_index"),
     "serve": ("serve:add_serve", "serve:run_serve"),
+    "export": ("export:add_export", "export:run"),
+    "convert": ("convert:add_convert", "convert:run"),
 }
 
 
