@@ -138,3 +138,25 @@ def test_long_clip_stretch_open_clip_and_both_libraries_load(tmp_path):
     with torch.no_grad():
         (txt,) = hf_features(hf, pixels(), ids)[1:]
     torch.testing.assert_close(torch.nn.functional.normalize(txt, dim=-1), after_long, atol=1e-5, rtol=0)
+
+
+def test_cli_convert_open_clip_to_hf(tmp_path, capsys):
+    from cliplab.cli.commands import main
+
+    argv = ["convert", "openclip:interop-gelu", str(tmp_path / "hf"), "--to", "hf", "--stretch-text", "248", "--json"]
+    assert main([*argv, "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["text_positions"] == 248
+    hf = transformers.CLIPModel.from_pretrained(tmp_path / "hf")
+    assert hf.config.text_config.max_position_embeddings == 248 and hf.config.text_config.hidden_act == "gelu"
+
+
+def test_onnx_export_of_open_clip(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import cliplab
+    from cliplab.interop.onnx_export import export_onnx
+
+    src = source("interop-quickgelu")
+    export_onnx(src, tmp_path / "onnx")
+    onnx = cliplab.load_model(f"onnx:{tmp_path / 'onnx'}")
+    torch.testing.assert_close(onnx.encode_texts(CAPTIONS), src.encode_texts(CAPTIONS), atol=1e-4, rtol=0)
+    torch.testing.assert_close(onnx.encode_images(pixels()), src.encode_images(pixels()), atol=1e-4, rtol=0)

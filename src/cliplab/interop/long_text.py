@@ -74,13 +74,12 @@ def stretch_positions(model: Model, length: int = 248, keep: int = 20, mode: str
         raise TypeError(
             f"stretch_positions works on Hugging Face CLIP and open_clip models, not {type(model).__name__}"
         )
-    model._fingerprint_cache = None
-    return model
+    return model  # the fingerprint's memo sees the new tensors
 
 
 def _stretch_hf(model: Any, length: int, keep: int, mode: str) -> None:
     text_model = getattr(model.module, "text_model", None)
-    embeddings = getattr(text_model, "embeddings", None)
+    embeddings: Any = getattr(text_model, "embeddings", None)
     old = getattr(embeddings, "position_embedding", None)
     if not isinstance(old, nn.Embedding) or not hasattr(embeddings, "position_ids"):
         raise ValueError(
@@ -95,7 +94,7 @@ def _stretch_hf(model: Any, length: int, keep: int, mode: str) -> None:
         new.weight.copy_(weight)
     embeddings.position_embedding = new
     embeddings.position_ids = torch.arange(length, device=old.weight.device).expand((1, -1))
-    for config in (model.module.config.text_config, getattr(text_model, "config", None)):
+    for config in (getattr(model.module.config, "text_config", None), getattr(text_model, "config", None)):
         if config is not None:
             config.max_position_embeddings = length
     model.tokenizer.model_max_length = length

@@ -102,7 +102,9 @@ def export_onnx(model: Model, directory: str | os.PathLike, *, fp16: bool = Fals
         raise ValueError(f"{model.spec}: its preprocessing has no fixed output size, so the image graph has no shape")
     tokenizer, padding, max_length, names = _tokenizer_of(model)
     work = copy.copy(model)
-    work.module = copy.deepcopy(model.module).to("cpu", torch.float32).eval()
+    # gradients on while tracing: under no_grad nn.MultiheadAttention takes its fused fast path
+    # (aten::_native_multi_head_attention), which has no ONNX export
+    work.module = copy.deepcopy(model.module).to("cpu", torch.float32).eval().requires_grad_(True)
     pixels = torch.zeros(2, 3, *size)
     texts = ["a photo", "a photo of something"]
     if padding == "longest":
@@ -123,7 +125,7 @@ def export_onnx(model: Model, directory: str | os.PathLike, *, fp16: bool = Fals
         "text_inputs": names,
         "opset": opset,
     }
-    with atomic_dir(directory) as tmp, torch.no_grad(), warnings.catch_warnings():
+    with atomic_dir(directory) as tmp, torch.enable_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's warnings about Python control flow on shapes
         torch.onnx.export(
             _ImageTower(work),
