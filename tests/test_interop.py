@@ -5,6 +5,7 @@ Tiny random models (and ``builtin:shapes``); the open_clip halves are in ``test_
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -263,3 +264,28 @@ def test_cli_refuses_before_loading(tmp_path, capsys):
     assert "SRC" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["convert", "builtin:shapes", str(tmp_path / "c"), "--to", "tflite"])
+
+
+def test_cli_index_runs_on_onnxruntime(shapes_onnx, tmp_path, capsys):
+    """``cliplab index`` with an ``onnx:`` spec: the same neighbours as the torch model's."""
+    from PIL import Image
+
+    from cliplab.cli.commands import main
+    from cliplab.index import VectorIndex
+
+    model, out = shapes_onnx
+    data = cliplab.data.shapes("test", n=8, seed=5)
+    (tmp_path / "imgs").mkdir()
+    for i in range(len(data)):
+        image = data[i]["image"]
+        (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(tmp_path / "imgs" / f"{i}.png")
+    assert main(["index", f"onnx:{out}", str(tmp_path / "imgs"), "-o", str(tmp_path / "idx"), "--json", "-q"]) == 0
+    capsys.readouterr()
+    index = VectorIndex.load(tmp_path / "idx")
+    query = model.encode_texts(["a red circle", "a blue square"])
+    scores, ids = index.search(query, k=3)
+    paths = sorted((tmp_path / "imgs").glob("*.png"))
+    want = model.encode_images([str(p) for p in paths])
+    best = (query @ want.T).argsort(dim=1, descending=True)[:, :3]
+    got = [[index.get_metadata([int(j)])[0]["path"] for j in row] for row in ids]
+    assert [[Path(p).name for p in row] for row in got] == [[paths[int(j)].name for j in row] for row in best]
