@@ -184,7 +184,7 @@ def test_stretch_refusals_name_the_problem():
 
 
 # ------------------------------------------------------------------------------------- conversion
-def test_hf_to_open_clip_layout_round_trips_without_open_clip(tmp_path):
+def test_hf_to_open_clip_layout_round_trips_without_open_clip(tmp_path, monkeypatch):
     """HF → open_clip state dict and config → HF again is the identity (the open_clip side is in the OC suite)."""
     model = hf_clip(context_length=77)
     config = model.module.config.to_dict()
@@ -193,6 +193,12 @@ def test_hf_to_open_clip_layout_round_trips_without_open_clip(tmp_path):
     with pytest.raises(UnmappableModel, match="eos_token_id=3 is not the highest token id"):
         convert_dir(model, tmp_path / "oc", to="openclip")
     assert not (tmp_path / "oc").exists()
+    model.save(tmp_path / "hf")
+    config_file = tmp_path / "hf" / "config.json"
+    config_file.write_text(config_file.read_text().replace('"hidden_act": "quick_gelu"', '"hidden_act": "relu"', 1))
+    monkeypatch.setattr(cliplab.models, "load_model", lambda *a, **k: pytest.fail("loaded before the refusal"))
+    with pytest.raises(UnmappableModel, match="hidden_act.*relu.*eos_token_id=3"):  # from config.json alone
+        convert_dir(str(tmp_path / "hf"), tmp_path / "oc", to="openclip")
     config["text_config"]["eos_token_id"] = config["text_config"]["vocab_size"] - 1
     model_cfg = hf_to_open_clip_config(config)
     assert model_cfg["quick_gelu"] is True and model_cfg["text_cfg"]["context_length"] == 77

@@ -61,7 +61,7 @@ def test_open_clip_to_hf_to_open_clip(arch, tmp_path):
     with torch.no_grad():
         want_img, want_txt = src.module.encode_image(px), src.module.encode_text(ids)
     info = convert_dir(src, tmp_path / "hf", to="hf")
-    assert info["to"] == "hf"
+    assert info["to"] == "hf" and info["max_abs_feature_diff"] < 1e-5
     # plain transformers loads it, with the activation mapped
     hf = transformers.CLIPModel.from_pretrained(tmp_path / "hf").eval()
     act = "quick_gelu" if "quick" in arch else "gelu"
@@ -77,7 +77,7 @@ def test_open_clip_to_hf_to_open_clip(arch, tmp_path):
     # and back: plain open_clip loads it, same features and the same state dict
     import cliplab
 
-    convert_dir(str(tmp_path / "hf"), tmp_path / "oc", to="openclip")
+    assert convert_dir(str(tmp_path / "hf"), tmp_path / "oc", to="openclip")["max_abs_feature_diff"] < 1e-5
     back, _ = open_clip.create_model_from_pretrained(f"local-dir:{tmp_path / 'oc'}")
     back.eval()
     with torch.no_grad():

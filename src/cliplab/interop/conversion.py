@@ -8,6 +8,7 @@ becomes open_clip's default tokenizer again, any other is saved beside the weigh
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -186,16 +187,23 @@ def convert_dir(
 
     if to not in TARGETS:
         raise ValueError(f"--to must be one of {TARGETS}, got {to!r}")
+    if not isinstance(source, Model):
+        check_source_config(source, to)  # a model that cannot map is refused before its weights load
     model = source if isinstance(source, Model) else load_model(source, device="cpu")
     if not isinstance(model, HFModel | OpenCLIPModel):
         raise ValueError(f"{model.spec}: only Hugging Face and open_clip models convert, not {type(model).__name__}")
     if stretch_text is not None:
         stretch_positions(model, stretch_text, keep=keep, mode=stretch_mode)
+    diff: float | None = None
     if to == "hf":
         out = open_clip_to_hf(model) if isinstance(model, OpenCLIPModel) else model
+        if out is not model:
+            diff = feature_difference(model, out)
         out.save(destination)
     elif isinstance(model, HFModel):
         write_open_clip_dir(model, destination)
+        if importlib.util.find_spec("open_clip") is not None:
+            diff = feature_difference(model, OpenCLIPModel.from_dir(destination, device="cpu"))
     else:
         model.save(destination)
     return {
@@ -204,4 +212,38 @@ def convert_dir(
         "to": to,
         "text_positions": stretch_text,
         "stretch_mode": stretch_mode if stretch_text else None,
+        "max_abs_feature_diff": diff,
     }
+
+
+def feature_difference(source: Model, converted: Model, texts: tuple[str, ...] = ("a photo of a dog", "x")) -> float:
+    """``max |f_source − f_converted|`` over the raw image and text embeddings of two random images and ``texts``,
+    both models fed the source's own pixels and tokens."""
+    size = source.preprocess.output_size or (224, 224)
+    px = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    tokens = source.tokenize(list(texts))
+    with torch.no_grad():
+        image = (source.image_embeddings(px) - converted.image_embeddings(px)).abs().max()
+        ids = tokens["input_ids"]
+        width = int(converted.tokenize(["a"])["input_ids"].shape[1])
+        if ids.shape[1] < width and getattr(converted, "padding", None) is None:  # open_clip: exactly its length
+            ids = torch.nn.functional.pad(ids, (0, width - ids.shape[1]))  # after the end of text: never attended
+        text = (source.text_embeddings(tokens) - converted.text_embeddings({"input_ids": ids})).abs().max()
+    return float(max(image, text))
+
+
+def check_source_config(source: str | os.PathLike, to: str) -> None:
+    """Refuse an unmappable local model directory from its config file alone (nothing loaded)."""
+    path = Path(str(source).removeprefix("local:")).expanduser()
+    if not path.is_dir():
+        return
+    from cliplab.interop.clip_layout import hf_problems, open_clip_problems
+
+    if to == "openclip" and (path / "config.json").is_file():
+        problems = hf_problems(json.loads((path / "config.json").read_text()))
+    elif to == "hf" and (path / "open_clip_config.json").is_file() and not (path / "config.json").is_file():
+        problems = open_clip_problems(json.loads((path / "open_clip_config.json").read_text()).get("model_cfg") or {})
+    else:
+        return
+    if problems:
+        raise UnmappableModel(str(path), problems)
