@@ -97,6 +97,7 @@ class OnnxModel(Model):
                 raise ValueError(f"device {device!r}: this onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu)")
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the same CPU share as torch (torch.set_num_threads)
         self.image_session = ort.InferenceSession(str(path / IMAGE_FILE), options, providers=providers)
         self.text_session = ort.InferenceSession(str(path / TEXT_FILE), options, providers=providers)
         digest = hashlib.sha256()
