@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"cliplab", "_io", "_validation", "imaging", "extension"},  # leaves: atomic writes, checks, images, Registry
     {"data"},  # datasets, specs, the one loader
     {"models"},  # the Model protocol and model sources (encode through data's loader)
-    {"features", "losses", "metrics", "towers"},  # cached embeddings; pure losses and metrics; towers' internals
+    {"features", "losses", "metrics", "towers", "interop"},  # cached embeddings; losses; metrics; towers; ONNX
     {"zeroshot", "ood", "explain"},  # zero-shot weights and evaluation; OOD scores; attribution
     {"train", "adapt", "index", "probes", "estimate"},  # trainer; adapters; search index; probes; estimators
     {"finetune", "curate", "assess", "builtin_models"},  # fine-tuning; curation; assessments; built-in recipes

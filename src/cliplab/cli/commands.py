@@ -55,6 +55,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("finetune", "finetune", "add_finetune", "run"),
     Command("index", "index", "add_index", "run_index"),
     Command("serve", "serve", "add_serve", "run_serve"),
+    Command("export", "export", "add_export", "run"),
+    Command("convert", "convert", "add_convert", "run"),
 )
 
 

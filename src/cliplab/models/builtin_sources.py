@@ -114,3 +114,19 @@ register_model_source(
     check=_check_builtin,
     form="builtin:<name> (the small models trained on the built-in shapes world, e.g. builtin:shapes)",
 )
+
+
+def _check_onnx(target: str, spec: str) -> None:
+    importlib.import_module("cliplab.models.onnx_runtime").check_onnx(target, spec)
+
+
+def _load_onnx(target: str, *, spec: str, device: str | None) -> Model:
+    return importlib.import_module("cliplab.models.onnx_runtime").load_onnx(target, spec=spec, device=device)  # type: ignore[no-any-return]
+
+
+register_model_source(
+    "onnx",
+    _load_onnx,
+    check=_check_onnx,
+    form="onnx:<dir> (encoders exported by `cliplab export --format onnx`, run by onnxruntime)",
+)
