@@ -121,7 +121,7 @@ def _check_onnx(target: str, spec: str) -> None:
 
 
 def _load_onnx(target: str, *, spec: str, device: str | None) -> Model:
-    return importlib.import_module("cliplab.models.onnx_runtime").load_onnx(target, spec=spec, device=device)  # type: ignore[no-any-return]
+    return importlib.import_module("cliplab.models.onnx_runtime").load_onnx(target, spec=spec, device=device)
 
 
 register_model_source(
