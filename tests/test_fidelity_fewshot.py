@@ -176,8 +176,8 @@ def test_augmented_passes_of_the_support_images_are_cached_per_pass(monkeypatch,
     ds = shapes("train", n=40, image_size=32, seed=0)
     labels = torch.as_tensor(ds.labels)
     calls = []
-    real = embedding.embed_images
-    monkeypatch.setattr(embedding, "embed_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = embedding._encode_images  # the one function that runs images through the encoder
+    monkeypatch.setattr(embedding, "_encode_images", lambda *a, **k: calls.append(1) or real(*a, **k))
     kw = {"cache_dir": tmp_path, "progress": False, "batch_size": 16}
     a = embed_support_views(tiny_model, ds, labels, (1, 2), (1, 2), 3, **kw)
     rows = support_rows(labels, (1, 2), (1, 2))
