@@ -25,7 +25,8 @@ def test_bench_writes_results_with_every_stage(bench_run):
     assert adapt["task"] == "pattern" and adapt["style"] == "solid"
     assert set(on_disk["stages"]["ood"]["shape"]["sets"]) == {"held-out shapes", "held-out shapes, sketch"}
     calibration = on_disk["stages"]["calibration"]
-    assert "temperature" in calibration and (calibration["task"], calibration["style"]) == ("shape", "outline")
+    assert "temperature" in calibration and (calibration["task"], calibration["style"]) == ("shape", "solid")
+    assert {"style:outline", "style:sketch"} <= set(calibration["shifted"])  # in distribution first, then shifted
     accuracy = on_disk["stages"]["estimate"]["accuracy"]
     assert len(accuracy) == 44 and {"style:outline", "style:sketch"} <= set(accuracy)
 

@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cliplab.adapt.amu import AMU
 from cliplab.adapt.base import Adapter
@@ -52,6 +51,7 @@ from cliplab.adapt.views import CACHE_PASSES, SupportViews, views_for
 from cliplab.adapt.zeroshot import ZeroShot
 from cliplab.data.sampling import k_shot_indices
 from cliplab.features import Features
+from cliplab.progress import step, track
 
 #: method name → estimator class, the registry of adapters (``register_method`` adds one). A class's
 #: ``requires`` names the extra per-image inputs it needs (``amu``: ``aux_features`` from a second encoder).
@@ -263,6 +263,10 @@ def _default_draw(train_labels: torch.Tensor, val_labels: torch.Tensor | None, n
     return draw
 
 
+def _job_note(job: tuple[int, int]) -> str:
+    return f"{job[0]} shot{'s' if job[0] != 1 else ''}, seed {job[1]}"
+
+
 def _runs(
     p: _Prepared,
     W: torch.Tensor,
@@ -283,7 +287,7 @@ def _runs(
         m: method_settings(m, dataset, cache_passes=cache_passes, method_params=method_params, param_grids=param_grids)
         for m in p.methods
     }
-    for k, seed in tqdm(jobs, disable=not progress, desc="few-shot", unit="run"):
+    for k, seed in track(jobs, "few-shot", unit="run", enabled=progress, note=_job_note):
         idx, vidx = draw(k, seed)
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
         y = p.train.labels[idx]
@@ -312,10 +316,11 @@ def _runs(
             m_val = val if (val is not None and val_extra.keys() >= _requires(m)) else None
             params, grid = settings[m]
             t0 = time.perf_counter()
-            est, chosen = _fit_method(
-                cls, _factory(cls, seed, params), grid, support, y, clean, W, scale, m_val, search,
-                extra, clean_extra, val_extra,
-            )  # fmt: skip
+            with step(m):
+                est, chosen = _fit_method(
+                    cls, _factory(cls, seed, params), grid, support, y, clean, W, scale, m_val, search,
+                    extra, clean_extra, val_extra,
+                )  # fmt: skip
             yield k, seed, m, est, chosen, time.perf_counter() - t0
 
 

@@ -29,13 +29,12 @@ if TYPE_CHECKING:
 
 #: Built-in world: the task (and shapes options) each stage runs on, chosen so that zero-shot is weak there.
 #: Few-shot: the pattern task — no training caption names a pattern, so zero-shot is at chance and
-#: supervision helps (the regime of the few-shot papers). Calibration: shapes drawn as outlines, a style the
-#: model never saw (zero-shot well below its clean accuracy, overconfident). Estimation: the shape task over
-#: corruptions and the unseen styles, whose accuracies span chance to clean. Zero-shot reports every task;
-#: any other stage runs on the shape task.
+#: supervision helps (the regime of the few-shot papers). Estimation: the shape task over corruptions and the
+#: unseen styles, whose accuracies span chance to clean. Calibration: the shape task in distribution, then the
+#: unseen styles as its shifted sets. Zero-shot reports every task; any other stage runs on the shape task.
 BUILTIN_TASKS: dict[str, tuple[str, dict[str, Any]]] = {
     "adapt": ("pattern", {}),
-    "calibration": ("shape", {"style": "outline"}),
+    "calibration": ("shape", {}),
     "estimate": ("shape", {}),
 }
 #: Built-in world: rendering styles the model never saw, as extra shifted sets (estimation) and far OOD.
@@ -141,8 +140,38 @@ class BenchSource:
         feats = self.ctx.embed(ds)
         if feats.labels is None or not feats.classnames:
             raise ValueError(f"dataset {ds.name!r} has no class labels")
-        templates = self.ctx.templates or ds.templates
+        templates = self.ctx.templates_for(ds)
         return TaskSets(task, style, feats, zeroshot_weights(self.ctx.model, feats.classnames, templates), ds)
+
+
+#: what the report calls the data of each data-source scheme (``cliplab.data.register_data_source``)
+DATA_KINDS = {
+    "shapes": "built-in world",
+    "folder": "class folder",
+    "captions": "caption file",
+    "wds": "webdataset",
+    "hfds": "Hugging Face dataset",
+    "imagenet": "ImageNet folder",
+    "coop": "CoOp dataset",
+    "karpathy": "Karpathy split",
+}
+
+
+def data_kind(spec: str) -> str:
+    """The kind of data a spec names, for titles and cards: ``built-in world``, ``class folder``,
+    ``webdataset``, ``Hugging Face dataset``, ... (a scheme without a name here: the scheme; unresolvable: data)."""
+    from cliplab.data.registry import prepare
+    from cliplab.data.spec import DataSpec
+
+    scheme: str | None
+    try:
+        scheme = prepare(spec)[0].scheme
+    except (ValueError, OSError):
+        try:
+            scheme = DataSpec.parse(spec).scheme
+        except ValueError:
+            scheme = None
+    return DATA_KINDS.get(scheme, scheme) if scheme else "data"
 
 
 def is_builtin_world(spec: str) -> bool:
@@ -264,7 +293,7 @@ class FilesSource(BenchSource):
 
     def support_dataset(self, stage: str) -> Dataset:
         sets, tr, _ = self._halves(stage)
-        return sets.dataset.subset(tr)
+        return sets.dataset.subset(tr.tolist())
 
     def validation(self, stage: str) -> tuple[TaskSets, Any]:
         sets, vi, ti = self._halves(stage)
@@ -287,7 +316,7 @@ class FilesSource(BenchSource):
         sets, vi, ti = self._halves(stage)
         val = sets.test.subset(vi)
         pick = np.sort(np.random.default_rng(self.ctx.seed).permutation(ti)[:n])
-        base = sets.dataset.subset(pick)
+        base = sets.dataset.subset(pick.tolist())
         pp = self.ctx.model.preprocess
         size = max(pp.crop) if pp.crop else (pp.resize if isinstance(pp.resize, int) else 224)
 

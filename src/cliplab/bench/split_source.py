@@ -29,7 +29,7 @@ def has_train_split(spec: str) -> bool:
         source = _resolve(DataSpec.parse(spec))
     except (ValueError, KeyError, FileNotFoundError):
         return False
-    return bool(source.splits) and "train" in source.splits
+    return "train" in (source.splits or ())
 
 
 class SplitsSource(FilesSource):

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from cliplab.bench.sources import BenchSource
     from cliplab.data.base import Dataset
     from cliplab.models.base import Model
+    from cliplab.zeroshot.templates import Templates
 
 
 @dataclass
@@ -35,7 +36,11 @@ class BenchContext:
     shots: tuple[int, ...] = (1, 2, 4, 8, 16)
     ood_specs: tuple[str, ...] = ()
     #: class-name templates for every zero-shot classifier of the run (None: each dataset's own)
-    templates: Any = None
+    templates: Templates = None
+    #: where notices go (the run's log; None: the ``cliplab`` logger)
+    log: Callable[[str], None] | None = None
+    #: dataset name -> the templates its classifiers used (``describe_templates`` records), for results.json
+    templates_used: dict[str, dict[str, Any]] = field(default_factory=dict)
     _source: BenchSource | None = field(default=None, init=False, repr=False)
 
     @property
@@ -50,6 +55,17 @@ class BenchContext:
     def dataset(self, split: str = "test", **options: Any) -> Dataset:
         """``load_dataset(data_spec, split, **options)`` with the source's defaults (e.g. ``n``)."""
         return self.source.dataset(split, **options)
+
+    def templates_for(self, dataset: Dataset) -> Templates:
+        """The templates of ``dataset``'s zero-shot classifier: the run's, else the dataset's own, else the
+        fallback set (one notice per dataset); recorded in ``templates_used``."""
+        from cliplab.zeroshot.templates import templates_for
+
+        name = getattr(dataset, "name", None) or "data"
+        seen = name in self.templates_used
+        templates, record = templates_for(self.templates, dataset, notify=(lambda _: None) if seen else self.log)
+        self.templates_used.setdefault(name, record)
+        return templates
 
     def embed(self, dataset: Dataset) -> Any:
         from cliplab.features import embed

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cliplab.adapt.prompting.cocoop import CoCoOp
 from cliplab.adapt.prompting.coop import CoOp, KgCoOp, ProGrad
@@ -41,6 +40,7 @@ from cliplab.adapt.prompting.tpt import TPT
 from cliplab.data.base import Dataset
 from cliplab.data.sampling import k_shot_indices
 from cliplab.models.base import Model
+from cliplab.progress import track
 
 #: name → prompt-learner class (``register_prompt_method`` adds one); ``cliplab adapt --methods`` accepts these
 PROMPT_METHODS: dict[str, type[PromptLearner]] = {
@@ -170,6 +170,10 @@ def _zeroshot(model: Model, test: _Data, classnames: list[str], templates: Any) 
     return _accuracy(test.images @ W.T, test.labels)
 
 
+def _job_note(job: tuple[int, int]) -> str:
+    return f"{job[0]} shot{'s' if job[0] != 1 else ''}, seed {job[1]}"
+
+
 def run_prompt_few_shot(
     model: Model,
     train: Dataset,
@@ -219,7 +223,7 @@ def run_prompt_few_shot(
         resume_file, "few_shot", _run_key(model, train, test, methods, shots, seeds, params, search, val_shots)
     )
     jobs = [(k, s) for k in shots for s in seeds]
-    for k, seed in tqdm(jobs, disable=not progress, desc="prompt few-shot", unit="run"):
+    for k, seed in track(jobs, "prompt few-shot", unit="run", enabled=progress, note=_job_note):
         idx = k_shot_indices(tr.labels, k, seed, num_classes=n_cls)
         val_idx = _validation_indices(tr.labels, idx, k, seed, n_cls, val_shots)
         support = torch.as_tensor(idx)
@@ -308,7 +312,7 @@ def prompt_base_to_new(
     out: dict[str, dict[str, float]] = {
         "zeroshot": {"base": zs_acc(base_test, base_names, 0), "new": zs_acc(new_test, new_names, n_base)}
     }
-    for m in tqdm(methods, disable=not progress, desc="base-to-new", unit="method"):
+    for m in track(methods, "base-to-new", unit="method", enabled=progress, note=str):
         cls = PROMPT_METHODS[m]
         base_runs, new_runs = [], []
         for seed in seeds:

@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
-from cliplab.bench.figures import MISSING, finite, fmt, name, number, rank
+from cliplab.bench.figures import MISSING, finite, fmt, name, number, rank, task_label
 from cliplab.bench.report_sections import adapt_section
 from cliplab.bench.stage import BenchContext, Metric, Stage, register_stage
+from cliplab.progress import step
 
 #: random-crop passes of the support images the bench encodes (Tip-Adapter's and GDA's ``augment_epoch``)
 BENCH_PASSES = 10
@@ -56,10 +57,12 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     with warnings.catch_warnings():
         # 1-shot support sets without a validation split leave the linear probe none; its fallback C is documented
         warnings.filterwarnings("ignore", message=".*no validation split possible")
-        kw = {"logit_scale": ctx.model.logit_scale, "train_views": views, "val": val, "dataset": name,
+        kw: dict[str, Any] = {"logit_scale": ctx.model.logit_scale, "train_views": views, "val": val, "dataset": name,
               "method_params": BENCH_METHOD_PARAMS}  # fmt: skip
         res = run_few_shot(train, test, W, shots=shots, seeds=ctx.seeds, progress=ctx.progress, **kw)
-        res["base_to_new"] = base_to_new(train, test, W, methods=res["methods"], k=shots[-1], seeds=ctx.seeds[:1], **kw)
+        with step("base-to-new", enabled=ctx.progress, bar=False):
+            b2n = {"methods": res["methods"], "k": shots[-1], "seeds": ctx.seeds[:1], "progress": ctx.progress}
+            res["base_to_new"] = base_to_new(train, test, W, **b2n, **kw)
     res["protocol"]["text"] += " Bench budget: linear-probe fits stop at 100 L-BFGS iterations (lpclip: 1000)."
     res["protocol"]["method_params"] = BENCH_METHOD_PARAMS
     res["task"] = sets.task
@@ -78,7 +81,8 @@ def headline(res: dict[str, Any]) -> list[tuple[str, Any, str]]:
     method, r = max(adapters.items(), key=lambda kv: rank(kv[1][k]["mean"]))
     mean, zs = r[k]["mean"], res.get("zeroshot")
     gain = fmt(100 * (mean - zs), "+.1f") if finite(mean) and finite(zs) else MISSING
-    return [(f"best {k}-shot accuracy", number(mean), f"{name(method)} · {gain} pt over zero-shot")]
+    task = task_label(res.get("task"), res.get("style"))
+    return [(f"best {k}-shot accuracy", number(mean), f"{task} · {name(method)} · {gain} pt over zero-shot")]
 
 
 register_stage(
