@@ -155,7 +155,7 @@ def test_report_names_the_kind_of_data(small_run, tmp_path):
     wds["stages"]["zeroshot"] = {"classes": wds["stages"]["zeroshot"]["shape"]}
     html = write_report(wds, tmp_path / "report.html").read_text()
     assert "folder classes" not in html
-    assert "classes of the webdataset wds_cifar10" in html
+    assert "classes (webdataset wds_cifar10)" in html
     details = [d for _, _, _, d in headlines(wds)]
     assert details and all(d.endswith("webdataset wds_cifar10") for d in details)
     assert "wds:/data/wds_cifar10 (webdataset)" in html  # the run table
@@ -227,7 +227,7 @@ def test_cli_zeroshot_json_records_templates_and_logs_the_notice(tiny_model_dir,
 
     folder = write_shapes_folder(tmp_path / "images", 12, seed=0)
     with caplog.at_level(logging.INFO, logger="cliplab"):
-        assert main(["zeroshot", "--model", str(tiny_model_dir), "--data", str(folder), "--json", "--no-cache"]) == 0
+        assert main(["zeroshot", str(tiny_model_dir), str(folder), "--json", "--no-cache"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out)["templates"]["source"] == "fallback"  # stdout is pure JSON: the notice is a log line
     assert any("no prompt templates" in r.getMessage() for r in caplog.records)

@@ -52,18 +52,18 @@ def name(key: str) -> str:
 
 def task_label(task: str | None, style: str | None = None) -> str:
     """How cards and titles name a stage's task: ``shape task``, ``shape task (outline style)``; the task of
-    data other than the built-in world (``classes``) is ``its classes`` (the data are named beside it)."""
+    data other than the built-in world (``classes``) is ``all classes`` (the data are named beside it)."""
     if not task:
         return "its test set"
     if task == "classes":
-        return "its classes"
+        return "all classes"
     return f"{name(task)} task" + (f" ({style} style)" if style and style != "solid" else "")
 
 
 def task_title(task: str | None, results: dict[str, Any], style: str | None = None) -> str:
     """:func:`task_label` for a section's titles, with the data named where the task is its classes."""
     if task == "classes":
-        return f"classes of the {data_label(results)}"
+        return f"classes ({data_label(results)})"
     return task_label(task, style)
 
 

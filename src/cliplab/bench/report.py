@@ -108,8 +108,16 @@ def _templates_rows(results: dict[str, Any]) -> list[list[Any]]:
     from cliplab.bench.stages.zeroshot import templates_text
 
     used = results.get("templates") or {}
-    label = "templates" if len(used) == 1 else "templates of {}"
-    return [[label.format(name), templates_text(record)] for name, record in used.items()]
+    if len(used) == 1:
+        return [["templates", templates_text(next(iter(used.values())))]]
+    rows = []
+    for source in ("given", "dataset", "fallback"):
+        names = [n for n, r in used.items() if r.get("source") == source]
+        if names and source == "dataset":
+            rows.append(["templates", f"each data set's own ({', '.join(names)}; see the zero-shot section)"])
+        elif names:
+            rows.append(["templates", f"{templates_text(used[names[0]])}, for {', '.join(names)}"])
+    return rows
 
 
 #: at most this many unreadable images are listed in the report (all are in results.json)

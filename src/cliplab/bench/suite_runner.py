@@ -166,6 +166,7 @@ def run_suite(
                     load_seconds=load_seconds,
                     templates=data.templates,
                     links=[LEADERBOARD_LINK],
+                    progress_title=prefix,
                 )
                 load_seconds = None  # counted in the first cell that loaded the model
                 (where / "error.json").unlink(missing_ok=True)

@@ -143,21 +143,25 @@ def _samples(samples: Samples, results: dict[str, Any]) -> str:
 
 
 def templates_text(record: dict[str, Any] | None) -> str:
-    """``imagenet80 (80 templates, the dataset's own)``, ``simple ("a photo of a {}.", fallback: ...)``."""
+    """A templates record in words: ``imagenet80: 80 templates, e.g. “a bad photo of a {}.” (the dataset's
+    own)``, ``simple: “a photo of a {}.” (fallback: the data set has none)``."""
     if not record:
         return "–"
-    count = record.get("count") or 0
-    what = f"{count} template{'s' if count != 1 else ''}"
-    if count == 1 and record.get("examples"):
-        what = f"“{record['examples'][0]}”"
+    count, examples = record.get("count") or 0, record.get("examples") or []
+    what = f"“{examples[0]}”" if count == 1 and examples else f"{count} template{'s' if count != 1 else ''}"
+    if count > 1 and examples:
+        what += f", e.g. “{examples[0]}”"
     if record.get("described_classes"):
         what += f" + descriptions of {record['described_classes']} classes"
+    name = record.get("name")
+    if name and not str(name).startswith("sha256:"):
+        what = f"{name}: {what}"
     source = {
         "given": "given with --templates",
         "dataset": "the dataset's own",
         "fallback": "fallback: the data set has none",
     }.get(record.get("source", ""), record.get("source", ""))
-    return f"{record.get('name')} ({what}; {source})"
+    return f"{what} ({source})"
 
 
 def _templates_cell(record: dict[str, Any] | None) -> Any:
