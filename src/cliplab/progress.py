@@ -184,6 +184,8 @@ class Display:
     # -- drawing -------------------------------------------------------------------------------------------
     def line(self, width: int | None = None) -> str:
         """The status line, at most ``width`` characters (the nested steps are shortened first)."""
+        if not self.stage_name and not self.steps:
+            return ""  # between stages: nothing to show
         head = self.title
         if self.stage_name:
             counter = f"stage {self.stage_index}/{self.n_stages}" if self.n_stages else "stage"
