@@ -206,7 +206,7 @@ def test_templates_are_recorded_and_the_fallback_is_noticed(tmp_path, caplog):
     on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
     assert on_disk["templates"][name]["source"] == "fallback"
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "fallback: the data set has none" in html
+    assert "fallback: no templates of its own" in html
 
     given = run_bench(model, str(folder), tmp_path / "given", only=["zeroshot"], cache_dir=False, progress=False,
                       templates=["a drawing of a {}.", "a {}."])  # fmt: skip

@@ -72,7 +72,7 @@ def section(results: dict[str, Any], data: Any = None) -> str | None:
         body += f"<div><h3>Validation acc@1 per weight decay</h3>{H.table(['weight decay', 'acc@1'], rows)}</div>"
     body += "</div>"
     settings = ", ".join(
-        f"{k.replace('_', ' ')} {fmt(lp[k], '.3g') if isinstance(lp[k], float) else lp[k]}"
+        f"{k.replace('_', ' ')} {fmt(lp[k], 'g') if isinstance(lp[k], float | None) else lp[k]}"
         for k in ("lr", "epochs", "batch_size")
         if k in lp
     )

@@ -144,7 +144,7 @@ def _samples(samples: Samples, results: dict[str, Any]) -> str:
 
 def templates_text(record: dict[str, Any] | None) -> str:
     """A templates record in words: ``imagenet80: 80 templates, e.g. “a bad photo of a {}.” (the dataset's
-    own)``, ``simple: “a photo of a {}.” (fallback: the data set has none)``."""
+    own)``, ``simple: “a photo of a {}.” (fallback: no templates of its own)``."""
     if not record:
         return "–"
     count, examples = record.get("count") or 0, record.get("examples") or []
@@ -159,7 +159,7 @@ def templates_text(record: dict[str, Any] | None) -> str:
     source = {
         "given": "given with --templates",
         "dataset": "the dataset's own",
-        "fallback": "fallback: the data set has none",
+        "fallback": "fallback: no templates of its own",
     }.get(record.get("source", ""), record.get("source", ""))
     return f"{what} ({source})"
 
