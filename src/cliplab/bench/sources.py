@@ -129,7 +129,8 @@ class BenchSource:
         raise NotImplementedError
 
     def shifted(self, stage: str, n: int) -> tuple[TaskSets, Any, Iterator[tuple[str, Dataset]]]:
-        """``(test sets, clean validation features, (name, shifted dataset) ...)`` with about ``n`` images each."""
+        """``(test sets, clean validation features, (name, shifted dataset) ...)`` with about ``n`` images each;
+        the test and validation features are those of ``validation(stage)``."""
         raise NotImplementedError
 
     # -- shared helpers ----------------------------------------------------------------------------------------
@@ -314,7 +315,7 @@ class FilesSource(BenchSource):
         from cliplab.data.shifted import Corrupted
 
         sets, vi, ti = self._halves(stage)
-        val = sets.test.subset(vi)
+        val, sets.test = sets.test.subset(vi), sets.test.subset(ti)  # as ``validation``: the other half tests
         pick = np.sort(np.random.default_rng(self.ctx.seed).permutation(ti)[:n])
         base = sets.dataset.subset(pick.tolist())
         pp = self.ctx.model.preprocess

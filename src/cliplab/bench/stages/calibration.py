@@ -31,7 +31,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     from cliplab.assess import calibration_evaluation
     from cliplab.zeroshot import zeroshot_logits
 
-    sets, val, stream = ctx.source.shifted("calibration", max(100, ctx.n // 4))
+    sets, val = ctx.source.validation("calibration")  # the data's own validation split where it has one
+    stream = ctx.source.shifted("calibration", max(100, ctx.n // 4))[2]
     m = ctx.model
 
     def logits_of(f: Any) -> torch.Tensor:
