@@ -25,7 +25,8 @@ def test_bench_writes_results_with_every_stage(bench_run):
     assert adapt["task"] == "pattern" and adapt["style"] == "solid"
     assert set(on_disk["stages"]["ood"]["shape"]["sets"]) == {"held-out shapes", "held-out shapes, sketch"}
     calibration = on_disk["stages"]["calibration"]
-    assert "temperature" in calibration and (calibration["task"], calibration["style"]) == ("shape", "outline")
+    assert "temperature" in calibration and (calibration["task"], calibration["style"]) == ("shape", "solid")
+    assert {"style:outline", "style:sketch"} <= set(calibration["shifted"])  # in distribution first, then shifted
     accuracy = on_disk["stages"]["estimate"]["accuracy"]
     assert len(accuracy) == 44 and {"style:outline", "style:sketch"} <= set(accuracy)
 
@@ -91,7 +92,7 @@ def test_bench_on_a_model_directory_and_an_image_folder(tmp_path, capsys):
     argv = ["bench", "--model", str(model_dir), "--data", str(data), "--ood-data", str(ood), "-o", str(out)]
     assert main([*argv, "--seeds", "1", "--n", "80", "-q", "--cache-dir", str(tmp_path / "cache")]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["data"] == {"spec": str(data), "n": 80, "ood": [str(ood)]}
+    assert res["data"] == {"spec": str(data), "kind": "class folder", "n": 80, "ood": [str(ood)]}
     assert res["timings"]["load_model"] > 0 and res["timings"]["total"] >= res["timings"]["load_model"]
     stages = res["stages"]
     assert stages["zeroshot"]["classes"]["n"] == 60

@@ -10,7 +10,7 @@ SECTIONS = {
     "overview": "Overview",
     "zeroshot": "Zero-shot classification",
     "adapt": "Few-shot adaptation",
-    "linear_probe": "linear probe",
+    "linear_probe": "Linear probe",
     "retrieval": "Retrieval and caption scoring",
     "probes": "Compositional probes",
     "geometry": "Embedding geometry",

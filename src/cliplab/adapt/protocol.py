@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cliplab.adapt.base import Adapter
 from cliplab.adapt.protocol_settings import DEFAULT_SHOTS as DEFAULT_SHOTS  # re-exported: the public default
@@ -52,6 +51,7 @@ from cliplab.adapt.views import CACHE_PASSES, SupportViews, views_for
 from cliplab.adapt.zeroshot import ZeroShot
 from cliplab.data.sampling import k_shot_indices
 from cliplab.features import Features
+from cliplab.progress import step, track
 from cliplab.recipes import Recipe, dataset_key, load_recipe
 
 #: Draw of one run: ``draw(k, seed) -> (support rows of the training set, validation rows or None)``.
@@ -268,6 +268,10 @@ def _default_draw(
     return draw
 
 
+def _job_note(job: tuple[int, int]) -> str:
+    return f"{job[0]} shot{'s' if job[0] != 1 else ''}, seed {job[1]}"
+
+
 def _runs(
     p: _Prepared, W: torch.Tensor, scale: float, protocol: FewShotProtocol, draw: Draw
 ) -> Iterator[tuple[int, int, str, Adapter, Any, float]]:
@@ -289,7 +293,7 @@ def _runs(
     policies = {
         m: method_validation(m, method_recipe(m, protocol.dataset, protocol.recipes), protocol) for m in p.methods
     }
-    for k, seed in tqdm(jobs, disable=not protocol.progress, desc="few-shot", unit="run"):
+    for k, seed in track(jobs, "few-shot", unit="run", enabled=protocol.progress, note=_job_note):
         idx, drawn = draw(k, seed)
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
         y = p.labels[idx]
@@ -320,10 +324,11 @@ def _runs(
             m_val = val if (val is not None and val_extra.keys() >= _requires(m)) else None
             params, grid = settings[m]
             t0 = time.perf_counter()
-            est, chosen = _fit_method(
-                cls, _factory(cls, seed, params), grid, support, y, clean, W, scale, m_val,
-                protocol.search and policies[m] != "none", extra, clean_extra, val_extra,
-            )  # fmt: skip
+            with step(m):
+                est, chosen = _fit_method(
+                    cls, _factory(cls, seed, params), grid, support, y, clean, W, scale, m_val,
+                    protocol.search and policies[m] != "none", extra, clean_extra, val_extra,
+                )  # fmt: skip
             yield k, seed, m, est, chosen, time.perf_counter() - t0
 
 

@@ -35,13 +35,12 @@ if TYPE_CHECKING:
 
 #: Built-in world: the task (and shapes options) each stage runs on, chosen so that zero-shot is weak there.
 #: Few-shot: the pattern task — no training caption names a pattern, so zero-shot is at chance and
-#: supervision helps (the regime of the few-shot papers). Calibration: shapes drawn as outlines, a style the
-#: model never saw (zero-shot well below its clean accuracy, overconfident). Estimation: the shape task over
-#: corruptions and the unseen styles, whose accuracies span chance to clean. Zero-shot reports every task;
-#: any other stage runs on the shape task.
+#: supervision helps (the regime of the few-shot papers). Estimation: the shape task over corruptions and the
+#: unseen styles, whose accuracies span chance to clean. Calibration: the shape task in distribution, then the
+#: unseen styles as its shifted sets. Zero-shot reports every task; any other stage runs on the shape task.
 BUILTIN_TASKS: dict[str, tuple[str, dict[str, Any]]] = {
     "adapt": ("pattern", {}),
-    "calibration": ("shape", {"style": "outline"}),
+    "calibration": ("shape", {}),
     "estimate": ("shape", {}),
 }
 #: Built-in world: rendering styles the model never saw, as extra shifted sets (estimation) and far OOD.
@@ -183,7 +182,7 @@ class FilesData(BenchData):
         from cliplab.data.shifted import Corrupted
 
         sets, vi, ti = self._halves(stage)
-        val = sets.test.subset(vi)
+        val, sets.test = sets.test.subset(vi), sets.test.subset(ti)  # as ``validation``: the other half tests
         pick = np.sort(np.random.default_rng(self.ctx.seed).permutation(ti)[:n])
         base = sets.dataset.subset(cast(Sequence[int], pick))
         pp = self.ctx.model.preprocess
@@ -208,7 +207,7 @@ def has_train_split(spec: str) -> bool:
         source = _resolve(DataSpec.parse(spec))
     except (ValueError, KeyError, FileNotFoundError):
         return False
-    return source.splits is not None and "train" in source.splits
+    return "train" in (source.splits or ())
 
 
 class SplitsData(FilesData):

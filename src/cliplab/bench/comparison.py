@@ -62,7 +62,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for key in list(dict.fromkeys([*ha, *hb])):
         va, vb = ha.get(key), hb.get(key)
-        delta = vb - va if finite(va) and finite(vb) else None  # None (or NaN) on either side: no difference
+        delta = vb - va if va is not None and vb is not None and finite(va) and finite(vb) else None  # NaN: none
         rows.append([key, va, vb, delta, direction(delta, higher[key])])
     return rows
 

@@ -24,6 +24,7 @@ from cliplab.extension import Registry
 if TYPE_CHECKING:
     from cliplab.data.base import Dataset
     from cliplab.models.base import Model
+    from cliplab.zeroshot.templates import Templates
 
 __all__ = [
     "BENCH_DATA",
@@ -54,7 +55,11 @@ class BenchContext:
     shots: tuple[int, ...] = (1, 2, 4, 8, 16)
     ood_specs: tuple[str, ...] = ()
     #: class-name templates for every zero-shot classifier of the run (None: each dataset's own)
-    templates: Any = None
+    templates: Templates = None
+    #: where notices go (the run's log; None: the ``cliplab`` logger)
+    log: Callable[[str], None] | None = None
+    #: dataset name -> the templates its classifiers used (``describe_templates`` records), for results.json
+    templates_used: dict[str, dict[str, Any]] = field(default_factory=dict)
     _data: BenchData | None = field(default=None, init=False, repr=False)
 
     @property
@@ -67,6 +72,17 @@ class BenchContext:
     def dataset(self, split: str = "test", **options: Any) -> Dataset:
         """``load_dataset(data_spec, split, **options)`` with the data kind's defaults (e.g. ``n``)."""
         return self.data.dataset(split, **options)
+
+    def templates_for(self, dataset: Dataset) -> Templates:
+        """The templates of ``dataset``'s zero-shot classifier: the run's, else the dataset's own, else the
+        fallback set (one notice per dataset); recorded in ``templates_used``."""
+        from cliplab.zeroshot.templates import templates_for
+
+        name = getattr(dataset, "name", None) or "data"
+        seen = name in self.templates_used
+        templates, record = templates_for(self.templates, dataset, notify=(lambda _: None) if seen else self.log)
+        self.templates_used.setdefault(name, record)
+        return templates
 
     def embed(self, dataset: Dataset) -> Any:
         from cliplab.features import embed
@@ -171,7 +187,7 @@ class BenchData:
         feats = self.ctx.embed(ds)
         if feats.labels is None or not feats.classnames:
             raise ValueError(f"dataset {ds.name!r} has no class labels")
-        templates = self.ctx.templates or ds.templates
+        templates = self.ctx.templates_for(ds)
         return TaskSets(task, style, feats, zeroshot_weights(self.ctx.model, feats.classnames, templates), ds)
 
 
@@ -224,3 +240,37 @@ def bench_data_factory(spec: str) -> Callable[[BenchContext], BenchData]:
 def data_class_attr(spec: str, attr: str) -> Any:
     """A class attribute (or classmethod) of the data kind for ``spec``, falling back to :class:`BenchData`'s."""
     return getattr(bench_data_factory(spec), attr, getattr(BenchData, attr))
+
+
+#: what the report calls the data of each data-source scheme (``cliplab.data.register_data_source``)
+DATA_KINDS = {
+    "shapes": "built-in world",
+    "folder": "class folder",
+    "captions": "caption file",
+    "wds": "webdataset",
+    "hfds": "Hugging Face dataset",
+    "imagenet": "ImageNet folder",
+    "coop": "CoOp dataset",
+    "karpathy": "Karpathy split",
+    "mvtec": "MVTec AD",
+    "visa": "VisA",
+    "anomaly-folder": "anomaly folder",
+    "shapes-defects": "built-in defects world",
+}
+
+
+def data_kind(spec: str) -> str:
+    """The kind of data a spec names, for titles and cards: ``built-in world``, ``class folder``,
+    ``webdataset``, ``Hugging Face dataset``, ... (a scheme without a name here: the scheme; unresolvable: data)."""
+    from cliplab.data.registry import prepare
+    from cliplab.data.spec import DataSpec
+
+    scheme: str | None
+    try:
+        scheme = prepare(spec)[0].scheme
+    except (ValueError, OSError):
+        try:
+            scheme = DataSpec.parse(spec).scheme
+        except ValueError:
+            scheme = None
+    return DATA_KINDS.get(scheme, scheme) if scheme else "data"

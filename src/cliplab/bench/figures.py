@@ -42,13 +42,50 @@ NAMES = {
     "mano": "MaNo",
     "nuclear_norm": "nuclear norm",
     "shape_colour": "shape + colour",
-    "classes": "folder classes",
 }
 
 
 def name(key: str) -> str:
     """The display name of a method, estimator or task key (the key itself when unknown)."""
     return NAMES.get(key, key.replace("_", " "))
+
+
+def task_label(task: str | None, style: str | None = None) -> str:
+    """How cards and titles name a stage's task: ``shape task``, ``shape task (outline style)``; the task of
+    data other than the built-in world (``classes``) is ``all classes`` (the data are named beside it)."""
+    if not task:
+        return "its test set"
+    if task == "classes":
+        return "all classes"
+    return f"{name(task)} task" + (f" ({style} style)" if style and style != "solid" else "")
+
+
+def task_title(task: str | None, results: dict[str, Any], style: str | None = None) -> str:
+    """:func:`task_label` for a section's titles, with the data named where the task is its classes."""
+    if task == "classes":
+        return f"classes ({data_label(results)})"
+    return task_label(task, style)
+
+
+def data_label(results: dict[str, Any]) -> str:
+    """The run's data for cards and titles: its kind and name (``built-in world``, ``webdataset wds_cifar10``,
+    ``class folder pets``); ``data.kind`` of results.json, or the kind derived from the spec for older files."""
+    from pathlib import PurePath
+
+    from cliplab.bench.data_kinds import data_kind
+    from cliplab.data.spec import DataSpec
+
+    data = results.get("data") or {}
+    spec = str(data.get("spec", ""))
+    kind = data.get("kind") or data_kind(spec)
+    if kind == "built-in world":
+        return kind
+    try:
+        target = DataSpec.parse(spec).target or spec
+    except ValueError:
+        target = spec
+    short = PurePath(target.rstrip("/")).name or target
+    return f"{kind} {short}".strip()
 
 
 #: a qualitative palette (Okabe–Ito, colour-blind safe) extended with greys
@@ -93,9 +130,9 @@ def rank(value: Any) -> float:
 
 def finite_range(*values: Any) -> tuple[float, float] | None:
     """``(min, max)`` over the finite entries of float arrays or numbers, or None when there are none."""
-    values = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in values])
-    values = values[np.isfinite(values)]
-    return (float(values.min()), float(values.max())) if values.size else None
+    pooled = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in values])
+    pooled = pooled[np.isfinite(pooled)]
+    return (float(pooled.min()), float(pooled.max())) if pooled.size else None
 
 
 def builtin_world(results: dict[str, Any]) -> bool:

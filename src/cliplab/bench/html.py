@@ -83,6 +83,8 @@ def fmt_cell(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"  # missing (null in results.json, NaN in memory)
     if isinstance(value, float):
+        if value and abs(value) < 0.5 * 10.0**-digits:  # would print as 0.000: e.g. a weight decay of 1e-06
+            return f"{value:.2g}"
         return f"{value:.{digits}f}"
     return str(value)
 

@@ -70,7 +70,7 @@ def tables(summary: dict[str, Any], results_of: dict[tuple[str, str], dict[str, 
     matrix = []
     for m in models:
         row = [per_cell.get((m, d), {}).get(heads.get(d, ""), None) for d in datasets]
-        scores = [v for v in row if _finite(v)]
+        scores = [float(v) for v in row if v is not None and _finite(v)]
         matrix.append(
             {"model": m, "values": row, "mean": sum(scores) / len(scores) if scores else None, "n": len(scores)}
         )

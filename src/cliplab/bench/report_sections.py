@@ -22,10 +22,11 @@ from cliplab.bench.figures import (
     name,
     numbers,
     rank,
+    task_title,
 )
 
 
-def _acc(r: dict[str, Any], k: int) -> dict[str, Any]:
+def _acc(r: dict[Any, Any], k: int) -> dict[str, Any]:
     return r.get(str(k)) or r[k]
 
 
@@ -153,7 +154,7 @@ def adapt_section(results: dict[str, Any], data: Any = None) -> str | None:
     return H.section("adapt", "Few-shot adaptation", lead, body)
 
 
-def _roc_figure(plt: Any, task: str, set_name: str, r: dict[str, Any], table: dict[str, Any]) -> str:
+def _roc_figure(plt: Any, title: str, set_name: str, r: dict[str, Any], table: dict[str, Any]) -> str:
     """ROC curves of one ID/OOD pair; a method keeps its colour in every plot, the legend is sorted by AUROC."""
     roc = r["roc"][set_name]
     colours = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(r["methods"])}
@@ -175,9 +176,9 @@ def _roc_figure(plt: Any, task: str, set_name: str, r: dict[str, Any], table: di
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("OOD images accepted (false positive rate)")
     ax.set_ylabel("ID images accepted (true positive rate)")
-    ax.set_title(f"{name(task)} task · OOD = {set_name}")
+    ax.set_title(f"{title} · OOD = {set_name}")
     ax.legend(title="AUROC", loc="lower right", fontsize=9, title_fontsize=9)
-    return H.figure_png(fig, f"ROC curves, {name(task)} task vs {set_name}; legend sorted by AUROC, best drawn thicker")
+    return H.figure_png(fig, f"ROC curves, {title} vs {set_name}; legend sorted by AUROC, best drawn thicker")
 
 
 def ood_section(results: dict[str, Any], data: Any = None) -> str | None:
@@ -191,14 +192,14 @@ def ood_section(results: dict[str, Any], data: Any = None) -> str | None:
     body, figs = "", []
     for task, r in res.items():
         for set_name, table in r["sets"].items():
-            body += f"<h3>{H.esc(name(task))} task · OOD = {H.esc(set_name)}</h3>"
+            body += f"<h3>{H.esc(task_title(task, results))} · OOD = {H.esc(set_name)}</h3>"
             body += H.table(
                 ["method", "AUROC ↑", "AUPR-In ↑", "AUPR-Out ↑", "FPR95 (MCM) ↓", "FPR95 (OpenOOD) ↓"],
                 [numbers([name(m), *(table[m].get(c) for c in cols)]) for m in r["methods"] if m in table],
                 best={1: "max", 2: "max", 3: "max", 4: "min", 5: "min"},
             )
             if r.get("roc", {}).get(set_name):
-                figs.append(_roc_figure(plt, task, set_name, r, table))
+                figs.append(_roc_figure(plt, task_title(task, results), set_name, r, table))
         if r.get("skipped"):
             notes = "; ".join(f"{name(m)}: {w}" for m, w in r["skipped"].items())
             body += f'<p class="note">Not run: {H.esc(notes)}</p>'
@@ -297,11 +298,34 @@ def calibration_section(results: dict[str, Any], data: Any = None) -> str | None
         f"{calibration}</div><div><h3>Selective classification</h3>{selective}</div></div>"
     )
     body += H.figs([_reliability_figure(plt, r), _risk_coverage_figure(plt, r)])
+    body += _shifted_calibration(r)
     lead = (
-        f"Zero-shot predictions{_on_task(r)}, {r['n_test']} test images; the temperature T and the logit-norm "
-        f"exponent p are chosen on {r['n_val']} validation images."
+        f"Zero-shot predictions{_on_task(r)} (in distribution), {r['n_test']} test images; the temperature T and "
+        f"the logit-norm exponent p are chosen on {r['n_val']} validation images of the same distribution."
     )
     return H.section("calibration", "Calibration and selective classification", lead, body)
+
+
+def _shifted_calibration(r: dict[str, Any]) -> str:
+    """The table of the shifted sets (``shifted``, absent in files from before it existed)."""
+    shifted = r.get("shifted") or {}
+    if not shifted:
+        return ""
+    rows = [
+        numbers([n, s.get("n_test"), s.get("accuracy"), s.get("ece"), s.get("ece_scaled"), s.get("nll"),
+                 s.get("nll_scaled")])
+        for n, s in shifted.items()
+    ]  # fmt: skip
+    rows.insert(0, numbers(["in distribution", r["n_test"], r["accuracy"], r["ece"], r["ece_scaled"], r["nll"],
+                            r["nll_scaled"]]))  # fmt: skip
+    table = H.table(["test set", "images", "accuracy", "ECE", "ECE, scaled", "NLL", "NLL, scaled"], rows, digits=3)
+    return (
+        "<h3>Under distribution shift</h3>"
+        f'<p class="lead">The same zero-shot classifier on shifted test sets, with the temperature T = '
+        f"{fmt(r['temperature'], '.2f')} fitted in distribution (Ovadia et al. 2019): a model is usually "
+        "overconfident where its accuracy drops, and a temperature fitted in distribution corrects less.</p>"
+        + table
+    )
 
 
 def _on_task(r: dict[str, Any]) -> str:

@@ -112,7 +112,9 @@ def run_suite(
     from cliplab.bench.runner import run_bench
 
     if load_model is None:
-        from cliplab.models import load_model
+        from cliplab.models import load_model as load_model_default
+
+        load_model = load_model_default
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda msg: None)
@@ -164,6 +166,7 @@ def run_suite(
                     load_seconds=load_seconds,
                     templates=data.templates,
                     links=[LEADERBOARD_LINK],
+                    progress_title=prefix,
                 )
                 load_seconds = None  # counted in the first cell that loaded the model
                 (where / "error.json").unlink(missing_ok=True)

@@ -239,11 +239,22 @@ def run_single(args: argparse.Namespace) -> int:
             [task, r["acc1"], r["acc5"], r["mean_per_class_recall"], r["n"]] for task, r in zs.items() if "acc1" in r
         ]
         print_table(rows, ["task", "acc1", "acc5", "mean_per_class_recall", "n"], title=f"zero-shot: {model_spec}")
+        print()
+    print_summary(results)
     print(
         f"\nresults: {args.output}/results.json, report: {args.output}/report.html "
         f"(total {results['timings']['total']:.1f}s)"
     )
     return 0
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    """Every stage's headline numbers (the report's overview cards), one row each."""
+    from cliplab.bench.report import headlines
+
+    rows = [[stage, label, value, detail] for stage, label, value, detail in headlines(results)]
+    if rows:
+        print_table(rows, ["stage", "headline", "value", "task · data"], title="headline numbers of every stage")
 
 
 def run_suite_command(args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import cliplab
 from cliplab._io import cache_home
@@ -28,6 +27,7 @@ from cliplab.data.loader import make_loader
 from cliplab.features.store import FORMAT_VERSION, Features
 from cliplab.models.base import Model
 from cliplab.models.precision import autocast, resolve_precision
+from cliplab.progress import current_display, step
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _encode_images(
     try:
         with (
             torch.inference_mode(),
-            tqdm(total=int(loader.indices.size), disable=not progress, desc=f"embed {dataset.name}", unit="img") as bar,
+            step(f"embed {dataset.name}", int(loader.indices.size), unit="img", enabled=progress) as bar,
         ):
             for batch in loader:
                 pixels = batch["pixel_values"]
@@ -221,7 +221,10 @@ def embed(
     captions = dataset.captions
     texts = t2i = None
     if captions:
-        texts = model.encode_texts(captions, batch_size=max(batch_size, 256), progress=progress, precision=precision)
+        shown = current_display() is not None  # in a run's status line; else encode_texts's own bar
+        with step(f"encode {len(captions)} captions", enabled=progress and shown):
+            kw = {"progress": progress and not shown, "precision": precision}
+            texts = model.encode_texts(captions, batch_size=max(batch_size, 256), **kw)
         t2i = torch.as_tensor(dataset.text_to_image, dtype=torch.int64)
     labels = dataset.labels
     feats = Features(

@@ -10,7 +10,7 @@ from cliplab.data.base import Dataset
 from cliplab.features import Features, embed
 from cliplab.metrics.classification import classification_report
 from cliplab.models.base import Model
-from cliplab.zeroshot.templates import Templates
+from cliplab.zeroshot.templates import Templates, templates_for
 from cliplab.zeroshot.weights import zeroshot_logits, zeroshot_weights
 
 
@@ -42,11 +42,11 @@ def zeroshot_evaluate(
 ) -> dict[str, Any]:
     """Zero-shot metrics (``acc1``, ``acc5``, ``mean_per_class_recall``, per-class recall) on labelled data.
 
-    ``templates`` default to the dataset's own (``Dataset.templates``), else ``"a photo of a {}."``.
+    ``templates`` default to the dataset's own (``Dataset.templates``), else ``"a photo of a {}."`` (logged);
+    ``report["templates"]`` records which (``cliplab.zeroshot.templates.describe_templates``).
     """
+    templates, used = templates_for(templates, data)
     if isinstance(data, Dataset):
-        if templates is None:
-            templates = data.templates
         features = embed(model, data, batch_size=batch_size, cache_dir=cache_dir, progress=progress)
     else:
         features = data
@@ -59,6 +59,7 @@ def zeroshot_evaluate(
     report["classnames"] = names
     report["model"] = model.spec
     report["dataset"] = features.meta.get("dataset")
+    report["templates"] = used
     return report
 
 

@@ -17,7 +17,8 @@ bench, ``cliplab zeroshot/adapt/... --templates``):
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -168,3 +169,67 @@ def read_templates(value: str, base: str | Path | None = None) -> Any:
             loaded = get_templates(loaded)
         parts.extend(loaded if isinstance(loaded, list) else [loaded])
     return parts
+
+
+
+#: the set a dataset without templates of its own falls back to (CLIP's plain ``"a photo of a {}."``)
+FALLBACK_SET = "simple"
+
+
+def templates_key(templates: Templates) -> str | None:
+    """How records name templates: None, a set name, or ``sha256:<12 hex>`` of the templates as canonical JSON
+    (a CuPL description file is too big to copy into every results file)."""
+    import hashlib
+
+    from cliplab._io import to_jsonable
+
+    if templates is None or isinstance(templates, str):
+        return templates
+    text = json.dumps(to_jsonable(templates), sort_keys=True, ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _is_set_name(part: Any) -> bool:
+    return isinstance(part, str) and part in template_sets() and not any(h in part for h in PLACEHOLDERS)
+
+
+def describe_templates(templates: Templates, source: str) -> dict[str, Any]:
+    """A JSON record of templates: ``source`` (``given``, ``dataset`` or ``fallback``), ``name`` (a set name, or
+    a hash: :func:`templates_key`), ``count`` (format strings, set names expanded), ``examples`` (the first
+    three) and, for CuPL-style descriptions, ``described_classes``."""
+    parts: list[Any] = [templates] if isinstance(templates, str | Mapping) else list(templates or [])
+    strings: list[str] = []
+    described = 0
+    for p in parts:
+        if isinstance(p, Mapping):
+            described = max(described, len(p))
+        else:
+            strings.extend(get_templates(p) if _is_set_name(p) else [str(p)])
+    record: dict[str, Any] = {
+        "source": source,
+        "name": templates_key(templates),
+        "count": len(strings),
+        "examples": strings[:3],
+    }
+    if described:
+        record["described_classes"] = described
+    return record
+
+
+def templates_for(
+    templates: Templates, dataset: Any, notify: Callable[[str], None] | None = None
+) -> tuple[Templates, dict[str, Any]]:
+    """``(templates, record)`` a zero-shot classifier of ``dataset`` uses: ``templates`` when given, else the
+    dataset's own (``Dataset.templates``), else the ``FALLBACK_SET`` — then with a one-line notice through
+    ``notify`` (default: the ``cliplab`` log at INFO), since the same images score differently under other
+    templates (an ``hfds:`` copy of a ``wds:`` set with its own). ``record``: :func:`describe_templates`."""
+    if templates is not None:
+        return templates, describe_templates(templates, "given")
+    own = getattr(dataset, "templates", None)
+    if own:
+        return own, describe_templates(own, "dataset")
+    name = getattr(dataset, "name", None) or "the dataset"
+    first = get_templates(FALLBACK_SET)[0]
+    message = f"note: {name} has no prompt templates of its own; using {first!r} (--templates chooses others)"
+    (notify or logging.getLogger("cliplab.zeroshot").info)(message)
+    return FALLBACK_SET, describe_templates(FALLBACK_SET, "fallback")

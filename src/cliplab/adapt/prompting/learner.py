@@ -24,10 +24,10 @@ from typing import Any, ClassVar, Self
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from cliplab._validation import Estimator, Interval, Options, as_features, as_labels
 from cliplab.models.base import Model
+from cliplab.progress import step
 
 POSITIVE = Interval(0, None, closed="neither")
 NON_NEGATIVE = Interval(0, None, closed="left")
@@ -220,24 +220,24 @@ class PromptLearner(Estimator):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         gen = torch.Generator().manual_seed(self.seed)
         best: tuple[float, dict[str, torch.Tensor]] | None = None
-        bar = tqdm(total=total, disable=not progress, desc=self.method, unit="step")
-        for epoch in range(self.epochs):
-            order = torch.randperm(n, generator=gen)
-            for i in range(0, n, self.batch_size):
-                idx = order[i : i + self.batch_size].to(x.device)
-                grads = self._gradients(x[idx], y[idx], params)
-                for p, g in zip(params, grads):
-                    p.grad = torch.zeros_like(p) if g is None else g
-                opt.step()
-                sched.step()
+        # one update per epoch, into whatever the caller reports (progress=False inherits it: a protocol's run)
+        with step(self.method, self.epochs, unit="epoch", enabled=progress or None) as bar:
+            for epoch in range(self.epochs):
+                order = torch.randperm(n, generator=gen)
+                for i in range(0, n, self.batch_size):
+                    idx = order[i : i + self.batch_size].to(x.device)
+                    grads = self._gradients(x[idx], y[idx], params)
+                    for p, g in zip(params, grads):
+                        p.grad = torch.zeros_like(p) if g is None else g
+                    opt.step()
+                    sched.step()
                 bar.update(1)
-            last = epoch + 1 == self.epochs
-            if xv is not None and ((epoch + 1) % self.eval_every == 0 or last):
-                acc = self._accuracy(xv, yv)
-                self.history_.append({"epoch": epoch + 1, "val_accuracy": acc})
-                if best is None or acc > best[0]:
-                    best = (acc, copy.deepcopy(self.prompt_.state_dict()))
-        bar.close()
+                last = epoch + 1 == self.epochs
+                if xv is not None and ((epoch + 1) % self.eval_every == 0 or last):
+                    acc = self._accuracy(xv, yv)
+                    self.history_.append({"epoch": epoch + 1, "val_accuracy": acc})
+                    if best is None or acc > best[0]:
+                        best = (acc, copy.deepcopy(self.prompt_.state_dict()))
         for p in params:
             p.grad = None
         if best is not None:

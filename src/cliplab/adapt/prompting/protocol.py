@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cliplab.adapt.prompting.cocoop import CoCoOp
 from cliplab.adapt.prompting.coop import CoOp, KgCoOp, ProGrad
@@ -42,6 +41,7 @@ from cliplab.data.base import Dataset
 from cliplab.data.sampling import k_shot_indices
 from cliplab.extension import Registry
 from cliplab.models.base import Model
+from cliplab.progress import track
 
 
 def _check(name: str, cls: type[PromptLearner]) -> None:
@@ -182,6 +182,10 @@ def _settings(protocol: FewShotProtocol | None, caller: str, settings: dict[str,
     return FewShotProtocol.resolve(protocol, caller, **settings)
 
 
+def _job_note(job: tuple[int, int]) -> str:
+    return f"{job[0]} shot{'s' if job[0] != 1 else ''}, seed {job[1]}"
+
+
 def run_prompt_few_shot(
     model: Model,
     train: Dataset,
@@ -231,7 +235,7 @@ def run_prompt_few_shot(
         _run_key(model, train, test, methods, shots, seeds, params, search, val_shots),
     )
     jobs = [(k, s) for k in shots for s in seeds]
-    for k, seed in tqdm(jobs, disable=not protocol.progress, desc="prompt few-shot", unit="run"):
+    for k, seed in track(jobs, "prompt few-shot", unit="run", enabled=protocol.progress, note=_job_note):
         idx = k_shot_indices(tr.labels, k, seed, num_classes=n_cls)
         val_idx = _validation_indices(tr.labels, idx, k, seed, n_cls, val_shots)
         support = torch.as_tensor(idx)
@@ -321,7 +325,7 @@ def prompt_base_to_new(
     out: dict[str, dict[str, float]] = {
         "zeroshot": {"base": zs_acc(base_test, base_names, 0), "new": zs_acc(new_test, new_names, n_base)}
     }
-    for m in tqdm(methods, disable=not protocol.progress, desc="base-to-new", unit="method"):
+    for m in track(methods, "base-to-new", unit="method", enabled=protocol.progress, note=str):
         cls = PROMPT_METHODS[m]
         base_runs, new_runs = [], []
         for seed in seeds:

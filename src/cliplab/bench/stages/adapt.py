@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from cliplab.bench.figures import MISSING, finite, fmt, name, number, rank
+from cliplab.bench.figures import MISSING, finite, fmt, name, number, rank, task_label
 from cliplab.bench.report_sections import adapt_section
 from cliplab.bench.stage import BenchContext, Metric, Stage, register_stage
+from cliplab.progress import step
 
 #: random-crop passes of the support images the bench encodes (Tip-Adapter's and GDA's ``augment_epoch``)
 BENCH_PASSES = 10
@@ -63,8 +64,9 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         )
         kw = {"logit_scale": ctx.model.logit_scale, "train_views": views, "val": val}
         res = run_few_shot(train, test, W, protocol, **kw)
-        b2n = dataclasses.replace(protocol, methods=res["methods"], seeds=ctx.seeds[:1])
-        res["base_to_new"] = base_to_new(train, test, W, b2n, k=shots[-1], **kw)
+        with step("base-to-new", enabled=ctx.progress, bar=False):
+            b2n = dataclasses.replace(protocol, methods=res["methods"], seeds=ctx.seeds[:1])
+            res["base_to_new"] = base_to_new(train, test, W, b2n, k=shots[-1], **kw)
     res["protocol"]["text"] += " Bench budget: linear-probe fits stop at 100 L-BFGS iterations (lpclip: 1000)."
     res["protocol"]["method_params"] = BENCH_METHOD_PARAMS
     res["task"] = sets.task
@@ -83,7 +85,8 @@ def headline(res: dict[str, Any]) -> list[tuple[str, Any, str]]:
     method, r = max(adapters.items(), key=lambda kv: rank(kv[1][k]["mean"]))
     mean, zs = r[k]["mean"], res.get("zeroshot")
     gain = fmt(100 * (mean - zs), "+.1f") if finite(mean) and finite(zs) else MISSING
-    return [(f"best {k}-shot accuracy", number(mean), f"{name(method)} · {gain} pt over zero-shot")]
+    task = task_label(res.get("task"), res.get("style"))
+    return [(f"best {k}-shot accuracy", number(mean), f"{task} · {name(method)} · {gain} pt over zero-shot")]
 
 
 register_stage(

@@ -6,9 +6,10 @@ from typing import Any
 
 import torch
 
-from cliplab.bench.figures import name, number, rank
+from cliplab.bench.figures import name, number, rank, task_label
 from cliplab.bench.report_sections import estimate_section
 from cliplab.bench.stage import BenchContext, Metric, Stage, register_stage
+from cliplab.progress import track
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:
@@ -28,7 +29,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         return zeroshot_logits(f.images, sets.weights, m.logit_scale, m.logit_bias, m.geometry)
 
     evaluated = []
-    for set_name, ds in shifted:
+    sets_ = track(list(shifted), "shifted sets", enabled=ctx.progress, bar=False, note=lambda item: item[0])
+    for set_name, ds in sets_:
         f = ctx.embed(ds)
         evaluated.append((set_name, logits_of(f), f.labels))
     return {**estimation_evaluation(logits_of(val), val.labels, evaluated), "task": sets.task}
@@ -40,7 +42,8 @@ def headline(res: dict[str, Any]) -> list[tuple[str, Any, str]]:
         return []
     method = max(est, key=lambda m: rank(est[m]["spearman"]))
     rho = number(est[method]["spearman"])
-    return [("accuracy estimation ρ", rho, f"{name(method)} · {len(res['accuracy'])} shifted sets")]
+    detail = f"{task_label(res.get('task'))} · {name(method)} · {len(res['accuracy'])} shifted sets"
+    return [("accuracy estimation ρ", rho, detail)]
 
 
 register_stage(

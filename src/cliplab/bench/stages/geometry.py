@@ -29,7 +29,8 @@ def headline(r: dict[str, Any]) -> list[tuple[str, Any, str]]:
     if "gap" not in r:
         return []
     share = r["gap_variance_share"]
-    return [("modality gap", number(r["gap"]), f"{fmt(share, '.0%')} of the variance along it")]
+    detail = f"captioned test set, {r.get('n_images')} images · {fmt(share, '.0%')} of the variance along the gap"
+    return [("modality gap", number(r["gap"]), detail)]
 
 
 def _figure(images: np.ndarray, texts: np.ndarray) -> str:

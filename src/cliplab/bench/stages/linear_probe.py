@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cliplab.bench.figures import fmt, number
+from cliplab.bench import html as H
+from cliplab.bench.figures import fmt, number, numbers, task_label, task_title
 from cliplab.bench.stage import BenchContext, Metric, Stage, register_stage
 
 #: share of the training features held out to choose the weight decay
@@ -41,7 +42,48 @@ def run(ctx: BenchContext) -> dict[str, Any]:
 def headline(lp: dict[str, Any]) -> list[tuple[str, Any, str]]:
     if "lp_acc1" not in lp:
         return []
-    return [("linear probe acc@1", number(lp["lp_acc1"]), f"weight decay {fmt(lp['weight_decay'], '.3g')}")]
+    detail = f"{task_label(lp.get('task'), lp.get('style'))} · weight decay {fmt(lp['weight_decay'], '.3g')}"
+    return [("linear probe acc@1", number(lp["lp_acc1"]), detail)]
+
+
+def section(results: dict[str, Any], data: Any = None) -> str | None:
+    """Test metrics, the weight-decay search on the held-out part, and the training settings."""
+    lp = results["stages"].get("linear_probe")
+    title = "Linear probe"
+    if not lp:
+        return None
+    if "skipped" in lp:
+        return H.skipped("linear_probe", title, lp["skipped"])
+    metrics = H.table(
+        ["", ""],
+        [
+            numbers(["acc@1", lp["lp_acc1"]]),
+            numbers(["acc@5", lp.get("lp_acc5")]),
+            numbers(["mean per-class recall", lp.get("lp_mean_per_class_recall")]),
+            ["weight decay (chosen)", fmt(lp.get("weight_decay"), ".3g")],
+        ],
+        kv=True,
+    )
+    body = f'<div class="cols"><div><h3>Test metrics</h3>{metrics}</div>'
+    searched = lp.get("val_acc1") or {}
+    if searched:
+        chosen = fmt(lp.get("weight_decay"), ".3g")
+        rows = [[wd + (" (chosen)" if wd == chosen else ""), number(acc)] for wd, acc in searched.items()]
+        body += f"<div><h3>Validation acc@1 per weight decay</h3>{H.table(['weight decay', 'acc@1'], rows)}</div>"
+    body += "</div>"
+    settings = ", ".join(
+        f"{k.replace('_', ' ')} {fmt(lp[k], 'g') if isinstance(lp[k], float | None) else lp[k]}"
+        for k in ("lr", "epochs", "batch_size")
+        if k in lp
+    )
+    lead = (
+        f"CLIP_benchmark's linear probe on the {task_title(lp.get('task'), results, lp.get('style'))}: "
+        f"{lp.get('n_train')} training images ({lp.get('n_val')} of them held out to choose the weight decay, then "
+        f"retrained on all), {lp.get('n_test')} test images, {lp.get('n_classes')} classes"
+        + (f"; {settings}" if settings else "")
+        + "."
+    )
+    return H.section("linear_probe", title, lead, body)
 
 
 register_stage(
@@ -51,6 +93,7 @@ register_stage(
         order=30,
         title="linear probe",
         nav="Linear probe",
+        section=section,
         headline=headline,
         metrics=(
             Metric("lp_acc1", "lp_acc1"),

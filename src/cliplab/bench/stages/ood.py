@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from cliplab.bench.figures import name, number, rank
+from cliplab.bench.figures import name, number, rank, task_label
 from cliplab.bench.report_sections import ood_section
 from cliplab.bench.stage import BenchContext, Metric, Stage, register_stage
+from cliplab.progress import track
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:
@@ -33,18 +34,19 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     }
     return {
         t.task: ood_evaluation(t.test, t.sets, t.weights, ctx.model.logit_scale, train_features=t.train, **kw)
-        for t in tasks
+        for t in track(tasks, "scoring", enabled=ctx.progress, bar=False, note=lambda t: f"{t.task} task")
     }
 
 
 def headline(res: dict[str, Any]) -> list[tuple[str, Any, str]]:
     """Per task: the best AUROC on the first (near) OOD set."""
     items = []
-    for r in res.values():
+    for task, r in res.items():
         if isinstance(r, dict) and r.get("sets"):
             (set_name, table), *_ = r["sets"].items()
             method = max(table, key=lambda m: rank(table[m]["auroc"]))
-            items.append(("best OOD AUROC", number(table[method]["auroc"]), f"{name(method)} · {set_name}"))
+            detail = f"{task_label(task)} · OOD = {set_name} · {name(method)}"
+            items.append(("best OOD AUROC", number(table[method]["auroc"]), detail))
     return items
 
 

@@ -31,7 +31,8 @@ def caption_probe(dataset: Any, seed: int = 0) -> Any:
             image_index.append(image)
             captions.append([caption, negative])
             kinds.append(kind)
-    return SelectionProbe(getattr(dataset, "name", "captions"), dataset, np.asarray(image_index), captions, kinds)
+    index = np.asarray(image_index, dtype=np.int64)
+    return SelectionProbe(getattr(dataset, "name", "captions"), dataset, index, captions, kinds)
 
 
 def run(ctx: BenchContext) -> dict[str, Any] | StageResult:
@@ -66,7 +67,7 @@ def headline(r: dict[str, Any]) -> list[tuple[str, Any, str]]:
         for k, v in r["by_type"].items()
         if v["accuracy"] is not None and v["accuracy"] == v["accuracy"]
     ]
-    detail = f"mean over {len(r['by_type'])} negative types"
+    detail = f"captioned test set, {r.get('n_images')} images · mean over {len(r['by_type'])} negative types"
     if known:
         worst = min(known, key=lambda kv: kv[1])
         detail += f" · worst {worst[0]} {fmt(worst[1])}"

@@ -34,7 +34,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
 def headline(ret: dict[str, Any]) -> list[tuple[str, Any, str]]:
     if "image_retrieval_recall@1" not in ret:
         return []
-    detail = f"image → text R@1 {fmt(ret.get('text_retrieval_recall@1'))} · {ret['n_images']} images"
+    i2t = fmt(ret.get("text_retrieval_recall@1"))
+    detail = f"captioned test set, {ret['n_images']} images · image → text R@1 {i2t}"
     return [("text → image R@1", number(ret["image_retrieval_recall@1"]), detail)]
 
 

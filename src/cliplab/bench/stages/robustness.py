@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from cliplab.bench import html as H
-from cliplab.bench.figures import fmt, number
+from cliplab.bench.figures import fmt, number, task_label
 from cliplab.bench.stage import BenchContext, Metric, Stage, StageResult, register_stage
+from cliplab.progress import current_display, step
 
 #: fine-tuning settings of the stage (CE, AdamW; chosen for the built-in model, not tuned on test data)
 SETTINGS: dict[str, Any] = {"method": "ce", "steps": 150, "batch_size": 32, "lr": 1e-4}
@@ -62,8 +63,11 @@ def run(ctx: BenchContext) -> dict[str, Any] | StageResult:
         return {"skipped": str(err)}
     if not shifted:
         return {"skipped": "no shifted test sets"}
-    clf = finetune(ctx.model, train, seed=ctx.seed, progress=ctx.progress, templates=ctx.templates, **SETTINGS)
-    zs = ImageClassifier.zero_shot(ctx.model, clf.classnames, ctx.templates or getattr(train, "templates", None))
+    shown = current_display() is not None  # in the run's status line: no bars of its own
+    with step(f"fine-tuning ({SETTINGS['steps']} steps)", enabled=ctx.progress and shown):
+        clf = finetune(ctx.model, train, seed=ctx.seed, progress=ctx.progress and not shown, templates=ctx.templates,
+                       **SETTINGS)  # fmt: skip
+    zs = ImageClassifier.zero_shot(ctx.model, clf.classnames, ctx.templates_for(train))
     sweep = robustness_sweep(zs, clf, test, shifted, alphas=ALPHAS)
     by_alpha = {
         f"{a:g}": {"id": sweep["id"][i], "shifted": sweep["ood_mean"][i]} for i, a in enumerate(sweep["alphas"])
@@ -135,7 +139,7 @@ def headline(r: dict[str, Any]) -> list[tuple[str, Any, str]]:
         (
             "WiSE-FT α=0.5 shifted accuracy",
             number(r["ood_mean"][i]),
-            f"zero-shot {fmt(r['ood_mean'][0])}, fine-tuned {fmt(r['ood_mean'][-1])}",
+            f"{task_label(r.get('task'))} · zero-shot {fmt(r['ood_mean'][0])}, fine-tuned {fmt(r['ood_mean'][-1])}",
         )
     ]
 
