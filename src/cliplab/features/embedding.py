@@ -223,8 +223,9 @@ def embed(
     if captions:
         shown = current_display() is not None  # in a run's status line; else encode_texts's own bar
         with step(f"encode {len(captions)} captions", enabled=progress and shown):
-            kw = {"progress": progress and not shown, "precision": precision}
-            texts = model.encode_texts(captions, batch_size=max(batch_size, 256), **kw)
+            texts = model.encode_texts(
+                captions, batch_size=max(batch_size, 256), progress=progress and not shown, precision=precision
+            )
         t2i = torch.as_tensor(dataset.text_to_image, dtype=torch.int64)
     labels = dataset.labels
     feats = Features(

@@ -60,13 +60,19 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         # 1-shot support sets without a validation split leave the linear probe none; its fallback C is documented
         warnings.filterwarnings("ignore", message=".*no validation split possible")
         protocol = FewShotProtocol(
-            shots=shots, seeds=ctx.seeds, dataset=name, method_params=BENCH_METHOD_PARAMS, progress=ctx.progress
+            shots=tuple(shots),
+            seeds=ctx.seeds,
+            dataset=name,
+            method_params=BENCH_METHOD_PARAMS,
+            progress=ctx.progress,
         )
-        kw = {"logit_scale": ctx.model.logit_scale, "train_views": views, "val": val}
-        res = run_few_shot(train, test, W, protocol, **kw)
+        scale = ctx.model.logit_scale
+        res = run_few_shot(train, test, W, protocol, logit_scale=scale, train_views=views, val=val)
         with step("base-to-new", enabled=ctx.progress, bar=False):
             b2n = dataclasses.replace(protocol, methods=res["methods"], seeds=ctx.seeds[:1])
-            res["base_to_new"] = base_to_new(train, test, W, b2n, k=shots[-1], **kw)
+            res["base_to_new"] = base_to_new(
+                train, test, W, b2n, k=shots[-1], logit_scale=scale, train_views=views, val=val
+            )
     res["protocol"]["text"] += " Bench budget: linear-probe fits stop at 100 L-BFGS iterations (lpclip: 1000)."
     res["protocol"]["method_params"] = BENCH_METHOD_PARAMS
     res["task"] = sets.task
