@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cliplab.data.base import Dataset, stable_hash
+from cliplab.data.shapes_geometry import _RGB, _UNIT, COLOURS, SHAPES
 from cliplab.data.shapes_paint import polygon_mask
-from cliplab.data.shapes_world import _RGB, _UNIT, COLOURS, SHAPES
 
 __all__ = ["DEFECTS_VERSION", "DEFECT_TYPES", "SPLITS", "ShapesDefects"]
 

@@ -11,15 +11,12 @@ covers an earlier one, as in the image. Classes: 0 background, then ``1 + index`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
+from cliplab.data.shapes_geometry import _ALL_COLOURS, _ALL_SHAPES, _UNIT
 from cliplab.data.shapes_paint import polygon_mask
-from cliplab.data.shapes_world import _ALL_COLOURS, _ALL_SHAPES, _UNIT
-
-if TYPE_CHECKING:
-    from cliplab.data.shapes_world import ShapesDataset
 
 __all__ = ["BACKGROUND", "segmentation_classes", "shapes_class_map"]
 
@@ -34,8 +31,8 @@ def segmentation_classes(by: str = "shape") -> list[str]:
     return [BACKGROUND, *_BY[by][1]]
 
 
-def shapes_class_map(dataset: ShapesDataset, index: int, by: str = "shape") -> np.ndarray:
-    """int64 ``[S, S]`` class map of image ``index`` of ``dataset`` (see the module docstring)."""
+def shapes_class_map(dataset: Any, index: int, by: str = "shape") -> np.ndarray:
+    """int64 ``[S, S]`` class map of image ``index`` of ``dataset`` (a ``ShapesDataset``; see the module docstring)."""
     segmentation_classes(by)  # validates ``by``
     key = _BY[by][0]
     i = dataset._index(index)

@@ -31,6 +31,16 @@ from PIL import Image
 
 from cliplab.data.base import Dataset, stable_hash
 from cliplab.data.corruptions import check_corruption
+from cliplab.data.shapes_geometry import (
+    _ALL_COLOURS,
+    _ALL_SHAPES,
+    _RGB,
+    _UNIT,
+    COLOURS,
+    HELD_OUT_COLOURS,
+    HELD_OUT_SHAPES,
+    SHAPES,
+)
 from cliplab.data.shapes_paint import pattern_mask, shape_mask
 from cliplab.data.shifted import corrupt_image
 
@@ -43,10 +53,6 @@ RENDER_VERSION = 2
 
 PATTERNS: tuple[str, ...] = ("plain", "striped", "dotted", "checkered")
 STYLES: tuple[str, ...] = ("solid", "outline", "sketch")
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond")
-COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
-HELD_OUT_SHAPES: tuple[str, ...] = ("pentagon", "heart", "moon")
-HELD_OUT_COLOURS: tuple[str, ...] = ("pink", "cyan")
 SIZES: tuple[str, ...] = ("small", "large")
 POSITIONS: tuple[str, ...] = ("left", "right", "top", "bottom", "center")
 #: (shape, colour) pairs never shown in the training split by default
@@ -71,11 +77,6 @@ TEMPLATES: dict[str, list[str]] = {
 
 _CLASSNAMES = {"shape": SHAPES, "colour": COLOURS, "shape_colour": tuple(f"{c} {s}" for c in COLOURS for s in SHAPES),
                "pattern": PATTERNS}  # fmt: skip
-_ALL_SHAPES = SHAPES + HELD_OUT_SHAPES
-_ALL_COLOURS = COLOURS + HELD_OUT_COLOURS
-# red, green, blue, yellow, purple, orange; held out: pink, cyan
-_RGB = np.array([(220, 40, 40), (40, 180, 60), (50, 90, 230), (235, 215, 40), (150, 60, 200), (245, 140, 30)]
-                + [(255, 140, 200), (40, 215, 225)], dtype=np.int16)  # fmt: skip
 _PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
 _PHRASE["center"] = "in the center"
 _RELATION = {"left": "to the left of", "right": "to the right of", "top": "above", "bottom": "below"}
@@ -110,59 +111,6 @@ def _vocabulary() -> list[str]:
 VOCABULARY: list[str] = _vocabulary()
 
 
-# ---------------------------------------------------------------------------------------------- geometry
-def _ring(k: int, radius: float = 1.0, start: float = -90.0) -> np.ndarray:
-    a = np.deg2rad(start + 360.0 * np.arange(k) / k)
-    return radius * np.stack([np.cos(a), np.sin(a)], axis=1)
-
-
-def _star() -> np.ndarray:
-    pts = _ring(10)
-    pts[1::2] *= 0.45
-    return pts
-
-
-def _heart() -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-    return np.stack([16 * np.sin(t) ** 3, np.cos(4 * t) + 2 * np.cos(3 * t) + 5 * np.cos(2 * t) - 13 * np.cos(t)], 1)
-
-
-def _moon(d: float = 0.7) -> np.ndarray:
-    """A crescent: the unit disk minus the unit disk shifted right by ``d``."""
-    t0 = np.arctan2(np.sqrt(1 - d * d / 4), d / 2)
-    outer = np.linspace(t0, 2 * np.pi - t0, 28)
-    inner = np.linspace(np.pi + t0, np.pi - t0, 20)
-    return np.concatenate(
-        [np.stack([np.cos(outer), np.sin(outer)], 1), np.stack([d + np.cos(inner), np.sin(inner)], 1)]
-    )
-
-
-def _normalise(pts: np.ndarray) -> np.ndarray:
-    """Centre on the bounding box and scale the larger half-extent to 1."""
-    lo, hi = pts.min(0), pts.max(0)
-    return (pts - (lo + hi) / 2) / ((hi - lo).max() / 2)
-
-
-_W = 0.34  # half-width of the cross's arms
-_POLYGONS: dict[str, np.ndarray] = {
-    "circle": _ring(40),
-    "square": np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], dtype=float),
-    "triangle": _ring(3),
-    "star": _star(),
-    "cross": np.array(
-        [(-_W, -1), (_W, -1), (_W, -_W), (1, -_W), (1, _W), (_W, _W), (_W, 1), (-_W, 1), (-_W, _W), (-1, _W)]
-        + [(-1, -_W), (-_W, -_W)],
-        dtype=float,
-    ),
-    "diamond": np.array([(0, -1), (0.7, 0), (0, 1), (-0.7, 0)], dtype=float),
-    "pentagon": _ring(5),
-    "heart": _normalise(_heart()),
-    "moon": _normalise(_moon()),
-}
-# per-shape scale so that shapes of one size class look about equally large
-_SHAPE_SCALE = {"circle": 0.95, "square": 0.82, "triangle": 1.15, "star": 1.15, "cross": 1.0, "diamond": 1.05}
-_SHAPE_SCALE.update({"pentagon": 1.0, "heart": 1.0, "moon": 1.0})
-_UNIT = [_POLYGONS[s] * _SHAPE_SCALE[s] for s in _ALL_SHAPES]
 
 _BLOCK = 256
 _SINGLE_XY = np.array([(0.3, 0.5), (0.7, 0.5), (0.5, 0.3), (0.5, 0.7), (0.5, 0.5)])
