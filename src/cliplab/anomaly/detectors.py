@@ -155,9 +155,7 @@ class PatchCore(_Dense):
 
     ``coreset``: the fraction of the normal patches kept (None or 1: all), chosen by ``greedy_coreset``."""
 
-    def __init__(
-        self, model: Any, *, coreset: float | None = None, seed: int = 0, batch_size: int = 32
-    ):
+    def __init__(self, model: Any, *, coreset: float | None = None, seed: int = 0, batch_size: int = 32):
         super().__init__(model, (), "mean", batch_size)
         if coreset is not None and not 0 < coreset <= 1:
             raise ValueError(f"coreset must be a fraction in (0, 1], got {coreset}")

@@ -54,7 +54,7 @@ def _detector(method: str, model: Any, category: str, seed: int, options: dict[s
     return PatchCore(model, coreset=options["coreset"], seed=seed)
 
 
-def _mean(values: list[float]) -> float | None:
+def _mean(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
 
@@ -87,7 +87,7 @@ def anomaly_evaluate(
         raise ValueError(f"shots must be >= 0, got {list(shots)}")
     if any(int(k) > 0 for k in shots) and train is None:
         raise ValueError("few-shot rows need a train split of normal reference images")
-    options = {"scales": tuple(scales), "window_features": window_features, "coreset": coreset}
+    options: dict[str, Any] = {"scales": tuple(scales), "window_features": window_features, "coreset": coreset}
     enc_scales = tuple(scales) if "winclip" in methods else ()
     has_masks = bool(getattr(test, "has_masks", True))
     labels = np.asarray(test.labels, dtype=np.int64)

@@ -36,4 +36,4 @@ def heatmap_overlay(
         inner[:, :-1] &= m[:, 1:]
         out[m & ~inner] = 1.0
     img = Image.fromarray((out * 255).round().astype(np.uint8), "RGB")
-    return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST) if scale > 1 else img

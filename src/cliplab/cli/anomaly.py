@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from cliplab.cli import preflight
-from cliplab.cli.common import UsageError, add_common, fraction, int_list, name_list, positive_int, print_json, print_table
+from cliplab.cli.common import (
+    UsageError,
+    add_common,
+    fraction,
+    int_list,
+    name_list,
+    positive_int,
+    print_json,
+    print_table,
+)
 
 #: ``cliplab.anomaly.METHODS`` (repeated so that the parser imports no torch; a test checks they agree)
 METHOD_NAMES = ("winclip", "patchcore")
@@ -58,6 +67,8 @@ def _check(args: argparse.Namespace) -> None:
 def _load_data(spec: str, shots: list[int]) -> tuple[Any, Any]:
     from cliplab.data import load_dataset
 
+    test: Any
+    train: Any
     try:
         test = load_dataset(spec, split="test")
         train = load_dataset(spec, split="train") if max(shots) > 0 else None

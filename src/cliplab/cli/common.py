@@ -107,7 +107,8 @@ def name_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
             raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
         unknown = [v for v in items if v not in choices]
         if unknown:
-            raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, unknown))}; choose from {', '.join(choices)}")
+            names = ", ".join(map(repr, unknown))
+            raise argparse.ArgumentTypeError(f"unknown {names}; choose from {', '.join(choices)}")
         return items
 
     parse.__name__ = "name_list"
