@@ -113,6 +113,22 @@ def test_winclip_scores_follow_the_paper_by_hand():
         WinCLIP(None, "thing").score(test)
 
 
+def test_maps_go_back_to_the_image_frame_through_resize_and_centre_crop():
+    from cliplab.anomaly.evaluation import to_image_frame
+    from cliplab.imaging.preprocess import Preprocess
+
+    pre = Preprocess(resize=64, crop=(64, 64))
+    amap = np.zeros((64, 64), np.float32)
+    amap[:, 32:] = 1.0  # the right half of the crop
+    back = to_image_frame(amap, (96, 128), pre)  # a 128×96 image: resized to 85×64, crop from column 10
+    assert back.shape == (96, 128)
+    # crop columns 10..73 of 85 → image columns 15..110 of 128; the crop's right half starts at 42/85·128 ≈ 63
+    assert back[:, :14].max() == 0 and back[:, 112:].max() == 0  # cut off by the crop: the map's minimum
+    assert back[:, 66:108].min() == pytest.approx(1.0) and back[:, 18:60].max() == 0
+    square = to_image_frame(amap, (64, 64), pre)
+    assert np.array_equal(square, amap)
+
+
 # -- on the built-in model --------------------------------------------------------------------------------------------
 
 

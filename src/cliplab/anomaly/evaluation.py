@@ -4,8 +4,9 @@ For every category of the test set, the test images are encoded once (``dense_fe
 every (method, shots, seed) reuses them; the ``shots`` normal references of a category are drawn from the
 train split's images of that category with ``numpy.random.default_rng([seed, shots])`` (without replacement)
 and encoded once per category. ``winclip`` at 0 shots is WinCLIP, at ``k ≥ 1`` shots WinCLIP+; ``patchcore``
-needs ``k ≥ 1`` (its 0-shot rows are left out). Maps are bilinearly resized from the model's input size to each
-mask's size (exact for square images resized whole; a centre crop of a non-square image is not undone).
+needs ``k ≥ 1`` (its 0-shot rows are left out). Maps are put back on each image's own frame
+(``to_image_frame``: the model preprocess's resize and centre crop undone, the cropped-off border given the map's
+minimum) before the pixel metrics, which compare them with masks at the image's size.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from cliplab.anomaly.prompts import state_embeddings
 from cliplab.anomaly.windows import DenseFeatures, dense_features
 from cliplab.metrics import anomaly_metrics
 
-__all__ = ["METHODS", "METRIC_KEYS", "anomaly_evaluate", "reference_indices"]
+__all__ = ["METHODS", "METRIC_KEYS", "anomaly_evaluate", "reference_indices", "to_image_frame"]
 
 METHODS = ("winclip", "patchcore")
 #: the metrics of each row (pixel ones only when the data has masks)
@@ -41,8 +42,32 @@ def reference_indices(pool: Sequence[int], shots: int, seed: int) -> list[int]:
 def _resize(maps: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if maps.shape[1:] == tuple(shape):
         return maps
-    t = torch.from_numpy(maps).unsqueeze(1)
+    t = torch.from_numpy(np.ascontiguousarray(maps)).unsqueeze(1)
     return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False).squeeze(1).numpy()
+
+
+def to_image_frame(anomaly_map: np.ndarray, shape: tuple[int, int], preprocess: Any) -> np.ndarray:
+    """A map at the model's input size back onto the original image ``shape`` (H, W): the preprocess's resize
+    and centre crop undone (``cliplab.imaging.Preprocess``), the part the crop cut off filled with the map's
+    minimum; a plain bilinear resize when the preprocess is not of that kind or the crop pads."""
+    resized = getattr(preprocess, "_resized_size", None)
+    crop = getattr(preprocess, "crop", None)
+    h, w = int(shape[0]), int(shape[1])
+    if resized is None:
+        return _resize(anomaly_map[None], (h, w))[0]
+    rw, rh = resized(w, h)
+    if crop is None:
+        return _resize(anomaly_map[None], (h, w))[0]
+    ch, cw = int(crop[0]), int(crop[1])
+    if rh < ch or rw < cw:
+        return _resize(anomaly_map[None], (h, w))[0]
+    if getattr(preprocess, "crop_round", False):
+        top, left = int(round((rh - ch) / 2.0)), int(round((rw - cw) / 2.0))
+    else:
+        top, left = (rh - ch) // 2, (rw - cw) // 2
+    canvas = np.full((rh, rw), float(anomaly_map.min()), dtype=np.float32)
+    canvas[top : top + ch, left : left + cw] = _resize(anomaly_map[None].astype(np.float32), (ch, cw))[0]
+    return _resize(canvas[None], (h, w))[0]
 
 
 def _detector(method: str, model: Any, category: str, seed: int, options: dict[str, Any]) -> Any:
@@ -98,6 +123,9 @@ def anomaly_evaluate(
     kept: list[dict[str, Any]] = []
     top = max(shots)
 
+    def frame(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return to_image_frame(m, (int(shape[0]), int(shape[1])), getattr(model, "preprocess", None))
+
     def encode(ds: Any, idx: Sequence[int]) -> DenseFeatures:
         return dense_features(
             model, [ds.image(int(i)) for i in idx], enc_scales, window_features=window_features, batch_size=batch_size
@@ -115,6 +143,7 @@ def anomaly_evaluate(
         feats = encode(test, idx)
         encode_s = (time.perf_counter() - start) / len(idx)
         masks = [test.mask(i) for i in idx] if has_masks else None
+        shapes = [m.shape for m in masks] if masks else [test.image(i).size[::-1] for i in idx]
         pool = [i for i, c in enumerate(train_cats) if c == category]
         try:
             draws = {(k, s): reference_indices(pool, int(k), int(s)) for k in shots for s in seeds if k > 0}
@@ -136,7 +165,7 @@ def anomaly_evaluate(
                     det.fit(normal)
                     scores, maps = det.score(feats)
                     timing.setdefault(method, []).append(encode_s + (time.perf_counter() - t0) / len(idx))
-                    resized = [_resize(maps[j : j + 1], masks[j].shape)[0] for j in range(len(idx))] if masks else None
+                    resized = [frame(maps[j], shapes[j]) for j in range(len(idx))]
                     m = anomaly_metrics(scores, y, resized, masks) if masks else anomaly_metrics(scores, y)
                     per_seed.append(m)
                     if k == top and seed == seeds[0] and cases:
@@ -162,7 +191,7 @@ def anomaly_evaluate(
 
 def _cases(
     method: str, shots: int, category: str, idx: list[int], y: np.ndarray, scores: np.ndarray,
-    maps: list[np.ndarray] | None, n: int,
+    maps: list[np.ndarray], n: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The ``n`` highest- and lowest-scored anomalous images (best and worst detected), with their maps."""
     anomalous = np.flatnonzero(y == 1)
@@ -172,7 +201,7 @@ def _cases(
         for j in picks:
             out.append({
                 "method": method, "shots": shots, "category": category, "index": int(idx[j]), "kind": kind,
-                "score": float(scores[j]), "map": None if maps is None else maps[j],
+                "score": float(scores[j]), "map": maps[j],
             })  # fmt: skip
     return out
 

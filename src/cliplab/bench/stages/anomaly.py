@@ -3,7 +3,8 @@
 Built-in world: ``shapes-defects`` (test: ``min(n, 120)`` images, half of them defective; train: 120 normal
 references to draw from), at the model's resolution. Other data: the bench data itself when it is anomaly data
 (``mvtec:``, ``visa:``, ``anomaly-folder:``), else the stage is skipped. ``winclip`` at 0 and 4 shots
-(WinCLIP, WinCLIP+) and ``patchcore`` at 4 shots, references drawn with the bench seed (``cliplab.anomaly.anomaly_evaluate``).
+(WinCLIP, WinCLIP+) and ``patchcore`` at 4 shots, references drawn with the bench seed
+(``cliplab.anomaly.anomaly_evaluate``).
 
 It encodes every test image with multi-scale windows (the tower run once per window), about a minute on a
 shared CPU for the built-in world, so it is opt-in (``Stage(default=False)``): ``cliplab bench --only
