@@ -255,3 +255,22 @@ def test_cli_bad_data_is_an_error_before_the_model_loads(tmp_path, capsys, monke
     assert "--methods patchcore" in capsys.readouterr().err
     assert main(["anomaly", "builtin:shapes", str(tmp_path / "nope")]) == 2
     assert "DATA" in capsys.readouterr().err
+
+
+def test_bench_stage_is_opt_in_documented_and_renders():
+    from pathlib import Path
+
+    import cliplab.bench.runner  # noqa: F401  (registers the built-in stages)
+    from cliplab.bench.stage import STAGES
+
+    stage = STAGES["anomaly"]
+    assert not stage.default
+    doc = (Path(__file__).parents[1] / "docs" / "bench-results.md").read_text().split("## `stages.anomaly`", 1)[1]
+    assert all(m.path.split(".")[-1] in doc for m in stage.metrics)
+    r = {"data": "shapes-defects:n=8", "n_test": 8, "window_features": "tokens", "seconds_per_image": {"winclip": 0.1},
+         "mean": {"winclip@0": {"image_auroc": 0.5, "pixel_auroc": 0.6, "pro": 0.2}},
+         "rows": [{"category": "circle", "method": "winclip", "shots": 0, "image_auroc": 0.5}]}  # fmt: skip
+    html = stage.section({"stages": {"anomaly": r}}, None)
+    assert "Anomaly detection" in html and "winclip@0" in html and "circle" in html
+    assert "winclip@0/image_auroc" in [v[0].split("/", 1)[1] for v in stage.values(r)]
+    assert "no anomaly" in stage.section({"stages": {"anomaly": {"skipped": "no anomaly data"}}}, None)
