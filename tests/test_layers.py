@@ -22,7 +22,8 @@ LAYERS: list[set[str]] = [
     {"models"},  # the Model protocol and model sources (encode through data's loader)
     {"features", "losses", "metrics", "towers", "interop"},  # cached embeddings; losses; metrics; towers; ONNX
     {"zeroshot", "ood", "explain"},  # zero-shot weights and evaluation; OOD scores; attribution
-    {"train", "adapt", "index", "probes", "estimate"},  # trainer; adapters; search index; probes; estimators
+    {"train", "adapt", "index", "probes", "estimate", "anomaly"},  # trainer; adapters; index; probes; estimators;
+    # anomaly detectors
     {"finetune", "curate", "assess", "builtin_models"},  # fine-tuning; curation; assessments; built-in recipes
     {"bench", "serve"},  # the benchmark and its report; the web UI
     {"cli"},  # commands

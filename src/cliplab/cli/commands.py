@@ -53,6 +53,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("curate", "curate", "add_curate", "run"),
     Command("train", "train", "add_train", "run"),
     Command("finetune", "finetune", "add_finetune", "run"),
+    Command("anomaly", "anomaly", "add_anomaly", "run"),
     Command("index", "index", "add_index", "run_index"),
     Command("serve", "serve", "add_serve", "run_serve"),
     Command("export", "export", "add_export", "run"),

@@ -98,6 +98,23 @@ def int_list(low: int | None = None, high: int | None = None) -> Callable[[str],
     return parse
 
 
+def name_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse ``type``: comma-separated names (``"a,b"``), at least one, each one of ``choices``."""
+
+    def parse(text: str) -> list[str]:
+        items = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+        unknown = [v for v in items if v not in choices]
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise argparse.ArgumentTypeError(f"unknown {names}; choose from {', '.join(choices)}")
+        return items
+
+    parse.__name__ = "name_list"
+    return parse
+
+
 # -- common options -------------------------------------------------------------------------------------------------
 
 SPLIT_HELP = "split of the dataset (train, val or test; default %(default)s); a folder or file has no splits"
