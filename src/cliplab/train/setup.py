@@ -291,9 +291,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def wrap_ddp(module: nn.Module, device: torch.device, *, find_unused_parameters: bool = False) -> nn.Module:
-    """``DistributedDataParallel`` without per-forward buffer broadcasts (the buffers never change);
-    ``find_unused_parameters`` for objectives that leave some trainable parameters without a gradient."""
+def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """``DistributedDataParallel`` without per-forward buffer broadcasts (the buffers never change)."""
     import inspect
 
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -302,7 +301,7 @@ def wrap_ddp(module: nn.Module, device: torch.device, *, find_unused_parameters:
     params = inspect.signature(DDP.__init__).parameters
     key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
     sync: dict[str, Any] = {key: False}
-    return DDP(module, device_ids=ids, find_unused_parameters=find_unused_parameters, **sync)
+    return DDP(module, device_ids=ids, **sync)
 
 
 def init_distributed(device: str | None) -> tuple[DistEnv, torch.device]:

@@ -159,8 +159,8 @@ class Trainer:
 
             self.evaluator = PeriodicEval(cfg.eval, model)
         self.ddp = None
-        if self.env.distributed and not cfg.fsdp:
-            self.ddp = wrap_ddp(self.wrapper, self.device, find_unused_parameters=task.unused_parameters)
+        if self.env.distributed and not cfg.fsdp and task.wraps_ddp:
+            self.ddp = wrap_ddp(self.wrapper, self.device)
         self.runner = self.ddp or self.wrapper
         if cfg.compile:
             self.runner = compile_module(self.runner)
@@ -280,7 +280,8 @@ class Trainer:
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                     self._wait(pending)
                     self.evaluate()
-                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (last and self._final_checkpoint):
+                every = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+                if every or (last and self._final_checkpoint):
                     self._wait(pending)
                     self.save_checkpoint()
         except TrainingDiverged as err:

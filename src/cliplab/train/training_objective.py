@@ -15,8 +15,9 @@ resume); its objective supplies the parts that differ between kinds of training:
 * ``finish(trainer)``: undo what ``prepare`` changed on the model once the loop ends.
 
 Flags: ``writes_run_files`` (``config.json``, ``metrics.jsonl``, a checkpoint at the last step, the final model in
-``model/``), ``uses_checkpoints`` (resume from and write to ``output_dir/checkpoints``), ``unused_parameters``
-(DDP must allow parameters without a gradient).
+``model/``), ``uses_checkpoints`` (resume from and write to ``output_dir/checkpoints``), ``wraps_ddp`` (under
+torchrun the trainer wraps ``trainer.wrapper`` in DDP; an objective whose loss uses parameters outside that module's
+forward averages its gradients itself in ``forward_backward``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class TrainingObjective(Protocol):
 
     writes_run_files: bool
     uses_checkpoints: bool
-    unused_parameters: bool
+    wraps_ddp: bool
 
     def check(self, model: Model | None) -> None: ...
 
@@ -83,7 +84,7 @@ class ContrastivePretraining:
 
     writes_run_files = True
     uses_checkpoints = True
-    unused_parameters = False
+    wraps_ddp = True
 
     def __init__(self) -> None:
         self.data: Any = None
