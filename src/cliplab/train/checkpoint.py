@@ -42,7 +42,7 @@ def checkpoint_root(output_dir: str | Path) -> Path:
 
 def rng_state(device: torch.device | None = None) -> dict[str, Any]:
     """This process's random generator states (python, numpy, torch CPU and CUDA), picklable safely."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": [kind, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)],

@@ -24,7 +24,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cliplab.models.factory import ModelConfig
 from cliplab.models.precision import PRECISIONS
@@ -374,7 +374,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
                 errors.append(str(err))
         raise ValueError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {hint}")
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
+        return _build(cast(type, hint), value, path)
     if hint is Any:
         return value
     if hint is bool:

@@ -93,6 +93,9 @@ class Trainer:
         desc: the progress bar's label.
     """
 
+    #: the module the loop runs (set by the objective's ``prepare``; DDP wraps it under torchrun)
+    wrapper: nn.Module
+
     def __init__(
         self,
         config: TrainConfig,
