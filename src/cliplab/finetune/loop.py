@@ -13,13 +13,12 @@ is trained. Batches are drawn per step from a generator seeded by ``(seed, step)
 The loop is the trainer's (``cliplab.train.trainer.Trainer`` with the ``FinetuneTraining`` objective of
 :mod:`cliplab.finetune.training`): a resumed run (from ``output_dir/checkpoints``, written atomically every
 ``checkpoint_every`` steps, ``cliplab.train.state.TrainState``) continues exactly, and under ``torchrun`` each of
-``W`` processes trains on its ``batch_size`` rows of the step's ``batch_size · W`` (DDP averages the gradients).
+``W`` processes trains on its ``batch_size`` rows of the step's ``batch_size · W`` (the gradients averaged as
+DDP does).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -35,28 +34,6 @@ from cliplab.models.precision import PRECISIONS
 from cliplab.train.checkpoint import rng_state, set_rng_state
 from cliplab.train.config import GradClipOptions, TrainConfig
 from cliplab.train.trainer import Trainer
-
-
-@contextlib.contextmanager
-def checkpointing(model: Model, enabled: bool) -> Iterator[None]:
-    """Gradient checkpointing of the towers while active (``gradient_checkpointing_enable`` of the module)."""
-    if not enabled:
-        yield
-        return
-    module = model.module
-    # transformers >= 5.x names it activation checkpointing; older versions gradient checkpointing
-    prefix = "activation" if hasattr(module, "activation_checkpointing_enable") else "gradient"
-    enable = getattr(module, f"{prefix}_checkpointing_enable", None)
-    if enable is None:
-        raise ValueError(
-            f"gradient checkpointing needs a module with gradient_checkpointing_enable(); "
-            f"{type(module).__name__} ({model.spec}) has none"
-        )
-    enable(**{f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}})
-    try:
-        yield
-    finally:
-        getattr(module, f"{prefix}_checkpointing_disable")()
 
 
 def _pixels(model: Model, dataset: Any, progress: bool) -> torch.Tensor:

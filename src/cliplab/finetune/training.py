@@ -6,13 +6,14 @@
 ``B`` rows, so one process draws exactly the batches ``finetune`` always drew), the parameters it adds are the
 trained head (``trains_head``), after each optimizer step it clamps the logit scale (``trains_logit_scale``) and
 updates the Beta moving average (``weight_average``), and its checkpoint state (``TrainState.objective``) is the
-head and the moving average. The loop itself (torchrun/DDP, gradient clipping, checkpoints and exact resume) is the
+head and the moving average. The loop itself (torchrun, gradient clipping, checkpoints and exact resume) is the
 trainer's.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,28 @@ if TYPE_CHECKING:
     from cliplab.train.trainer import Trainer
 
 HEAD_KEY = "cliplab_finetune_head"
+
+
+@contextlib.contextmanager
+def checkpointing(model: Model, enabled: bool) -> Iterator[None]:
+    """Gradient checkpointing of the towers while active (``gradient_checkpointing_enable`` of the module)."""
+    if not enabled:
+        yield
+        return
+    module = model.module
+    # transformers >= 5.x names it activation checkpointing; older versions gradient checkpointing
+    prefix = "activation" if hasattr(module, "activation_checkpointing_enable") else "gradient"
+    enable = getattr(module, f"{prefix}_checkpointing_enable", None)
+    if enable is None:
+        raise ValueError(
+            f"gradient checkpointing needs a module with gradient_checkpointing_enable(); "
+            f"{type(module).__name__} ({model.spec}) has none"
+        )
+    enable(**{f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}})
+    try:
+        yield
+    finally:
+        getattr(module, f"{prefix}_checkpointing_disable")()
 
 
 class LabelledBatches:
@@ -84,7 +107,7 @@ def average_gradients(params: list[nn.Parameter], world_size: int) -> None:
 
 
 class ImageFeatures(nn.Module):
-    """The module the loop runs (and DDP wraps): the model's image features; holds the trained head too."""
+    """The module the loop runs: the model's image features; holds the trained head too."""
 
     def __init__(self, model: Model, head: nn.Parameter | None):
         super().__init__()
@@ -141,8 +164,6 @@ class FinetuneTraining:
             raise ValueError(f"{getattr(model, 'spec', model)} cannot be trained (Model.can_train is False)")
 
     def prepare(self, trainer: Trainer, resume_from: Path | None) -> None:
-        from cliplab.finetune.loop import checkpointing
-
         model = trainer.model
         model.to(trainer.device)
         module = model.module
@@ -234,4 +255,4 @@ class FinetuneTraining:
             self.bma.copy_to(module)
 
 
-__all__ = ["HEAD_KEY", "FinetuneTraining", "ImageFeatures", "LabelledBatches", "average_gradients"]
+__all__ = ["HEAD_KEY", "FinetuneTraining", "ImageFeatures", "LabelledBatches", "average_gradients", "checkpointing"]

@@ -90,7 +90,7 @@ class TrainState:
         if missing:
             raise ValueError(
                 f"{source}: not a Trainer checkpoint (missing {', '.join(missing)}); it may have been written by "
-                "another loop (e.g. cliplab.finetune), which resumes its own checkpoints"
+                "another loop (e.g. cliplab.finetune before it ran in the trainer's loop) or another program"
             )
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in payload.items() if k in known}

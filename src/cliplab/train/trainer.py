@@ -33,7 +33,7 @@ from cliplab.models.precision import autocast
 from cliplab.train import checkpoint as ckpt
 from cliplab.train.batches import Prefetcher
 from cliplab.train.config import TrainConfig
-from cliplab.train.engine import OptimizerStep
+from cliplab.train.engine import OptimizerStep, TrainingDiverged
 from cliplab.train.objective import Objective
 from cliplab.train.run_state import restore_checkpoint, write_checkpoint
 from cliplab.train.runlog import MetricsLog
@@ -66,18 +66,6 @@ _RESUME_FREE = {
     "steps", "output_dir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval",
     "data.num_workers",
 }
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; nothing was saved for that step."""
-
-    def __init__(self, step: int, loss: float, checkpoint: Path | None):
-        self.step, self.loss, self.checkpoint = step, loss, checkpoint
-        where = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
-        super().__init__(
-            f"training diverged: the loss is {loss} at step {step}; stopped before the optimizer step, {where}. "
-            "Resume from it with a lower learning rate, a longer warm-up or gradient clipping (grad_clip.mode: zclip)."
-        )
 
 
 class Trainer:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from torch import nn
 from cliplab.models.base import Model
 from cliplab.train import checkpoint as ckpt
 from cliplab.train.batches import build_batches, load_training_data, training_captions
+from cliplab.train.engine import TrainingDiverged
 from cliplab.train.gradcache import direct_backward, gradcache_backward, split_batch
 from cliplab.train.objective import Objective
 from cliplab.train.scaling import enable_grad_checkpointing
@@ -45,8 +46,8 @@ from cliplab.train.setup import (
     require_trainable,
 )
 
-if TYPE_CHECKING:
-    from cliplab.train.trainer import Trainer
+#: the ``cliplab.train.trainer.Trainer`` running the objective (``Any``: the trainer imports this module)
+Trainer = Any
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,6 @@ class ContrastivePretraining:
         return build_batches(trainer.config, self.data, trainer.model, trainer.env, trainer.objective.teacher)
 
     def forward_backward(self, trainer: Trainer, batch: dict[str, Any]) -> torch.Tensor:
-        from cliplab.train.trainer import TrainingDiverged
-
         cfg, objective = trainer.config, trainer.objective
         assert objective is not None
         batch = trainer._to_device(batch)
