@@ -8,14 +8,17 @@ softmax + Beta moving average). The optimisation is the trainer's (``cliplab.tra
 ``precision`` ``fp32 | bf16 | fp16`` autocast (``cliplab.models.precision``; fp16 with a gradient scaler on
 CUDA), a non-finite loss stops the run (``FloatingPointError``) before the update; optional gradient
 checkpointing (the towers' own ``gradient_checkpointing_enable``). The input model is never modified: a copy
-is trained. Batches are drawn per step from a generator seeded by ``(seed, step)``, so a resumed run (from
-``output_dir/checkpoints``, written atomically every ``checkpoint_every`` steps) continues exactly.
+is trained. Batches are drawn per step from a generator seeded by ``(seed, step)``.
+
+The loop is the trainer's (``cliplab.train.trainer.Trainer`` with the ``FinetuneTraining`` objective of
+:mod:`cliplab.finetune.training`): a resumed run (from ``output_dir/checkpoints``, written atomically every
+``checkpoint_every`` steps, ``cliplab.train.state.TrainState``) continues exactly, and under ``torchrun`` each of
+``W`` processes trains on its ``batch_size`` rows of the step's ``batch_size · W`` (the gradients averaged as
+DDP does).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,37 +26,14 @@ import torch
 from tqdm.auto import tqdm
 
 from cliplab.finetune.classifier import ImageClassifier, zeroshot_head
-from cliplab.finetune.objectives import FINETUNE_OBJECTIVES, BetaMovingAverage, ObjectiveBatch
+from cliplab.finetune.objectives import FINETUNE_OBJECTIVES
+from cliplab.finetune.training import FinetuneTraining
 from cliplab.finetune.weight_space import clone_model
 from cliplab.models.base import Model
-from cliplab.models.precision import PRECISIONS, autocast
-from cliplab.train.engine import OptimizerStep, check_finite
-from cliplab.train.optim import build_optimizer, grad_scaler, param_groups
-from cliplab.train.setup import clamp_logit_scale
-
-HEAD_KEY = "cliplab_finetune_head"
-
-
-@contextlib.contextmanager
-def checkpointing(model: Model, enabled: bool) -> Iterator[None]:
-    """Gradient checkpointing of the towers while active (``gradient_checkpointing_enable`` of the module)."""
-    if not enabled:
-        yield
-        return
-    module = model.module
-    # transformers >= 5.x names it activation checkpointing; older versions gradient checkpointing
-    prefix = "activation" if hasattr(module, "activation_checkpointing_enable") else "gradient"
-    enable = getattr(module, f"{prefix}_checkpointing_enable", None)
-    if enable is None:
-        raise ValueError(
-            f"gradient checkpointing needs a module with gradient_checkpointing_enable(); "
-            f"{type(module).__name__} ({model.spec}) has none"
-        )
-    enable(**{f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}})
-    try:
-        yield
-    finally:
-        getattr(module, f"{prefix}_checkpointing_disable")()
+from cliplab.models.precision import PRECISIONS
+from cliplab.train.checkpoint import rng_state, set_rng_state
+from cliplab.train.config import GradClipOptions, TrainConfig
+from cliplab.train.trainer import Trainer
 
 
 def _pixels(model: Model, dataset: Any, progress: bool) -> torch.Tensor:
@@ -109,93 +89,74 @@ def finetune(
     device = model.device
     zs_head = zeroshot_head(model, classnames, templates).to(device)
     ft = clone_model(model)
-    module = ft.module
     labels = torch.as_tensor(np.asarray(labels_np), dtype=torch.long)
     pixels = _pixels(model, train, progress)
-    head = torch.nn.Parameter(zs_head.clone()) if objective.trains_head else None
-    text_w = (zs_head / model.logit_scale).to(device)  # normalised class text features (clipood)
-    flags = {n: p.requires_grad for n, p in module.named_parameters()}
-    for p in module.parameters():
-        p.requires_grad_(True)
-    params = dict(module.named_parameters())
-    if head is not None:
-        params[HEAD_KEY] = head
-    opt, sched = build_optimizer(
-        param_groups(params.items(), weight_decay, decay_embeddings=True),
+    task = FinetuneTraining(
+        objective,
+        method=method,
+        pixels=pixels,
+        labels=labels,
+        zs_head=zs_head,
+        scale=model.logit_scale,
+        classnames=classnames,
+        templates=templates,
         lr=lr,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        warmup=warmup_steps,
-        total=steps,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        bma_beta=bma_beta,
+        options={"mms_lambda": mms_lambda},
+        grad_checkpointing=grad_checkpointing,
+        output_dir=output_dir,
     )
-    update = OptimizerStep(
-        [p for group in opt.param_groups for p in group["params"]],
-        opt,
-        sched,
-        scaler=grad_scaler(precision, device, cuda_only=True),
-        max_norm=max_grad_norm,
+    config = loop_config(
+        steps=steps,
+        batch_size=batch_size,
+        precision=precision,
+        max_grad_norm=max_grad_norm,
+        seed=seed,
+        output_dir=output_dir,
+        checkpoint_every=checkpoint_every,
+        device=str(device),
     )
-    bma = BetaMovingAverage(module, steps, bma_beta) if objective.weight_average else None
-    start = 0
-    if output_dir is not None:
-        from cliplab.train.checkpoint import load_checkpoint, resume_point
-
-        point = resume_point(output_dir, resume)
-        if point is not None:
-            weights, state = load_checkpoint(point)
-            if head is not None:
-                head.data.copy_(weights.pop(HEAD_KEY))
-            module.load_state_dict(weights)
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            if bma is not None:
-                bma.load_state_dict(state["bma"])
-            start = int(state["step"])
-    scale = model.logit_scale
-    options = {"mms_lambda": mms_lambda}
-    module.train()
-    losses: list[float] = []
-    bar = tqdm(range(start, steps), disable=not progress, desc=f"finetune ({method})", unit="step")
-    with checkpointing(ft, grad_checkpointing):
-        for step in bar:
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-            idx = torch.randperm(len(labels), generator=gen)[:batch_size]
-            px, y = pixels[idx].to(device), labels[idx].to(device)
-            with autocast(precision, device):
-                f = ft.image_features(px)
-                batch = ObjectiveBatch(ft, f, y, head, text_w, scale, classnames, templates, gen, options)
-                loss = objective.loss(batch)
-            value = float(loss.detach())
-            check_finite(value, step + 1)
-            update.zero_grad()
-            update.backward(loss)
-            update.step()
-            if objective.trains_logit_scale:
-                clamp_logit_scale(module)
-            if bma is not None:
-                bma.update(module, step)
-            losses.append(value)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            done = step + 1
-            if output_dir is not None and checkpoint_every and (done % checkpoint_every == 0 or done == steps):
-                from cliplab.train.checkpoint import save_checkpoint
-
-                weights = dict(module.state_dict())
-                if head is not None:
-                    weights[HEAD_KEY] = head.detach()
-                state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "method": method}
-                if bma is not None:
-                    state["bma"] = bma.state_dict()
-                save_checkpoint(output_dir, done, weights, state)
-    module.eval()
-    opt.zero_grad(set_to_none=True)
-    for n, p in module.named_parameters():
-        p.requires_grad_(flags[n])
-    if bma is not None:
-        bma.copy_to(module)
+    trainer = Trainer(config, model=ft, progress=progress, resume=resume, objective=task, desc=f"finetune ({method})")
+    rng = rng_state(device)  # the trainer seeds the global generators; the caller's stream is left as it was
+    try:
+        trainer.fit()
+    finally:
+        set_rng_state(rng, device)
+    start = trainer.resumed_state.step if trainer.resumed_state is not None else 0
+    losses = trainer.losses
     info = {"method": method, "steps": steps, "final_loss": losses[-1] if losses else None, "resumed_from": start}
+    head = task.head
     if head is not None:
         return ImageClassifier(ft, head.detach().clone(), classnames, templates, text_head=False, info=info)
     out_head = zeroshot_head(ft, classnames, templates) if objective.text_head else zs_head.detach().cpu()
     return ImageClassifier(ft, out_head, classnames, templates, text_head=objective.text_head, info=info)
 
+
+def loop_config(
+    *,
+    steps: int,
+    batch_size: int,
+    precision: str,
+    max_grad_norm: float | None,
+    seed: int,
+    output_dir: Any,
+    checkpoint_every: int,
+    device: str,
+) -> TrainConfig:
+    """The trainer's ``TrainConfig`` of a fine-tuning run (only the loop's settings: the optimizer, schedule and
+    data are ``FinetuneTraining``'s)."""
+    clip = GradClipOptions("norm", max_grad_norm) if max_grad_norm is not None else GradClipOptions()
+    return TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        precision=precision,
+        grad_clip=clip,
+        seed=seed,
+        output_dir=str(output_dir) if output_dir is not None else "",
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=2,
+        log_every=0,
+        device=device,
+    )

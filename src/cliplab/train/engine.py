@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -81,10 +82,22 @@ class OptimizerStep:
         return {"lr": lr, "grad_norm": grad_norm, "clip": clip}
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing was saved for that step."""
+
+    def __init__(self, step: int, loss: float, checkpoint: Path | None):
+        self.step, self.loss, self.checkpoint = step, loss, checkpoint
+        where = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
+        super().__init__(
+            f"training diverged: the loss is {loss} at step {step}; stopped before the optimizer step, {where}. "
+            "Resume from it with a lower learning rate, a longer warm-up or gradient clipping (grad_clip.mode: zclip)."
+        )
+
+
 def check_finite(loss: float, step: int) -> None:
     """``FloatingPointError`` for a non-finite loss at ``step`` (before any update)."""
     if not math.isfinite(loss):
         raise FloatingPointError(f"loss became {loss} at step {step}; training stopped")
 
 
-__all__ = ["OptimizerStep", "check_finite"]
+__all__ = ["OptimizerStep", "TrainingDiverged", "check_finite"]

@@ -48,7 +48,9 @@ def capture_state(trainer: Any) -> TrainState | None:
     parts = {k: None if v is None else v.state_dict() for k, v in trainer.stateful_objects().items()}
     if optimizer is not None:
         parts["optimizer"] = optimizer
+    task = getattr(trainer, "training_objective", None)
     return TrainState(
+        objective=task.state_dict() if task is not None else None,
         step=trainer.step,
         sampler=sampler,
         samplers=samplers,
@@ -123,6 +125,9 @@ def restore_checkpoint(trainer: Any, path: Path, *, resume_free: set[str]) -> Tr
             f"{path}: a stream of shards resumes only with the number of processes that wrote the checkpoint "
             f"({len(state.samplers or [])}), not {env.world_size}"
         )
+    task = getattr(trainer, "training_objective", None)
+    if task is not None and state.objective is not None:
+        task.load_state_dict(state.objective)
     trainer.sampler_state = trainer.sampler.state_from_dict(state.sampler_of(env.rank))
     trainer.step = state.step
     if len(state.rng) != env.world_size:

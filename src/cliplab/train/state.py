@@ -26,7 +26,9 @@ class TrainState:
     one process; ``samplers``: every rank's, when each rank has its own stream of shards; ``rng``: every rank's
     random generator states (``cliplab.train.checkpoint.rng_state``); ``optimizer`` … ``distill_head``: the
     ``state_dict`` of the optimizer, LR scheduler, fp16 gradient scaler, adaptive clipper and distillation head
-    (None when the run has none); ``config``: the run's ``TrainConfig`` as a dict; ``eval``: the last evaluation.
+    (None when the run has none); ``config``: the run's ``TrainConfig`` as a dict; ``eval``: the last evaluation;
+    ``objective``: the training objective's own state (e.g. fine-tuning's head and moving average; None for
+    contrastive pre-training, and then absent from the payload).
     """
 
     step: int = 0
@@ -40,6 +42,7 @@ class TrainState:
     distill_head: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
+    objective: dict[str, Any] | None = None
 
     @property
     def epoch(self) -> int:
@@ -65,7 +68,7 @@ class TrainState:
 
     def to_payload(self) -> dict[str, Any]:
         """The dict ``state.pt`` holds (the stateful parts first, then position, RNG, config, evaluation, step)."""
-        return {
+        payload = {
             **self.stateful(),
             "sampler": self.sampler,
             "samplers": self.samplers,
@@ -74,6 +77,9 @@ class TrainState:
             "eval": self.eval,
             "step": self.step,
         }
+        if self.objective is not None:
+            payload["objective"] = self.objective
+        return payload
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], source: str | Path = "state.pt") -> TrainState:
@@ -84,7 +90,7 @@ class TrainState:
         if missing:
             raise ValueError(
                 f"{source}: not a Trainer checkpoint (missing {', '.join(missing)}); it may have been written by "
-                "another loop (e.g. cliplab.finetune), which resumes its own checkpoints"
+                "another loop (e.g. cliplab.finetune before it ran in the trainer's loop) or another program"
             )
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in payload.items() if k in known}

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,16 +31,14 @@ from tqdm.auto import tqdm
 from cliplab.models.base import Model
 from cliplab.models.precision import autocast
 from cliplab.train import checkpoint as ckpt
-from cliplab.train.batches import Prefetcher, build_batches, load_training_data, training_captions
+from cliplab.train.batches import Prefetcher
 from cliplab.train.config import TrainConfig
-from cliplab.train.engine import OptimizerStep
-from cliplab.train.gradcache import direct_backward, gradcache_backward, split_batch
+from cliplab.train.engine import OptimizerStep, TrainingDiverged
 from cliplab.train.objective import Objective
 from cliplab.train.run_state import restore_checkpoint, write_checkpoint
 from cliplab.train.runlog import MetricsLog
 from cliplab.train.scaling import (
     compile_module,
-    enable_grad_checkpointing,
     full_model,
     full_model_state,
     load_model_state,
@@ -52,18 +50,13 @@ from cliplab.train.setup import (
     DistEnv,
     TwoTower,
     build_clipper,
-    build_model,
-    build_optimization,
-    clamp_logit_scale,
     init_distributed,
-    lock_tower,
     logit_bias_param,
-    prepare_logit_params,
-    require_trainable,
     seed_everything,
     wrap_ddp,
 )
 from cliplab.train.state import TrainState
+from cliplab.train.training_objective import ContrastivePretraining, TrainingObjective
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +68,6 @@ _RESUME_FREE = {
 }
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; nothing was saved for that step."""
-
-    def __init__(self, step: int, loss: float, checkpoint: Path | None):
-        self.step, self.loss, self.checkpoint = step, loss, checkpoint
-        where = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
-        super().__init__(
-            f"training diverged: the loss is {loss} at step {step}; stopped before the optimizer step, {where}. "
-            "Resume from it with a lower learning rate, a longer warm-up or gradient clipping (grad_clip.mode: zclip)."
-        )
-
-
 class Trainer:
     """Train ``config.model`` (or ``model``) on ``config.data``; see the module docstring.
 
@@ -96,16 +77,30 @@ class Trainer:
         progress: show a progress bar (rank 0 only).
         resume: True continues the latest checkpoint in ``output_dir`` exactly (error if none),
             ``"auto"`` continues it when there is one, False starts afresh (error if checkpoints exist).
+        objective: what the loop trains (``cliplab.train.training_objective``); default contrastive pre-training.
+        desc: the progress bar's label.
     """
 
+    #: the module the loop runs (set by the objective's ``prepare``; DDP wraps it under torchrun)
+    wrapper: nn.Module
+
     def __init__(
-        self, config: TrainConfig, model: Model | None = None, progress: bool = True, *, resume: bool | str = False
+        self,
+        config: TrainConfig,
+        model: Model | None = None,
+        progress: bool = True,
+        *,
+        resume: bool | str = False,
+        objective: TrainingObjective | None = None,
+        desc: str | None = None,
     ):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig (see TrainConfig.from_file), got {type(config).__name__}")
         if model is not None and not isinstance(model, Model):
             raise TypeError(f"model must be a cliplab Model, got {type(model).__name__}")
         self.config, self.progress, self.resume = config, progress, resume
+        self.training_objective: TrainingObjective = objective if objective is not None else ContrastivePretraining()
+        self.desc = desc
         # None until ``setup`` builds the model the config names
         self.model: Model = model  # type: ignore[assignment]
         self.step = 0
@@ -121,42 +116,20 @@ class Trainer:
         """Build everything (called by ``fit``); restores the checkpoint when resuming."""
         if self._ready:
             return
-        cfg = self.config
-        if self.model is not None:
-            require_trainable(self.model)  # before anything is loaded
+        cfg, task = self.config, self.training_objective
+        task.check(self.model)  # before anything is loaded
         self.env, self.device = init_distributed(cfg.device)
         if cfg.fsdp and not self.env.distributed:
             raise ValueError("fsdp: true shards the model over torchrun processes: launch with torchrun")
         self.output_dir = Path(cfg.output_dir)
         seed_everything(cfg.seed + self.env.rank)
-        resume_from = ckpt.resume_point(self.output_dir, self.resume)
-        data = load_training_data(cfg.data.train, cfg.data.split, cfg.data.options)
-        tok_dir = resume_from / ckpt.TOKENIZER_DIR if resume_from else None
-        new_vocabulary = self.model is None and cfg.model.spec is None and not (tok_dir and tok_dir.is_dir())
-        captions = training_captions(data, vocabulary=new_vocabulary)
-        if self.model is None:
-            self.model, from_scratch = build_model(cfg, captions, self.device, tokenizer_dir=tok_dir)
-        else:
-            self.model.to(self.device)
-            from_scratch = False
+        resume_from = ckpt.resume_point(self.output_dir, self.resume) if task.uses_checkpoints else None
+        self.from_scratch, self.added_bias = False, False
+        self.locks: list[Any] = []
+        self.patch_dropout: Any = None
+        self.objective: Objective | None = None
+        task.prepare(self, resume_from)  # the model on the device, self.wrapper, the objective's own parts
         model = self.model
-        require_trainable(model)
-        if cfg.loss.geometry is not None:
-            model.geometry = cfg.loss.geometry
-        self.from_scratch = from_scratch
-        self.added_bias = prepare_logit_params(model, cfg.loss.name, from_scratch=from_scratch)
-        self.locks = [lock_tower(model, t) for t, on in (("image", cfg.lock_image), ("text", cfg.lock_text)) if on]
-        self.patch_dropout = None
-        if cfg.patch_dropout > 0:
-            from cliplab.train.patch_dropout import PatchDropout
-
-            if cfg.lock_image:
-                log.warning("patch_dropout has no effect on a locked (eval-mode) image tower")
-            self.patch_dropout = PatchDropout(model.module, cfg.patch_dropout)
-        self.objective = Objective(cfg.loss, model, self.env, self.device)
-        if cfg.grad_checkpointing:
-            enable_grad_checkpointing(model)
-        self.wrapper = TwoTower(model, lock_image=cfg.lock_image, lock_text=cfg.lock_text)
         self.fsdp_twin: Any = None
         self.replicated: list[nn.Parameter] = []
         if cfg.fsdp:  # before the optimizer: sharding replaces the parameters
@@ -164,21 +137,21 @@ class Trainer:
                 raise ValueError("fsdp: true supports grad_clip.mode none only")
             self.fsdp_twin, self.replicated = shard_fsdp(self.wrapper, model)
         seed_everything(cfg.seed + self.env.rank)  # model creation re-seeds; the training stream starts here
-        self.params, self.optimizer, self.scheduler, self.scaler = build_optimization(
-            cfg, self.objective.optimized(model.module), self.device
-        )
+        self.params, self.optimizer, self.scheduler, self.scaler = task.optimization(self)
         self.clipper = build_clipper(cfg)
         max_norm = cfg.grad_clip.max_norm if cfg.grad_clip.mode == "norm" else None
         self.update = OptimizerStep(
             self.params, self.optimizer, self.scheduler, scaler=self.scaler, max_norm=max_norm, clipper=self.clipper
         )
-        self.sampler, self.loader = build_batches(cfg, data, model, self.env, self.objective.teacher)
+        self.sampler, self.loader = task.batches(self)
         self.evaluator = None
         if self.env.is_main and (cfg.eval.zeroshot or cfg.eval.retrieval):
             from cliplab.train.evaluation import PeriodicEval
 
             self.evaluator = PeriodicEval(cfg.eval, model)
-        self.ddp = wrap_ddp(self.wrapper, self.device) if self.env.distributed and not cfg.fsdp else None
+        self.ddp = None
+        if self.env.distributed and not cfg.fsdp and task.wraps_ddp:
+            self.ddp = wrap_ddp(self.wrapper, self.device)
         self.runner = self.ddp or self.wrapper
         if cfg.compile:
             self.runner = compile_module(self.runner)
@@ -209,45 +182,7 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One optimizer step on a loaded batch; raises ``TrainingDiverged`` on a non-finite loss."""
-        cfg = self.config
-        batch = self._to_device(batch)
-        self.update.zero_grad()
-        teacher = self.objective.teacher_features(batch, cfg.batch_size, self._autocast)
-        inputs = {"pixels": batch["pixels"], "tokens": batch["tokens"]}
-        if "negative_tokens" in batch:  # hard negatives (one process, no accumulation: checked at set-up)
-            inputs["negative_tokens"] = batch["negative_tokens"]
-        run = self.runner
-
-        def forward(b: dict[str, Any], module: nn.Module = run) -> Any:
-            with self._autocast():
-                out = module(b["pixels"], b["tokens"])
-                if "negative_tokens" in b:
-                    with torch.set_grad_enabled(torch.is_grad_enabled() and not cfg.lock_text):
-                        out = ((*out[0], self.model.text_features(b["negative_tokens"])), out[1])
-                return out
-
-        def loss_fn(per: Any, shared: Any) -> torch.Tensor:
-            try:
-                negatives = per[2] if len(per) > 2 else None
-                return self.objective(per[0], per[1], shared[0], shared[1], teacher, negatives=negatives)
-            except ValueError as err:  # the losses reject non-finite inputs: the model itself diverged
-                if all(bool(torch.isfinite(t.detach()).all()) for t in (*per, *shared) if t is not None):
-                    raise
-                raise TrainingDiverged(self.step + 1, float("nan"), self.checkpoint_path) from err
-
-        backward = self.update.backward_fn
-        if cfg.accum_steps == 1:
-            loss = direct_backward(forward, loss_fn, inputs, backward=backward)
-        else:
-            loss = gradcache_backward(
-                forward,
-                loss_fn,
-                split_batch(inputs, cfg.accum_steps),
-                first_pass=lambda b: forward(b, self.wrapper),
-                backward=backward,
-                no_sync=cast(Any, self.ddp).no_sync if self.ddp is not None else None,
-                device=self.device,
-            )
+        loss = self.training_objective.forward_backward(self, batch)
         if self.replicated:
             sync_replicated_grads(self.replicated)
         if self.env.distributed:
@@ -258,7 +193,7 @@ class Trainer:
         if not math.isfinite(value):
             raise TrainingDiverged(self.step + 1, value, self.checkpoint_path)
         out = self.update.step()
-        clamp_logit_scale(self.model.module)
+        self.training_objective.after_step(self)
         return {"loss": value, **out}
 
     def _grad_norm(self) -> float:
@@ -283,7 +218,7 @@ class Trainer:
             self.setup()
             first = self.step
             self._loop()
-            model_dir = self.save_model()
+            model_dir = self.save_model() if self.training_objective.writes_run_files else None
         finally:
             self._teardown()
         return {
@@ -300,13 +235,16 @@ class Trainer:
 
     def _loop(self) -> None:
         cfg, env = self.config, self.env
-        self.log = MetricsLog(self.output_dir / "metrics.jsonl", enabled=env.is_main)
+        files = self.training_objective.writes_run_files
+        self.log = MetricsLog(self.output_dir / "metrics.jsonl", enabled=env.is_main and files)
         self.history = self.log.history
-        if env.is_main:
+        if env.is_main and files:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.output_dir / "config.json")
         self.log.open(self.step)
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and env.is_main), unit="step")
+        bar = tqdm(
+            total=cfg.steps, initial=self.step, disable=not (self.progress and env.is_main), unit="step", desc=self.desc
+        )
         window: list[float] = []
         window_start = time.perf_counter()
         pending = None
@@ -333,7 +271,8 @@ class Trainer:
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                     self._wait(pending)
                     self.evaluate()
-                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last:
+                every = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+                if every or (last and self._final_checkpoint):
                     self._wait(pending)
                     self.save_checkpoint()
         except TrainingDiverged as err:
@@ -439,7 +378,15 @@ class Trainer:
             model = full_model(self.fsdp_twin, weights)
         return ckpt.save_hf_model(model, target, bias_in_config=self.added_bias) if self.env.is_main else None
 
+    @property
+    def _final_checkpoint(self) -> bool:
+        """A checkpoint at the last step: always for an objective with run files, else when checkpointing."""
+        task = self.training_objective
+        return task.writes_run_files or (task.uses_checkpoints and self.config.checkpoint_every > 0)
+
     def _teardown(self) -> None:
+        if self._ready:
+            self.training_objective.finish(self)
         if getattr(self, "loader", None) is not None:
             self.loader.close()
         patch_dropout = getattr(self, "patch_dropout", None)
