@@ -302,6 +302,20 @@ def test_bench_records_skipped_images_and_ignores_its_default_folder(
     assert not (run_dir / "mine" / ".gitignore").exists()
 
 
+def test_bench_few_shot_pairs_support_images_with_their_features_when_one_is_skipped(
+    tiny_model_dir, folder_with_a_corrupt_image, tmp_path, capsys
+):
+    """The few-shot stage embeds augmented passes of the support images row for row with the support features:
+    with an unreadable image left out of the features it must leave the dataset too."""
+    folder, bad = folder_with_a_corrupt_image
+    argv = ["bench", "--model", str(tiny_model_dir), "--data", str(folder), "--only", "adapt", "--quiet"]
+    argv += ["--seeds", "1", "--skip-bad-images", "--no-cache", "-o", str(tmp_path / "run")]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [s["file"] for s in results["skipped_images"]] == [str(bad)]
+    assert results["stages"]["adapt"]["results"]  # every method ran
+
+
 def test_the_gitignore_makes_git_ignore_the_default_output(tmp_path):
     from cliplab.cli.common import default_output_dir
 

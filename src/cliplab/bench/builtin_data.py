@@ -231,7 +231,7 @@ class SplitsData(FilesData):
     def support_dataset(self, stage: str) -> Any:
         train = self._split("train")
         if train is not None:
-            return train
+            return self._read(train)[1]  # row for row with ``support``'s features (from the feature cache)
         fallback = getattr(super(), "support_dataset", None)
         return fallback(stage) if fallback is not None else None
 
@@ -246,7 +246,7 @@ class SplitsData(FilesData):
 
     def separate_validation(self, stage: str) -> tuple[Any, Any] | None:
         val = self._val()
-        return None if val is None else (self.ctx.embed(val), val)
+        return None if val is None else self._read(val)
 
 
 # Registered in this order, so asked (newest first) as: data with a train split, the built-in world, files

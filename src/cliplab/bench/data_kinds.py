@@ -181,10 +181,18 @@ class BenchData:
 
     # -- shared helpers ----------------------------------------------------------------------------------------
 
+    def _read(self, ds: Dataset) -> tuple[Any, Dataset]:
+        """``(features, dataset)`` with row ``i`` of the features image ``i`` of the dataset (``--skip-bad-images``
+        leaves unreadable images out of the features, so they leave the dataset too)."""
+        from cliplab.features.embedding import images_read
+
+        feats = self.ctx.embed(ds)
+        return feats, images_read(ds, feats)
+
     def _task_sets(self, ds: Dataset, task: str, style: str | None) -> TaskSets:
         from cliplab.zeroshot import zeroshot_weights
 
-        feats = self.ctx.embed(ds)
+        feats, ds = self._read(ds)
         if feats.labels is None or not feats.classnames:
             raise ValueError(f"dataset {ds.name!r} has no class labels")
         templates = self.ctx.templates_for(ds)

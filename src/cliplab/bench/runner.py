@@ -141,9 +141,8 @@ def run_bench(
             results["stages"][name] = result
             results["timings"][name] = round(time.perf_counter() - t0, 3)
             say(f"[bench] {name} done in {results['timings'][name]:.1f}s")
-        results["skipped_images"] = [
-            {"file": s["file"], "error": s["error"]} for s in skipped_images()[skipped_before:]
-        ]  # --skip-bad-images: what this run left out
+        left_out = {s["file"]: s["error"] for s in skipped_images()[skipped_before:]}  # once per file
+        results["skipped_images"] = [{"file": f, "error": e} for f, e in left_out.items()]  # --skip-bad-images
         if ctx.templates_used:
             results["templates"] = ctx.templates_used
         t0 = time.perf_counter()
