@@ -156,6 +156,22 @@ def run_setting(
 SIZES = {"small": (64, "shapes"), "large": (512, "vit-b32")}
 
 
+def rates_interleaved(fns: list, n: int) -> list[float]:
+    """Images/s of each of ``fns`` (``n`` images), the best of ``REPEATS`` rounds that run every variant once in
+    turn, so that a change in the machine's load hits all variants alike."""
+    best = [float("inf")] * len(fns)
+    for _ in range(REPEATS):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return [n / b for b in best]
+
+
+#: small files decode ~30× faster: this many times ``--n`` of them, so a pass is long next to a pool's start
+SMALL_SCALE = 8
+
+
 def load_line() -> str:
     one, five, _ = os.getloadavg()
     return f"load {one:.2f} (5 min {five:.2f})"
@@ -166,24 +182,26 @@ def scaling(n: int, batch_size: int, formats: list[str], sizes: list[str], tmp: 
     from cliplab.data.loader import auto_parallel
 
     most = max(2, len(os.sched_getaffinity(0)))
-    print(f"\nloader scaling, {n} images per setting, batch {batch_size}, best of {REPEATS}; ratio vs 1 thread")
+    print(f"\nloader scaling, {n} images per setting ({n * SMALL_SCALE} small ones), batch {batch_size}")
+    print(f"best of {REPEATS} interleaved rounds; ratio vs 1 thread")
     print(f"{'setting':<22}{'workers':<16}{'images/s':>10}{'ratio':>8}   load")
     for size in sizes:
         side, arch = SIZES[size]
+        count = n * SMALL_SCALE if size == "small" else n
         pre = create_model(ARCHS[arch], build_tokenizer(VOCABULARY, context_length=77)).preprocess
         for fmt in formats:
-            data = write_images(tmp / f"scale-{fmt}-{size}", n, side, fmt)
+            data = write_images(tmp / f"scale-{fmt}-{size}", count, side, fmt)
             list(make_loader(data, pre, batch_size, num_workers=2, parallel="process"))  # fork server up; file cache
             variants = [("thread", 1)] + [(k, w) for w in range(1, most + 1) for k in ("thread", "process")][1:]
-            base = None
-            for kind, w in variants:
-                r = rate(
-                    lambda d=data, p=pre, k=kind, w=w: list(make_loader(d, p, batch_size, num_workers=w, parallel=k)), n
-                )
-                base = base or r
+            fns = [
+                lambda d=data, p=pre, k=kind, w=w: list(make_loader(d, p, batch_size, num_workers=w, parallel=k))
+                for kind, w in variants
+            ]
+            rates = rates_interleaved(fns, count)
+            for (kind, w), r in zip(variants, rates):
                 label = f"{fmt} {side}px"
-                print(f"{label:<22}{f'{w} {kind}':<16}{r:>10.1f}{r / base:>8.2f}   {load_line()}")
-            print(f"{'':<22}auto (2 workers) -> {auto_parallel(data, n, 2)}")
+                print(f"{label:<22}{f'{w} {kind}':<16}{r:>10.1f}{r / rates[0]:>8.2f}   {load_line()}")
+            print(f"{'':<22}auto (2 workers) -> {auto_parallel(data, count, 2)}")
 
 
 def embed_with(parallel: str, *args, **kwargs):
@@ -207,14 +225,14 @@ def embed_scaling(n: int, batch_size: int, tmp: Path) -> None:
     for fmt in ("PNG", "JPEG"):
         data = write_images(tmp / f"embed-{fmt}", n, 256, fmt)
         embed_with("process", model, data, batch_size=batch_size, num_workers=2, progress=False)
-        base = None
-        for kind, w in (("thread", 1), ("thread", 2), ("process", 2)):
-            r = rate(
-                lambda d=data, k=kind, w=w: embed_with(k, model, d, batch_size=batch_size, num_workers=w, progress=0),
-                n,
-            )
-            base = base or r
-            print(f"{fmt + ' 256px':<22}{f'{w} {kind}':<16}{r:>10.1f}{r / base:>8.2f}   {load_line()}")
+        variants = (("thread", 1), ("thread", 2), ("process", 2))
+        fns = [
+            lambda d=data, k=kind, w=w: embed_with(k, model, d, batch_size=batch_size, num_workers=w, progress=False)
+            for kind, w in variants
+        ]
+        rates = rates_interleaved(fns, n)
+        for (kind, w), r in zip(variants, rates):
+            print(f"{fmt + ' 256px':<22}{f'{w} {kind}':<16}{r:>10.1f}{r / rates[0]:>8.2f}   {load_line()}")
 
 
 def main() -> None:
