@@ -201,7 +201,7 @@ def scaling(n: int, batch_size: int, formats: list[str], sizes: list[str], tmp: 
             for (kind, w), r in zip(variants, rates):
                 label = f"{fmt} {side}px"
                 print(f"{label:<22}{f'{w} {kind}':<16}{r:>10.1f}{r / rates[0]:>8.2f}   {load_line()}")
-            print(f"{'':<22}auto (2 workers) -> {auto_parallel(data, count, 2)}")
+            print(f"{'':<22}auto (2 workers) -> {auto_parallel(data, count, 2, pre)}")
 
 
 def embed_with(parallel: str, *args, **kwargs):

@@ -141,6 +141,8 @@ def test_auto_picks_processes_only_where_they_pay(monkeypatch):
     assert make_loader(bad, PRE, 4, num_workers=2).resolved_parallel() == "thread"  # falls back
     with pytest.raises(ValueError, match="parallel='process' needs a picklable dataset"):
         list(make_loader(bad, PRE, 4, num_workers=2, parallel="process"))
+    big = Preprocess(resize=224, crop=(224, 224))  # big batches: threads (no copy through shared memory)
+    assert make_loader(ds, big, 4, num_workers=2).resolved_parallel() == "thread"
     monkeypatch.setattr(wp, "main_is_importable", lambda: False)  # a script without a __main__ guard
     assert make_loader(ds, PRE, 4, num_workers=2).resolved_parallel() == "thread"
     with pytest.raises(ValueError, match="parallel must be one of"):

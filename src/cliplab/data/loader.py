@@ -7,12 +7,12 @@ while the caller uses the current one (default: the available cores, ``len(os.sc
 or processes (``parallel="process"``: ``cliplab.data.worker_processes``, started with ``forkserver``/``spawn``,
 batches returned through shared memory, as torch's ``DataLoader`` but with NumPy/PIL only on the workers);
 ``parallel="auto"`` (default) picks processes for ≥ 2 workers over enough images (``AUTO_MIN_IMAGES``) of a
-picklable dataset, threads otherwise: PIL's file opening and PNG chunk reading hold the GIL, so on this
-project's 2-core machine two processes decode 1.6-1.9× as fast as one thread where two threads gave
-0.9-1.4× (``docs/throughput.md``), while a short pass does not pay back the processes' start-up.
-Batches come out in index order and their
-content never depends on the worker count. With ``pin_memory=True`` (set by callers whose model is on
-CUDA) batches are in page-locked memory, so ``.to(device, non_blocking=True)`` overlaps the copy.
+picklable dataset into a small output (``AUTO_MAX_SIDE``), threads otherwise: PIL's file opening and PNG chunk
+reading hold the GIL, which costs threads most on small images, while a large batch costs processes a copy
+through shared memory and a short pass does not pay back their start (figures: ``docs/throughput.md``).
+Batches come out in index order and their content never depends on the worker count or kind. With
+``pin_memory=True`` (set by callers whose model is on CUDA) batches are in page-locked memory, so
+``.to(device, non_blocking=True)`` overlaps the copy.
 
 Errors: by default the first unreadable image raises (image folders and caption files name the file; any
 other dataset's error is re-raised as a ValueError naming the image and, where known, its file).
@@ -43,6 +43,9 @@ PARALLEL = ("thread", "process", "auto")
 #: the fewest images for which ``parallel="auto"`` starts worker processes: the first pool of a process starts
 #: the fork server (imports torch: 2-6 s here), later ones start in ~0.3 s
 AUTO_MIN_IMAGES = {"cold": 4096, "warm": 512}
+#: the largest output side (pixels) for which ``parallel="auto"`` uses processes: bigger batches cost more to
+#: copy through shared memory than threads lose to the GIL (224-px output: processes 0.6-0.8× one thread here)
+AUTO_MAX_SIDE = 128
 #: batches prepared ahead per worker
 PREFETCH = 2
 T = TypeVar("T")
@@ -203,7 +206,7 @@ class Loader:
     def resolved_parallel(self) -> str:
         """``"thread"`` or ``"process"``: what ``parallel`` means for this loader (``"auto"``: ``auto_parallel``)."""
         if self.parallel == "auto":
-            return auto_parallel(self.dataset, int(self.indices.size), self.num_workers)
+            return auto_parallel(self.dataset, int(self.indices.size), self.num_workers, self.preprocess)
         return self.parallel
 
     def _batches(self) -> Iterator[dict[str, Any]]:
@@ -273,13 +276,16 @@ def picklable(dataset: Dataset) -> bool:
     return True
 
 
-def auto_parallel(dataset: Dataset, n_images: int, num_workers: int) -> str:
+def auto_parallel(dataset: Dataset, n_images: int, num_workers: int, preprocess: Preprocess | None = None) -> str:
     """What ``parallel="auto"`` picks: ``"process"`` when ≥ 2 workers have enough images to pay back the
     processes' start (``AUTO_MIN_IMAGES["warm"]`` once a pool has run in this process, ``["cold"]`` before),
-    the dataset pickles and ``__main__`` is safe to import in a worker; else ``"thread"``
-    (``docs/throughput.md`` gives the measurements behind the rule)."""
+    the preprocessing has a fixed output of at most ``AUTO_MAX_SIDE`` pixels a side, the dataset pickles and
+    ``__main__`` is safe to import in a worker; else ``"thread"`` (``docs/throughput.md``: the measurements)."""
     need = AUTO_MIN_IMAGES["warm" if worker_processes.started else "cold"]
     if num_workers < 2 or n_images < need or not worker_processes.main_is_importable():
+        return "thread"
+    size = None if preprocess is None else preprocess.output_size
+    if preprocess is not None and (size is None or max(size) > AUTO_MAX_SIDE):
         return "thread"
     return "process" if picklable(dataset) else "thread"
 
