@@ -3,12 +3,16 @@
 Every image-encoding path (``Model.encode_images``, ``cliplab.features.embedding``, ``cliplab index``, the
 trainer's ``BatchLoader``) goes through it. ``num_workers`` batches are read and preprocessed in parallel
 while the caller uses the current one (default: the available cores, ``len(os.sched_getaffinity(0))``;
-0: each batch is made in the calling thread when it is asked for). Workers are threads by default — PIL's
-decode and resize and the NumPy/torch normalisation release the GIL, and on this project's 2-core machine
-threads beat processes (``docs/throughput.md``) — or, with ``parallel="process"``, the processes of a torch
-``DataLoader`` (for datasets whose Python code holds the GIL). Batches come out in index order and their
-content never depends on the worker count. With ``pin_memory=True`` (set by callers whose model is on
-CUDA) batches are in page-locked memory, so ``.to(device, non_blocking=True)`` overlaps the copy.
+0: each batch is made in the calling thread when it is asked for). Workers are threads (``parallel="thread"``)
+or processes (``parallel="process"``: ``cliplab.data.worker_processes``, started with ``forkserver``/``spawn``,
+batches returned through shared memory, as torch's ``DataLoader`` but with NumPy/PIL only on the workers);
+``parallel="auto"`` (default) picks processes for ≥ 2 workers over enough images (``AUTO_MIN_IMAGES``) of a
+picklable dataset into a small output (``AUTO_MAX_SIDE``), threads otherwise: PIL's file opening and PNG chunk
+reading hold the GIL, which costs threads most on small images, while a large batch costs processes a copy
+through shared memory and a short pass does not pay back their start (figures: ``docs/throughput.md``).
+Batches come out in index order and their content never depends on the worker count or kind. With
+``pin_memory=True`` (set by callers whose model is on CUDA) batches are in page-locked memory, so
+``.to(device, non_blocking=True)`` overlaps the copy.
 
 Errors: by default the first unreadable image raises (image folders and caption files name the file; any
 other dataset's error is re-raised as a ValueError naming the image and, where known, its file).
@@ -19,6 +23,7 @@ other dataset's error is re-raised as a ValueError naming the image and, where k
 from __future__ import annotations
 
 import os
+import pickle
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,11 +33,19 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cliplab.data import worker_processes
 from cliplab.data.base import Dataset, Subset, Wrapper
+from cliplab.data.worker_processes import ProcessPool
 from cliplab.imaging.preprocess import ImageInput, Preprocess, load_image
 
 ON_ERROR = ("raise", "skip")
-PARALLEL = ("thread", "process")
+PARALLEL = ("thread", "process", "auto")
+#: the fewest images for which ``parallel="auto"`` starts worker processes: the first pool of a process starts
+#: the fork server (imports torch: 2-6 s here), later ones start in ~0.3 s
+AUTO_MIN_IMAGES = {"cold": 4096, "warm": 512}
+#: the largest output side (pixels) for which ``parallel="auto"`` uses processes: bigger batches cost more to
+#: copy through shared memory than threads lose to the GIL (224-px output: processes 0.6-0.8× one thread here)
+AUTO_MAX_SIDE = 128
 #: batches prepared ahead per worker
 PREFETCH = 2
 T = TypeVar("T")
@@ -155,7 +168,7 @@ class Loader:
         num_workers: int | None = None,
         on_error: str = "raise",
         pin_memory: bool = False,
-        parallel: str = "thread",
+        parallel: str = "auto",
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -178,46 +191,39 @@ class Loader:
     def batch(self, b: int) -> dict[str, Any]:
         """Batch ``b`` (its skipped images under ``"skipped"`` when ``on_error="skip"``)."""
         chunk = self.indices[b * self.batch_size : (b + 1) * self.batch_size]
-        if self.on_error == "raise":
-            return self._batch(chunk, load_pixels(self.dataset, self.preprocess, chunk))
-        skipped: list[dict[str, Any]] = []
-        try:
-            images = self.dataset.images(chunk.tolist())
-        except Exception:  # noqa: BLE001 - find which image failed, one by one
-            images, kept = [], []
-            for i in chunk.tolist():
-                try:
-                    images.append(self.dataset.image(i))
-                    kept.append(i)
-                except Exception as err:  # noqa: BLE001 - any unreadable image is skipped and listed
-                    skipped.append({"index": i, "path": image_path(self.dataset, i), "error": str(err)})
-            chunk = np.asarray(kept, dtype=np.int64)
-        out = self._batch(chunk, self.preprocess.batch(images) if len(images) else None)
-        out["skipped"] = skipped
-        return out
+        pixels, kept, skipped = prepare_batch(self.dataset, self.preprocess, self.on_error, chunk)
+        return self._batch(kept, pixels, skipped)
 
-    def _batch(self, chunk: np.ndarray, pixels: torch.Tensor | None) -> dict[str, Any]:
-        if pixels is not None and self.pin_memory:
-            pixels = pixels.pin_memory()
-        out: dict[str, Any] = {"pixel_values": pixels, "index": torch.from_numpy(chunk.copy())}
+    def _batch(self, chunk: np.ndarray, pixels: np.ndarray | None, skipped: list[dict[str, Any]]) -> dict[str, Any]:
+        tensor = None if pixels is None else torch.from_numpy(pixels)
+        if tensor is not None and self.pin_memory:
+            tensor = tensor.pin_memory()
+        out: dict[str, Any] = {"pixel_values": tensor, "index": torch.from_numpy(chunk.copy()), "skipped": skipped}
         if self.labels is not None:
             out["label"] = torch.from_numpy(self.labels[chunk])
         return out
 
+    def resolved_parallel(self) -> str:
+        """``"thread"`` or ``"process"``: what ``parallel`` means for this loader (``"auto"``: ``auto_parallel``)."""
+        if self.parallel == "auto":
+            return auto_parallel(self.dataset, int(self.indices.size), self.num_workers, self.preprocess)
+        return self.parallel
+
     def _batches(self) -> Iterator[dict[str, Any]]:
-        if self.parallel == "thread" or self.num_workers == 0:
+        if self.num_workers == 0 or self.resolved_parallel() == "thread":
             yield from ordered_map(self.batch, len(self), self.num_workers)
             return
-        loader = torch.utils.data.DataLoader(
-            _Batches(self),
-            batch_size=None,
-            shuffle=False,
-            num_workers=self.num_workers,
-            collate_fn=_identity,
-            pin_memory=self.pin_memory,
-            prefetch_factor=PREFETCH,
-        )
-        yield from loader
+        check_picklable(self.dataset)
+        _ = self.preprocess._shift_scale  # computed here (torch), so the workers only run NumPy
+        size = self.preprocess.output_size
+        slot = self.batch_size * 3 * size[0] * size[1] * 4 if size is not None else 0
+        chunks = (self.indices[b * self.batch_size : (b + 1) * self.batch_size] for b in range(len(self)))
+        workers = min(self.num_workers, len(self))
+        with ProcessPool(
+            prepare_batch, (self.dataset, self.preprocess, self.on_error), workers, slot, workers * PREFETCH
+        ) as pool:
+            for pixels, kept, skipped in pool.map(chunks):
+                yield self._batch(kept, pixels, skipped)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.skipped = []
@@ -227,21 +233,61 @@ class Loader:
                 yield batch
 
 
-class _Batches(torch.utils.data.Dataset):
-    """Batch ``b`` of a ``Loader`` as item ``b``, for a torch ``DataLoader`` with worker processes."""
+def prepare_batch(
+    dataset: Dataset, preprocess: Preprocess, on_error: str, chunk: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray, list[dict[str, Any]]]:
+    """Images ``chunk`` of ``dataset`` preprocessed: ``(float32 [B, 3, H, W] | None, indices kept, skipped)``.
 
-    def __init__(self, loader: Loader):
-        self.loader = loader
+    NumPy and PIL only (it runs on loader threads and in worker processes alike, so both give the same bits).
+    ``on_error="skip"``: unreadable images are left out and listed as ``{"index", "path", "error"}``."""
+    if on_error == "raise":
+        return preprocess.batch_array(_read_images(dataset, [int(i) for i in chunk])), chunk, []
+    skipped: list[dict[str, Any]] = []
+    try:
+        images = dataset.images(chunk.tolist())
+    except Exception:  # noqa: BLE001 - find which image failed, one by one
+        images, kept = [], []
+        for i in chunk.tolist():
+            try:
+                images.append(dataset.image(i))
+                kept.append(i)
+            except Exception as err:  # noqa: BLE001 - any unreadable image is skipped and listed
+                skipped.append({"index": i, "path": image_path(dataset, i), "error": str(err)})
+        chunk = np.asarray(kept, dtype=np.int64)
+    return (preprocess.batch_array(images) if len(images) else None), chunk, skipped
 
-    def __len__(self) -> int:
-        return len(self.loader)
 
-    def __getitem__(self, b: int) -> dict[str, Any]:
-        return self.loader.batch(b)
+def check_picklable(dataset: Dataset) -> None:
+    """Raise a ValueError naming ``parallel`` when ``dataset`` cannot be sent to worker processes."""
+    try:
+        pickle.dumps(dataset)
+    except Exception as err:  # noqa: BLE001 - pickling fails with many exception types
+        raise ValueError(
+            f"parallel='process' needs a picklable dataset; {dataset.name!r} is not ({type(err).__name__}: {err}); "
+            "use parallel='thread'"
+        ) from err
 
 
-def _identity(batch: Any) -> Any:
-    return batch
+def picklable(dataset: Dataset) -> bool:
+    try:
+        check_picklable(dataset)
+    except ValueError:
+        return False
+    return True
+
+
+def auto_parallel(dataset: Dataset, n_images: int, num_workers: int, preprocess: Preprocess | None = None) -> str:
+    """What ``parallel="auto"`` picks: ``"process"`` when ≥ 2 workers have enough images to pay back the
+    processes' start (``AUTO_MIN_IMAGES["warm"]`` once a pool has run in this process, ``["cold"]`` before),
+    the preprocessing has a fixed output of at most ``AUTO_MAX_SIDE`` pixels a side, the dataset pickles and
+    ``__main__`` is safe to import in a worker; else ``"thread"`` (``docs/throughput.md``: the measurements)."""
+    need = AUTO_MIN_IMAGES["warm" if worker_processes.started else "cold"]
+    if num_workers < 2 or n_images < need or not worker_processes.main_is_importable():
+        return "thread"
+    size = None if preprocess is None else preprocess.output_size
+    if preprocess is not None and (size is None or max(size) > AUTO_MAX_SIDE):
+        return "thread"
+    return "process" if picklable(dataset) else "thread"
 
 
 def make_loader(
@@ -253,15 +299,16 @@ def make_loader(
     num_workers: int | None = None,
     on_error: str = "raise",
     pin_memory: bool = False,
-    parallel: str = "thread",
+    parallel: str = "auto",
 ) -> Loader:
     """Batches of ``dataset[indices]`` (all by default) preprocessed by ``preprocess``, in order.
 
     Each batch is ``{"pixel_values": float [B, 3, H, W], "index": int64 [B], "label": int64 [B]}`` (``label``
-    when the dataset has labels). ``num_workers`` threads (``parallel="process"``: DataLoader processes)
-    prepare batches ahead; None: the available cores; 0: in the calling thread. ``pin_memory``: page-locked
-    batches (CUDA only; ignored without it). ``on_error``: ``"raise"`` (the first unreadable image raises,
-    naming its file) or ``"skip"`` (left out and listed in ``loader.skipped``).
+    when the dataset has labels). ``num_workers`` workers prepare batches ahead (None: the available cores; 0:
+    in the calling thread): threads (``parallel="thread"``), processes (``"process"``; the dataset must pickle)
+    or whichever ``auto_parallel`` picks (``"auto"``); the batches are the same bits whatever the kind and
+    count. ``pin_memory``: page-locked batches (CUDA only; ignored without it). ``on_error``: ``"raise"`` (the
+    first unreadable image raises, naming its file) or ``"skip"`` (left out and listed in ``loader.skipped``).
     """
     return Loader(
         dataset,
