@@ -132,19 +132,21 @@ def test_auto_picks_processes_only_where_they_pay(monkeypatch):
     ds = shapes("test", n=24)
     monkeypatch.setattr(loader_mod, "AUTO_MIN_IMAGES", {"cold": 20, "warm": 10})
     monkeypatch.setattr(wp, "started", False)
-    assert make_loader(ds, PRE, 4, num_workers=2).resolved_parallel() == "process"
-    assert make_loader(ds, PRE, 4, num_workers=1).resolved_parallel() == "thread"  # one worker: no gain
-    assert make_loader(ds, PRE, 4, num_workers=2, indices=range(12)).resolved_parallel() == "thread"  # too few
+    assert make_loader(ds, PRE, 4, num_workers=2).resolved_parallel() == "thread"  # threads unless asked
+    assert make_loader(ds, PRE, 4, num_workers=2, parallel="auto").resolved_parallel() == "process"
+    assert make_loader(ds, PRE, 4, num_workers=1, parallel="auto").resolved_parallel() == "thread"  # one worker
+    few = {"indices": range(12), "parallel": "auto"}
+    assert make_loader(ds, PRE, 4, num_workers=2, **few).resolved_parallel() == "thread"  # too few
     monkeypatch.setattr(wp, "started", True)  # the fork server is up: smaller passes pay back
-    assert make_loader(ds, PRE, 4, num_workers=2, indices=range(12)).resolved_parallel() == "process"
+    assert make_loader(ds, PRE, 4, num_workers=2, **few).resolved_parallel() == "process"
     bad = Unpicklable("test", n=24)
-    assert make_loader(bad, PRE, 4, num_workers=2).resolved_parallel() == "thread"  # falls back
+    assert make_loader(bad, PRE, 4, num_workers=2, parallel="auto").resolved_parallel() == "thread"  # falls back
     with pytest.raises(ValueError, match="parallel='process' needs a picklable dataset"):
         list(make_loader(bad, PRE, 4, num_workers=2, parallel="process"))
     big = Preprocess(resize=224, crop=(224, 224))  # big batches: threads (no copy through shared memory)
-    assert make_loader(ds, big, 4, num_workers=2).resolved_parallel() == "thread"
+    assert make_loader(ds, big, 4, num_workers=2, parallel="auto").resolved_parallel() == "thread"
     monkeypatch.setattr(wp, "main_is_importable", lambda: False)  # a script without a __main__ guard
-    assert make_loader(ds, PRE, 4, num_workers=2).resolved_parallel() == "thread"
+    assert make_loader(ds, PRE, 4, num_workers=2, parallel="auto").resolved_parallel() == "thread"
     with pytest.raises(ValueError, match="parallel must be one of"):
         make_loader(ds, PRE, 4, parallel="fibres")
 

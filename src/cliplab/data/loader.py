@@ -6,7 +6,8 @@ while the caller uses the current one (default: the available cores, ``len(os.sc
 0: each batch is made in the calling thread when it is asked for). Workers are threads (``parallel="thread"``)
 or processes (``parallel="process"``: ``cliplab.data.worker_processes``, started with ``forkserver``/``spawn``,
 batches returned through shared memory, as torch's ``DataLoader`` but with NumPy/PIL only on the workers);
-``parallel="auto"`` (default) picks processes for ≥ 2 workers over enough images (``AUTO_MIN_IMAGES``) of a
+``parallel="auto"`` (opt-in; the default stays ``"thread"`` until the processes' gain is measured on a quiet
+machine, ``docs/throughput.md``) picks processes for ≥ 2 workers over enough images (``AUTO_MIN_IMAGES``) of a
 picklable dataset into a small output (``AUTO_MAX_SIDE``), threads otherwise: PIL's file opening and PNG chunk
 reading hold the GIL, which costs threads most on small images, while a large batch costs processes a copy
 through shared memory and a short pass does not pay back their start (figures: ``docs/throughput.md``).
@@ -168,7 +169,7 @@ class Loader:
         num_workers: int | None = None,
         on_error: str = "raise",
         pin_memory: bool = False,
-        parallel: str = "auto",
+        parallel: str = "thread",
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -299,14 +300,14 @@ def make_loader(
     num_workers: int | None = None,
     on_error: str = "raise",
     pin_memory: bool = False,
-    parallel: str = "auto",
+    parallel: str = "thread",
 ) -> Loader:
     """Batches of ``dataset[indices]`` (all by default) preprocessed by ``preprocess``, in order.
 
     Each batch is ``{"pixel_values": float [B, 3, H, W], "index": int64 [B], "label": int64 [B]}`` (``label``
     when the dataset has labels). ``num_workers`` workers prepare batches ahead (None: the available cores; 0:
-    in the calling thread): threads (``parallel="thread"``), processes (``"process"``; the dataset must pickle)
-    or whichever ``auto_parallel`` picks (``"auto"``); the batches are the same bits whatever the kind and
+    in the calling thread): threads (``parallel="thread"``, the default), processes (``"process"``; the dataset
+    must pickle) or whichever ``auto_parallel`` picks (``"auto"``); the batches are the same bits whatever the kind and
     count. ``pin_memory``: page-locked batches (CUDA only; ignored without it). ``on_error``: ``"raise"`` (the
     first unreadable image raises, naming its file) or ``"skip"`` (left out and listed in ``loader.skipped``).
     """
