@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "cliplab"
 # Lowest first. A package may import from any strictly lower layer, never from its own layer or a higher one.
 # "cliplab" is the root package (``__version__`` and lazy re-exports, which import nothing when it loads).
 LAYERS: list[set[str]] = [
-    {"cliplab", "_io", "_validation", "imaging", "extension", "progress", "recipes"},  # leaves
+    {"cliplab", "_io", "_validation", "imaging", "extension", "progress", "recipes", "optimization"},  # leaves
     {"data"},  # datasets, specs, the one loader
     {"models"},  # the Model protocol and model sources (encode through data's loader)
     {"features", "losses", "metrics", "towers", "interop"},  # cached embeddings; losses; metrics; towers; ONNX

@@ -27,6 +27,7 @@ from torch import nn
 
 from cliplab._validation import Estimator, Interval, Options, as_features, as_labels
 from cliplab.models.base import Model
+from cliplab.optimization import cosine_annealing, sgd
 from cliplab.progress import step
 
 POSITIVE = Interval(0, None, closed="neither")
@@ -199,7 +200,8 @@ class PromptLearner(Estimator):
         """Anything computed once after training (cached text features)."""
 
     def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=5e-4)
+        """SGD, momentum 0.9, weight decay 5e-4 (CoOp's recipe; ``cliplab.optimization.sgd``)."""
+        return sgd(params, lr=self.lr, momentum=0.9, weight_decay=5e-4)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(self._logits(x), y)
@@ -217,7 +219,7 @@ class PromptLearner(Estimator):
         n = x.shape[0]
         steps_per_epoch = math.ceil(n / self.batch_size)
         total = steps_per_epoch * self.epochs
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        sched = cosine_annealing(opt, total)  # stepped per batch: to 0 at the last step of the last epoch
         gen = torch.Generator().manual_seed(self.seed)
         best: tuple[float, dict[str, torch.Tensor]] | None = None
         # one update per epoch, into whatever the caller reports (progress=False inherits it: a protocol's run)
