@@ -198,8 +198,8 @@ def test_euclidean_model_logits_are_the_training_logits():
     the unscaled −s‖x − y‖² (loss ~220 at D = 128)."""
     import dataclasses
 
+    from cliplab.builtin_models.shapes import ShapesRecipe
     from cliplab.data import shapes
-    from cliplab.models.builtin import ShapesRecipe
     from cliplab.models.factory import build_tokenizer, create_model
     from cliplab.zeroshot.weights import zeroshot_logits
 

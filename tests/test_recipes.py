@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cliplab.adapt import protocol
 from cliplab.adapt.protocol import method_settings, run_few_shot
+from cliplab.adapt.protocol_settings import FewShotProtocol
+from cliplab.adapt.registry import ADAPTERS
 from cliplab.features import Features
 from cliplab.recipes import VALIDATION, load_recipe, recipe_methods, recipe_names, search_grid
 from test_adapt import make_task
@@ -23,7 +24,7 @@ def test_every_feature_adapter_has_recipes_with_a_source_and_one_default():
     for method in recipe_methods():
         recipes = [load_recipe(method, n) for n in recipe_names(method)]
         assert sum(r.default for r in recipes) == 1, method
-        cls = protocol.METHODS[method]
+        cls = ADAPTERS[method]
         for r in recipes:
             assert r.source["repository"] and r.source["file"] and r.validation in VALIDATION
             unknown = set(r.params) - set(cls._param_names())
@@ -68,7 +69,7 @@ def test_user_recipe_file_and_bad_names(tmp_path):
     with pytest.raises(ValueError, match="validation must be one of"):
         load_recipe("gda", str(bad))
     with pytest.raises(ValueError, match="validation"):
-        protocol.FewShotProtocol(validation="sometimes")
+        FewShotProtocol(validation="sometimes")
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +84,14 @@ def test_protocol_runs_each_methods_recipe_and_records_it(small, monkeypatch):
     train, test, W, val = small
     seen: dict[str, list] = {}
     for name in ("clip_adapter", "gda"):
-        cls = protocol.METHODS[name]
+        cls = ADAPTERS[name]
 
         class Spy(cls):  # type: ignore[valid-type, misc]
             def _score_grid(self, features, settings, _n=name, **kw):
                 seen.setdefault(_n, []).append(len(features))
                 return super()._score_grid(features, settings, **kw)
 
-        monkeypatch.setitem(protocol.METHODS, name, Spy)
+        monkeypatch.setitem(ADAPTERS, name, Spy)
     res = run_few_shot(train, test, W, methods=["gda", "clip_adapter"], shots=(2,), seeds=(1,), val=val,
                        method_params={"clip_adapter": {"epochs": 1}}, progress=False)  # fmt: skip
     assert seen == {"gda": [len(val)]}  # GDA on the whole val split; CLIP-Adapter: no search
