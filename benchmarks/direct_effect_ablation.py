@@ -46,9 +46,7 @@ def run(model_spec: str, task: str, n: int) -> dict:
     rows = {
         "model (encode_images)": accuracy(own, weights, labels),
         "baseline (sum of parts)": accuracy(d.total(), weights, labels),
-        "MLPs + embedding mean-ablated": accuracy(
-            d.mean_ablated(mlp=everything, embedding=True), weights, labels
-        ),
+        "MLPs + embedding mean-ablated": accuracy(d.mean_ablated(mlp=everything, embedding=True), weights, labels),
     }
     for k in range(n_layers):
         rows[f"attention layers 0..{k} mean-ablated"] = accuracy(
@@ -56,8 +54,8 @@ def run(model_spec: str, task: str, n: int) -> dict:
         )
     for keep in range(1, n_layers):
         early = range(n_layers - keep)
-        rows[f"all but the last {keep} layer(s)' direct effects mean-ablated (attention, MLP, embedding)"] = (
-            accuracy(d.mean_ablated(attention=early, mlp=early, embedding=True), weights, labels)
+        rows[f"all but the last {keep} layer(s)' direct effects mean-ablated (attention, MLP, embedding)"] = accuracy(
+            d.mean_ablated(attention=early, mlp=early, embedding=True), weights, labels
         )
     for keep in range(1, n_layers):
         if keep < n_layers:

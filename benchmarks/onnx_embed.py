@@ -28,8 +28,16 @@ from cliplab.models.factory import ModelConfig, build_tokenizer, create_model
 ARCHS = {
     "shapes": ShapesRecipe().model,
     "vit-b32": ModelConfig(
-        image_size=224, patch_size=32, vision_width=768, vision_layers=12, vision_heads=12,
-        text_width=512, text_layers=12, text_heads=8, context_length=77, embed_dim=512,
+        image_size=224,
+        patch_size=32,
+        vision_width=768,
+        vision_layers=12,
+        vision_heads=12,
+        text_width=512,
+        text_layers=12,
+        text_heads=8,
+        context_length=77,
+        embed_dim=512,
     ),  # fmt: skip
 }
 

@@ -1,7 +1,7 @@
 """Write (or ``--check``) the recipes table of ``docs/settings.md`` from the recipe files.
 
-    PYTHONPATH=src python scripts/settings_table.py          # rewrite the block between the markers
-    PYTHONPATH=src python scripts/settings_table.py --check  # exit 1 when the document and the files disagree
+PYTHONPATH=src python scripts/settings_table.py          # rewrite the block between the markers
+PYTHONPATH=src python scripts/settings_table.py --check  # exit 1 when the document and the files disagree
 """
 
 from __future__ import annotations

@@ -118,5 +118,3 @@ def served(tmp_path, tiny_model_dir):
     model = load_model(tiny_model_dir)
     index_images(model, root, tmp_path / "idx", model_spec=str(tiny_model_dir), progress=False)
     return tmp_path / "idx", root, names, model
-
-

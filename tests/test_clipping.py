@@ -45,11 +45,7 @@ def set_grads(model: nn.Module, norm: float, step: int) -> None:
 
 
 def grad_norm(model: nn.Module) -> float:
-    return (
-        torch.cat([p.grad.reshape(-1).double() for p in model.parameters() if p.grad is not None])
-        .norm()
-        .item()
-    )
+    return torch.cat([p.grad.reshape(-1).double() for p in model.parameters() if p.grad is not None]).norm().item()
 
 
 def expected_zclip(
@@ -364,9 +360,7 @@ def test_percentile_matches_numpy_bitwise():
             assert _percentile_sorted(values, p) == float(np.percentile(values, p))
 
 
-@pytest.mark.parametrize(
-    "percentile,history", [(10.0, None), (50.0, None), (25.0, 4), (0.0, None), (100.0, 3)]
-)
+@pytest.mark.parametrize("percentile,history", [(10.0, None), (50.0, None), (25.0, 4), (0.0, None), (100.0, 3)])
 def test_autoclip_matches_np_percentile(percentile, history):
     clipper = AutoClip(percentile=percentile, history=history)
     model = make_model()
@@ -411,9 +405,7 @@ def test_autoclip_state_dict_round_trip():
     assert short.norms == first.norms[-2:]
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"percentile": -1.0}, {"percentile": 100.5}, {"history": 0}, {"history": 2.0}]
-)
+@pytest.mark.parametrize("kwargs", [{"percentile": -1.0}, {"percentile": 100.5}, {"history": 0}, {"history": 2.0}])
 def test_autoclip_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         AutoClip(**kwargs)

@@ -39,9 +39,7 @@ def _write_images(root, names):
 
 def test_caption_csv_and_jsonl_group_captions(tmp_path):
     _write_images(tmp_path / "img", ["a.png", "b.png"])
-    (tmp_path / "caps.csv").write_text(
-        "image,caption\nimg/a.png,a red square\nimg/b.png,a blue one\nimg/a.png,red\n"
-    )
+    (tmp_path / "caps.csv").write_text("image,caption\nimg/a.png,a red square\nimg/b.png,a blue one\nimg/a.png,red\n")
     ds = CaptionDataset(tmp_path / "caps.csv")
     assert len(ds) == 2 and ds.captions == ["a red square", "a blue one", "red"]
     assert ds.text_to_image.tolist() == [0, 1, 0]

@@ -3,7 +3,6 @@
 Every expected value is computed here, independently of cliplab, the way the official repository computes it.
 """
 
-
 import numpy as np
 import pytest
 import torch

@@ -82,6 +82,7 @@ def test_centring_closes_the_gap_and_geometry_report(features):
 
 def test_default_bench_has_probes_and_geometry_sections(tmp_path, tiny_model):
     from cliplab.bench import STAGES, run_bench
+
     assert {"probes", "geometry"} <= {name for name in STAGES if STAGES[name].default}
     # the default run is every registered stage; run just these (and retrieval) on the tiny model to stay fast
     results = run_bench(

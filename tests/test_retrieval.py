@@ -173,6 +173,7 @@ def test_function_export_is_the_function():
     assert again is mod.retrieval and callable(again)
     assert metrics.clipscore is mod.clipscore is clipscore
 
+
 def test_retrieval_validation():
     images, texts, t2i = _data(n=6, seed=0)
     with pytest.raises(ValueError, match="dimension"):

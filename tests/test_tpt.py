@@ -259,9 +259,7 @@ def test_tpt_tunes_on_the_lowest_entropy_views(tiny, monkeypatch):
     assert ent[sorted(expected)].max() < ent[sorted(set(range(20)) - expected)].min()
     seen = []
     real = tpt_module.average_entropy
-    monkeypatch.setattr(
-        tpt_module, "average_entropy", lambda rows: (seen.append(rows.detach().clone()), real(rows))[1]
-    )
+    monkeypatch.setattr(tpt_module, "average_entropy", lambda rows: (seen.append(rows.detach().clone()), real(rows))[1])
     est._tune_and_predict(views)
     (rows,) = seen
     assert rows.shape[0] == 5

@@ -65,9 +65,7 @@ def test_classification_metrics_against_sklearn():
     labels = rng.integers(0, 7, size=200)
     assert accuracy(logits, labels) == pytest.approx(np.mean(logits.argmax(1) == labels))
     assert topk_accuracy(logits, labels, 5) == pytest.approx(top_k_accuracy_score(labels, logits, k=5))
-    assert mean_per_class_recall(logits, labels) == pytest.approx(
-        balanced_accuracy_score(labels, logits.argmax(1))
-    )
+    assert mean_per_class_recall(logits, labels) == pytest.approx(balanced_accuracy_score(labels, logits.argmax(1)))
     np.testing.assert_array_equal(
         confusion_matrix(logits.argmax(1), labels, 7).numpy(),
         sk_cm(labels, logits.argmax(1), labels=range(7)),

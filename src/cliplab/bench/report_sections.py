@@ -323,8 +323,7 @@ def _shifted_calibration(r: dict[str, Any]) -> str:
         "<h3>Under distribution shift</h3>"
         f'<p class="lead">The same zero-shot classifier on shifted test sets, with the temperature T = '
         f"{fmt(r['temperature'], '.2f')} fitted in distribution (Ovadia et al. 2019): a model is usually "
-        "overconfident where its accuracy drops, and a temperature fitted in distribution corrects less.</p>"
-        + table
+        "overconfident where its accuracy drops, and a temperature fitted in distribution corrects less.</p>" + table
     )
 
 

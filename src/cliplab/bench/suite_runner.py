@@ -34,9 +34,7 @@ def cell_dir(output_dir: str | os.PathLike, model: SuiteModel, data: SuiteData) 
     return Path(output_dir) / model.name / data.name
 
 
-def cell_settings(
-    suite: Suite, model: SuiteModel, data: SuiteData, ood_data: Sequence[str] = ()
-) -> dict[str, Any]:
+def cell_settings(suite: Suite, model: SuiteModel, data: SuiteData, ood_data: Sequence[str] = ()) -> dict[str, Any]:
     """What makes two runs of a cell the same, as ``results.json`` records it."""
     from cliplab.bench.runner import templates_key
 

@@ -53,6 +53,7 @@ __all__ = [
     *sorted(_LAZY),
 ]
 
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f"cliplab.data.{_LAZY[name]}"), name)

@@ -111,7 +111,6 @@ def _vocabulary() -> list[str]:
 VOCABULARY: list[str] = _vocabulary()
 
 
-
 _BLOCK = 256
 _SINGLE_XY = np.array([(0.3, 0.5), (0.7, 0.5), (0.5, 0.3), (0.5, 0.7), (0.5, 0.5)])
 _PAIR_XY = np.array([(0.27, 0.5), (0.73, 0.5), (0.5, 0.27), (0.5, 0.73)])

@@ -40,9 +40,7 @@ def accuracy(logits: ArrayLike, labels: ArrayLike) -> float:
     return topk_accuracy(logits, labels, 1)
 
 
-def confusion_matrix(
-    predictions: ArrayLike, labels: ArrayLike, num_classes: int | None = None
-) -> torch.Tensor:
+def confusion_matrix(predictions: ArrayLike, labels: ArrayLike, num_classes: int | None = None) -> torch.Tensor:
     """``M[i, j]`` = number of samples of true class ``i`` predicted as ``j`` (int64 ``[C, C]``)."""
     p = as_labels(predictions, "predictions")
     y = as_labels(labels, "labels", n=p.shape[0])

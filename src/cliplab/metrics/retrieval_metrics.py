@@ -331,4 +331,3 @@ def refclipscore(
     ref = _reference_max_cos(cand, reference_features).clamp_min(0.0)
     denom = clip_s + ref
     return torch.where(denom > 0, 2 * clip_s * ref / denom.clamp_min(torch.finfo(denom.dtype).tiny), 0.0)
-

@@ -77,6 +77,7 @@ MODEL_SOURCES: Registry[ModelSource] = Registry(
     adopt=_adopt,
 )
 
+
 def register_model_source(
     prefix: str,
     loader: Loader,
@@ -198,5 +199,3 @@ def check_model_spec(spec: str | os.PathLike | Model) -> None:
     source, target = _resolve(s)
     if source.check is not None:
         source.check(target, s)
-
-

@@ -289,6 +289,7 @@ def decompose(
         module.train(was)
     if len(parts) == 1:
         return parts[0]
+
     def cat(name: str) -> torch.Tensor:
         return torch.cat([getattr(p, name) for p in parts])
 

@@ -46,8 +46,10 @@ def attend(params: AttentionParams, h: torch.Tensor) -> Attended:
     def heads(w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return F.linear(h, w, bias).view(b, t, params.heads, -1).transpose(1, 2)
 
-    q, k, v = heads(params.q_weight, params.q_bias), heads(params.k_weight, params.k_bias), heads(
-        params.v_weight, params.v_bias
+    q, k, v = (
+        heads(params.q_weight, params.q_bias),
+        heads(params.k_weight, params.k_bias),
+        heads(params.v_weight, params.v_bias),
     )
     weights = torch.softmax((q @ k.transpose(-1, -2)) * params.scale, dim=-1)
     mixed = (weights @ v).transpose(1, 2).reshape(b, t, -1)

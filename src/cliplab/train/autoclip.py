@@ -159,6 +159,5 @@ class AutoClip(NormClipper):
             self._last_clip = threshold
         return norm
 
-
     def __repr__(self) -> str:
         return f"AutoClip(percentile={self.percentile}, history={self.history})"

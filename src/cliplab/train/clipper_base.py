@@ -210,4 +210,3 @@ class NormClipper:
 
     def __call__(self, model_or_parameters: GradSource) -> float:
         return self.step(model_or_parameters)
-

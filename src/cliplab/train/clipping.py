@@ -321,7 +321,6 @@ class ZClip(NormClipper):
         self._update(norm if threshold is None else threshold)
         return norm
 
-
     def __repr__(self) -> str:
         return (
             f"ZClip(alpha={self.alpha}, z_thresh={self.z_thresh}, max_grad_norm={self.max_grad_norm}, "

@@ -63,7 +63,13 @@ log = logging.getLogger(__name__)
 #: config keys that may change when resuming without breaking the run's exactness (``data.num_workers``:
 #: decode threads, not part of the sample order)
 _RESUME_FREE = {
-    "steps", "output_dir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval",
+    "steps",
+    "output_dir",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "eval",
     "data.num_workers",
 }
 

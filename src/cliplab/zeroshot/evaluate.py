@@ -24,9 +24,7 @@ def check_classnames(features: Features, classnames: Sequence[str] | None) -> li
             f"labels go up to class {int(features.labels.max())} but only {len(names)} class names were given"
         )
     if features.classnames and classnames is not None and len(features.classnames) != len(names):
-        raise ValueError(
-            f"{len(names)} class names given but the dataset has {len(features.classnames)} classes"
-        )
+        raise ValueError(f"{len(names)} class names given but the dataset has {len(features.classnames)} classes")
     return names
 
 

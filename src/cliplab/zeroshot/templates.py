@@ -171,7 +171,6 @@ def read_templates(value: str, base: str | Path | None = None) -> Any:
     return parts
 
 
-
 #: the set a dataset without templates of its own falls back to (CLIP's plain ``"a photo of a {}."``)
 FALLBACK_SET = "simple"
 
