@@ -246,3 +246,15 @@ def test_report_lists_skipped_images(small_run, tmp_path):
     note = html.split('id="skipped-images"', 1)[1].split("</div>", 1)[0]
     assert "25 images could not be read" in note and "bad/0.png" in note and "cannot identify image file" in note
     assert "bad/24.png" not in note and "and 5 more" in note
+
+
+def test_cli_summary_reads_in_memory_results_as_results_json_holds_them(capsys):
+    """The run's in-memory results key few-shot accuracies by int shots; results.json by strings. The summary
+    must show the few-shot headline either way (it was missing from `cliplab bench`'s summary)."""
+    from cliplab.cli.bench import print_summary
+
+    adapt = {"results": {"gda": {16: {"mean": 0.55}}}, "shots": [16], "zeroshot": 0.22, "task": "pattern"}
+    results = {"stages": {"adapt": adapt}, "data": {"spec": "shapes", "kind": "built-in world"}, "timings": {}}
+    print_summary(results)
+    out = capsys.readouterr().out
+    assert "best 16-shot accuracy" in out and "GDA" in out

@@ -249,10 +249,15 @@ def run_single(args: argparse.Namespace) -> int:
 
 
 def print_summary(results: dict[str, Any]) -> None:
-    """Every stage's headline numbers (the report's overview cards), one row each."""
+    """Every stage's headline numbers (the report's overview cards), one row each, read from ``results`` as
+    ``results.json`` holds it (JSON keys: a stage's per-shot results are keyed ``"16"`` there, ``16`` in memory)."""
+    import json
+
+    from cliplab._io import to_jsonable
     from cliplab.bench.report import headlines
 
-    rows = [[stage, label, value, detail] for stage, label, value, detail in headlines(results)]
+    saved = json.loads(json.dumps(to_jsonable(results)))
+    rows = [[stage, label, value, detail] for stage, label, value, detail in headlines(saved)]
     if rows:
         print_table(rows, ["stage", "headline", "value", "task · data"], title="headline numbers of every stage")
 
