@@ -190,7 +190,7 @@ def test_data_kinds_pick_by_data_spec(tiny_model):
         pass
 
     with BENCH_DATA.restoring():
-        register_bench_data("mine", Mine, lambda spec: spec.startswith("mine:"))
+        register_bench_data("mine", Mine, lambda spec: str(spec).startswith("mine:"))
         assert isinstance(BenchContext(tiny_model, "mine:x", n=8).data, Mine)
         assert isinstance(BenchContext(tiny_model, "shapes", n=8).data, BuiltinWorldData)
     assert "mine" not in BENCH_DATA

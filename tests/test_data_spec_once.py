@@ -90,3 +90,39 @@ def test_train_preflight_checks_a_stream_as_a_stream(tmp_path, monkeypatch):
     check(tiny_config(tmp_path, data={"train": spec}))  # cached: no network needed
     with pytest.raises(UsageError, match=r"data.train: .*1 of 3 shards not found"):
         check(tiny_config(tmp_path, data={"train": write_shards(tmp_path / "local", 2, 2).replace("01}", "02}")}))
+
+
+def test_parse_returns_a_dataspec_as_it_is_and_str_round_trips(tmp_path):
+    for text in ["shapes", "builtin:shapes:task=colour,n=20", f"folder:{tmp_path}", f"{tmp_path}:n=3", "/a:b"]:
+        spec = DataSpec.parse(text)
+        assert DataSpec.parse(spec) is spec and str(spec) == text
+    derived = DataSpec.parse("shapes:n=20").with_options(corruption="fog", severity=2)  # no text: formatted
+    again = DataSpec.parse(str(derived))
+    assert (again.scheme, again.target, again.options) == ("shapes", "", {"n": 20, "corruption": "fog", "severity": 2})
+
+
+def test_a_cli_command_parses_its_data_spec_once(tiny_model_dir, image_folder, tmp_path, capsys, parses):
+    from cliplab.cli.commands import main
+
+    spec = f"folder:{image_folder}"
+    assert main(["zeroshot", str(tiny_model_dir), spec, "--json", "--quiet", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert '"n": 8' in capsys.readouterr().out
+    assert parses == [spec]  # in the pre-flight; load_dataset is given that DataSpec
+
+
+def test_a_bench_run_parses_its_data_spec_once(tmp_path, parses, monkeypatch):
+    import json
+
+    from cliplab.bench import report, run_bench
+    from helpers import make_tiny_model
+
+    def no_report(*args, **kwargs):
+        # the report is its own edge: it renders from results.json's text alone (also for a saved file)
+        raise ImportError("no report in this test")
+
+    monkeypatch.setattr(report, "render_sections", no_report)
+    spec = "shapes:image_size=32"
+    results = run_bench(make_tiny_model(), spec, tmp_path, n=20, only=["zeroshot"], cache_dir=False, progress=False)
+    assert parses == [spec]  # in run_bench; the context, the data kind and every load get the DataSpec
+    assert results["data"]["spec"] == spec and results["data"]["kind"] == "built-in world"
+    assert json.loads((tmp_path / "results.json").read_text())["data"]["spec"] == spec

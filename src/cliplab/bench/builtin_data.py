@@ -32,6 +32,7 @@ from cliplab.bench.data_kinds import BenchData, OODTask, TaskSets, is_builtin_wo
 
 if TYPE_CHECKING:
     from cliplab.data.base import Dataset
+    from cliplab.data.spec import DataSpec
 
 #: Built-in world: the task (and shapes options) each stage runs on, chosen so that zero-shot is weak there.
 #: Few-shot: the pattern task — no training caption names a pattern, so zero-shot is at chance and
@@ -174,7 +175,7 @@ class FilesData(BenchData):
         if not self.ctx.ood_specs:
             return "no OOD data given: pass --ood-data DIR (images of none of the classes) to run it"
         sets, tr, te = self._halves("ood")
-        ood = {Path(s).name or s: self.ctx.embed(load_dataset(s, split="test")) for s in self.ctx.ood_specs}
+        ood = {Path(str(s)).name or str(s): self.ctx.embed(load_dataset(s, split="test")) for s in self.ctx.ood_specs}
         return [OODTask("classes", sets.test.subset(te), sets.test.subset(tr), sets.weights, ood)]
 
     def shifted(self, stage: str, n: int) -> tuple[TaskSets, Any, Iterator[tuple[str, Dataset]]]:
@@ -196,7 +197,7 @@ class FilesData(BenchData):
         return sets, val, shifted_sets()
 
 
-def has_train_split(spec: str) -> bool:
+def has_train_split(spec: str | DataSpec) -> bool:
     """Whether the spec's data source declares a ``train`` split (read from the registry; nothing is loaded)."""
     from cliplab.data.registry import _resolve
     from cliplab.data.spec import DataSpec

@@ -23,6 +23,7 @@ from cliplab.extension import Registry
 
 if TYPE_CHECKING:
     from cliplab.data.base import Dataset
+    from cliplab.data.spec import DataSpec
     from cliplab.models.base import Model
     from cliplab.zeroshot.templates import Templates
 
@@ -42,10 +43,13 @@ __all__ = [
 
 @dataclass
 class BenchContext:
-    """What every stage shares: the model, the data spec and run options, the kind of data, cached features."""
+    """What every stage shares: the model, the data spec and run options, the kind of data, cached features.
+
+    ``data_spec`` is parsed once, where the run starts (``run_bench``), and passed on as that object.
+    """
 
     model: Model
-    data_spec: str
+    data_spec: DataSpec
     n: int
     batch_size: int = 64
     cache_dir: Any = None
@@ -53,7 +57,7 @@ class BenchContext:
     seed: int = 0
     seeds: tuple[int, ...] = (1, 2, 3)
     shots: tuple[int, ...] = (1, 2, 4, 8, 16)
-    ood_specs: tuple[str, ...] = ()
+    ood_specs: tuple[DataSpec, ...] = ()
     #: class-name templates for every zero-shot classifier of the run (None: each dataset's own)
     templates: Templates = None
     #: where notices go (the run's log; None: the ``cliplab`` logger)
@@ -199,7 +203,7 @@ class BenchData:
         return TaskSets(task, style, feats, zeroshot_weights(self.ctx.model, feats.classnames, templates), ds)
 
 
-def is_builtin_world(spec: str) -> bool:
+def is_builtin_world(spec: str | DataSpec) -> bool:
     """Whether a data spec names the built-in shapes world (``shapes``, ``builtin:shapes``, with options)."""
     from cliplab.data.spec import is_builtin_world as names_shapes  # the one parse of a spec: DataSpec
 
@@ -211,7 +215,7 @@ class DataKind:
     """A registered kind of bench data: ``factory(ctx) -> BenchData`` for the specs ``detect(spec)`` accepts."""
 
     factory: Callable[[BenchContext], BenchData]
-    detect: Callable[[str], bool]
+    detect: Callable[[DataSpec], bool]
 
 
 def _check(name: str, kind: DataKind) -> None:
@@ -228,24 +232,29 @@ BENCH_DATA: Registry[DataKind] = Registry(
 def register_bench_data(
     name: str,
     factory: Callable[[BenchContext], BenchData],
-    detect: Callable[[str], bool],
+    detect: Callable[[DataSpec], bool],
     *,
     replace: bool = False,
 ) -> DataKind:
     """Use ``factory(ctx)`` (usually a :class:`BenchData` subclass) as the bench data of every data spec
-    ``detect(spec)`` accepts, ahead of earlier registrations. A taken name raises unless ``replace``."""
+    ``detect(spec)`` accepts, ahead of earlier registrations (``spec``: the parsed
+    :class:`~cliplab.data.spec.DataSpec`; ``str(spec)`` is its text). A taken name raises unless ``replace``."""
     return BENCH_DATA.register(name, DataKind(factory, detect), replace=replace)
 
 
-def bench_data_factory(spec: str) -> Callable[[BenchContext], BenchData]:
-    """The factory (usually a :class:`BenchData` subclass) of the newest kind that detects a data spec."""
-    found = BENCH_DATA.detect(lambda kind: kind.detect(str(spec)))
+def bench_data_factory(spec: str | DataSpec) -> Callable[[BenchContext], BenchData]:
+    """The factory (usually a :class:`BenchData` subclass) of the newest kind that detects a data spec
+    (a string is parsed here; a :class:`~cliplab.data.spec.DataSpec` is used as it is)."""
+    from cliplab.data.spec import DataSpec
+
+    parsed = DataSpec.parse(spec)
+    found = BENCH_DATA.detect(lambda kind: kind.detect(parsed))
     if found is None:
         raise ValueError(f"no kind of bench data handles data spec {spec!r} (registered: {', '.join(BENCH_DATA)})")
     return found[1].factory
 
 
-def data_class_attr(spec: str, attr: str) -> Any:
+def data_class_attr(spec: str | DataSpec, attr: str) -> Any:
     """A class attribute (or classmethod) of the data kind for ``spec``, falling back to :class:`BenchData`'s."""
     return getattr(bench_data_factory(spec), attr, getattr(BenchData, attr))
 
@@ -267,7 +276,7 @@ DATA_KINDS = {
 }
 
 
-def data_kind(spec: str) -> str:
+def data_kind(spec: str | DataSpec) -> str:
     """The kind of data a spec names, for titles and cards: ``built-in world``, ``class folder``,
     ``webdataset``, ``Hugging Face dataset``, ... (a scheme without a name here: the scheme; unresolvable: data)."""
     from cliplab.data.registry import prepare
@@ -275,10 +284,11 @@ def data_kind(spec: str) -> str:
 
     scheme: str | None
     try:
-        scheme = prepare(spec)[0].scheme
+        parsed = DataSpec.parse(spec)
+    except ValueError:
+        return "data"
+    try:
+        scheme = prepare(parsed)[0].scheme
     except (ValueError, OSError):
-        try:
-            scheme = DataSpec.parse(spec).scheme
-        except ValueError:
-            scheme = None
+        scheme = parsed.scheme
     return DATA_KINDS.get(scheme, scheme) if scheme else "data"

@@ -23,6 +23,7 @@ from cliplab._io import to_jsonable, write_text_atomic
 from cliplab.bench.builtin_data import BUILTIN_TASKS, STYLE_SHIFTS
 from cliplab.bench.data_kinds import data_kind
 from cliplab.bench.stage import STAGES, BenchContext, Stage, StageResult
+from cliplab.data.spec import DataSpec
 from cliplab.models.base import Model
 from cliplab.progress import display, step
 from cliplab.zeroshot.templates import Templates, templates_key
@@ -36,7 +37,7 @@ SCHEMA_VERSION = 1
 
 def run_bench(
     model: Model,
-    data_spec: str = "shapes",
+    data_spec: str | DataSpec = "shapes",
     output_dir: str | os.PathLike = "cliplab-bench",
     *,
     only: list[str] | None = None,
@@ -47,7 +48,7 @@ def run_bench(
     log: Callable[[str], None] | None = None,
     seeds: tuple[int, ...] = (1, 2, 3),
     shots: tuple[int, ...] = (1, 2, 4, 8, 16),
-    ood_data: Sequence[str] = (),
+    ood_data: Sequence[str | DataSpec] = (),
     load_seconds: float | None = None,
     templates: Templates = None,
     links: Sequence[tuple[str, str]] = (),
@@ -73,16 +74,17 @@ def run_bench(
     unknown = [s for s in names if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown bench stage(s) {unknown}; available: {', '.join(STAGES)}")
+    spec = DataSpec.parse(data_spec)  # the one parse of the data spec: stages get the DataSpec (ctx.data_spec)
     ctx = BenchContext(
         model,
-        str(data_spec),
+        spec,
         n=n,
         batch_size=batch_size,
         cache_dir=cache_dir,
         progress=progress,
         seeds=tuple(seeds),
         shots=tuple(shots),
-        ood_specs=tuple(str(d) for d in ood_data),
+        ood_specs=tuple(DataSpec.parse(d) for d in ood_data),
         templates=templates,
     )
     from cliplab.features.embedding import skipped_images
@@ -100,7 +102,7 @@ def run_bench(
             "logit_scale": model.logit_scale,
             "logit_bias": model.logit_bias,
         },
-        "data": {"spec": str(data_spec), "kind": data_kind(str(data_spec)), "n": n, "ood": [str(d) for d in ood_data]},
+        "data": {"spec": str(spec), "kind": data_kind(spec), "n": n, "ood": [str(d) for d in ood_data]},
         "config": {
             "stages": names,
             "batch_size": batch_size,

@@ -12,7 +12,7 @@ own templates unless ``--templates``. ``--json`` records each method's recipe an
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cliplab.cli import preflight
 from cliplab.cli.common import (
@@ -26,6 +26,9 @@ from cliplab.cli.common import (
     print_json,
     print_table,
 )
+
+if TYPE_CHECKING:
+    from cliplab.data.spec import DataSpec
 
 
 def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -94,14 +97,14 @@ def add_adapt(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _splits(spec: str) -> tuple[str, ...]:
+def _splits(spec: str | DataSpec) -> tuple[str, ...]:
     """The splits ``spec``'s data source declares (``()`` for data without splits, e.g. a folder)."""
     from cliplab.data.registry import prepare
 
     return tuple(prepare(spec, split="train")[0].splits or ())
 
 
-def _has_val_split(spec: str) -> bool:
+def _has_val_split(spec: str | DataSpec) -> bool:
     """Whether ``spec``'s data source declares a ``val`` split (CoOp datasets, the built-in world)."""
     return "val" in _splits(spec)
 
@@ -168,25 +171,28 @@ def run(args: argparse.Namespace) -> int:
     recipes = parse_recipes(args.recipe)
     preflight.common(args)
     preflight.templates(args.templates)
-    preflight.data(args.data, split="train")
-    builtin = is_builtin_world(args.data)
-    separate_test = bool(args.test_data or builtin or "test" in _splits(args.data))
+    data = preflight.data(args.data, split="train")
+    builtin = is_builtin_world(data)
+    separate_test = bool(args.test_data or builtin or "test" in _splits(data))
+    test_data = data
     if separate_test:
-        preflight.data(args.test_data or args.data, "--test-data" if args.test_data else "DATA", split="test")
-    if args.val_data:
-        preflight.data(args.val_data, "--val-data", split="val")
+        if args.test_data:
+            test_data = preflight.data(args.test_data, "--test-data", split="test")
+        else:
+            preflight.data(data, "DATA", split="test")
+    val_data = preflight.data(args.val_data, "--val-data", split="val") if args.val_data else None
     preflight.model(args.model)
     preflight.model(args.aux_model, "--aux-model")
     model = load_model(args.model, device=args.device)
     kw = {"batch_size": args.batch_size, "cache_dir": cache_dir(args), "progress": not args.quiet}
-    train_ds = load_dataset(args.data, split="train")
+    train_ds = load_dataset(data, split="train")
     train = embed(model, train_ds, **kw)
     if train.labels is None or not train.classnames:
         raise UsageError(f"dataset {train_ds.name!r} has no labels; few-shot adaptation needs labelled data")
     classnames: list[str] = train.classnames
     support_ds = read_images(train_ds, train)  # train_ds itself unless --skip-bad-images left images out
     if separate_test:
-        test_ds = load_dataset(args.test_data or args.data, split="test")
+        test_ds = load_dataset(test_data, split="test")
         test = embed(model, test_ds, **kw)
         test_ds = read_images(test_ds, test)
     else:  # one folder: support from one stratified half, test on the other
@@ -196,10 +202,10 @@ def run(args: argparse.Namespace) -> int:
     support_labels = train.labels
     assert support_labels is not None  # checked above; a subset keeps its labels
     val_ds = None
-    if args.val_data:
-        val_ds = load_dataset(args.val_data, split="val")
-    elif _has_val_split(args.data) and getattr(train_ds, "has_validation_split", True):  # coop ImageNet: none
-        val_ds = load_dataset(args.data, split="val")
+    if val_data is not None:
+        val_ds = load_dataset(val_data, split="val")
+    elif _has_val_split(data) and getattr(train_ds, "has_validation_split", True):  # coop ImageNet: none
+        val_ds = load_dataset(data, split="val")
     val = embed(model, val_ds, **kw) if val_ds is not None else None
     if val is not None and val_ds is not None:
         val_ds = read_images(val_ds, val)

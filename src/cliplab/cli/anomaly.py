@@ -7,7 +7,7 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cliplab.cli import preflight
 from cliplab.cli.common import (
@@ -24,6 +24,9 @@ from cliplab.cli.common import (
 #: ``cliplab.anomaly.METHODS`` (repeated so that the parser imports no torch; a test checks they agree)
 METHOD_NAMES = ("winclip", "patchcore")
 WINDOW_FEATURES = ("tokens", "mean")
+
+if TYPE_CHECKING:
+    from cliplab.data.spec import DataSpec
 
 
 def add_anomaly(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -64,9 +67,10 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--scales: window sizes are counted in patches; {max(args.scales)} is too large")
 
 
-def _load_data(spec: str, shots: list[int]) -> tuple[Any, Any]:
+def _load_data(spec: str | DataSpec, shots: list[int]) -> tuple[Any, Any]:
     from cliplab.data import load_dataset
 
+    text = str(spec)
     test: Any
     train: Any
     try:
@@ -76,14 +80,14 @@ def _load_data(spec: str, shots: list[int]) -> tuple[Any, Any]:
         raise UsageError(f"DATA: {err}") from err
     for attr in ("mask", "categories"):
         if not hasattr(test, attr):
-            raise UsageError(f"DATA: {spec!r} is not anomaly-detection data (no {attr}); see docs/datasets.md")
+            raise UsageError(f"DATA: {text!r} is not anomaly-detection data (no {attr}); see docs/datasets.md")
     labels = list(test.labels)
     if not labels or 0 not in labels:
-        raise UsageError(f"DATA: {spec!r} has no normal test images")
+        raise UsageError(f"DATA: {text!r} has no normal test images")
     if 1 not in labels:
-        raise UsageError(f"DATA: {spec!r} has no anomalous test images")
+        raise UsageError(f"DATA: {text!r} has no anomalous test images")
     if train is not None and len(train) == 0:
-        raise UsageError(f"DATA: {spec!r} has no normal reference images (train split) for --shots {max(shots)}")
+        raise UsageError(f"DATA: {text!r} has no normal reference images (train split) for --shots {max(shots)}")
     if train is not None:
         per: dict[str, int] = {}
         for c in train.categories:
@@ -91,7 +95,7 @@ def _load_data(spec: str, shots: list[int]) -> tuple[Any, Any]:
         for c in sorted(set(test.categories)):
             if per.get(c, 0) < max(shots):
                 raise UsageError(
-                    f"--shots {max(shots)}: category {c!r} of {spec!r} has {per.get(c, 0)} normal reference image(s)"
+                    f"--shots {max(shots)}: category {c!r} of {text!r} has {per.get(c, 0)} normal reference image(s)"
                 )
     return test, train
 
@@ -101,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
     spec = data_spec(args.data)
     preflight.common(args)
     preflight.output_dir(args.output, "--output")
-    preflight.data(spec, split="test")
+    parsed = preflight.data(spec, split="test")
     preflight.model(args.model)
-    test, train = _load_data(spec, args.shots)
+    test, train = _load_data(parsed, args.shots)
     from cliplab.anomaly import anomaly_evaluate
     from cliplab.models import load_model
 

@@ -8,7 +8,7 @@ import pkgutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cliplab.cli import preflight
 from cliplab.cli.common import (
@@ -24,6 +24,9 @@ from cliplab.cli.common import (
 
 DEFAULT_MODEL, DEFAULT_DATA, DEFAULT_N, DEFAULT_SEEDS = "builtin:shapes", "shapes", 1000, "1,2,3"
 DEFAULT_OUTPUT = "cliplab-bench"
+
+if TYPE_CHECKING:
+    from cliplab.data.spec import DataSpec
 
 
 def stage_names() -> list[str]:
@@ -92,18 +95,26 @@ def add_bench(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def check(args: argparse.Namespace) -> tuple[list[str] | None, tuple[int, ...]]:
-    """Every spec, path and list option of a single run, before any work; returns the stages and seeds."""
+def check(args: argparse.Namespace) -> tuple[list[str] | None, tuple[int, ...], DataSpec, list[DataSpec]]:
+    """Every spec, path and list option of a single run, before any work; returns the stages, the seeds and
+    the data and OOD specs, each parsed once (``run_bench`` is given these objects)."""
     from cliplab.bench.data_kinds import data_class_attr
     from cliplab.bench.runner import STAGES
 
     only, seeds, n = _common_options(args, STAGES)
-    model, data = (args.model or [DEFAULT_MODEL])[0], (args.data or [DEFAULT_DATA])[0]
-    preflight.data(data, "--data", **data_class_attr(data, "load_options")(n))
-    for spec in args.ood_data:
-        preflight.data(spec, "--ood-data")
-    preflight.model(model, "--model")
-    return only, seeds
+    data = _parsed((args.data or [DEFAULT_DATA])[0], "--data")
+    data = preflight.data(data, "--data", **data_class_attr(data, "load_options")(n))
+    ood = [preflight.data(spec, "--ood-data") for spec in args.ood_data]
+    preflight.model((args.model or [DEFAULT_MODEL])[0], "--model")
+    return only, seeds, data, ood
+
+
+def _parsed(spec: str, option: str) -> DataSpec:
+    """``spec`` parsed (a malformed one is a usage error naming ``option``)."""
+    from cliplab.data.spec import DataSpec
+
+    with preflight._about(option):
+        return DataSpec.parse(spec)
 
 
 def _common_options(args: argparse.Namespace, stages: Any) -> tuple[list[str] | None, tuple[int, ...], int]:
@@ -207,10 +218,10 @@ def run_single(args: argparse.Namespace) -> int:
     from cliplab.cli.common import load_templates
     from cliplab.models import load_model
 
-    only, seeds = check(args)
+    only, seeds, data, ood = check(args)
     default_output_dir(args.output, DEFAULT_OUTPUT)
     log = _log(args)
-    model_spec, data = (args.model or [DEFAULT_MODEL])[0], (args.data or [DEFAULT_DATA])[0]
+    model_spec = (args.model or [DEFAULT_MODEL])[0]
     log(f"[bench] loading model {model_spec}")
     t0 = time.perf_counter()
     model = load_model(model_spec, device=args.device)
@@ -226,7 +237,7 @@ def run_single(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         log=log,
         seeds=seeds,
-        ood_data=args.ood_data,
+        ood_data=ood,
         load_seconds=load_seconds,
         templates=load_templates(args.templates),
     )

@@ -26,10 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
     preflight.common(args)
     preflight.output_file(args.output, "--output")
-    preflight.data(args.data, split=args.split)
+    data = preflight.data(args.data, split=args.split)
     preflight.model(args.model)
     model = load_model(args.model, device=args.device)
-    dataset = load_dataset(args.data, split=args.split)
+    dataset = load_dataset(data, split=args.split)
     feats = embed(model, dataset, batch_size=args.batch_size, cache_dir=cache_dir(args), progress=not args.quiet)
     if args.output:
         feats.save(args.output)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cliplab.cli import preflight
 from cliplab.cli.common import default_output_dir, positive_int, print_json, print_table
 from cliplab.cli.preflight import load_config
+
+if TYPE_CHECKING:
+    from cliplab.data.spec import DataSpec
 
 
 def add_finetune(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,14 +40,22 @@ def add_finetune(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def check(config: Any) -> None:
-    """Every spec and the output directory of a fine-tuning config, before any work."""
+def check(config: Any) -> tuple[DataSpec, DataSpec, list[DataSpec]]:
+    """Every spec and the output directory of a fine-tuning config, before any work.
+
+    Returns the data specs, each parsed once: ``(data, eval.data, eval.shift)``.
+    """
     preflight.output_dir(config.output_dir, "output_dir")
     preflight.model(config.model, "model")
-    preflight.data(config.data, "data", split=config.split)
-    preflight.data(config.eval.data or config.data, "eval.data", split=config.eval.split)
-    for i, spec in enumerate(config.eval.shift):
-        preflight.data(spec, f"eval.shift[{i}]", split=config.eval.split)
+    data = preflight.data(config.data, "data", split=config.split)
+    if config.eval.data:
+        eval_data = preflight.data(config.eval.data, "eval.data", split=config.eval.split)
+    else:
+        eval_data = preflight.data(data, "eval.data", split=config.eval.split)
+    shift = [
+        preflight.data(spec, f"eval.shift[{i}]", split=config.eval.split) for i, spec in enumerate(config.eval.shift)
+    ]
+    return data, eval_data, shift
 
 
 def _save(clf: Any, out: Path) -> dict[str, str]:
@@ -76,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(FinetuneConfig, args, "fine-tuning config")
     if args.shift_data:
         config = config.replace(eval=type(config.eval)(**{**config.eval.__dict__, "shift": list(args.shift_data)}))
-    check(config)
+    data, eval_data, shift = check(config)
     default_output_dir(config.output_dir, FinetuneConfig.output_dir)  # runs/finetune: a .gitignore of '*'
     progress = not args.quiet
     model = load_model(config.model, device=config.device)
-    train = load_dataset(config.data, split=config.split)
+    train = load_dataset(data, split=config.split)
     clf = finetune(
         model,
         train,
@@ -103,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(config.output_dir)
     summary: dict[str, Any] = {"config": config.to_dict(), **clf.info, "outputs": _save(clf, out)}
-    id_test = load_dataset(config.eval.data or config.data, split=config.eval.split)
+    id_test = load_dataset(eval_data, split=config.eval.split)
     if config.eval.shift:
-        shifted = {spec: load_dataset(spec, split=config.eval.split) for spec in config.eval.shift}
+        shifted = {text: load_dataset(spec, split=config.eval.split) for text, spec in zip(config.eval.shift, shift)}
         zs = ImageClassifier.zero_shot(model, clf.classnames, clf.templates)
         summary["robustness"] = robustness_sweep(
             zs, clf, id_test, shifted, alphas=config.eval.alphas, progress=progress

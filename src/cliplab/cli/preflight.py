@@ -13,9 +13,12 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from cliplab.cli.common import UsageError
+
+if TYPE_CHECKING:
+    from cliplab.data.spec import DataSpec
 
 
 @contextmanager
@@ -39,14 +42,27 @@ def model(spec: str | None, option: str = "MODEL") -> None:
         check_model_spec(spec)
 
 
-def data(spec: str | None, option: str = "DATA", *, split: str = "test", **options: Any) -> None:
-    """A dataset spec ``load_dataset`` accepts (see ``cliplab.data.registry.DATA_FORMS``); ``None``: not given."""
+@overload
+def data(spec: str | DataSpec, option: str = ..., *, split: str | None = ..., **options: Any) -> DataSpec: ...
+@overload
+def data(spec: None, option: str = ..., *, split: str | None = ..., **options: Any) -> None: ...
+def data(
+    spec: str | DataSpec | None, option: str = "DATA", *, split: str | None = "test", **options: Any
+) -> DataSpec | None:
+    """A dataset spec ``load_dataset`` accepts (see ``cliplab.data.registry.DATA_FORMS``), parsed once here.
+
+    Returns the :class:`~cliplab.data.spec.DataSpec` the command passes on to ``load_dataset`` (so the spec is
+    not parsed again); ``None``: not given.
+    """
     if spec is None:
-        return
+        return None
     from cliplab.data.registry import check_data_spec
+    from cliplab.data.spec import DataSpec
 
     with _about(option):
-        check_data_spec(spec, split=split, **options)
+        parsed = DataSpec.parse(spec)
+        check_data_spec(parsed, split=split, **options)
+    return parsed
 
 
 def existing_file(path: str | os.PathLike | None, option: str, what: str = "file") -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cliplab.cli import preflight
 from cliplab.cli.common import (
@@ -16,6 +16,9 @@ from cliplab.cli.common import (
     print_json,
     print_table,
 )
+
+if TYPE_CHECKING:
+    from cliplab.data.spec import DataSpec
 
 
 def add_ood(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -86,7 +89,7 @@ class _Session:
         self.model = load_model(args.model, device=args.device)
         self.templates = load_templates(getattr(args, "templates", None))
 
-    def dataset(self, spec: str, split: str | None = None) -> Any:
+    def dataset(self, spec: str | DataSpec, split: str | None = None) -> Any:
         from cliplab.data import load_dataset
 
         return load_dataset(spec, split=split or self.args.split)
@@ -111,13 +114,29 @@ class _Session:
         return zeroshot_logits(feats.images, weights, m.logit_scale, m.logit_bias, m.geometry)
 
 
-def _check(args: argparse.Namespace, *data: tuple[str | None, str, str | None]) -> None:
-    """The shared options, ``(spec, option, split)`` data specs (split None: ``--split``) and the model."""
+def _check(args: argparse.Namespace, *data: tuple[str | DataSpec | None, str, str | None]) -> dict[str, DataSpec]:
+    """The shared options, ``(spec, option, split)`` data specs (split None: ``--split``) and the model.
+
+    Returns each data spec given, parsed once: its text -> the ``DataSpec`` the command loads.
+    """
     preflight.common(args)
     preflight.templates(getattr(args, "templates", None))
+    parsed: dict[str, DataSpec] = {}
     for spec, option, split in data:
-        preflight.data(spec, option, split=split or args.split)
+        if spec is not None:
+            parsed[str(spec)] = preflight.data(parsed.get(str(spec), spec), option, split=split or args.split)
     preflight.model(args.model)
+    return parsed
+
+
+def _parse_early(spec: str) -> str | DataSpec:
+    """``spec`` parsed, to decide what to check; a malformed one as given (``_check`` reports it, in order)."""
+    from cliplab.data.spec import DataSpec
+
+    try:
+        return DataSpec.parse(spec)
+    except ValueError:
+        return spec
 
 
 def run_ood(args: argparse.Namespace) -> int:
@@ -126,21 +145,22 @@ def run_ood(args: argparse.Namespace) -> int:
     from cliplab.data.spec import is_builtin_world
 
     methods = preflight.names(args.methods, "--methods", ood_methods()) or None
-    train_spec = args.train_data or (args.id_data if is_builtin_world(args.id_data) else None)
-    _check(
+    id_spec = _parse_early(args.id_data)
+    train_spec = args.train_data or (id_spec if is_builtin_world(id_spec) else None)
+    parsed = _check(
         args,
-        (args.id_data, "ID_DATA", None),
+        (id_spec, "ID_DATA", None),
         *((spec, "OOD_DATA", None) for spec in args.ood_data),
         (train_spec, "--train-data" if args.train_data else "ID_DATA", "train"),
     )
     s = _Session(args)
-    id_ds = s.dataset(args.id_data)
+    id_ds = s.dataset(parsed[args.id_data])
     id_feats = s.features(id_ds)
     ood = {}
     for spec in args.ood_data:
-        ds = s.dataset(spec)
+        ds = s.dataset(parsed[spec])
         ood[spec] = s.features(ds)
-    train = None if train_spec is None else s.features(s.dataset(train_spec, split="train"))
+    train = None if train_spec is None else s.features(s.dataset(parsed[str(train_spec)], split="train"))
     res = ood_evaluation(
         id_feats,
         ood,
@@ -170,15 +190,15 @@ def run_ood(args: argparse.Namespace) -> int:
 def run_calibrate(args: argparse.Namespace) -> int:
     from cliplab.assess import calibration_evaluation, split_half
 
-    _check(args, (args.data, "DATA", None), (args.val_data, "--val-data", "val"))
+    parsed = _check(args, (args.data, "DATA", None), (args.val_data, "--val-data", "val"))
     s = _Session(args)
-    ds = s.dataset(args.data)
+    ds = s.dataset(parsed[args.data])
     feats = s.features(ds)
     if feats.labels is None:
         raise UsageError(f"dataset {ds.name!r} has no labels; calibration needs labelled data")
     logits = s.logits(feats, s.weights(ds))
     if args.val_data:
-        vds = s.dataset(args.val_data, split="val")
+        vds = s.dataset(parsed[args.val_data], split="val")
         vf = s.features(vds)
         val_logits, val_labels, test_logits, test_labels = s.logits(vf, s.weights(ds)), vf.labels, logits, feats.labels
     else:
@@ -211,30 +231,33 @@ def run_estimate(args: argparse.Namespace) -> int:
     from cliplab.assess import estimation_evaluation
     from cliplab.data.spec import DataSpec, is_builtin_world
 
-    specs = list(args.data)
+    first = _parse_early(args.data[0])
+    specs: list[str | DataSpec] = [first, *args.data[1:]]
     if args.family == "corruptions":
-        if len(specs) != 1 or not is_builtin_world(specs[0]):
+        if len(specs) != 1 or not is_builtin_world(first):
             raise UsageError("--family corruptions expands exactly one built-in (shapes) dataset spec")
         from cliplab.data.corruptions import CORRUPTIONS
 
-        base = DataSpec.parse(specs[0])
-        specs = [str(base.with_options(corruption=c, severity=v)) for c in CORRUPTIONS for v in range(1, 6)]
+        with preflight._about("DATA"):
+            base = DataSpec.parse(first)  # a DataSpec already, unless malformed: then this names the error
+        specs = [base.with_options(corruption=c, severity=v) for c in CORRUPTIONS for v in range(1, 6)]
     if len(specs) < 3:
         raise UsageError(f"estimation needs at least 3 shifted datasets to correlate over, got {len(specs)}")
+    val_spec: str | DataSpec
     if args.val_data:
         val_spec, val_option = args.val_data, "--val-data"
-    elif is_builtin_world(args.data[0]):
-        val_spec, val_option = args.data[0], "DATA"
+    elif is_builtin_world(first):
+        val_spec, val_option = first, "DATA"
     else:
         raise UsageError("--val-data is required for non-built-in data (ATC and DoC need labelled ID data)")
-    _check(args, (val_spec, val_option, "val"), *((spec, "DATA", None) for spec in specs))
+    parsed = _check(args, (val_spec, val_option, "val"), *((spec, "DATA", None) for spec in specs))
     s = _Session(args)
-    val_ds = s.dataset(val_spec, split="val")
+    val_ds = s.dataset(parsed[str(val_spec)], split="val")
     weights = s.weights(val_ds)
     vf = s.features(val_ds)
     sets = []
-    for spec in specs:
-        f = s.features(s.dataset(spec))
+    for spec in map(str, specs):
+        f = s.features(s.dataset(parsed[spec]))
         if f.labels is None:
             raise UsageError(f"dataset {spec!r} has no labels; the true accuracy cannot be measured")
         sets.append((spec, s.logits(f, weights), f.labels))

@@ -59,10 +59,10 @@ def run_retrieve(args: argparse.Namespace) -> int:
 
     ks = tuple(args.ks)  # checked by argparse (int_list)
     preflight.common(args)
-    preflight.data(args.data, split=args.split)
+    data = preflight.data(args.data, split=args.split)
     preflight.model(args.model)
     model = load_model(args.model, device=args.device)
-    dataset = load_dataset(args.data, split=args.split)
+    dataset = load_dataset(data, split=args.split)
     if not dataset.captions:
         raise UsageError(f"dataset {dataset.name!r} has no captions; retrieval needs a caption dataset")
     feats = embed(model, dataset, batch_size=args.batch_size, cache_dir=cache_dir(args), progress=not args.quiet)

@@ -37,10 +37,10 @@ def run(args: argparse.Namespace) -> int:
     preflight.common(args)
     preflight.templates(args.templates)
     classnames, templates = load_classnames(args.classnames), load_templates(args.templates)
-    preflight.data(args.data, split=args.split)
+    data = preflight.data(args.data, split=args.split)
     preflight.model(args.model)
     model = load_model(args.model, device=args.device)
-    dataset = load_dataset(args.data, split=args.split)
+    dataset = load_dataset(data, split=args.split)
     report = zeroshot_evaluate(
         model,
         dataset,

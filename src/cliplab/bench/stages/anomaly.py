@@ -41,7 +41,7 @@ def _sets(ctx: BenchContext) -> tuple[Any, Any, str]:
     test = load_dataset(ctx.data_spec, split="test")
     if not hasattr(test, "mask") or not hasattr(test, "categories"):
         raise ValueError(f"{ctx.data_spec} is not anomaly-detection data (mvtec:, visa:, anomaly-folder:)")
-    return test, load_dataset(ctx.data_spec, split="train"), ctx.data_spec
+    return test, load_dataset(ctx.data_spec, split="train"), str(ctx.data_spec)
 
 
 def run(ctx: BenchContext) -> dict[str, Any] | StageResult:

@@ -20,7 +20,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     if not ds.captions:
         return {"skipped": f"dataset {ds.name!r} has no captions"}
     feats = ctx.embed(ds)
-    ties = default_ties(ctx.data_spec)  # CLIP_benchmark's topk on its webdatasets, so recall matches its tables
+    ties = default_ties(str(ctx.data_spec))  # CLIP_benchmark's topk on its webdatasets, so recall matches its tables
     out: dict[str, Any] = dict(retrieval(feats.images, feats.texts, feats.text_to_image, ks=(1, 5, 10), ties=ties))
     out["ties"] = ties
     paired = feats.images[feats.text_to_image]
