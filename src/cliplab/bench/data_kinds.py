@@ -66,6 +66,13 @@ class BenchContext:
     templates_used: dict[str, dict[str, Any]] = field(default_factory=dict)
     _data: BenchData | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        from cliplab.data.spec import DataSpec
+
+        # a spec given as text is parsed here, once; a DataSpec (run_bench's) is kept as it is
+        self.data_spec = DataSpec.parse(self.data_spec)
+        self.ood_specs = tuple(DataSpec.parse(s) for s in self.ood_specs)
+
     @property
     def data(self) -> BenchData:
         """The :class:`BenchData` for ``data_spec`` (the newest registered kind that detects it)."""
