@@ -176,7 +176,8 @@ def build_suite(args: argparse.Namespace) -> Any:
     in_file = f" of suite {suite.path}" if args.suite else ""
     for d in suite.datasets:
         option = f"dataset {d.name!r}{in_file}" if args.suite else "--data"
-        preflight.data(d.spec, option, **data_class_attr(d.spec, "load_options")(suite.n))
+        spec = _parsed(d.spec, option)
+        preflight.data(spec, option, **data_class_attr(spec, "load_options")(suite.n))
     for spec in args.ood_data:
         preflight.data(spec, "--ood-data")
     for m in suite.models:
