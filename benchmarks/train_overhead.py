@@ -27,8 +27,8 @@ import torch
 from cliplab.builtin_models.shapes import ShapesRecipe
 from cliplab.data.shapes_world import VOCABULARY
 from cliplab.models.factory import ModelConfig, build_tokenizer, create_model
+from cliplab.optimization import param_groups
 from cliplab.train import TrainConfig, Trainer
-from cliplab.train.optim import param_groups
 
 ARCHS = {
     "shapes": ShapesRecipe().model,  # the builtin:shapes architecture: 64 px, patch 16, ViT 128×4, text 128×2

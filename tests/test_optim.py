@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cliplab.train.optim import build_optimizer, grad_scaler, param_groups, schedule, warmup_cosine
+from cliplab.optimization import build_optimizer, grad_scaler, param_groups, schedule, warmup_cosine
 
 
 class Tiny(nn.Module):

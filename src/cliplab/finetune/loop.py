@@ -2,7 +2,7 @@
 
 ``method`` (see :mod:`cliplab.finetune.objectives`): ``"ce"`` (zero-shot-initialised head + cross-entropy,
 WiSE-FT's fine-tuning), ``"flyp"`` (contrastive loss against class prompts) or ``"clipood"`` (margin metric
-softmax + Beta moving average). The optimisation is the trainer's (``cliplab.train.optim``,
+softmax + Beta moving average). The optimisation is the trainer's (``cliplab.optimization``,
 ``cliplab.train.engine.OptimizerStep``): AdamW (weight decay on every weight matrix, embeddings included:
 ``decay_embeddings=True``), linear warm-up then cosine decay, optional gradient-norm clipping (``max_grad_norm``),
 ``precision`` ``fp32 | bf16 | fp16`` autocast (``cliplab.models.precision``; fp16 with a gradient scaler on

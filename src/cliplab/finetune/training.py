@@ -22,9 +22,9 @@ from torch import nn
 
 from cliplab.finetune.objectives import BetaMovingAverage, FinetuneObjective, ObjectiveBatch
 from cliplab.models.base import Model
+from cliplab.optimization import build_optimizer, grad_scaler, param_groups
 from cliplab.train.batches import SamplerState
 from cliplab.train.engine import check_finite
-from cliplab.train.optim import build_optimizer, grad_scaler, param_groups
 from cliplab.train.setup import clamp_logit_scale
 
 if TYPE_CHECKING:

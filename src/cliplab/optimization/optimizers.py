@@ -1,7 +1,7 @@
 """The optimizers, parameter groups, learning-rate schedules and gradient scaler every training loop uses.
 
 Model-independent (torch only), so every layer above may import it. One definition for contrastive training
-(``Trainer``, through ``cliplab.train.optim``), the built-in recipes, fine-tuning (``cliplab.finetune``) and
+(``Trainer``), the built-in recipes, fine-tuning (``cliplab.finetune``) and
 prompt learning (``cliplab.adapt.prompting``); where those loops historically differ, an explicit argument keeps
 each one's numbers:
 

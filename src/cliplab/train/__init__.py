@@ -1,5 +1,5 @@
 """Training: the trainer, its typed checkpoint state (``TrainState``), the optimizer step every loop shares
-(``OptimizerStep``, ``cliplab.train.optim``), gradient clipping and distributed helpers."""
+(``OptimizerStep``, ``cliplab.optimization``), gradient clipping and distributed helpers."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Contrastive training over an in-memory image–caption dataset (the built-in models' recipes).
 
 It renders/loads every image once, tokenises every caption once, then runs the shared optimisation of
-``cliplab.train.optim`` (AdamW, linear warm-up + cosine decay, no weight decay on the logit scale, biases, norms
+``cliplab.optimization`` (AdamW, linear warm-up + cosine decay, no weight decay on the logit scale, biases, norms
 and embeddings) and clamps ``log logit_scale`` to ``ln 100`` after each step (CLIP). A recipe's weights are
 shipped with the package, so its numbers must not change: this driver keeps its own batch sampling (numpy
 generator) rather than the ``Trainer``'s data pipeline.
@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from cliplab.data.base import Dataset
 from cliplab.models.base import Model, prefetch
+from cliplab.optimization import build_optimizer, param_groups
 from cliplab.train.engine import OptimizerStep
-from cliplab.train.optim import build_optimizer, param_groups
 from cliplab.train.setup import clamp_logit_scale, logit_scale_param
 
 

@@ -15,8 +15,8 @@ from PIL import Image
 from torch import nn
 
 from cliplab.models.base import Model
+from cliplab.optimization import build_optimizer, grad_scaler, param_groups, schedule
 from cliplab.train.config import TrainConfig
-from cliplab.train.optim import build_optimizer, grad_scaler, param_groups, schedule
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +141,14 @@ class TwoTower(nn.Module):
 
 
 def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
-    """The LR multiplier per step (``cliplab.train.optim.warmup_cosine``): linear warm-up, then cosine to
+    """The LR multiplier per step (``cliplab.optimization.warmup_cosine``): linear warm-up, then cosine to
     ``min_lr_ratio`` (or constant)."""
     sched = config.schedule
     return schedule(sched.warmup_steps, config.steps, min_ratio=sched.min_lr_ratio, constant=sched.name == "constant")
 
 
 def build_optimization(config: TrainConfig, module: nn.Module, device: torch.device) -> tuple[list, Any, Any, Any]:
-    """``(trainable parameters, AdamW, LambdaLR, GradScaler or None)`` (``cliplab.train.optim``).
+    """``(trainable parameters, AdamW, LambdaLR, GradScaler or None)`` (``cliplab.optimization``).
 
     Weight decay on weight matrices only (not the logit scale/bias, biases, norms, embeddings); a gradient
     scaler for fp16 autocast.
