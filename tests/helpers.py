@@ -52,3 +52,12 @@ def write_random_images(root, names, seed=0):
         h, w = rng.integers(20, 50, size=2)
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / name)
     return sorted(names)
+
+
+def augment(X, passes: int, seed: int = 0, noise: float = 0.35):
+    """Stand-in for random crops: ``passes`` perturbed, renormalised copies of every image ``[P, N, D]``."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(X[None] + noise * torch.randn(passes, *X.shape, generator=g) / X.shape[1] ** 0.5, dim=-1)
