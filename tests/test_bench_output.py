@@ -258,3 +258,27 @@ def test_cli_summary_reads_in_memory_results_as_results_json_holds_them(capsys):
     print_summary(results)
     out = capsys.readouterr().out
     assert "best 16-shot accuracy" in out and "GDA" in out
+
+
+def test_log_messages_during_a_display_stand_on_lines_of_their_own():
+    """A logging record written while the status line is shown (e.g. "features cache hit") must not be glued to
+    the end of the line: the line is erased, the message written, and the line drawn again below it."""
+    import logging
+
+    from cliplab.progress import display, step
+
+    stream = FakeTerminal()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with display(stream=stream, stages=1) as shown, shown.stage("zeroshot", []), step("tasks", 2):
+            shown.refresh(force=True)
+            logging.getLogger("cliplab.test").warning("features cache hit: x")
+    finally:
+        root.removeHandler(handler)
+    text = stream.getvalue()
+    at = text.index("features cache hit: x")
+    assert text[:at].endswith("\r\x1b[K")  # the status line was erased first
+    assert "stage 1/1 zeroshot" in text[at:]  # and drawn again after the message
+    assert handler.stream is stream  # the handler writes to its own stream again

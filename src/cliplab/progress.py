@@ -27,6 +27,7 @@ has left of its expected time (at least the counted step's estimate) plus the re
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import time
@@ -266,12 +267,36 @@ def display(
     shown = Display(stream, stages=stages, expected=expected, title=title)
     token = _DISPLAY.set(shown)
     step_token = _CURRENT.set(None)
+    # log records (the ``logging`` handlers writing to this stream) go on lines of their own above the status line
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and h.stream is stream]
+    for h in handlers:
+        h.setStream(_AboveStatusLine(shown))
     try:
         yield shown
     finally:
+        for h in handlers:
+            h.setStream(stream)
         _CURRENT.reset(step_token)
         _DISPLAY.reset(token)
         shown.clear()
+
+
+class _AboveStatusLine:
+    """A stream for ``logging`` handlers while a :class:`Display` is shown: each message erases the status line,
+    is written, and the line is drawn again below it."""
+
+    def __init__(self, shown: Display) -> None:
+        self.shown = shown
+
+    def write(self, text: str) -> int:
+        self.shown.clear()
+        n = self.shown.stream.write(text)
+        if text.endswith("\n"):
+            self.shown.refresh(force=True)
+        return n
+
+    def flush(self) -> None:
+        self.shown.stream.flush()
 
 
 @contextmanager
